@@ -1,0 +1,51 @@
+"""Built-in plugin: the Gaussian prior N(loc, scale^2) on every weight, with a closed-form KL."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from bayesprior import GaussianPosterior, Prior, hookimpl, register_kl
+from bayesprior.errors import ConfigError
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class GaussianPrior(Prior):
+    """p(w) = prod_i N(w_i | loc, scale^2), one scalar per weight.
+
+    Args:
+        loc: prior mean (default 0).
+        scale: prior standard deviation (default 1); a standard deviation, not a variance.
+    """
+
+    unit = "scalar"
+
+    def __init__(self, loc: float = 0.0, scale: float = 1.0):
+        super().__init__()
+        if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+            raise ConfigError(f"gaussian prior: scale must be a positive finite number, got {scale!r}")
+        if not (isinstance(loc, (int, float)) and math.isfinite(loc)):
+            raise ConfigError(f"gaussian prior: loc must be a finite number, got {loc!r}")
+        self._config = {"loc": float(loc), "scale": float(scale)}
+        self.register_buffer("loc", torch.tensor(float(loc)))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def log_prob(self, w: Tensor) -> Tensor:
+        return (-0.5 * (_LOG_2PI + 2 * self.scale.log() + ((w - self.loc) / self.scale) ** 2)).sum()
+
+    def config(self) -> dict:
+        return dict(self._config)
+
+
+@register_kl(GaussianPosterior, GaussianPrior)
+def _kl_gaussian_gaussian(q: GaussianPosterior, p: GaussianPrior) -> Tensor:
+    # KL(N(m, v) || N(m0, s0^2)) = log s0 - log(v)/2 + (v + (m - m0)^2) / (2 s0^2) - 1/2
+    var_ratio_terms = (q.variance + (q.loc - p.loc) ** 2) / (2 * p.scale ** 2)
+    return (p.scale.log() - 0.5 * q.log_variance + var_ratio_terms - 0.5).sum()
+
+
+@hookimpl
+def register_priors(register):
+    register("gaussian", GaussianPrior, description="N(loc, scale^2) on every weight; closed-form KL")

@@ -1,0 +1,52 @@
+"""The `bayesprior` command line. Sub-commands live in `bayesprior.commands.*`; plugins add their own."""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from . import __version__
+
+# core command modules; each defines `register(cli)`; imported lazily so `--help` stays fast
+_COMMAND_MODULES = (
+    "bayesprior.commands.plugins_cmd",
+)
+
+
+class _Group(click.Group):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in _COMMAND_MODULES:
+            importlib.import_module(module).register(self)
+        from .plugins import add_plugin_commands
+
+        add_plugin_commands(self)
+
+    def list_commands(self, ctx):
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        self._load()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bayesprior")
+def cli() -> None:
+    """Weight priors for Bayesian deep learning, and the MRI knowledge-transfer pipeline
+    (Kuzina, Egorov, Burnaev 2019): synthesise or read data, train source models, harvest kernels,
+    fit a Deep Weight Prior, train the target, predict, evaluate.
+
+    Start with `bayesprior demo`; every command has --help.
+    """
+
+
+def main() -> None:
+    cli()

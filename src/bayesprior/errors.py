@@ -1,0 +1,47 @@
+"""Exception types of bayesprior.
+
+Every error the library raises on bad input is one of these, and its message names the file, layer or
+argument at fault, so a user never has to read a traceback from nibabel, numpy or torch internals.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BayespriorError(Exception):
+    """Base class of every error raised by bayesprior on bad input or configuration."""
+
+
+class ConfigError(BayespriorError, ValueError):
+    """An argument or configuration value is invalid; the message names it and its value."""
+
+
+class PluginError(BayespriorError):
+    """A plugin could not be loaded, or a name is not registered / registered twice."""
+
+
+class PriorMismatchError(BayespriorError):
+    """A prior does not fit the layer it was assigned to (shape, kernel size, group)."""
+
+
+class CheckpointError(BayespriorError):
+    """A checkpoint or saved model is missing, corrupt, or does not match the model."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class DataError(BayespriorError):
+    """A data file or dataset folder is unreadable or inconsistent.
+
+    Attributes:
+        path: the file or folder at fault.
+        problem: a short human-readable description of what is wrong.
+    """
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")

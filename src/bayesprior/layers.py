@@ -1,0 +1,154 @@
+"""Bayesian wrappers for Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear.
+
+`BayesianLayer(module)` takes an existing layer, keeps it (and so every setting: stride, padding,
+dilation, groups, padding_mode, output_padding, the deterministic bias) and replaces its weight by a
+`GaussianPosterior` whose mean starts at the old weight. The forward returns exactly what the wrapped
+module's forward returns, computed in one of three modes:
+
+- ``"lrt"``: local reparameterisation; pre-activations are sampled from their Gaussian,
+  ``y = op(x, mu) + eps * sqrt(op(x**2, sigma**2))`` (lower-variance gradients; the training default);
+- ``"sample"``: one weight sample per forward, ``y = op(x, mu + sigma * eps)``;
+- ``"mean"``: the posterior mean, ``y = op(x, mu)``.
+
+The mode is its own switch, independent of `train()` / `eval()` (which keep their usual meaning for
+normalisation and dropout layers).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .errors import ConfigError
+from .posteriors import GaussianPosterior
+
+MODES = ("lrt", "sample", "mean")
+_LRT_EPS = 1e-12  # keeps sqrt differentiable where the input is exactly zero (e.g. MRI background)
+
+_CONV_TRANSPOSE_OPS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def _apply_conv(m: nn.Module, x: Tensor, w: Tensor, b: Tensor | None, *args: Any, **kwargs: Any) -> Tensor:
+    # _conv_forward applies padding_mode (reflect/replicate/circular) exactly as the module does
+    return m._conv_forward(x, w, b)
+
+
+def _apply_conv_transpose(m: nn.Module, x: Tensor, w: Tensor, b: Tensor | None,
+                          output_size: list[int] | None = None) -> Tensor:
+    dims = len(m.kernel_size)
+    output_padding = m._output_padding(x, output_size, m.stride, m.padding, m.kernel_size, dims, m.dilation)
+    return _CONV_TRANSPOSE_OPS[dims](x, w, b, m.stride, m.padding, output_padding, m.groups, m.dilation)
+
+
+def _apply_linear(m: nn.Module, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    return F.linear(x, w, b)
+
+
+_SUPPORTED: tuple[tuple[type[nn.Module], Callable[..., Tensor]], ...] = (
+    (nn.Conv1d, _apply_conv), (nn.Conv2d, _apply_conv), (nn.Conv3d, _apply_conv),
+    (nn.ConvTranspose1d, _apply_conv_transpose), (nn.ConvTranspose2d, _apply_conv_transpose),
+    (nn.ConvTranspose3d, _apply_conv_transpose),
+    (nn.Linear, _apply_linear),
+)
+
+# hyper-parameters of the wrapped module that stay readable on the wrapper (e.g. layer.kernel_size)
+_FORWARDED = frozenset({
+    "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+    "padding_mode", "output_padding", "transposed", "in_features", "out_features",
+})
+
+
+def supported_base(module: nn.Module) -> type[nn.Module] | None:
+    """The supported torch layer class `module` is (or safely extends), or None."""
+    for base, _ in _SUPPORTED:
+        if isinstance(module, base) and type(module).forward is base.forward:
+            return base
+    return None
+
+
+def is_supported(module: nn.Module) -> bool:
+    """True if `module` can be wrapped by `BayesianLayer`."""
+    return supported_base(module) is not None and not parametrize.is_parametrized(module)
+
+
+class BayesianLayer(nn.Module):
+    """A supported layer whose weight follows a Gaussian posterior. See the module docstring.
+
+    Args:
+        module: an ``nn.Conv{1,2,3}d``, ``nn.ConvTranspose{1,2,3}d`` or ``nn.Linear``; it is taken over
+            (its weight parameter moves into ``self.posterior``).
+        log_variance_init: initial log-variance of every weight (default -10).
+        mode: ``"lrt"``, ``"sample"`` or ``"mean"``.
+
+    Raises:
+        ConfigError: unsupported module type, a subclass with its own forward, a parametrized module,
+            or an unknown mode.
+    """
+
+    def __init__(self, module: nn.Module, log_variance_init: float = -10.0, mode: str = "lrt"):
+        super().__init__()
+        base = supported_base(module)
+        if base is None:
+            raise ConfigError(
+                f"cannot wrap {type(module).__name__}: supported are Conv1d/2d/3d, ConvTranspose1d/2d/3d "
+                "and Linear (subclasses only if they keep the base class's forward)"
+            )
+        if parametrize.is_parametrized(module):
+            raise ConfigError(f"cannot wrap a parametrized {type(module).__name__}; remove its parametrizations first")
+        self._apply_op = dict(_SUPPORTED)[base]
+        self.wrapped_type = base.__name__
+        self.posterior = GaussianPosterior(module.weight, log_variance_init)
+        del module.weight  # the posterior owns it now; the module keeps its settings and bias
+        self.module = module
+        self.mode = mode
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {value!r}")
+        self._mode = value
+
+    @property
+    def weight(self) -> Tensor:
+        """The posterior mean (read-only view for code that inspects `layer.weight`)."""
+        return self.posterior.loc
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.module.bias
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in _FORWARDED:
+                return getattr(self._modules["module"], name)
+            raise
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        q, m, op = self.posterior, self.module, self._apply_op
+        if self._mode == "mean":
+            return op(m, x, q.loc, m.bias, *args, **kwargs)
+        if self._mode == "sample":
+            return op(m, x, q.rsample(), m.bias, *args, **kwargs)
+        mean = op(m, x, q.loc, m.bias, *args, **kwargs)
+        variance = op(m, x * x, q.variance, None, *args, **kwargs)
+        return mean + torch.sqrt(variance + _LRT_EPS) * torch.randn_like(mean)
+
+    def to_deterministic(self) -> nn.Module:
+        """A plain copy of the wrapped module with the posterior mean as its weight."""
+        import copy
+
+        plain = copy.deepcopy(self.module)
+        plain.weight = nn.Parameter(self.posterior.loc.detach().clone())
+        return plain
+
+    def extra_repr(self) -> str:
+        return f"mode={self._mode!r}"

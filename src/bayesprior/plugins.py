@@ -1,0 +1,335 @@
+"""Plugins: hook specifications, discovery by entry point, and the registries they fill.
+
+A plugin is any importable module (or object) holding functions marked with `@bayesprior.hookimpl`.
+Installed packages announce theirs through the entry-point group ``bayesprior``::
+
+    [project.entry-points.bayesprior]
+    laplace = "bayesprior_laplace"
+
+The built-in plugins (Gaussian, log-uniform, DWP priors, the 3D U-Net, the NIfTI dataset layouts) are
+found the same way. Every hook takes a ``register`` callback, so one plugin can register several things
+and the core keeps the registries: it refuses duplicate names and remembers which plugin (and which
+distribution) registered what. A plugin that fails to import, or whose hook raises, is reported by name
+(``bayesprior plugins``, `plugin_report()`) and never stops the others from loading.
+
+Set ``BAYESPRIOR_DISABLE_PLUGINS=name1,name2`` to skip entry points by name.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import pluggy
+
+from .errors import PluginError
+
+PROJECT = "bayesprior"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class HookSpecs:
+    """The hooks a plugin may implement. Each is called once, when the registries are first needed."""
+
+    @hookspec
+    def register_priors(self, register: Callable[..., None]) -> None:
+        """Register prior factories.
+
+        Call ``register(name, factory, description="")`` once per prior. ``factory(**config)`` must return
+        a `bayesprior.priors.Prior`; ``config`` is JSON-serialisable, so a saved model can rebuild its
+        priors by name. Return nothing.
+        """
+
+    @hookspec
+    def register_architectures(self, register: Callable[..., None]) -> None:
+        """Register network architectures.
+
+        Call ``register(name, builder, groups=None, description="")``: ``builder(**config)`` returns an
+        ``nn.Module``; ``groups(model)`` (optional) returns the architecture's named layer groups as
+        ``{group name: [module names]}``. Return nothing.
+        """
+
+    @hookspec
+    def register_dataset_layouts(self, register: Callable[..., None]) -> None:
+        """Register readers of dataset folders.
+
+        Call ``register(name, reader, detect=None, description="")``: ``reader(folder, **options)``
+        returns the cases of the folder (see `bayesprior.data`); ``detect(folder) -> bool`` (optional)
+        says whether a folder looks like this layout, for automatic detection. Return nothing.
+        """
+
+    @hookspec
+    def register_commands(self, cli: Any) -> None:
+        """Add sub-commands to the ``bayesprior`` command line; ``cli`` is its `click.Group`.
+
+        Called when the command line is built. Return nothing.
+        """
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered thing: its name, the callable, and where it came from."""
+
+    name: str
+    obj: Callable[..., Any]
+    description: str
+    plugin: str
+    distribution: str | None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Registry:
+    """Name -> `Entry` for one kind of thing (priors, architectures, dataset layouts)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def add(self, entry: Entry) -> None:
+        if entry.name in self._entries:
+            first = self._entries[entry.name]
+            raise PluginError(
+                f"{self.kind} {entry.name!r} is registered by both plugin {first.plugin!r} and "
+                f"plugin {entry.plugin!r}; keeping the one from {first.plugin!r}"
+            )
+        self._entries[entry.name] = entry
+
+    def get(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise PluginError(f"no {self.kind} named {name!r} is registered (known: {known})") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+
+@dataclass
+class PluginInfo:
+    """What `bayesprior plugins` shows about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+
+# registry kind -> (hook name, extra keyword arguments its register callback accepts)
+_REGISTRY_HOOKS = {
+    "prior": ("register_priors", ()),
+    "architecture": ("register_architectures", ("groups",)),
+    "dataset layout": ("register_dataset_layouts", ("detect",)),
+}
+
+
+class _State:
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(HookSpecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.registries: dict[str, Registry] | None = None
+
+
+_state: _State | None = None
+
+
+def _disabled_names() -> set[str]:
+    raw = os.environ.get("BAYESPRIOR_DISABLE_PLUGINS", "")
+    return {n.strip() for n in raw.split(",") if n.strip()}
+
+
+def _short_error(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _report_broken(info: PluginInfo, exc: BaseException, what: str) -> None:
+    info.error = f"{what}: {_short_error(exc)}"
+    warnings.warn(f"bayesprior plugin {info.name!r} {what}: {_short_error(exc)}", RuntimeWarning, stacklevel=3)
+
+
+def _load_entry_points(state: _State) -> None:
+    disabled = _disabled_names()
+    for ep in importlib.metadata.entry_points(group=PROJECT):
+        if ep.name in disabled or ep.name in state.plugins:
+            continue
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(ep.name, dist.name if dist else None, dist.version if dist else None)
+        state.plugins[ep.name] = info
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plugin must not stop the others
+            _report_broken(info, exc, "failed to import")
+            continue
+        _register_object(state, module, info)
+
+
+def _register_object(state: _State, obj: Any, info: PluginInfo) -> None:
+    try:
+        state.pm.register(obj, name=info.name)
+        state.pm.check_pending()
+    except Exception as exc:
+        if state.pm.is_registered(obj):
+            state.pm.unregister(obj)
+        _report_broken(info, exc, "has invalid hooks")
+
+
+def _build_registries(state: _State) -> dict[str, Registry]:
+    registries = {kind: Registry(kind) for kind in _REGISTRY_HOOKS}
+    for kind, (hook_name, extra_keys) in _REGISTRY_HOOKS.items():
+        hook = getattr(state.pm.hook, hook_name)
+        # call each implementation on its own so every entry is attributed to the plugin that made it
+        for impl in reversed(hook.get_hookimpls()):
+            info = state.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
+            staged: list[Entry] = []
+
+            def register(name: str, obj: Callable[..., Any], description: str = "", _staged=staged,
+                         _info=info, **extras: Any) -> None:
+                unknown = set(extras) - set(extra_keys)
+                if unknown:
+                    raise TypeError(f"register() got unexpected arguments {sorted(unknown)} for a {kind}")
+                if not isinstance(name, str) or not name:
+                    raise TypeError(f"{kind} name must be a non-empty string, got {name!r}")
+                _staged.append(Entry(name, obj, description, _info.name, _info.distribution, dict(extras)))
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                _report_broken(info, exc, f"raised in {hook_name}")
+                continue
+            for entry in staged:
+                try:
+                    registries[kind].add(entry)
+                except PluginError as exc:
+                    warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
+                    info.error = str(exc)
+                    continue
+                info.registered.setdefault(kind, []).append(entry.name)
+    return registries
+
+
+def _get_state() -> _State:
+    global _state
+    if _state is None:
+        _state = _State()
+        _load_entry_points(_state)
+    return _state
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The loaded pluggy plugin manager (entry points are loaded on first use)."""
+    return _get_state().pm
+
+
+def registries() -> dict[str, Registry]:
+    """All registries, built on first use by calling every plugin's registration hooks."""
+    state = _get_state()
+    if state.registries is None:
+        state.registries = _build_registries(state)
+    return state.registries
+
+
+def prior_registry() -> Registry:
+    return registries()["prior"]
+
+
+def architecture_registry() -> Registry:
+    return registries()["architecture"]
+
+
+def dataset_layout_registry() -> Registry:
+    return registries()["dataset layout"]
+
+
+def plugin_report() -> list[PluginInfo]:
+    """Every plugin seen, with what it registered and any error, sorted by name."""
+    registries()
+    return sorted(_get_state().plugins.values(), key=lambda p: p.name)
+
+
+def register_plugin(obj: Any, name: str) -> None:
+    """Register an in-process plugin (an object or module with hook implementations) under `name`.
+
+    Useful in tests and notebooks; the registries are rebuilt on next use.
+    """
+    state = _get_state()
+    info = PluginInfo(name)
+    state.plugins[name] = info
+    _register_object(state, obj, info)
+    state.registries = None
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin registered by `register_plugin` (or an entry point) by name."""
+    state = _get_state()
+    plugin = state.pm.get_plugin(name)
+    if plugin is not None:
+        state.pm.unregister(plugin)
+    state.plugins.pop(name, None)
+    state.registries = None
+
+
+def reset_plugins() -> None:
+    """Forget everything loaded; the next use loads the entry points again."""
+    global _state
+    _state = None
+
+
+def add_plugin_commands(cli: Any) -> None:
+    """Let every plugin add its sub-commands to the click group `cli` (broken ones are reported)."""
+    state = _get_state()
+    for impl in state.pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:
+            info = state.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
+            _report_broken(info, exc, "raised in register_commands")
+
+
+def parse_spec(spec: str | Mapping[str, Any] | tuple[str, Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Normalise a registry spec: ``"name"``, ``("name", {config})`` or ``{"name": ..., **config}``."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+        return spec[0], dict(spec[1])
+    if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        config = dict(spec.get("config", {}))
+        config.update({k: v for k, v in spec.items() if k not in ("name", "config")})
+        return spec["name"], config
+    raise TypeError(f"a spec is 'name', ('name', {{config}}) or {{'name': ..., **config}}; got {spec!r}")
+
+
+def create_prior(spec: str | Mapping[str, Any] | tuple[str, Mapping[str, Any]]):
+    """Build a prior from the registry: `create_prior("gaussian")`, `create_prior(("gaussian", {"scale": 0.1}))`."""
+    name, config = parse_spec(spec)
+    prior = prior_registry().get(name).obj(**config)
+    prior.registry_name = name
+    return prior
+
+
+def build_architecture(name: str, **config: Any):
+    """Build a registered network: `build_architecture("unet3d", in_channels=1)`."""
+    model = architecture_registry().get(name).obj(**config)
+    model.architecture_spec = {"name": name, "config": dict(config)}
+    return model
+
+
+def architecture_groups(name: str, model: Any) -> dict[str, list[str]]:
+    """The named layer groups an architecture plugin declares for a model it built ({} if none)."""
+    groups_fn = architecture_registry().get(name).extras.get("groups")
+    return dict(groups_fn(model)) if groups_fn is not None else {}
+
+
+def iter_prior_entries() -> Iterable[Entry]:
+    return prior_registry().entries()

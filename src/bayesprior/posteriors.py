@@ -1,0 +1,62 @@
+"""Variational posteriors q(w) over one weight tensor."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class GaussianPosterior(nn.Module):
+    """Fully factorised Gaussian q(w) = prod_i N(w_i | loc_i, exp(log_variance_i)).
+
+    The mean starts at `weight` (so wrapping a pre-trained layer starts at its weights) and the
+    log-variance at the constant `log_variance_init` (-10 by default, as the original DWP).
+    `entropy` and `log_prob` are element-wise; priors sum them as they need.
+    """
+
+    def __init__(self, weight: Tensor, log_variance_init: float = -10.0):
+        super().__init__()
+        if not math.isfinite(log_variance_init):
+            raise ConfigError(f"log_variance_init must be finite, got {log_variance_init!r}")
+        self.loc = nn.Parameter(weight.detach().clone())
+        self.log_variance = nn.Parameter(torch.full_like(weight.detach(), float(log_variance_init)))
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc
+
+    @property
+    def variance(self) -> Tensor:
+        return self.log_variance.exp()
+
+    @property
+    def stddev(self) -> Tensor:
+        return (0.5 * self.log_variance).exp()
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.loc.shape
+
+    def rsample(self) -> Tensor:
+        """One reparameterised sample of the whole tensor (gradients reach loc and log_variance)."""
+        return self.loc + self.stddev * torch.randn_like(self.loc)
+
+    def entropy(self) -> Tensor:
+        """Element-wise differential entropy 0.5 * (log(2*pi) + 1 + log_variance)."""
+        return 0.5 * (_LOG_2PI + 1.0 + self.log_variance)
+
+    def log_prob(self, w: Tensor) -> Tensor:
+        """Element-wise log density of `w`."""
+        return -0.5 * (_LOG_2PI + self.log_variance + (w - self.loc) ** 2 / self.variance)
+
+    def distribution(self) -> torch.distributions.Normal:
+        """The same q as a `torch.distributions.Normal` (for checks and interoperability)."""
+        return torch.distributions.Normal(self.loc, self.stddev)
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.loc.shape)}"

@@ -1,0 +1,121 @@
+"""The Prior interface and the one place where KL(q || p) is resolved.
+
+A prior is an `nn.Module` (so `.to()`, `state_dict` and DDP work) that scores a posterior q over one
+weight tensor. The contract is `prior.kl(posterior, weight_sample=None)`: KL(q || p) summed over the
+layer, or an upper bound of it for implicit priors. Priors say how by what they define:
+
+1. a closed form registered for the (posterior type, prior type) pair with `register_kl`;
+2. else `log_prob(w)`: the Monte-Carlo estimate log q(w) - log p(w) at one reparameterised sample;
+3. else `kl_upper_bound(posterior, w)`: an upper bound (implicit priors, e.g. the Deep Weight Prior).
+
+`resolve_kl` tries them in that order, and nowhere else branches on prior types.
+
+A prior's `unit` says what it treats as one random variable: ``"scalar"`` (every weight independent)
+or ``"kernel"`` (each ``weight[a, b]`` slice of a convolution, k x k x k values, is one variable).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from .errors import PriorMismatchError
+
+_CLOSED_FORMS: dict[tuple[type, type], Callable[[Any, "Prior"], Tensor]] = {}
+
+UNITS = ("scalar", "kernel")
+
+
+def register_kl(posterior_type: type, prior_type: type):
+    """Decorator registering a closed-form KL(q || p) summed over the tensor, like `torch.distributions.register_kl`.
+
+    The function takes (posterior, prior) and returns a scalar tensor. Lookup follows the classes'
+    method resolution order, so a closed form registered for a base class serves its subclasses.
+    """
+
+    def decorator(fn: Callable[[Any, "Prior"], Tensor]):
+        _CLOSED_FORMS[(posterior_type, prior_type)] = fn
+        return fn
+
+    return decorator
+
+
+def closed_form_kl(posterior: Any, prior: "Prior") -> Callable[[Any, "Prior"], Tensor] | None:
+    """The registered closed form for this pair, or None."""
+    for q_type in type(posterior).__mro__:
+        for p_type in type(prior).__mro__:
+            fn = _CLOSED_FORMS.get((q_type, p_type))
+            if fn is not None:
+                return fn
+    return None
+
+
+def kernel_view(w: Tensor) -> Tensor:
+    """View a convolution weight (a, b, *k) as one row per kernel: (a * b, prod(k))."""
+    if w.dim() < 3:
+        raise PriorMismatchError(f"a kernel-unit prior needs a convolution weight, got shape {tuple(w.shape)}")
+    return w.reshape(w.shape[0] * w.shape[1], -1)
+
+
+class Prior(nn.Module):
+    """Base class of weight priors.
+
+    Subclasses set `unit`, and provide `log_prob`, a registered closed form, or `kl_upper_bound`.
+    `config()` returns the JSON-serialisable keyword arguments that rebuild the prior through its
+    registered factory (used by `BayesianModel.save`).
+    """
+
+    unit: str = "scalar"
+    #: name under which the registry built this prior; set by `bayesprior.plugins.create_prior`
+    registry_name: str | None = None
+
+    def kl(self, posterior: Any, weight_sample: Tensor | None = None) -> Tensor:
+        """KL(q || p) summed over the layer (or an upper bound of it). `weight_sample` is drawn if needed."""
+        return resolve_kl(posterior, self, weight_sample)
+
+    def log_prob(self, w: Tensor) -> Tensor:
+        """Log density of `w`, summed over it. Explicit priors override this."""
+        raise NotImplementedError
+
+    def kl_upper_bound(self, posterior: Any, weight_sample: Tensor) -> Tensor:
+        """An upper bound of KL(q || p) summed over the layer. Implicit priors override this."""
+        raise NotImplementedError
+
+    def check_compatible(self, weight_shape: torch.Size, layer_name: str) -> None:
+        """Raise `PriorMismatchError` naming `layer_name` if this prior cannot score such a weight."""
+        if self.unit == "kernel" and len(weight_shape) < 3:
+            raise PriorMismatchError(
+                f"layer {layer_name!r}: prior {self.describe()} treats each convolution kernel as one "
+                f"variable, but the weight has shape {tuple(weight_shape)} (not a convolution)"
+            )
+
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this prior through its registered factory."""
+        return {}
+
+    def describe(self) -> str:
+        """A short human-readable description used in layer tables and error messages."""
+        name = self.registry_name or type(self).__name__
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if not isinstance(v, (dict, list)))
+        return f"{name}({args})"
+
+    def _overrides(self, method: str) -> bool:
+        return getattr(type(self), method) is not getattr(Prior, method)
+
+
+def resolve_kl(posterior: Any, prior: Prior, weight_sample: Tensor | None = None) -> Tensor:
+    """KL(q || p) summed over the tensor: closed form, else Monte Carlo via log_prob, else upper bound."""
+    closed = closed_form_kl(posterior, prior)
+    if closed is not None:
+        return closed(posterior, prior)
+    if prior._overrides("log_prob"):
+        w = posterior.rsample() if weight_sample is None else weight_sample
+        return posterior.log_prob(w).sum() - prior.log_prob(w)
+    if prior._overrides("kl_upper_bound"):
+        w = posterior.rsample() if weight_sample is None else weight_sample
+        return prior.kl_upper_bound(posterior, w)
+    raise NotImplementedError(
+        f"prior {type(prior).__name__} defines no closed-form KL against {type(posterior).__name__}, "
+        "no log_prob and no kl_upper_bound"
+    )

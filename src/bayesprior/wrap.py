@@ -1,0 +1,460 @@
+"""`bayesianize`: make any torch network Bayesian by configuration.
+
+    bm = bayesianize(net, {by_type(nn.Conv3d): "gaussian"})
+    loss, data_term, kl = bm.elbo_loss(nll, n_train=len(train_set))
+
+Rules map selectors to priors. A selector picks modules by name glob (``"encoder.*"``), type
+(`by_type`), kernel size (`by_kernel_size`) or named group (`by_group`, groups come from an
+architecture plugin or `bayesprior.grouping`). A prior is an instance of `Prior` or a registry spec
+(``"gaussian"``, ``("gaussian", {"scale": 0.1})``); one prior object is built per rule and shared by
+the layers it selects. The first rule that selects a module wins; unselected modules stay deterministic.
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .atomic import atomic_torch_save
+from .errors import CheckpointError, ConfigError, PriorMismatchError
+from .layers import MODES, BayesianLayer, is_supported
+from .plugins import create_prior, parse_spec
+from .priors import Prior
+
+from .checkpoints import MODEL_FORMAT as SAVE_FORMAT
+
+PriorSpec = Union[Prior, str, tuple, Mapping]
+
+
+# ----------------------------------------------------------------------------------------- selectors
+@dataclass(frozen=True)
+class Selector:
+    """Picks modules of a network. Call with (name, module, groups) -> bool."""
+
+    description: str
+    predicate: Callable[[str, nn.Module, Mapping[str, Sequence[str]]], bool]
+
+    def __call__(self, name: str, module: nn.Module, groups: Mapping[str, Sequence[str]]) -> bool:
+        return self.predicate(name, module, groups)
+
+    def __str__(self) -> str:
+        return self.description
+
+
+def by_name(pattern: str) -> Selector:
+    """Modules whose qualified name matches the glob `pattern` (``"down*.conv*"``)."""
+    return Selector(f"name {pattern!r}", lambda name, m, g: fnmatch.fnmatchcase(name, pattern))
+
+
+def by_type(*types: type[nn.Module]) -> Selector:
+    """Modules that are instances of any of `types`."""
+    label = "|".join(t.__name__ for t in types)
+    return Selector(f"type {label}", lambda name, m, g: isinstance(m, types))
+
+
+def by_kernel_size(*size: int) -> Selector:
+    """Convolutions whose kernel size is `size` (``by_kernel_size(3)`` matches 3, 3x3 and 3x3x3)."""
+    wanted = tuple(size)
+
+    def predicate(name: str, m: nn.Module, g: Mapping) -> bool:
+        k = getattr(m, "kernel_size", None)
+        if k is None:
+            return False
+        k = tuple(k) if isinstance(k, (tuple, list)) else (k,)
+        return k == wanted or (len(wanted) == 1 and all(v == wanted[0] for v in k))
+
+    return Selector(f"kernel {'x'.join(map(str, wanted))}", predicate)
+
+
+def by_group(group: str) -> Selector:
+    """Modules listed in the named group `group` (from `groups=` given to `bayesianize`)."""
+
+    def predicate(name: str, m: nn.Module, groups: Mapping[str, Sequence[str]]) -> bool:
+        if group not in groups:
+            raise ConfigError(f"unknown layer group {group!r} (known: {', '.join(sorted(groups)) or 'none'})")
+        return name in groups[group]
+
+    return Selector(f"group {group!r}", predicate)
+
+
+def as_selector(key: Any) -> Selector:
+    """Accept a `Selector`, a name glob string, a module type or a tuple of types."""
+    if isinstance(key, Selector):
+        return key
+    if isinstance(key, str):
+        if key.startswith("group:"):
+            return by_group(key[len("group:"):])
+        return by_name(key)
+    if isinstance(key, type) and issubclass(key, nn.Module):
+        return by_type(key)
+    if isinstance(key, tuple) and key and all(isinstance(t, type) for t in key):
+        return by_type(*key)
+    raise ConfigError(f"cannot use {key!r} as a layer selector (use a name glob, a module type, "
+                      "by_kernel_size(...) or by_group(...))")
+
+
+@dataclass
+class Rule:
+    """Layers picked by `select` get `prior`."""
+
+    select: Selector
+    prior: PriorSpec
+
+
+def _as_rules(rules: Mapping[Any, PriorSpec] | Sequence[Rule]) -> list[Rule]:
+    if isinstance(rules, Mapping):
+        return [Rule(as_selector(k), v) for k, v in rules.items()]
+    out = []
+    for r in rules:
+        if isinstance(r, Rule):
+            out.append(Rule(as_selector(r.select), r.prior))
+        elif isinstance(r, tuple) and len(r) == 2:
+            out.append(Rule(as_selector(r[0]), r[1]))
+        else:
+            raise ConfigError(f"a rule is Rule(selector, prior) or (selector, prior), got {r!r}")
+    return out
+
+
+def _build_prior(spec: PriorSpec) -> Prior:
+    if isinstance(spec, Prior):
+        return spec
+    prior = create_prior(spec)
+    if not isinstance(prior, Prior):
+        raise ConfigError(f"prior factory for {parse_spec(spec)[0]!r} returned {type(prior).__name__}, not a Prior")
+    return prior
+
+
+def _replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+class ELBO(NamedTuple):
+    """The negative ELBO to minimise, and its two terms (each a scalar tensor)."""
+
+    loss: Tensor
+    data: Tensor
+    kl: Tensor
+
+
+class Predictive(NamedTuple):
+    """Predictive mean over posterior samples and a per-element uncertainty (see `BayesianModel.predict`)."""
+
+    mean: Tensor
+    uncertainty: Tensor
+
+
+# ------------------------------------------------------------------------------------ BayesianModel
+class BayesianModel(nn.Module):
+    """A network whose selected layers are `BayesianLayer`s, with the priors that score them.
+
+    It is an `nn.Module`: its forward is the network's forward, unchanged; `state_dict`, `.to()`,
+    DDP and `torch.save` of its state work as usual. Build it with `bayesianize`.
+    """
+
+    def __init__(self, net: nn.Module, priors: dict[str, Prior], assignment: dict[str, str],
+                 groups: Mapping[str, Sequence[str]] | None = None):
+        super().__init__()
+        self.net = net
+        self.priors = nn.ModuleDict(priors)
+        self.assignment = dict(assignment)  # layer name -> prior key
+        self.groups = {k: list(v) for k, v in (groups or {}).items()}
+
+    # -- forward and modes
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.net(*args, **kwargs)
+
+    def bayesian_layers(self) -> Iterator[tuple[str, BayesianLayer]]:
+        """(name, layer) for every Bayesian layer, in network order."""
+        for name in self.assignment:
+            yield name, self.net.get_submodule(name)
+
+    def set_mode(self, mode: str) -> None:
+        """Set the forward mode of every Bayesian layer: ``"lrt"``, ``"sample"`` or ``"mean"``."""
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+        for _, layer in self.bayesian_layers():
+            layer.mode = mode
+
+    @property
+    def mode(self) -> str:
+        modes = {layer.mode for _, layer in self.bayesian_layers()}
+        return modes.pop() if len(modes) == 1 else "mixed"
+
+    @contextmanager
+    def sampling(self, mode: str) -> Iterator["BayesianModel"]:
+        """Temporarily switch every Bayesian layer to `mode`: ``with bm.sampling("mean"): y = bm(x)``."""
+        before = {name: layer.mode for name, layer in self.bayesian_layers()}
+        self.set_mode(mode)
+        try:
+            yield self
+        finally:
+            for name, layer in self.bayesian_layers():
+                layer.mode = before[name]
+
+    # -- objective
+    def prior_of(self, layer_name: str) -> Prior:
+        return self.priors[self.assignment[layer_name]]
+
+    def kl(self) -> Tensor:
+        """KL(q || p) summed over all Bayesian layers (an upper bound where a prior is implicit).
+
+        Each call draws its own weight samples where an estimator needs them.
+        """
+        total = None
+        for name, layer in self.bayesian_layers():
+            term = self.prior_of(name).kl(layer.posterior)
+            total = term if total is None else total + term
+        if total is None:
+            return torch.zeros(())
+        return total
+
+    def elbo_loss(self, nll: Tensor, n_train: int, kl_weight: float = 1.0) -> ELBO:
+        """The negative ELBO ``n_train * nll + kl_weight * KL``.
+
+        Args:
+            nll: the data loss of the batch as a **mean per training case** (so ``n_train * nll`` equals
+                the design's ``(N / B) * sum over the batch``).
+            n_train: N, the number of training cases (of the whole dataset, across all processes).
+            kl_weight: beta, the weight of the KL term (1 gives the true ELBO).
+        Returns:
+            `ELBO(loss, data, kl)`.
+        """
+        if n_train <= 0:
+            raise ConfigError(f"n_train must be positive, got {n_train}")
+        if kl_weight < 0:
+            raise ConfigError(f"kl_weight must be >= 0, got {kl_weight}")
+        data = nll * n_train
+        kl = self.kl().to(data.device)
+        return ELBO(data + kl_weight * kl, data, kl)
+
+    # -- prediction
+    @torch.no_grad()
+    def predict(self, x: Tensor, samples: int = 8, transform: Callable[[Tensor], Tensor] | None = None,
+                uncertainty: str = "std") -> Predictive:
+        """Monte-Carlo prediction: the mean of `samples` forwards with weights sampled from q.
+
+        Args:
+            x: input batch.
+            samples: number of weight samples (0 uses the posterior mean once; uncertainty is then 0).
+            transform: applied to each output before averaging, e.g. ``lambda y: y.softmax(1)``.
+            uncertainty: ``"std"`` (element-wise standard deviation over samples) or ``"entropy"``
+                (predictive entropy over dim 1 of the mean, for class probabilities).
+        """
+        if uncertainty not in ("std", "entropy"):
+            raise ConfigError(f"uncertainty must be 'std' or 'entropy', got {uncertainty!r}")
+        if samples < 0:
+            raise ConfigError(f"samples must be >= 0, got {samples}")
+        transform = transform or (lambda y: y)
+        if samples == 0:
+            with self.sampling("mean"):
+                mean = transform(self(x))
+            return Predictive(mean, torch.zeros_like(mean))
+        mean = m2 = None
+        with self.sampling("sample"):
+            for i in range(1, samples + 1):  # Welford: no need to keep every sample
+                y = transform(self(x)).float()
+                if mean is None:
+                    mean, m2 = y.clone(), torch.zeros_like(y)
+                else:
+                    delta = y - mean
+                    mean += delta / i
+                    m2 += delta * (y - mean)
+        if uncertainty == "std":
+            return Predictive(mean, (m2 / max(samples - 1, 1)).sqrt())
+        p = mean.clamp_min(1e-12)
+        return Predictive(mean, -(p * p.log()).sum(dim=1))
+
+    # -- export and inspection
+    def mean_model(self) -> nn.Module:
+        """A plain deterministic copy of the network with every Bayesian layer at its posterior mean."""
+        plain = copy.deepcopy(self.net)
+        for name, _ in self.bayesian_layers():
+            _replace_module(plain, name, plain.get_submodule(name).to_deterministic())
+        return plain
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        """One row per layer with a weight: name, type, shape, prior (or 'deterministic'), group."""
+        group_of = {layer: g for g, layers in self.groups.items() for layer in layers}
+        rows = []
+        for name, module in self.net.named_modules():
+            if isinstance(module, BayesianLayer):
+                prior = self.prior_of(name)
+                rows.append({"layer": name, "type": module.wrapped_type,
+                             "shape": tuple(module.posterior.shape), "prior": prior.describe(),
+                             "unit": prior.unit, "group": group_of.get(name, "")})
+            elif isinstance(getattr(module, "weight", None), Tensor) and not any(
+                    name.startswith(b + ".") for b in self.assignment):
+                rows.append({"layer": name, "type": type(module).__name__,
+                             "shape": tuple(module.weight.shape), "prior": "deterministic",
+                             "unit": "", "group": group_of.get(name, "")})
+        return rows
+
+    def summary(self) -> str:
+        """The layer table as aligned text (also what `print(bm)`'s caller usually wants)."""
+        rows = self.layer_table()
+        cols = ["layer", "type", "shape", "group", "prior"]
+        cells = [[str(r[c]) for c in cols] for r in rows]
+        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+        n_bayes = sum(1 for r in rows if r["prior"] != "deterministic")
+        lines.append(f"{n_bayes} Bayesian layer(s), {len(rows) - n_bayes} deterministic")
+        return "\n".join(lines)
+
+    # -- persistence
+    def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+        """Write posterior, prior specifications and state to `path` atomically (see `load_bayesian`).
+
+        The file records each layer's prior by registry name and config, so `load_bayesian` rebuilds
+        the priors through the plugin registry; priors not built from the registry cannot be saved.
+        """
+        specs = {}
+        for key, prior in self.priors.items():
+            if prior.registry_name is None:
+                raise ConfigError(f"prior {key!r} ({type(prior).__name__}) was not built through the plugin "
+                                  "registry, so it cannot be saved by name; build it with a registry spec")
+            specs[key] = {"name": prior.registry_name, "config": prior.config()}
+        payload = {
+            "format": SAVE_FORMAT,
+            "kind": "bayesian",
+            "bayesprior_version": __version__,
+            "architecture": getattr(self.net, "architecture_spec", None),
+            "priors": specs,
+            "assignment": self.assignment,
+            "groups": self.groups,
+            "modes": {name: layer.mode for name, layer in self.bayesian_layers()},
+            "state_dict": self.state_dict(),
+            "extra": dict(extra or {}),
+        }
+        atomic_torch_save(payload, path)
+
+
+def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule], *,
+                groups: Mapping[str, Sequence[str]] | None = None, log_variance_init: float = -10.0,
+                mode: str = "lrt", strict: bool = True) -> BayesianModel:
+    """Replace the layers selected by `rules` with `BayesianLayer`s, in place, and return the handle.
+
+    Args:
+        model: any ``nn.Module``; it is modified in place (wrap it before building the optimiser).
+        rules: ``{selector: prior}`` or a list of `Rule`; see the module docstring.
+        groups: named layer groups, ``{group: [module names]}``, for `by_group` selectors.
+        log_variance_init: initial log-variance of every posterior.
+        mode: initial forward mode of every Bayesian layer.
+        strict: raise if a rule selects no layer, or selects a module that cannot be wrapped.
+    Returns:
+        A `BayesianModel` wrapping `model`.
+    Raises:
+        ConfigError, PriorMismatchError, PluginError: with the offending rule, layer or prior named.
+    """
+    if isinstance(model, BayesianModel):
+        raise ConfigError("model is already a BayesianModel")
+    parsed = _as_rules(rules)
+    groups = {k: list(v) for k, v in (groups or {}).items()}
+    known = {name for name, _ in model.named_modules()}
+    for g, members in groups.items():
+        missing = [m for m in members if m not in known]
+        if missing:
+            raise ConfigError(f"layer group {g!r} names modules the model does not have: {missing[:5]}")
+
+    chosen: dict[str, int] = {}
+    hits = [0] * len(parsed)
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(c + ".") for c in chosen):
+            continue
+        for i, rule in enumerate(parsed):
+            if not rule.select(name, module, groups):
+                continue
+            if not is_supported(module):
+                if strict and getattr(module, "weight", None) is not None and not list(module.children()):
+                    raise ConfigError(f"rule {rule.select} selects layer {name!r} of type "
+                                      f"{type(module).__name__}, which cannot be made Bayesian")
+                continue
+            chosen[name] = i
+            hits[i] += 1
+            break
+    if strict:
+        for rule, n in zip(parsed, hits):
+            if n == 0:
+                raise ConfigError(f"rule {rule.select} selects no layer that can be made Bayesian")
+
+    # one prior object per rule (shared by its layers); a Prior instance given to several rules stays one
+    priors: dict[str, Prior] = {}
+    rule_key: dict[int, str] = {}
+    for i, rule in enumerate(parsed):
+        if not hits[i]:
+            continue
+        prior = _build_prior(rule.prior)
+        key = next((k for k, p in priors.items() if p is prior), None)
+        if key is None:
+            key = f"prior{len(priors)}"
+            priors[key] = prior
+        rule_key[i] = key
+    assignment: dict[str, str] = {}
+    for name, i in chosen.items():
+        module = model.get_submodule(name)
+        priors[rule_key[i]].check_compatible(module.weight.shape, name)
+        _replace_module(model, name, BayesianLayer(module, log_variance_init=log_variance_init, mode=mode))
+        assignment[name] = rule_key[i]
+    return BayesianModel(model, priors, assignment, groups)
+
+
+def load_bayesian(path: str | Path, model: nn.Module | None = None,
+                  map_location: str | torch.device = "cpu") -> BayesianModel:
+    """Load a model written by `BayesianModel.save`.
+
+    Args:
+        path: the saved file.
+        model: a freshly built deterministic network of the same architecture; if omitted, it is
+            rebuilt from the architecture plugin recorded in the file.
+    Raises:
+        CheckpointError: unreadable file, wrong format, or a state that does not fit the model.
+    """
+    from .plugins import build_architecture
+
+    from .checkpoints import read_model_file
+
+    payload = read_model_file(path, map_location)
+    if payload.get("kind") != "bayesian":
+        raise CheckpointError(path, "holds a deterministic model, not a Bayesian one (use load_model)")
+    if model is None:
+        arch = payload.get("architecture")
+        if not arch:
+            raise CheckpointError(path, "records no architecture; pass the deterministic network as `model`")
+        model = build_architecture(arch["name"], **arch["config"])
+    # rebuild the rules in the saved order, so the priors get the same keys as in the file
+    rules = []
+    for key, spec in payload["priors"].items():
+        layers = frozenset(n for n, k in payload["assignment"].items() if k == key)
+        select = Selector(f"layers of {key}", lambda name, m, g, _layers=layers: name in _layers)
+        rules.append(Rule(select, (spec["name"], spec["config"])))
+    try:
+        bm = bayesianize(model, rules, groups=payload.get("groups"), strict=True)
+    except Exception as exc:
+        raise CheckpointError(path, f"does not fit the given model: {exc}") from None
+    state = payload["state_dict"]
+    missing, unexpected = _state_mismatch(bm, state)
+    if missing or unexpected:
+        raise CheckpointError(path, f"state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    try:
+        bm.load_state_dict(state)
+    except Exception as exc:
+        raise CheckpointError(path, f"state does not fit the model: {exc}") from None
+    for name, mode in payload.get("modes", {}).items():
+        bm.net.get_submodule(name).mode = mode
+    return bm
+
+
+def _state_mismatch(bm: nn.Module, state: Mapping[str, Tensor]) -> tuple[list[str], list[str]]:
+    own = set(bm.state_dict())
+    return sorted(own - set(state)), sorted(set(state) - own)
