@@ -35,6 +35,9 @@ class GaussianPrior(Prior):
     def log_prob(self, w: Tensor) -> Tensor:
         return (-0.5 * (_LOG_2PI + 2 * self.scale.log() + ((w - self.loc) / self.scale) ** 2)).sum()
 
+    def sample(self, shape: torch.Size) -> Tensor:
+        return self.loc + self.scale * torch.randn(shape, device=self.loc.device)
+
     def config(self) -> dict:
         return dict(self._config)
 

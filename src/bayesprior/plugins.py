@@ -48,9 +48,11 @@ class HookSpecs:
     def register_architectures(self, register: Callable[..., None]) -> None:
         """Register network architectures.
 
-        Call ``register(name, builder, groups=None, description="")``: ``builder(**config)`` returns an
-        ``nn.Module``; ``groups(model)`` (optional) returns the architecture's named layer groups as
-        ``{group name: [module names]}``. Return nothing.
+        Call ``register(name, builder, groups=None, finetune_layers=None, description="")``:
+        ``builder(**config)`` returns an ``nn.Module``; ``groups(model)`` (optional) returns the
+        architecture's named layer groups as ``{group name: [module names]}``; ``finetune_layers``
+        (optional) is a list of module-name globs that stay trainable in frozen fine-tuning (the
+        first and last blocks). Return nothing.
         """
 
     @hookspec
@@ -129,7 +131,7 @@ class PluginInfo:
 # registry kind -> (hook name, extra keyword arguments its register callback accepts)
 _REGISTRY_HOOKS = {
     "prior": ("register_priors", ()),
-    "architecture": ("register_architectures", ("groups",)),
+    "architecture": ("register_architectures", ("groups", "finetune_layers")),
     "dataset layout": ("register_dataset_layouts", ("detect",)),
 }
 
@@ -331,5 +333,6 @@ def architecture_groups(name: str, model: Any) -> dict[str, list[str]]:
     return dict(groups_fn(model)) if groups_fn is not None else {}
 
 
-def iter_prior_entries() -> Iterable[Entry]:
-    return prior_registry().entries()
+def architecture_finetune_layers(name: str) -> list[str]:
+    """Module-name globs an architecture keeps trainable in frozen fine-tuning ([] if it declares none)."""
+    return list(architecture_registry().get(name).extras.get("finetune_layers") or [])

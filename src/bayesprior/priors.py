@@ -82,6 +82,10 @@ class Prior(nn.Module):
         """An upper bound of KL(q || p) summed over the layer. Implicit priors override this."""
         raise NotImplementedError
 
+    def sample(self, shape: torch.Size) -> Tensor:
+        """A weight tensor of `shape` drawn from the prior (used to initialise posterior means)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw samples")
+
     def check_compatible(self, weight_shape: torch.Size, layer_name: str) -> None:
         """Raise `PriorMismatchError` naming `layer_name` if this prior cannot score such a weight."""
         if self.unit == "kernel" and len(weight_shape) < 3:

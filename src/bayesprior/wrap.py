@@ -342,7 +342,7 @@ class BayesianModel(nn.Module):
 
 def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule], *,
                 groups: Mapping[str, Sequence[str]] | None = None, log_variance_init: float = -10.0,
-                mode: str = "lrt", strict: bool = True) -> BayesianModel:
+                mode: str = "lrt", strict: bool = True, init_from_prior: bool = False) -> BayesianModel:
     """Replace the layers selected by `rules` with `BayesianLayer`s, in place, and return the handle.
 
     Args:
@@ -352,6 +352,8 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
         log_variance_init: initial log-variance of every posterior.
         mode: initial forward mode of every Bayesian layer.
         strict: raise if a rule selects no layer, or selects a module that cannot be wrapped.
+        init_from_prior: start each posterior mean at a sample of its prior (`Prior.sample`) instead of
+            the module's current weight.
     Returns:
         A `BayesianModel` wrapping `model`.
     Raises:
@@ -404,7 +406,11 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
     for name, i in chosen.items():
         module = model.get_submodule(name)
         priors[rule_key[i]].check_compatible(module.weight.shape, name)
-        _replace_module(model, name, BayesianLayer(module, log_variance_init=log_variance_init, mode=mode))
+        layer = BayesianLayer(module, log_variance_init=log_variance_init, mode=mode)
+        if init_from_prior:
+            with torch.no_grad():
+                layer.posterior.loc.copy_(priors[rule_key[i]].sample(layer.posterior.shape))
+        _replace_module(model, name, layer)
         assignment[name] = rule_key[i]
     return BayesianModel(model, priors, assignment, groups)
 
