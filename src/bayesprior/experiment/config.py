@@ -1,0 +1,153 @@
+"""The experiment configuration (a TOML file), validated up front with errors that name the key.
+
+See `configs/paper.toml` for the paper's settings and `benchmarks/transfer_cpu.toml` for a CPU scale.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BASELINE_METHODS = ("ri", "pr", "prf")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset folder in any registered layout, or a synthetic one made on first use."""
+
+    path: str | None = None
+    layout: str | None = None
+    channel: str | None = None
+    synthetic_kind: str | None = None  # "ms" | "tumour"
+    synthetic_cases: int = 0
+    synthetic_shape: tuple[int, int, int] | None = None
+    synthetic_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    source: DatasetSpec
+    target: DatasetSpec
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    architecture: str = "unet3d"
+    architecture_config: dict[str, Any] = field(default_factory=dict)
+    # source model zoo
+    source_seeds: tuple[int, ...] = (0,)
+    source_restarts: int = 0
+    source_max_epochs: int = 500
+    source_val_fraction: float = 0.1
+    # kernel prior
+    norm_threshold: float = 1e-2
+    latent_dim: int = 6
+    prior_max_epochs: int = 500
+    prior_options: dict[str, Any] = field(default_factory=dict)
+    # target training
+    max_epochs: int = 500
+    batch_size: int = 2
+    ce_reduction: str = "sum"
+    kl_weight: float = 1.0
+    lr: float = 1e-3
+    # protocol
+    train_sizes: tuple[int, ...] = (5, 10, 15, 20)
+    test_size: int = 50
+    splits: int = 3
+    methods: tuple[str, ...] = ("dwp", "pr", "prf", "ri")
+    first_split_seed: int = 42
+    samples: int = 0  # Monte-Carlo samples at test time for Bayesian methods (0: posterior mean)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _table(raw: dict, key: str) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{key}] must be a table, got {type(value).__name__}")
+    return value
+
+
+def _dataset(raw: dict, key: str, path: Path) -> DatasetSpec:
+    t = _table(raw, key)
+    synth = t.get("synthetic")
+    if (t.get("path") is None) == (synth is None):
+        raise ConfigError(f"{path}: [{key}] needs exactly one of 'path' or 'synthetic'")
+    if synth is not None:
+        if not isinstance(synth, dict) or synth.get("kind") not in ("ms", "tumour"):
+            raise ConfigError(f"{path}: [{key}].synthetic needs kind = 'ms' or 'tumour'")
+        shape = synth.get("shape")
+        return DatasetSpec(channel=t.get("channel"), synthetic_kind=synth["kind"],
+                           synthetic_cases=int(synth.get("cases", 20)),
+                           synthetic_shape=tuple(shape) if shape else None,
+                           synthetic_seed=int(synth.get("seed", 0)))
+    data_path = Path(t["path"])
+    if not data_path.is_absolute():
+        data_path = (path.parent / data_path).resolve()
+    return DatasetSpec(path=str(data_path), layout=t.get("layout"), channel=t.get("channel"))
+
+
+_SCALARS = {
+    "source_training": {"seeds": "source_seeds", "restarts": "source_restarts", "max_epochs": "source_max_epochs",
+                        "val_fraction": "source_val_fraction"},
+    "prior": {"norm_threshold": "norm_threshold", "latent_dim": "latent_dim", "max_epochs": "prior_max_epochs",
+              "options": "prior_options"},
+    "target_training": {"max_epochs": "max_epochs", "batch_size": "batch_size", "ce_reduction": "ce_reduction",
+                        "kl_weight": "kl_weight", "lr": "lr", "samples": "samples"},
+    "protocol": {"train_sizes": "train_sizes", "test_size": "test_size", "splits": "splits", "methods": "methods",
+                 "first_split_seed": "first_split_seed"},
+    "architecture": {"name": "architecture", "config": "architecture_config"},
+}
+
+
+def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> ExperimentConfig:
+    """Validate a parsed TOML document into an `ExperimentConfig`."""
+    known = {"source", "target", "preprocess", *_SCALARS}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)} (known: {sorted(known)})")
+    kwargs: dict[str, Any] = {"source": _dataset(raw, "source", path), "target": _dataset(raw, "target", path),
+                              "preprocess": dict(_table(raw, "preprocess"))}
+    for section, mapping in _SCALARS.items():
+        t = _table(raw, section)
+        bad = set(t) - set(mapping)
+        if bad:
+            raise ConfigError(f"{path}: unknown key(s) {sorted(bad)} in [{section}] (known: {sorted(mapping)})")
+        for key, attr in mapping.items():
+            if key in t:
+                value = t[key]
+                kwargs[attr] = tuple(value) if isinstance(value, list) else value
+    config = ExperimentConfig(**kwargs)
+    _check(config, path)
+    return config
+
+
+def _check(c: ExperimentConfig, path: Path) -> None:
+    if c.ce_reduction not in ("sum", "mean"):
+        raise ConfigError(f"{path}: target_training.ce_reduction must be 'sum' or 'mean', got {c.ce_reduction!r}")
+    if not c.train_sizes or any(n < 1 for n in c.train_sizes):
+        raise ConfigError(f"{path}: protocol.train_sizes must be positive integers, got {c.train_sizes}")
+    if c.splits < 1 or c.test_size < 1:
+        raise ConfigError(f"{path}: protocol.splits and protocol.test_size must be >= 1")
+    if not c.methods or len(set(c.methods)) != len(c.methods):
+        raise ConfigError(f"{path}: protocol.methods must be a non-empty list without repeats, got {c.methods}")
+    if not c.source_seeds:
+        raise ConfigError(f"{path}: source_training.seeds must list at least one seed")
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment TOML file. Raises ConfigError naming the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment configuration file")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(raw, path)

@@ -1,0 +1,149 @@
+"""Tables and figures of an experiment, in the layout of the paper's Tables 3-4 and Figures 6-7."""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..atomic import atomic_path, atomic_write_text
+
+METHOD_LABELS = {"dwp": "UNet-DWP", "pr": "UNet-PR", "prf": "UNet-PRf", "ri": "UNet-RI",
+                 "gaussian": "UNet-Gaussian", "loguniform": "UNet-LogU"}
+METRICS = (("dsc", "Mean Dice Similarity Coefficient"), ("iou", "Mean Intersection over Union"))
+
+
+def label(method: str) -> str:
+    return METHOD_LABELS.get(method, f"UNet-{method}")
+
+
+def summarise(results: Sequence[dict[str, Any]], metric: str) -> dict[tuple[int, str], tuple[float, float, int]]:
+    """(train size, method) -> (mean over splits, std over splits, number of splits)."""
+    by_key: dict[tuple[int, str], list[float]] = defaultdict(list)
+    for r in results:
+        by_key[(r["train_size"], r["method"])].append(float(r[metric]))
+    out = {}
+    for key, values in by_key.items():
+        v = np.asarray(values)
+        out[key] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v))
+    return out
+
+
+def markdown_table(results: Sequence[dict[str, Any]], metric: str, methods: Sequence[str],
+                   train_sizes: Sequence[int]) -> str:
+    """One metric as 'mean (std)' over splits: a row per train size, a column per method; best mean in bold."""
+    stats = summarise(results, metric)
+    lines = ["| Train size | " + " | ".join(label(m) for m in methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for n in train_sizes:
+        means = {m: stats[(n, m)][0] for m in methods if (n, m) in stats}
+        best = max(means.values()) if means else None
+        cells = []
+        for m in methods:
+            if (n, m) not in stats:
+                cells.append("–")
+                continue
+            mean, std, k = stats[(n, m)]
+            cell = f"{mean:.3f} ({std:.3f})"
+            cells.append(f"**{cell}**" if mean == best else cell)
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_tables(results: Sequence[dict[str, Any]], methods: Sequence[str], train_sizes: Sequence[int],
+                 out_dir: Path, note: str = "") -> str:
+    """Write table.md and table.csv; return the Markdown."""
+    parts = []
+    for metric, title in METRICS:
+        parts.append(f"**{title}** (mean (std) over splits)\n\n" + markdown_table(results, metric, methods, train_sizes))
+    n_splits = len({r["split"] for r in results})
+    text = "\n\n".join(parts) + f"\n\n{len(results)} runs, {n_splits} split(s). {note}".rstrip() + "\n"
+    atomic_write_text(text, out_dir / "table.md")
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["train_size", "method", "dsc_mean", "dsc_std", "iou_mean", "iou_std", "splits"])
+    dsc, iou = summarise(results, "dsc"), summarise(results, "iou")
+    for n in train_sizes:
+        for m in methods:
+            if (n, m) in dsc:
+                writer.writerow([n, m, f"{dsc[(n, m)][0]:.4f}", f"{dsc[(n, m)][1]:.4f}",
+                                 f"{iou[(n, m)][0]:.4f}", f"{iou[(n, m)][1]:.4f}", dsc[(n, m)][2]])
+    atomic_write_text(buf.getvalue(), out_dir / "table.csv")
+    return text
+
+
+def plot_dsc_vs_train_size(results: Sequence[dict[str, Any]], methods: Sequence[str],
+                           train_sizes: Sequence[int], path: Path, title: str = "") -> None:
+    """DSC against train size per method with std error bars (the paper's Figure 6)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = summarise(results, "dsc")
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, m in enumerate(methods):
+        xs = [n for n in train_sizes if (n, m) in stats]
+        if not xs:
+            continue
+        offset = (i - (len(methods) - 1) / 2) * 0.15  # keep error bars apart
+        ax.errorbar([x + offset for x in xs], [stats[(n, m)][0] for n in xs], yerr=[stats[(n, m)][1] for n in xs],
+                    marker="o", capsize=3, label=label(m))
+    ax.set_xlabel("number of training cases")
+    ax.set_ylabel("DSC (mean ± std over splits)")
+    ax.set_xticks(list(train_sizes))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def plot_predictions(slices: dict[tuple[int, str], dict[str, np.ndarray]], methods: Sequence[str],
+                     train_sizes: Sequence[int], path: Path) -> None:
+    """The same test slice per train size: image with ground truth, then each method's prediction (Figure 7).
+
+    `slices[(train size, method)]` holds 2D arrays 'image', 'label', 'pred' and optionally 'dsc'.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [n for n in train_sizes if any((n, m) in slices for m in methods)]
+    if not rows:
+        return
+    cols = 1 + len(methods)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.3 * len(rows)), squeeze=False)
+    for r, n in enumerate(rows):
+        first = next(slices[(n, m)] for m in methods if (n, m) in slices)
+        _show(axes[r][0], first["image"], first["label"], "#2ca02c")
+        axes[r][0].set_title(f"ground truth (n={n})", fontsize=8)
+        for c, m in enumerate(methods, start=1):
+            ax = axes[r][c]
+            if (n, m) not in slices:
+                ax.axis("off")
+                continue
+            s = slices[(n, m)]
+            _show(ax, s["image"], s["pred"], "#d62728", reference=s["label"])
+            dsc = s.get("dsc")
+            ax.set_title(f"{label(m)}" + (f" DSC {float(dsc):.2f}" if dsc is not None else ""), fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _show(ax, image: np.ndarray, mask: np.ndarray, color: str, reference: np.ndarray | None = None) -> None:
+    ax.imshow(np.rot90(image), cmap="gray")
+    if reference is not None and reference.any():
+        ax.contour(np.rot90(reference > 0), levels=[0.5], colors="#2ca02c", linewidths=0.6)
+    if mask.any():
+        ax.contour(np.rot90(mask > 0), levels=[0.5], colors=color, linewidths=0.8)
+    ax.axis("off")
