@@ -1,0 +1,80 @@
+"""Experiment configuration, splits, sharding, resumable results and tables."""
+from pathlib import Path
+
+import pytest
+
+from bayesprior.errors import ConfigError
+from bayesprior.experiment.config import load_config, parse_config
+from bayesprior.experiment.report import markdown_table, write_tables
+from bayesprior.experiment.runs import ResultStore, RunSpec, all_runs, make_splits, parse_shard, shard_runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(**protocol):
+    raw = {"source": {"synthetic": {"kind": "ms", "cases": 4}},
+           "target": {"synthetic": {"kind": "tumour", "cases": 12}},
+           "protocol": {"train_sizes": [2, 4], "test_size": 5, "splits": 3, "methods": ["dwp", "ri"], **protocol}}
+    return parse_config(raw)
+
+
+def test_shipped_configs_are_valid():
+    paper = load_config(REPO / "configs" / "paper.toml")
+    assert paper.train_sizes == (5, 10, 15, 20) and paper.test_size == 50 and paper.splits == 3
+    cpu = load_config(REPO / "benchmarks" / "transfer_cpu.toml")
+    assert cpu.target.synthetic_shape == (40, 48, 40)
+
+
+def test_unknown_key_is_named_in_the_error():
+    with pytest.raises(ConfigError, match="bogus"):
+        parse_config({"source": {"path": "x"}, "target": {"path": "y"}, "protocol": {"bogus": 1}})
+
+
+def test_dataset_needs_exactly_one_of_path_or_synthetic():
+    with pytest.raises(ConfigError, match=r"\[target\]"):
+        parse_config({"source": {"path": "x"}, "target": {}})
+
+
+def test_splits_are_seeded_disjoint_and_nested():
+    ids = [f"c{i:02d}" for i in range(12)]
+    a, b = make_splits(ids, _config()), make_splits(ids, _config())
+    assert a == b
+    assert [s.seed for s in a] == [42, 43, 44]
+    for s in a:
+        assert len(s.test) == 5 and not set(s.test) & set(s.train_pool)
+        assert set(s.train_cases(2)) <= set(s.train_cases(4))
+    assert a[0].test != a[1].test
+
+
+def test_too_few_cases_is_a_clear_error():
+    with pytest.raises(ConfigError, match="needs 9"):
+        make_splits([f"c{i}" for i in range(8)], _config())
+
+
+def test_shards_partition_the_runs():
+    runs = all_runs(_config())
+    assert len(runs) == 3 * 2 * 2
+    shards = [shard_runs(runs, (i, 3)) for i in range(3)]
+    assert sorted(r.run_id for s in shards for r in s) == sorted(r.run_id for r in runs)
+    assert parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "a/b", "1"):
+        with pytest.raises(ConfigError):
+            parse_shard(bad)
+
+
+def test_result_store_skips_finished_runs(tmp_path):
+    store = ResultStore(tmp_path)
+    runs = [RunSpec(0, 2, "ri"), RunSpec(0, 2, "dwp")]
+    store.write(runs[0], {"dsc": 0.5, "iou": 0.33})
+    assert store.pending(runs) == [runs[1]]
+    assert store.read_all()[0]["method"] == "ri"
+
+
+def test_table_has_mean_std_per_train_size_and_bold_best(tmp_path):
+    results = [{"split": s, "train_size": 2, "method": m, "dsc": d + 0.01 * s, "iou": d / 2}
+               for s in range(3) for m, d in (("dwp", 0.7), ("ri", 0.6))]
+    table = markdown_table(results, "dsc", ["dwp", "ri"], [2])
+    assert "**0.710 (0.010)**" in table and "0.610 (0.010)" in table
+    text = write_tables(results, ["dwp", "ri"], [2], tmp_path)
+    assert "Intersection over Union" in text
+    assert (tmp_path / "table.csv").read_text().splitlines()[1].startswith("2,dwp,0.7100")
