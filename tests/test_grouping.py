@@ -1,5 +1,6 @@
 """bayesprior.grouping on small networks written here: resolution, kernel-size and name groups."""
 import pytest
+from hypothesis import given, settings, strategies as st
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -105,3 +106,41 @@ def test_describe_layers_counts_kernels_and_parameters():
     assert rows["down"] == {"name": "down", "type": "Conv2d", "kernel": "3x3", "group": "g",
                             "kernels": 32, "parameters": 8 * 4 * 9 + 8}
     assert rows["norm"]["parameters"] == 8 and rows["norm"]["kernel"] == ""
+
+
+class _UNet1d(nn.Module):
+    """A 1-D U-Net of any depth: two convs per level, strided conv down, transposed conv up, additive skips."""
+
+    def __init__(self, depth: int, convs_per_level: int):
+        super().__init__()
+        self.depth = depth
+        self.enc = nn.ModuleList(nn.Sequential(*[nn.Conv1d(2, 2, 3, padding=1) for _ in range(convs_per_level)])
+                                 for _ in range(depth + 1))
+        self.down = nn.ModuleList(nn.Conv1d(2, 2, 3, stride=2, padding=1) for _ in range(depth))
+        self.up = nn.ModuleList(nn.ConvTranspose1d(2, 2, 2, stride=2) for _ in range(depth))
+        self.dec = nn.ModuleList(nn.Conv1d(2, 2, 3, padding=1) for _ in range(depth))
+
+    def forward(self, x):
+        skips = []
+        for level in range(self.depth):
+            x = self.enc[level](x)
+            skips.append(x)
+            x = self.down[level](x)
+        x = self.enc[self.depth](x)
+        for level in reversed(range(self.depth)):
+            x = self.dec[level](self.up[level](x) + skips[level])
+        return x
+
+
+@settings(max_examples=10, deadline=None)
+@given(depth=st.integers(1, 3), convs_per_level=st.integers(1, 2))
+def test_resolution_groups_partition_the_convs_of_any_depth_unet(depth, convs_per_level):
+    net = _UNet1d(depth, convs_per_level)
+    groups = group_by_resolution(net, torch.zeros(1, 2, 8 * 2 ** depth), kernel_size=3)
+    members = [n for g in groups.values() for n in g]
+    assert len(members) == len(set(members))
+    assert set(members) == {n for n, m in net.named_modules() if isinstance(m, nn.Conv1d)}
+    labels = ["full", "half", "quarter", "eighth"]
+    assert list(groups) == [f"enc_{r}" for r in labels[:depth + 1]] + [f"dec_{r}" for r in reversed(labels[:depth])]
+    assert groups[f"enc_{labels[depth]}"] == [f"enc.{depth}.{i}" for i in range(convs_per_level)]
+    assert groups["dec_full"] == ["dec.0"]
