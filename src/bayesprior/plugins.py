@@ -39,9 +39,11 @@ class HookSpecs:
     def register_priors(self, register: Callable[..., None]) -> None:
         """Register prior factories.
 
-        Call ``register(name, factory, description="")`` once per prior. ``factory(**config)`` must return
-        a `bayesprior.priors.Prior`; ``config`` is JSON-serialisable, so a saved model can rebuild its
-        priors by name. Return nothing.
+        Call ``register(name, factory, fit=None, description="")`` once per prior. ``factory(**config)``
+        must return a `bayesprior.priors.Prior`; ``config`` is JSON-serialisable, so a saved model can
+        rebuild its priors by name. A prior learned from harvested kernels also gives
+        ``fit(bank_path, out_path, **options)``, which writes a prior file; the factory then takes that
+        file as ``path`` (the experiment runner and ``bayesprior train --prior`` use it). Return nothing.
         """
 
     @hookspec
@@ -130,7 +132,7 @@ class PluginInfo:
 
 # registry kind -> (hook name, extra keyword arguments its register callback accepts)
 _REGISTRY_HOOKS = {
-    "prior": ("register_priors", ()),
+    "prior": ("register_priors", ("fit",)),
     "architecture": ("register_architectures", ("groups", "finetune_layers")),
     "dataset layout": ("register_dataset_layouts", ("detect",)),
 }
@@ -331,6 +333,11 @@ def architecture_groups(name: str, model: Any) -> dict[str, list[str]]:
     """The named layer groups an architecture plugin declares for a model it built ({} if none)."""
     groups_fn = architecture_registry().get(name).extras.get("groups")
     return dict(groups_fn(model)) if groups_fn is not None else {}
+
+
+def prior_fitter(name: str) -> Callable[..., Any] | None:
+    """The ``fit(bank_path, out_path, **options)`` of a prior learned from kernels, or None."""
+    return prior_registry().get(name).extras.get("fit")
 
 
 def architecture_finetune_layers(name: str) -> list[str]:

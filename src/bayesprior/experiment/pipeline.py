@@ -1,0 +1,259 @@
+"""The paper's protocol end to end (Algorithms 2-3): data -> source zoo -> harvest -> prior -> target runs -> report.
+
+Every stage writes its outputs atomically and is skipped when they exist, so a killed experiment
+resumes where it stopped. Target runs are independent and can be split across machines with
+`shard=(i, n)`; run the source stage once first (``--stage source``) when shards run in parallel.
+
+Output folder::
+
+    data/{source,target}/        synthetic datasets (when the config asks for them)
+    cache/                       preprocessed cases
+    source/runs/seed<k>/         source training runs;  source/zoo/*.pt  every minimum (harvested)
+    source/bank.npz              harvested kernels;  source/prior_<method>.pt  fitted priors
+    runs/<run id>/               target training runs
+    results/<run id>.json        one result per finished run;  results/figures/<run id>.npz
+    table.md, table.csv, dsc_vs_train_size.png, predictions.png, experiment.json
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..atomic import atomic_path, atomic_write_json
+from ..errors import ConfigError
+from .config import BASELINE_METHODS, DatasetSpec, ExperimentConfig
+from .report import plot_dsc_vs_train_size, plot_predictions, write_tables
+from .runs import ResultStore, RunSpec, Split, all_runs, make_splits, shard_runs
+
+STAGES = ("all", "source", "target", "report")
+
+
+def _fitted_methods(config: ExperimentConfig) -> list[str]:
+    from ..plugins import prior_fitter, prior_registry
+
+    return [m for m in config.methods if m in prior_registry() and prior_fitter(m) is not None]
+
+
+def _check_methods(config: ExperimentConfig) -> None:
+    from ..plugins import prior_registry
+
+    unknown = [m for m in config.methods if m not in BASELINE_METHODS and m not in prior_registry()]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}: use ri, pr, prf or a registered prior "
+                          f"({', '.join(prior_registry().names())})")
+
+
+class Experiment:
+    """One experiment folder. `run()` does every stage that is not done yet."""
+
+    def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool = True,
+                 log: Callable[[str], None] = print):
+        _check_methods(config)
+        self.config = config
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.log = log
+        self.store = ResultStore(self.out / "results")
+
+    # ------------------------------------------------------------------------------ data
+    def dataset_folder(self, spec: DatasetSpec, name: str) -> Path:
+        if spec.path is not None:
+            return Path(spec.path)
+        from ..data.synth import synthesize_dataset
+
+        folder = self.out / "data" / name
+        marker = folder / "synthesis.json"
+        if not marker.is_file():
+            self.log(f"synthesising {spec.synthetic_cases} {spec.synthetic_kind} cases -> {folder}")
+            start = time.perf_counter()
+            synthesize_dataset(spec.synthetic_kind, spec.synthetic_cases, folder, shape=spec.synthetic_shape,
+                               seed=spec.synthetic_seed)
+            atomic_write_json({"kind": spec.synthetic_kind, "cases": spec.synthetic_cases,
+                               "seconds": round(time.perf_counter() - start, 1)}, marker)
+        return folder
+
+    def cases(self, spec: DatasetSpec, name: str) -> list[Any]:
+        from ..data.preprocess import PreprocessConfig, prepare_dataset
+
+        folder = self.dataset_folder(spec, name)
+        preprocess = PreprocessConfig(**_tuples(self.config.preprocess))
+        kwargs = {k: v for k, v in (("layout", spec.layout), ("channel", spec.channel)) if v is not None}
+        return prepare_dataset(folder, preprocess, cache_dir=self.out / "cache" / name, **kwargs)
+
+    # ------------------------------------------------------------------------------ source
+    def needs_source(self) -> bool:
+        return any(m in ("pr", "prf") for m in self.config.methods) or bool(_fitted_methods(self.config))
+
+    def train_config(self, **overrides: Any):
+        from ..training.trainer import TrainConfig
+
+        c = self.config
+        base = dict(architecture=c.architecture, architecture_config=dict(c.architecture_config) or
+                    {"in_channels": 1, "n_classes": 2}, max_epochs=c.max_epochs, batch_size=c.batch_size,
+                    ce_reduction=c.ce_reduction, kl_weight=c.kl_weight, lr=c.lr, progress=self.progress)
+        base.update(overrides)
+        return TrainConfig(**base)
+
+    def source_models(self) -> list[Path]:
+        """Train the source zoo (resumable); return every model to harvest (each seed's minima)."""
+        from ..training.trainer import train
+
+        c = self.config
+        cases = self.cases(c.source, "source")
+        order = np.random.default_rng(c.first_split_seed).permutation(len(cases))
+        n_val = int(round(c.source_val_fraction * len(cases)))
+        val = [cases[i] for i in order[:n_val]] or None
+        train_cases = [cases[i] for i in order[n_val:]]
+        zoo = self.out / "source" / "zoo"
+        finals = []
+        for seed in c.source_seeds:
+            run_dir = self.out / "source" / "runs" / f"seed{seed}"
+            model = run_dir / "model.pt"
+            if not model.is_file():
+                self.log(f"source model seed {seed}: {len(train_cases)} training cases, "
+                         f"{len(val or [])} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
+                config = self.train_config(method="ri", seed=seed, max_epochs=c.source_max_epochs,
+                                           restarts=c.source_restarts, zoo_dir=str(zoo / f"seed{seed}"))
+                train(config, train_cases, val, run_dir=run_dir, preprocess=c.preprocess)
+            finals.append(model)
+        minima = sorted(zoo.glob("seed*/*.pt"))
+        return finals, (minima or finals)
+
+    def fit_priors(self, zoo: Sequence[Path]) -> dict[str, Path]:
+        """Harvest the zoo's kernels once and fit every learned prior the methods need."""
+        from ..kernels import KernelBank, harvest_kernels
+        from ..plugins import prior_fitter
+
+        methods = _fitted_methods(self.config)
+        if not methods:
+            return {}
+        bank_path = self.out / "source" / "bank.npz"
+        if not bank_path.is_file():
+            self.log(f"harvesting kernels from {len(zoo)} source model(s)")
+            bank = harvest_kernels([str(p) for p in zoo], norm_threshold=self.config.norm_threshold)
+            bank.save(bank_path)
+        else:
+            bank = KernelBank.load(bank_path)
+        priors = {}
+        for method in methods:
+            out = self.out / "source" / f"prior_{method}.pt"
+            if not out.is_file():
+                fit = prior_fitter(method)
+                options = {"latent_dim": self.config.latent_dim, "max_epochs": self.config.prior_max_epochs,
+                           "seed": self.config.first_split_seed, "progress": self.progress,
+                           **self.config.prior_options}
+                accepted = inspect.signature(fit).parameters
+                if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+                    options = {k: v for k, v in options.items() if k in accepted}
+                self.log(f"fitting the {method} prior on {bank_path.name}")
+                fit(str(bank_path), str(out), **options)
+            priors[method] = out
+        return priors
+
+    # ------------------------------------------------------------------------------ target
+    def target_run(self, run: RunSpec, split: Split, by_id: dict[str, Any], source: Path | None,
+                   priors: dict[str, Path]) -> dict[str, Any]:
+        from ..checkpoints import load_model
+        from ..training.trainer import train
+
+        c = self.config
+        train_cases = [by_id[i] for i in split.train_cases(run.train_size)]
+        test_cases = [by_id[i] for i in split.test]
+        overrides: dict[str, Any] = {"method": run.method, "seed": split.seed}
+        if run.method in ("pr", "prf"):
+            overrides["source"] = str(source)
+        if run.method in priors:
+            overrides["prior_path"] = str(priors[run.method])
+            overrides["init_from_prior"] = True  # DWP initialises posterior means with prior samples
+        start = time.perf_counter()
+        model_path = train(self.train_config(**overrides), train_cases, None, run_dir=self.out / "runs" / run.run_id,
+                           preprocess=c.preprocess)
+        seconds = time.perf_counter() - start
+        model = load_model(model_path)
+        scores = self.score(model, test_cases, run)
+        return {**scores, "train_cases": list(split.train_cases(run.train_size)), "test_cases": list(split.test),
+                "train_seconds": round(seconds, 1), "ce_reduction": c.ce_reduction, "kl_weight": c.kl_weight}
+
+    def score(self, model: Any, cases: Sequence[Any], run: RunSpec) -> dict[str, Any]:
+        """Per-case DSC/IoU on the preprocessed test cases, averaged; the figure slice of the first case."""
+        from ..training.metrics import confusion_counts, dice_score, iou_score
+        from ..training.prediction import PredictionSettings, predict_case
+
+        settings = PredictionSettings(roi=tuple(cases[0].image.shape), samples=self.config.samples)
+        per_case = {}
+        for k, case in enumerate(cases):
+            settings.roi = tuple(case.image.shape)  # whole-volume prediction, as the paper
+            prediction = predict_case(model, case.image, settings).argmax(0).astype(np.uint8)
+            counts = confusion_counts(prediction, case.label)
+            per_case[case.case_id] = {"dsc": dice_score(counts), "iou": iou_score(counts)}
+            if k == 0:
+                self._save_figure_slice(run, case, prediction, per_case[case.case_id]["dsc"])
+        dsc = [v["dsc"] for v in per_case.values() if not np.isnan(v["dsc"])]
+        iou = [v["iou"] for v in per_case.values() if not np.isnan(v["iou"])]
+        return {"dsc": float(np.mean(dsc)) if dsc else float("nan"),
+                "iou": float(np.mean(iou)) if iou else float("nan"), "per_case": per_case}
+
+    def _save_figure_slice(self, run: RunSpec, case: Any, prediction: np.ndarray, dsc: float) -> None:
+        z = int(np.argmax(case.label.reshape(-1, case.label.shape[-1]).sum(0)))  # slice with most foreground
+        path = self.out / "results" / "figures" / f"{run.run_id}.npz"
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, image=case.image[..., z], label=case.label[..., z], pred=prediction[..., z],
+                                    dsc=np.float32(dsc))
+
+    # ------------------------------------------------------------------------------ report
+    def report(self) -> str | None:
+        c = self.config
+        results = self.store.read_all()
+        if not results:
+            return None
+        note = (f"CE reduction '{c.ce_reduction}', KL weight {c.kl_weight}; "
+                f"{len(all_runs(c)) - len(results)} run(s) not finished yet.")
+        text = write_tables(results, c.methods, c.train_sizes, self.out, note=note)
+        plot_dsc_vs_train_size(results, c.methods, c.train_sizes, self.out / "dsc_vs_train_size.png")
+        slices = {}
+        for r in results:
+            if r["split"] != 0:
+                continue
+            f = self.out / "results" / "figures" / f"split0_n{r['train_size']}_{r['method']}.npz"
+            if f.is_file():
+                with np.load(f) as data:
+                    slices[(r["train_size"], r["method"])] = {k: data[k] for k in data.files}
+        plot_predictions(slices, c.methods, c.train_sizes, self.out / "predictions.png")
+        return text
+
+    # ------------------------------------------------------------------------------ driver
+    def run(self, shard: tuple[int, int] = (0, 1), stage: str = "all") -> str | None:
+        if stage not in STAGES:
+            raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config.to_dict(), self.out / "experiment.json")
+        source = None
+        priors: dict[str, Path] = {}
+        if stage in ("all", "source", "target") and self.needs_source():
+            finals, zoo = self.source_models()
+            source = finals[0]  # Algorithm 2: PR and PRf start from one source network
+            priors = self.fit_priors(zoo)
+        if stage in ("all", "target"):
+            cases = self.cases(self.config.target, "target")
+            by_id = {c.case_id: c for c in cases}
+            splits = make_splits(list(by_id), self.config)
+            todo = self.store.pending(shard_runs(all_runs(self.config), shard))
+            self.log(f"{len(todo)} target run(s) to do in shard {shard[0]}/{shard[1]}")
+            for k, run in enumerate(todo, start=1):
+                self.log(f"[{k}/{len(todo)}] {run.run_id}")
+                result = self.target_run(run, splits[run.split], by_id, source, priors)
+                self.store.write(run, result)
+                self.log(f"    DSC {result['dsc']:.3f}  IoU {result['iou']:.3f}  ({result['train_seconds']:.0f} s)")
+        if stage in ("all", "report", "target"):
+            return self.report()
+        return None
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
