@@ -69,3 +69,8 @@ def test_train_sources_harvest_fit_and_train_dwp_end_to_end(tmp_path, tiny_arch)
     save_model(bm, tmp_path / "target.pt")
     reloaded = load_model(tmp_path / "target.pt")
     assert reloaded.prior_of("conv_c").config()["group"] == "half"
+
+    # a Bayesian model file is harvested at its posterior means
+    posterior_bank = harvest_kernels([tmp_path / "target.pt"], norm_threshold=0)
+    expected = bm.net.conv_c.posterior.loc.detach().reshape(-1, 3, 3, 3).numpy()
+    assert (posterior_bank.kernels["half"] == expected).all()

@@ -66,7 +66,8 @@ class KernelBank:
 
     def flat(self, group: str) -> np.ndarray:
         """The kernels of `group` as rows of k^d values: (n, k^d)."""
-        return self.kernels[self._check_group(group)].reshape(len(self.kernels[group]), -1)
+        kernels = self.kernels[self._check_group(group)]
+        return kernels.reshape(len(kernels), int(np.prod(kernels.shape[1:])))
 
     def _check_group(self, group: str) -> str:
         if group not in self.kernels:
@@ -109,7 +110,7 @@ class KernelBank:
         cols = ["group", "layers", "kept", "dropped", "elem std", "mean norm"]
         rows = []
         for g, info in self.header["groups"].items():
-            k = self.kernels.get(g, np.zeros((0, 1), np.float32)).reshape(int(info["kept"]), -1)
+            k = self.flat(g) if g in self.kernels else np.zeros((0, 1), np.float32)
             std = f"{k.std():.3g}" if len(k) else "-"
             norm = f"{np.linalg.norm(k, axis=1).mean():.3g}" if len(k) else "-"
             rows.append([g, str(len(info["layers"])), str(info["kept"]), str(info["dropped"]), std, norm])
@@ -185,7 +186,7 @@ def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "arc
     kernels, group_info = {}, {}
     for g, layers in wanted.items():
         all_kernels = np.concatenate(pooled[g]) if pooled[g] else np.zeros((0,) + (size,) * 3, np.float32)
-        norms = np.linalg.norm(all_kernels.reshape(len(all_kernels), -1), axis=1)
+        norms = np.linalg.norm(all_kernels.reshape(len(all_kernels), size ** (all_kernels.ndim - 1)), axis=1)
         keep = norms >= norm_threshold
         kernels[g] = np.ascontiguousarray(all_kernels[keep], dtype=np.float32)
         group_info[g] = {"layers": list(layers), "kept": int(keep.sum()), "dropped": int((~keep).sum())}
