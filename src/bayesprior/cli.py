@@ -12,6 +12,7 @@ _COMMAND_MODULES = (
     "bayesprior.commands.plugins_cmd",
     "bayesprior.commands.experiment_cmd",
     "bayesprior.commands.arch_cmd",
+    "bayesprior.commands.harvest_cmd",
 )
 
 

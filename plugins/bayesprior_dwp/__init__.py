@@ -1,0 +1,29 @@
+"""Built-in plugin: the Deep Weight Prior (kernel VAEs fitted to harvested kernels) and its commands.
+
+Registers the prior ``dwp`` (factory arguments: ``path`` of a prior file, ``group``, and the options
+``fine_tune_encoder=True``, ``chunk_size=None``) and the commands ``fit-prior`` and ``show-kernels``.
+"""
+from __future__ import annotations
+
+from bayesprior import hookimpl
+
+from .fit import fit_kernel_vae, fit_prior
+from .prior import DeepWeightPrior, create_dwp_prior
+from .prior_file import PRIOR_FORMAT, PriorFile, load_prior_file, save_prior_file
+from .vae import KernelVAE
+
+__all__ = ["KernelVAE", "fit_kernel_vae", "fit_prior", "DeepWeightPrior", "create_dwp_prior", "PriorFile",
+           "load_prior_file", "save_prior_file", "PRIOR_FORMAT"]
+
+
+@hookimpl
+def register_priors(register):
+    register("dwp", create_dwp_prior,
+             description="Deep Weight Prior: a kernel VAE per layer group (path=prior file, group=name)")
+
+
+@hookimpl
+def register_commands(cli):
+    from .commands import register
+
+    register(cli)

@@ -1,0 +1,308 @@
+"""Kernel harvesting: the convolution kernels of trained networks, grouped, in one kernel-bank file.
+
+    bank = harvest_kernels(["src1.pt", "src2.pt"])          # groups of the architecture plugin
+    bank.save("kernels.npz")
+    bank = KernelBank.load("kernels.npz")
+    bank.kernels["enc_full"].shape                           # (n, 3, 3, 3), float32
+
+Each ``weight[out, in]`` slice of a k x k x k convolution is one kernel. Kernels of the layers of one
+group are pooled over layers and checkpoints; kernels whose L2 norm is below a threshold (dead or
+near-zero filters, which would teach a prior nothing) are dropped and counted.
+
+The file format (``bayesprior.kernel-bank/1``) is a single ``.npz`` readable with numpy alone; it is
+documented in ``docs/formats.md``. This module knows nothing about the models fitted to a bank.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .atomic import atomic_path
+from .errors import CheckpointError, ConfigError
+
+BANK_FORMAT = "bayesprior.kernel-bank/1"
+KERNEL_KEY_PREFIX = "kernels__"
+HEADER_KEY = "header_json"
+GROUP_BY = ("architecture", "resolution")
+#: the reference code's default (`KernelDataset3D(norm_thr=1e-2)`)
+DEFAULT_NORM_THRESHOLD = 1e-2
+
+
+@dataclass
+class KernelBank:
+    """Harvested kernels per group, and where they came from.
+
+    Attributes:
+        kernels: group name -> float32 array (n, k, k, k) (one row per kernel; spatial dims as harvested).
+        header: provenance, JSON-serialisable: ``format``, ``bayesprior_version``, ``kernel_size``,
+            ``norm_threshold``, ``group_by``, ``example_shape``, ``architecture`` ({name, config}),
+            ``checkpoints`` ([{path, sha256}]), ``groups`` ({group: {layers, kept, dropped}}),
+            ``skipped_layers`` ({layer: reason}).
+    """
+
+    kernels: dict[str, np.ndarray]
+    header: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self.kernels)
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        return tuple(self.header["kernel_size"])
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per group: kernels ``kept`` and ``dropped`` (norm below threshold)."""
+        return {g: {"kept": int(v["kept"]), "dropped": int(v["dropped"])} for g, v in self.header["groups"].items()}
+
+    def flat(self, group: str) -> np.ndarray:
+        """The kernels of `group` as rows of k^d values: (n, k^d)."""
+        kernels = self.kernels[self._check_group(group)]
+        return kernels.reshape(len(kernels), int(np.prod(kernels.shape[1:])))
+
+    def _check_group(self, group: str) -> str:
+        if group not in self.kernels:
+            raise ConfigError(f"kernel bank has no group {group!r} (groups: {', '.join(self.kernels) or 'none'})")
+        return group
+
+    def save(self, path: str | Path) -> None:
+        """Write the bank to `path` (a single ``.npz``) atomically."""
+        arrays = {KERNEL_KEY_PREFIX + g: np.ascontiguousarray(k, dtype=np.float32) for g, k in self.kernels.items()}
+        header = dict(self.header, format=BANK_FORMAT, group_order=list(self.kernels))
+        arrays[HEADER_KEY] = np.array(json.dumps(header))
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:  # a file object keeps numpy from appending ".npz" to the temp name
+                np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "KernelBank":
+        """Read a bank written by `save`. Raises `CheckpointError` naming the file on a bad file."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(path, "no such kernel bank file")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if HEADER_KEY not in data.files:
+                    raise CheckpointError(path, f"not a kernel bank (no {HEADER_KEY!r} array)")
+                header = json.loads(str(data[HEADER_KEY]))
+                arrays = {k[len(KERNEL_KEY_PREFIX):]: data[k] for k in data.files if k.startswith(KERNEL_KEY_PREFIX)}
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(path, f"cannot be read as a kernel bank ({type(exc).__name__}: {exc})") from None
+        if header.get("format") != BANK_FORMAT:
+            raise CheckpointError(path, f"not a kernel bank (format {header.get('format')!r}, expected {BANK_FORMAT!r})")
+        order = [g for g in header.get("group_order", []) if g in arrays] + \
+                [g for g in arrays if g not in header.get("group_order", [])]
+        return cls({g: arrays[g] for g in order}, header)
+
+    def table(self) -> str:
+        """Per group: layers, kernels kept and dropped, element std and mean norm, as aligned text."""
+        cols = ["group", "layers", "kept", "dropped", "elem std", "mean norm"]
+        rows = []
+        for g, info in self.header["groups"].items():
+            k = self.flat(g) if g in self.kernels else np.zeros((0, 1), np.float32)
+            std = f"{k.std():.3g}" if len(k) else "-"
+            norm = f"{np.linalg.norm(k, axis=1).mean():.3g}" if len(k) else "-"
+            rows.append([g, str(len(info["layers"])), str(info["kept"]), str(info["dropped"]), std, norm])
+        widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+        return "\n".join(lines)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "architecture",
+                    example_shape: Sequence[int] | None = None,
+                    norm_threshold: float = DEFAULT_NORM_THRESHOLD,
+                    kernel_size: int | None = None) -> KernelBank:
+    """Collect the k x k x k kernels of model files into a `KernelBank`, grouped.
+
+    Args:
+        checkpoint_paths: model files written by `bayesprior.checkpoints.save_model` (deterministic or
+            Bayesian; Bayesian files give their posterior means). All must record the same architecture.
+        group_by: ``"architecture"`` (the groups the architecture plugin declares) or ``"resolution"``
+            (layers grouped by the spatial size of their input, `bayesprior.grouping.group_by_resolution`,
+            for any network).
+        example_shape: spatial shape of an example input, e.g. ``(40, 48, 40)`` (needed for
+            ``"resolution"``; a leading channel count may be included).
+        norm_threshold: kernels whose L2 norm is below this are dropped (counted per group).
+        kernel_size: harvest only layers with this cubic kernel size; None takes the most common cubic
+            kernel size above 1 among the grouped layers. Other layers are skipped and recorded.
+    Returns:
+        The bank; groups left with no layer of the kernel size are omitted (and recorded as skipped).
+    Raises:
+        CheckpointError: unreadable file, no architecture recorded, another architecture than the first
+            file, or a missing or misshaped layer (the message names the file and the layer).
+        ConfigError: bad arguments, or an architecture that declares no groups.
+    """
+    paths = [Path(p) for p in checkpoint_paths]
+    if not paths:
+        raise ConfigError("harvest needs at least one checkpoint")
+    if group_by not in GROUP_BY:
+        raise ConfigError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
+    if not (norm_threshold >= 0 and np.isfinite(norm_threshold)):
+        raise ConfigError(f"norm_threshold must be a finite number >= 0, got {norm_threshold!r}")
+    if group_by == "resolution" and not example_shape:
+        raise ConfigError("group_by='resolution' needs example_shape (the spatial size of an input, e.g. 40,48,40)")
+
+    first = _read(paths[0])
+    architecture = first[1]
+    model = _build(paths[0], architecture)
+    groups = _groups(model, architecture["name"], group_by, example_shape)
+    reference_shapes = {name: tuple(p.shape) for name, p in _layer_weights(model, groups).items()}
+    size = kernel_size if kernel_size is not None else _common_kernel_size(reference_shapes)
+    wanted = _wanted_layers(groups, reference_shapes, size)
+
+    pooled: dict[str, list[np.ndarray]] = {g: [] for g in wanted}
+    checkpoints = []
+    for i, path in enumerate(paths):
+        state, arch = first if i == 0 else _read(path)
+        if arch != architecture:
+            raise CheckpointError(path, f"was built as architecture {arch}, but {paths[0]} as {architecture}; "
+                                        "harvest checkpoints of one architecture at a time")
+        for g, layers in wanted.items():
+            for layer in layers:
+                pooled[g].append(_layer_kernels(path, state, layer, reference_shapes[layer]))
+        checkpoints.append({"path": str(path), "sha256": file_sha256(path)})
+
+    kernels, group_info = {}, {}
+    for g, layers in wanted.items():
+        all_kernels = np.concatenate(pooled[g]) if pooled[g] else np.zeros((0,) + (size,) * 3, np.float32)
+        norms = np.linalg.norm(all_kernels.reshape(len(all_kernels), size ** (all_kernels.ndim - 1)), axis=1)
+        keep = norms >= norm_threshold
+        kernels[g] = np.ascontiguousarray(all_kernels[keep], dtype=np.float32)
+        group_info[g] = {"layers": list(layers), "kept": int(keep.sum()), "dropped": int((~keep).sum())}
+    skipped = {name: f"kernel {shape[2:]} is not {size}^{len(shape) - 2}"
+               for name, shape in reference_shapes.items() if not _is_cubic(shape, size)}
+    header = {
+        "format": BANK_FORMAT,
+        "bayesprior_version": __version__,
+        "kernel_size": [size] * _spatial_dims(reference_shapes, size),
+        "norm_threshold": float(norm_threshold),
+        "group_by": group_by,
+        "example_shape": list(example_shape) if example_shape else None,
+        "architecture": architecture,
+        "checkpoints": checkpoints,
+        "groups": group_info,
+        "skipped_layers": skipped,
+    }
+    return KernelBank(kernels, header)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from .checkpoints import deterministic_state, read_model_file
+
+    payload = read_model_file(path)
+    architecture = payload.get("architecture")
+    if not architecture or not isinstance(architecture, dict) or "name" not in architecture:
+        raise CheckpointError(path, "records no architecture, so its layer groups are unknown; save it with "
+                                    "bayesprior.checkpoints.save_model from a network made by build_architecture")
+    architecture = {"name": architecture["name"], "config": dict(architecture.get("config") or {})}
+    return deterministic_state(payload), architecture
+
+
+def _build(path: Path, architecture: dict[str, Any]) -> nn.Module:
+    from .plugins import build_architecture
+
+    try:
+        return build_architecture(architecture["name"], **architecture["config"])
+    except Exception as exc:
+        raise CheckpointError(path, f"cannot rebuild its architecture {architecture}: {exc}") from None
+
+
+def _groups(model: nn.Module, name: str, group_by: str, example_shape: Sequence[int] | None) -> dict[str, list[str]]:
+    if group_by == "architecture":
+        from .plugins import architecture_groups
+
+        groups = architecture_groups(name, model)
+        if not groups:
+            raise ConfigError(f"architecture {name!r} declares no layer groups; harvest with "
+                              "group_by='resolution' and an example input shape")
+        return {g: list(v) for g, v in groups.items()}
+    from .grouping import group_by_resolution  # lazily: only this path needs it
+
+    return {g: list(v) for g, v in group_by_resolution(model, _example_input(model, example_shape)).items()}
+
+
+def _example_input(model: nn.Module, example_shape: Sequence[int]) -> torch.Tensor:
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    if not convs:
+        raise ConfigError("group_by='resolution' needs a network with convolutions")
+    spatial_dims = convs[0].weight.dim() - 2
+    shape = [int(s) for s in example_shape]
+    if len(shape) == spatial_dims:
+        shape = [convs[0].in_channels] + shape
+    if len(shape) != spatial_dims + 1:
+        raise ConfigError(f"example_shape {tuple(example_shape)} does not fit a {spatial_dims}D network "
+                          f"(give {spatial_dims} spatial sizes)")
+    return torch.zeros([1] + shape)
+
+
+def _layer_weights(model: nn.Module, groups: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+    out = {}
+    for g, layers in groups.items():
+        for layer in layers:
+            module = model.get_submodule(layer)
+            weight = getattr(module, "weight", None)
+            if not isinstance(weight, torch.Tensor):
+                raise ConfigError(f"layer {layer!r} of group {g!r} has no weight")
+            out[layer] = weight
+    return out
+
+
+def _is_cubic(shape: tuple[int, ...], size: int) -> bool:
+    return len(shape) >= 3 and all(s == size for s in shape[2:])
+
+
+def _common_kernel_size(shapes: dict[str, tuple[int, ...]]) -> int:
+    sizes = Counter(s[2] for s in shapes.values() if len(s) >= 3 and len(set(s[2:])) == 1 and s[2] > 1)
+    if not sizes:
+        raise ConfigError("no grouped layer has a cubic kernel larger than 1; nothing to harvest")
+    return sizes.most_common(1)[0][0]
+
+
+def _spatial_dims(shapes: dict[str, tuple[int, ...]], size: int) -> int:
+    return next(len(s) - 2 for s in shapes.values() if _is_cubic(s, size))
+
+
+def _wanted_layers(groups: dict[str, list[str]], shapes: dict[str, tuple[int, ...]], size: int) -> dict[str, list[str]]:
+    wanted = {g: [l for l in layers if _is_cubic(shapes[l], size)] for g, layers in groups.items()}
+    wanted = {g: layers for g, layers in wanted.items() if layers}
+    if not wanted:
+        raise ConfigError(f"no grouped layer has a {size}x{size}x{size} kernel")
+    dims = {len(shapes[l]) for layers in wanted.values() for l in layers}
+    if len(dims) > 1:
+        raise ConfigError(f"grouped layers mix kernel dimensions {sorted(d - 2 for d in dims)}")
+    return wanted
+
+
+def _layer_kernels(path: Path, state: dict[str, torch.Tensor], layer: str, shape: tuple[int, ...]) -> np.ndarray:
+    key = f"{layer}.weight"
+    if key not in state:
+        raise CheckpointError(path, f"has no weight for layer {layer!r} (key {key!r}); was it saved from "
+                                    "another network?")
+    weight = state[key]
+    if tuple(weight.shape) != shape:
+        raise CheckpointError(path, f"layer {layer!r} has weight shape {tuple(weight.shape)}, but the "
+                                    f"architecture builds {shape}")
+    w = weight.detach().to(torch.float32).cpu().numpy()
+    return w.reshape((shape[0] * shape[1],) + shape[2:])

@@ -1,0 +1,196 @@
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bayesprior import GaussianPosterior
+from bayesprior.errors import CheckpointError, ConfigError, PriorMismatchError
+from bayesprior.kernels import KernelBank
+from bayesprior.plugins import create_prior
+from bayesprior_dwp import DeepWeightPrior, KernelVAE, save_prior_file
+from bayesprior_dwp.vae import gaussian_log_prob
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _random_vae(latent_dim=2, hidden=8, seed=0):
+    torch.manual_seed(seed)
+    return KernelVAE((3, 3, 3), latent_dim=latent_dim, hidden=hidden)
+
+
+def _posterior(n_out=4, n_in=3, scale=0.5, log_variance=-2.0, seed=1):
+    torch.manual_seed(seed)
+    return GaussianPosterior(scale * torch.randn(n_out, n_in, 3, 3, 3), log_variance)
+
+
+def test_bound_is_above_an_importance_sampled_kl():
+    # IWAE ordering: E[bound] >= KL estimated with a many-sample importance estimate of log p(w) >= true KL
+    prior = DeepWeightPrior(_random_vae())
+    q = _posterior(n_out=2, n_in=2)
+    with torch.no_grad():
+        bounds = torch.stack([prior.kl(q) for _ in range(400)])
+        w = q.loc + q.stddev * torch.randn((64,) + q.shape)  # (M, 2, 2, 3, 3, 3)
+        flat = w.reshape(-1, 27)
+        mu_z, lv_z = prior.vae.encode(flat)
+        eps = torch.randn(512, *mu_z.shape)
+        z = mu_z + (0.5 * lv_z).exp() * eps
+        mean, lv_w = prior.vae.decode(z.reshape(-1, 2))
+        log_w = (gaussian_log_prob(flat.expand(512, -1, -1).reshape(-1, 27), mean, lv_w).sum(-1).reshape(512, -1)
+                 + gaussian_log_prob(z, torch.zeros(()), torch.zeros(())).sum(-1)
+                 - gaussian_log_prob(z, mu_z, lv_z).sum(-1))
+        log_p = torch.logsumexp(log_w, 0) - math.log(512)
+        log_q = q.log_prob(w).reshape(64, -1, 27).sum(-1).reshape(-1)
+        kl_samples = (log_q - log_p).reshape(64, -1).sum(-1)  # per weight draw, summed over kernels
+    importance_kl, se_kl = kl_samples.mean(), kl_samples.std() / 8
+    bound, se_bound = bounds.mean(), bounds.std() / 20
+    assert bound >= importance_kl - 3 * (se_kl + se_bound)
+
+
+class _LinearGaussianEncoder(nn.Module):
+    """The exact posterior p(z | w) of the linear-Gaussian decoder below (diagonal by construction)."""
+
+    def __init__(self, rows, gains, offset, noise_variance):
+        super().__init__()
+        self.rows, self.gains, self.offset, self.noise_variance = rows, gains, offset, noise_variance
+        self.weight = nn.Parameter(torch.zeros(1))  # something for the optimiser to see
+        self.post_variance = 1.0 / (1.0 + gains ** 2 / noise_variance)
+
+    def forward(self, w):
+        mean = self.post_variance * self.gains * (w[:, self.rows] - self.offset[self.rows]) / self.noise_variance
+        return mean + 0 * self.weight, self.post_variance.log().expand_as(mean)
+
+
+class _LinearGaussianDecoder(nn.Module):
+    """p(w | z) = N(A z + b, s2 I) with A having one non-zero per column (orthogonal columns)."""
+
+    def __init__(self, rows, gains, offset, noise_variance):
+        super().__init__()
+        self.matrix = nn.Parameter(torch.zeros(27, len(rows)))
+        with torch.no_grad():
+            self.matrix[rows, torch.arange(len(rows))] = gains
+        self.offset, self.noise_variance = offset, noise_variance
+
+    def forward(self, z):
+        mean = z @ self.matrix.T + self.offset
+        return mean, torch.full_like(mean, math.log(self.noise_variance))
+
+
+def test_bound_equals_exact_kl_when_the_encoder_is_the_exact_posterior():
+    # conjugate toy: p(w) = N(b, A A^T + s2 I) in closed form; with r = p(z|w) the bound is tight,
+    # so its expectation is -H(q) - E_q log p(w) exactly
+    torch.manual_seed(0)
+    rows, gains, s2 = torch.tensor([0, 13]), torch.tensor([0.5, 0.3]), 0.04
+    offset = 0.1 * torch.randn(27)
+    vae = KernelVAE((3, 3, 3), latent_dim=2)
+    vae.encoder = _LinearGaussianEncoder(rows, gains, offset, s2)
+    vae.decoder = _LinearGaussianDecoder(rows, gains, offset, s2)
+    prior = DeepWeightPrior(vae)
+    q = GaussianPosterior(offset.reshape(1, 1, 3, 3, 3) + 0.3 * torch.randn(10, 5, 3, 3, 3), -4.0)
+
+    cov = vae.decoder.matrix.detach() @ vae.decoder.matrix.detach().T + s2 * torch.eye(27)
+    precision = torch.linalg.inv(cov.double())
+    loc = q.loc.detach().reshape(-1, 27).double() - offset.double()
+    variance = q.variance.detach().reshape(-1, 27).double()
+    expected_log_p = -0.5 * (27 * LOG_2PI + torch.logdet(cov.double()) + variance @ precision.diagonal()
+                             + ((loc @ precision) * loc).sum(-1))
+    exact_kl = float(-q.entropy().detach().sum().double() - expected_log_p.sum())
+
+    with torch.no_grad():
+        bounds = torch.stack([prior.kl(q) for _ in range(300)]).double()
+    standard_error = float(bounds.std() / math.sqrt(len(bounds)))
+    assert abs(float(bounds.mean()) - exact_kl) < 4 * standard_error + 1e-3 * abs(exact_kl)
+
+
+def test_gradients_reach_the_posterior_and_the_encoder_but_not_the_decoder():
+    prior = DeepWeightPrior(_random_vae())
+    q = _posterior()
+    prior.kl(q).backward()
+    assert q.loc.grad is not None and q.loc.grad.abs().sum() > 0
+    assert q.log_variance.grad is not None and q.log_variance.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prior.vae.encoder.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in prior.vae.decoder.parameters())
+
+
+def test_the_posterior_gradient_passes_through_the_decoder():
+    # the pathwise gradient w -> z -> p(w|z) is kept (the reference code's no_grad cut it)
+    prior = DeepWeightPrior(_random_vae())
+    q = _posterior()
+    w = q.rsample()
+    noise = torch.randn(12, 2)
+    full = torch.autograd.grad(prior.kl_upper_bound(q, w, noise), q.loc)[0]
+    flat = w.reshape(12, 27)
+    mu_z, lv_z = prior.vae.encode(flat)
+    mean, lv_w = prior.vae.decode((mu_z + (0.5 * lv_z).exp() * noise).detach())
+    cut = torch.autograd.grad(-gaussian_log_prob(flat, mean, lv_w).sum() - q.entropy().sum(), q.loc)[0]
+    assert not torch.allclose(full, cut)
+
+
+def test_a_frozen_encoder_gets_no_gradient():
+    prior = DeepWeightPrior(_random_vae(), fine_tune_encoder=False)
+    q = _posterior()
+    prior.kl(q).backward()
+    assert q.loc.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in prior.parameters())
+
+
+def test_chunked_bound_equals_unchunked_bound_given_the_same_draws():
+    vae = _random_vae()
+    whole, chunked = DeepWeightPrior(vae), DeepWeightPrior(copy.deepcopy(vae), chunk_size=5)
+    q = _posterior(n_out=4, n_in=6)
+    w = q.rsample()
+    noise = torch.randn(24, 2)
+    a = whole.kl_upper_bound(q, w, noise)
+    b = chunked.kl_upper_bound(q, w, noise)
+    assert torch.allclose(a, b, rtol=1e-5)
+    grads_a = torch.autograd.grad(a, [q.loc, q.log_variance, *whole.vae.encoder.parameters()], retain_graph=True)
+    grads_b = torch.autograd.grad(b, [q.loc, q.log_variance, *chunked.vae.encoder.parameters()])
+    assert all(torch.allclose(x, y, rtol=1e-4, atol=1e-6) for x, y in zip(grads_a, grads_b))
+
+
+def test_a_layer_with_another_kernel_size_is_rejected_by_name():
+    prior = DeepWeightPrior(_random_vae())
+    with pytest.raises(PriorMismatchError, match="'down.conv'.*5x5x5"):
+        prior.check_compatible(torch.Size([4, 4, 5, 5, 5]), "down.conv")
+    with pytest.raises(PriorMismatchError, match="'fc'"):
+        prior.check_compatible(torch.Size([4, 4]), "fc")
+
+
+def test_samples_have_the_weight_shape_and_the_fitted_scale():
+    vae = _random_vae()
+    vae.data_scale.fill_(0.01)
+    sample = DeepWeightPrior(vae).sample(torch.Size([8, 4, 3, 3, 3]))
+    assert sample.shape == (8, 4, 3, 3, 3)
+    assert 1e-3 < float(sample.std()) < 0.1
+
+
+@pytest.fixture
+def prior_file(tmp_path):
+    bank = KernelBank({"g1": np.zeros((4, 3, 3, 3), np.float32)},
+                      {"kernel_size": [3, 3, 3], "groups": {"g1": {"layers": ["c"], "kept": 4, "dropped": 0}}})
+    save_prior_file(tmp_path / "prior.pt", {"g1": (_random_vae(latent_dim=6), [-1.0, 0.0])}, bank)
+    return tmp_path / "prior.pt"
+
+
+def test_the_registry_factory_builds_the_prior_of_a_group_and_its_config_rebuilds_it(prior_file):
+    prior = create_prior(("dwp", {"path": str(prior_file), "group": "g1", "fine_tune_encoder": False}))
+    assert isinstance(prior, DeepWeightPrior) and prior.unit == "kernel"
+    assert prior.config() == {"path": str(prior_file), "group": "g1", "fine_tune_encoder": False, "chunk_size": None}
+    again = create_prior(("dwp", prior.config()))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), prior.state_dict().values()))
+    assert again.config() == prior.config()
+
+
+def test_the_factory_rejects_a_group_not_in_the_file(prior_file):
+    with pytest.raises(ConfigError, match="no group 'enc_full'.*g1"):
+        create_prior(("dwp", {"path": str(prior_file), "group": "enc_full"}))
+
+
+def test_the_factory_rejects_a_file_that_is_not_a_prior(tmp_path):
+    torch.save({"format": "something else"}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="x.pt.*not a DWP prior"):
+        create_prior(("dwp", {"path": str(tmp_path / "x.pt"), "group": "g1"}))
+    with pytest.raises(ConfigError, match="path"):
+        create_prior("dwp")
