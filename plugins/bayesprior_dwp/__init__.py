@@ -7,18 +7,18 @@ from __future__ import annotations
 
 from bayesprior import hookimpl
 
-from .fit import fit_kernel_vae, fit_prior
+from .fit import fit_kernel_vae, fit_prior, fit_prior_file
 from .prior import DeepWeightPrior, create_dwp_prior
 from .prior_file import PRIOR_FORMAT, PriorFile, load_prior_file, save_prior_file
 from .vae import KernelVAE
 
-__all__ = ["KernelVAE", "fit_kernel_vae", "fit_prior", "DeepWeightPrior", "create_dwp_prior", "PriorFile",
+__all__ = ["KernelVAE", "fit_kernel_vae", "fit_prior", "fit_prior_file", "DeepWeightPrior", "create_dwp_prior", "PriorFile",
            "load_prior_file", "save_prior_file", "PRIOR_FORMAT"]
 
 
 @hookimpl
 def register_priors(register):
-    register("dwp", create_dwp_prior,
+    register("dwp", create_dwp_prior, fit=fit_prior_file,
              description="Deep Weight Prior: a kernel VAE per layer group (path=prior file, group=name)")
 
 

@@ -27,15 +27,13 @@ def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, hel
     from bayesprior.errors import BayespriorError
     from bayesprior.kernels import KernelBank
 
-    from .fit import fit_prior
-    from .prior_file import save_prior_file
+    from .fit import fit_prior_file
 
     try:
+        fits = fit_prior_file(bank, out, groups=list(groups) or None, latent_dim=latent_dim, hidden=hidden,
+                              max_epochs=max_epochs, batch_size=batch_size, heldout_fraction=heldout_fraction,
+                              seed=seed)
         kernel_bank = KernelBank.load(bank)
-        fits = fit_prior(kernel_bank, groups=list(groups) or None, latent_dim=latent_dim, hidden=hidden,
-                         max_epochs=max_epochs, batch_size=batch_size, heldout_fraction=heldout_fraction,
-                         seed=seed)
-        save_prior_file(out, fits, kernel_bank)
     except BayespriorError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{'group':<16} {'kernels':>8} {'epochs':>6} {'held-out ELBO':>14}")

@@ -105,3 +105,19 @@ def fit_prior(bank: KernelBank, groups: Sequence[str] | None = None, **options: 
 
 def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def fit_prior_file(bank_path: str, out_path: str, groups: Sequence[str] | None = None, **options: Any
+                   ) -> dict[str, tuple[KernelVAE, list[float]]]:
+    """Fit one VAE per group of the kernel bank at `bank_path` and write the prior file `out_path`.
+
+    This is the ``fit`` the plugin registers with the ``dwp`` prior, so generic tools (the experiment
+    runner) can learn the prior from harvested kernels without knowing about VAEs. Options go to
+    `fit_kernel_vae`. Returns the fits, as `fit_prior`.
+    """
+    from .prior_file import save_prior_file
+
+    bank = KernelBank.load(bank_path)
+    fits = fit_prior(bank, groups=groups, **options)
+    save_prior_file(out_path, fits, bank)
+    return fits
