@@ -10,6 +10,7 @@ from . import __version__
 # core command modules; each defines `register(cli)`; imported lazily so `--help` stays fast
 _COMMAND_MODULES = (
     "bayesprior.commands.plugins_cmd",
+    "bayesprior.commands.data_cmd",
 )
 
 
