@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -69,7 +70,7 @@ def show_cases_command(folder, out, layout, channel, max_cases, columns):
         cases = read_dataset(folder, layout, channel=channel)[:max_cases]
     except BayespriorError as exc:
         raise click.ClickException(str(exc)) from None
-    show_cases(cases, out, columns=columns, title=str(folder))
+    show_cases(cases, out, columns=columns, title=Path(folder).name)
     click.echo(f"wrote {out} ({len(cases)} cases)")
 
 

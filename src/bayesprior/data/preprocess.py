@@ -167,7 +167,7 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
         "version": RECORD_VERSION, "case_id": case.case_id, "config": config.to_dict(),
         "original_shape": list(image.shape), "affine": np.asarray(case.affine).tolist(),
         "header": header_to_text(case.header), "zooms": zooms,
-        "image_path": str(case.image_path), "label_path": None if case.label_path is None else str(case.label_path),
+        "image_path": None if case.image_path is None else str(case.image_path), "label_path": None if case.label_path is None else str(case.label_path),
     }
     box = nonzero_box(image) if config.crop_nonzero else [[0, n] for n in image.shape]
     record["crop_box"] = box
@@ -228,7 +228,7 @@ def invert(array: np.ndarray, record: dict, order: int = 0) -> np.ndarray:
     """
     array = np.asarray(array)
     if tuple(array.shape[-3:]) != tuple(record["final_shape"]):
-        raise DataError(record.get("image_path", "prediction"),
+        raise DataError(record.get("image_path") or "prediction",
                         f"array shape {array.shape[-3:]} does not match the preprocessed shape {record['final_shape']}")
     if array.ndim > 3:
         flat = array.reshape(-1, *array.shape[-3:])
