@@ -96,7 +96,8 @@ def _form_image(sequence: str, healthy: dict[str, np.ndarray], pathology_terms, 
     stored = np.clip(np.rint(image * (target / max(high, 1e-6))), 0, 32767).astype(np.int16)
     params.update({"signals": signals, "texture_sd": round(float(texture), 4), "psf_sigma_voxels": [0.5, 0.5, round(sigma_z, 3)],
                    "bias_half_range": round(float(inu), 4), "rician_noise_fraction": round(float(noise_fraction), 4),
-                   "noise_reference": "wm" if sequence == "FLAIR" else "csf", "brain_p99_int16": round(float(target), 1)})
+                   "noise_reference": "wm" if sequence == "FLAIR" else "csf", "brain_p99_int16": round(float(target), 1),
+                   "snr_wm": round(float(signals["wm"] / (noise_fraction * reference)), 2)})
     return stored, params
 
 
