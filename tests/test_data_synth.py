@@ -151,3 +151,12 @@ def test_show_cases_on_a_missing_folder_reports_the_folder(tmp_path):
 def test_synth_help_has_an_example():
     result = CliRunner().invoke(cli, ["synth", "--help"])
     assert result.exit_code == 0 and "Example: bayesprior synth" in result.output
+
+
+def test_z_scored_brain_histograms_agree_across_cases(datasets):
+    for kind in ("ms", "tumour"):
+        quantiles = []
+        for case in read_dataset(datasets / kind):
+            brain = case.image[case.image > 0]
+            quantiles.append(np.percentile((brain - brain.mean()) / brain.std(), [10, 50, 90]))
+        assert np.ptp(np.array(quantiles), axis=0).max() < 0.5
