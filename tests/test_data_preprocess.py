@@ -2,6 +2,8 @@
 import nibabel
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bayesprior.data import Case, read_image, write_like
 from bayesprior.data import preprocess as preprocess_module
@@ -126,3 +128,21 @@ def test_prepare_dataset_cache_is_keyed_by_configuration_and_files(tmp_path):
     write_like(np.ones((6, 7, 5), np.float32), np.eye(4), None, root / "imagesTs" / "extra_0000.nii.gz")
     prepare_dataset(root, PreprocessConfig(), cache_dir=cache)
     assert len(list(cache.iterdir())) == 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.tuples(*[st.integers(4, 14)] * 3), data=st.data(), divisible_by=st.sampled_from([1, 4, 8]),
+       pad_extra=st.integers(0, 5))
+def test_invert_of_preprocess_restores_any_label_inside_the_brain(shape, data, divisible_by, pad_extra):
+    starts = [data.draw(st.integers(0, n - 2)) for n in shape]
+    stops = [data.draw(st.integers(s + 1, n)) for s, n in zip(starts, shape)]
+    image = np.zeros(shape, np.float32)
+    box = tuple(slice(a, b) for a, b in zip(starts, stops))
+    image[box] = 1 + np.random.default_rng(0).random(image[box].shape)
+    label = np.zeros(shape, np.uint8)
+    label[box] = np.random.default_rng(1).integers(0, 2, image[box].shape)
+    target = tuple(b - a + pad_extra for a, b in zip(starts, stops))
+    case = Case("h", image, label, OBLIQUE_LPS, nibabel.Nifti1Header(), None, None)
+    prepared = preprocess(case, PreprocessConfig(shape=target, divisible_by=divisible_by))
+    assert all(n % divisible_by == 0 for n in prepared.image.shape)
+    np.testing.assert_array_equal(invert(prepared.label, prepared.record), label)
