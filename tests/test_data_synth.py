@@ -160,3 +160,17 @@ def test_z_scored_brain_histograms_agree_across_cases(datasets):
             brain = case.image[case.image > 0]
             quantiles.append(np.percentile((brain - brain.mean()) / brain.std(), [10, 50, 90]))
         assert np.ptp(np.array(quantiles), axis=0).max() < 0.5
+
+
+def test_rerun_into_the_same_folder_with_fewer_cases_stays_consistent(tmp_path):
+    out = tmp_path / "ds"
+    synthesize_dataset("ms", 3, out, shape=TINY, seed=0)
+    synthesize_dataset("ms", 2, out, shape=TINY, seed=0)
+    assert [c.case_id for c in read_dataset(out)] == ["SynMS_0001", "SynMS_0002"]
+    assert not (out / "manifests" / "SynMS_0003.json").exists()
+
+
+def test_synth_refuses_a_non_empty_foreign_folder(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not empty"):
+        synthesize_dataset("ms", 1, tmp_path, shape=TINY)

@@ -6,6 +6,9 @@ with a JSON manifest of every case's generator parameters.
 """
 from __future__ import annotations
 
+import json
+import re
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +30,39 @@ def _write(path: Path, array, affine, dtype) -> None:
     payload = nifti_bytes(array, affine, dtype=dtype)
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
+
+
+def _check_output_folder(out_dir: Path) -> None:
+    """Refuse to write into a non-empty folder unless it holds an earlier synthetic dataset."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: output exists and is not a folder")
+    if not any(out_dir.iterdir()):
+        return
+    try:
+        release = json.loads((out_dir / "dataset.json").read_text()).get("release", "")
+    except (OSError, ValueError, AttributeError):
+        release = ""
+    if not str(release).startswith("bayesprior-synth"):
+        raise ConfigError(f"{out_dir}: folder is not empty and is not a bayesprior synthetic dataset; "
+                          f"choose an empty or new folder")
+
+
+def _remove_stale_cases(out_dir: Path, name: str, n_cases: int) -> None:
+    """Delete cases beyond `n_cases` left by an earlier, larger run into the same folder."""
+    pattern = re.compile(rf"^{re.escape(name)}_(\d{{4}})(_\d{{4}})?\.(nii\.gz|json)$")
+    for sub in ("imagesTr", "labelsTr", "manifests"):
+        folder = out_dir / sub
+        for path in folder.iterdir() if folder.is_dir() else ():
+            match = pattern.match(path.name)
+            if match and int(match.group(1)) > n_cases:
+                path.unlink()
+    mirror = out_dir / "brats" / "HGG"
+    for patient in mirror.iterdir() if mirror.is_dir() else ():
+        match = re.match(rf"^{re.escape(name)}_(\d{{4}})$", patient.name)
+        if match and int(match.group(1)) > n_cases:
+            shutil.rmtree(patient)
 
 
 def synthesize_dataset(kind: str, n_cases: int, out_dir: str | Path, shape: tuple[int, int, int] | None = None,
@@ -64,6 +100,7 @@ def synthesize_dataset(kind: str, n_cases: int, out_dir: str | Path, shape: tupl
         raise ConfigError("a BRATS mirror is only written for kind 'tumour'")
     out_dir = Path(out_dir)
     name = DATASET_NAMES[kind]
+    _check_output_folder(out_dir)
     sequence = KINDS[kind]
     sequences = (sequence, "FLAIR") if brats_mirror else (sequence,)
     indices = range(1, int(n_cases) + 1)
@@ -81,6 +118,7 @@ def synthesize_dataset(kind: str, n_cases: int, out_dir: str | Path, shape: tupl
                 _write(patient / f"{case_id}_{seq_name.lower()}.nii.gz", image, case.affine, "int16")
             _write(patient / f"{case_id}_seg.nii.gz", case.label, case.affine, "uint8")
         atomic_write_json({"case_id": case_id, **case.manifest}, out_dir / "manifests" / f"{case_id}.json")
+    _remove_stale_cases(out_dir, name, int(n_cases))
     atomic_write_json({
         "name": name,
         "description": f"Synthetic {'MS-like lesions (FLAIR)' if kind == 'ms' else 'glioma-like tumours (T2)'} "
