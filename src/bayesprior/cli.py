@@ -13,6 +13,7 @@ _COMMAND_MODULES = (
     "bayesprior.commands.experiment_cmd",
     "bayesprior.commands.arch_cmd",
     "bayesprior.commands.harvest_cmd",
+    "bayesprior.commands.data_cmd",
 )
 
 

@@ -1,0 +1,17 @@
+"""NIfTI data: reading datasets in the layouts people use, preprocessing with inverses, synthetic MRI.
+
+Public API:
+    Case, read_dataset, detect_layout, read_image, write_like, load_case, apply_label_policy
+    (preprocessing lives in `bayesprior.data.preprocess`, the generator in `bayesprior.data.synth`).
+"""
+from __future__ import annotations
+
+from .cases import Case, apply_label_policy, check_same_grid, load_case, resolve_channel
+from .datasets import check_folder, detect_layout, read_dataset
+from .nifti import is_nifti_name, read_image, read_label_values, read_volume, strip_nifti_suffix, write_like
+
+__all__ = [
+    "Case", "read_dataset", "detect_layout", "read_image", "read_volume", "read_label_values", "write_like",
+    "load_case", "apply_label_policy", "check_same_grid", "resolve_channel", "check_folder", "is_nifti_name",
+    "strip_nifti_suffix",
+]

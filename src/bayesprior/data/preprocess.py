@@ -1,0 +1,326 @@
+"""Preprocessing of cases for training and inference, every step recorded so predictions can be inverted.
+
+Steps, in order, each optional: crop to the non-zero bounding box (holes filled, as nnU-Net), resample to a
+shape or spacing (images cubic, labels nearest or linear-then-threshold), centre crop/pad to a fixed shape
+(the paper), pad to a multiple of `divisible_by`, intensity normalisation (min-max to [0,1] as the paper,
+or z-score inside the brain mask as nnU-Net). `invert` walks the record backwards onto the file's grid.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel
+import numpy as np
+from scipy import ndimage
+
+from ..atomic import atomic_path, atomic_write_json
+from ..errors import ConfigError, DataError
+from .cases import Case
+
+INTENSITY_MODES = ("minmax", "zscore", "none")
+LABEL_RESAMPLING = ("nearest", "linear")
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """What `preprocess` does; every field is recorded with the results and keys the cache."""
+
+    crop_nonzero: bool = True
+    shape: tuple[int, int, int] | None = None
+    resample_shape: tuple[int, int, int] | None = None
+    spacing: tuple[float, float, float] | None = None
+    intensity: str = "minmax"
+    divisible_by: int = 8
+    label_resampling: str = "nearest"
+
+    def __post_init__(self):
+        for name in ("shape", "resample_shape"):
+            value = getattr(self, name)
+            if value is not None:
+                value = tuple(int(v) for v in value)
+                if len(value) != 3 or min(value) < 1:
+                    raise ConfigError(f"PreprocessConfig.{name} must be three positive integers, got {value!r}")
+                object.__setattr__(self, name, value)
+        if self.spacing is not None:
+            spacing = tuple(float(v) for v in self.spacing)
+            if len(spacing) != 3 or min(spacing) <= 0:
+                raise ConfigError(f"PreprocessConfig.spacing must be three positive numbers, got {self.spacing!r}")
+            object.__setattr__(self, "spacing", spacing)
+        if self.spacing is not None and self.resample_shape is not None:
+            raise ConfigError("PreprocessConfig: give resample_shape or spacing, not both")
+        if self.intensity not in INTENSITY_MODES:
+            raise ConfigError(f"PreprocessConfig.intensity must be one of {INTENSITY_MODES}, got {self.intensity!r}")
+        if self.label_resampling not in LABEL_RESAMPLING:
+            raise ConfigError(f"PreprocessConfig.label_resampling must be one of {LABEL_RESAMPLING}, "
+                              f"got {self.label_resampling!r}")
+        if int(self.divisible_by) < 1:
+            raise ConfigError(f"PreprocessConfig.divisible_by must be >= 1, got {self.divisible_by!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass
+class Prepared:
+    """A preprocessed case: image float32 (D, H, W), label uint8 or None, and the record to invert it."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    record: dict
+
+
+def nonzero_box(image: np.ndarray) -> list[list[int]]:
+    """[[start, stop], ...] of the non-zero voxels (holes filled); the whole array if it is all zero."""
+    mask = ndimage.binary_fill_holes(image != 0)
+    if not mask.any():
+        return [[0, n] for n in image.shape]
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        box.append([int(hits[0]), int(hits[-1]) + 1])
+    return box
+
+
+def _resample(array: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+    if tuple(array.shape) == tuple(shape):
+        return array.copy()
+    factors = [t / n for t, n in zip(shape, array.shape)]
+    out = ndimage.zoom(array, factors, order=order, mode="nearest", grid_mode=False)
+    if out.shape != tuple(shape):  # zoom rounds; never trust it with the final shape
+        out = out[tuple(slice(0, s) for s in shape)]
+        out = np.pad(out, [(0, s - o) for s, o in zip(shape, out.shape)], mode="edge")
+    return out
+
+
+def _crop_or_pad_plan(current: tuple[int, ...], target: tuple[int, ...]) -> tuple[list, list]:
+    """Centred crop (start, stop) and pad (before, after) per axis, to go from `current` to `target`."""
+    crops, pads = [], []
+    for n, t in zip(current, target):
+        if n >= t:
+            start = (n - t) // 2
+            crops.append([start, start + t])
+            pads.append([0, 0])
+        else:
+            crops.append([0, n])
+            before = (t - n) // 2
+            pads.append([before, t - n - before])
+    return crops, pads
+
+
+def _apply_crop_pad(array: np.ndarray, crops: list, pads: list) -> np.ndarray:
+    cropped = array[tuple(slice(a, b) for a, b in crops)]
+    return np.pad(cropped, [tuple(p) for p in pads])
+
+
+def _normalise(image: np.ndarray, mode: str, brain: np.ndarray) -> tuple[np.ndarray, dict]:
+    if mode == "none":
+        return image.astype(np.float32), {}
+    if mode == "minmax":
+        low, high = float(image.min()), float(image.max())
+        scale = high - low if high > low else 1.0
+        return ((image - low) / scale).astype(np.float32), {"min": low, "max": high}
+    inside = image[brain] if brain.any() else image.ravel()
+    mean, std = float(inside.mean()), float(inside.std())
+    out = np.zeros_like(image, dtype=np.float32)
+    region = brain if brain.any() else np.ones_like(brain)
+    out[region] = (image[region] - mean) / max(std, 1e-8)
+    return out, {"mean": mean, "std": std}
+
+
+def header_to_text(header) -> str:
+    """A NIfTI header as base64 text (for the JSON record)."""
+    return base64.b64encode(nibabel.Nifti1Header.from_header(header).binaryblock).decode("ascii")
+
+
+def header_from_record(record: dict) -> nibabel.Nifti1Header:
+    """The original NIfTI header stored in a preprocessing record."""
+    return nibabel.Nifti1Header(binaryblock=base64.b64decode(record["header"]))
+
+
+def affine_from_record(record: dict) -> np.ndarray:
+    """The original 4x4 affine stored in a preprocessing record."""
+    return np.asarray(record["affine"], dtype=np.float64)
+
+
+def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
+    """Apply `config` to one case.
+
+    Returns:
+        a `Prepared` whose image is float32 with every axis divisible by `config.divisible_by`, whose label is
+        uint8 (same shape), and whose record holds everything `invert` needs (original shape, affine, header,
+        crop box, resampling shapes, crops and pads, intensity statistics, the configuration).
+    """
+    image = np.asarray(case.image, dtype=np.float32)
+    label = None if case.label is None else np.asarray(case.label, dtype=np.uint8)
+    zooms = [float(z) for z in np.sqrt((np.asarray(case.affine)[:3, :3] ** 2).sum(axis=0))]
+    record: dict[str, Any] = {
+        "version": RECORD_VERSION, "case_id": case.case_id, "config": config.to_dict(),
+        "original_shape": list(image.shape), "affine": np.asarray(case.affine).tolist(),
+        "header": header_to_text(case.header), "zooms": zooms,
+        "image_path": None if case.image_path is None else str(case.image_path), "label_path": None if case.label_path is None else str(case.label_path),
+    }
+    box = nonzero_box(image) if config.crop_nonzero else [[0, n] for n in image.shape]
+    record["crop_box"] = box
+    image = image[tuple(slice(a, b) for a, b in box)]
+    label = None if label is None else label[tuple(slice(a, b) for a, b in box)]
+    brain = image != 0
+
+    record["shape_before_resample"] = list(image.shape)
+    target = None
+    if config.resample_shape is not None:
+        target = config.resample_shape
+    elif config.spacing is not None:
+        target = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(image.shape, zooms, config.spacing))
+    if target is not None and tuple(target) != image.shape:
+        image = _resample(image, target, order=3)
+        brain = _resample(brain.astype(np.float32), target, order=1) >= 0.5
+        if label is not None:
+            if config.label_resampling == "nearest":
+                label = _resample(label, target, order=0)
+            else:
+                label = (_resample(label.astype(np.float32), target, order=1) >= 0.5).astype(np.uint8)
+    record["shape_after_resample"] = list(image.shape)
+    record["output_zooms"] = [z * a / b for z, a, b in zip(zooms, record["shape_before_resample"], image.shape)]
+
+    steps = []
+    targets = [] if config.shape is None else [config.shape]
+    targets.append(None)  # then pad up to a multiple of divisible_by
+    k = int(config.divisible_by)
+    for target in targets:
+        if target is None:
+            target = tuple(-(-n // k) * k for n in image.shape)
+        crops, pads = _crop_or_pad_plan(image.shape, target)
+        steps.append({"input_shape": list(image.shape), "crop": crops, "pad": pads})
+        image = _apply_crop_pad(image, crops, pads)
+        brain = _apply_crop_pad(brain, crops, pads)
+        if label is not None:
+            label = _apply_crop_pad(label, crops, pads)
+    record["crop_pad_steps"] = steps
+
+    image, stats = _normalise(image, config.intensity, brain)
+    record["intensity"] = {"mode": config.intensity, **stats}
+    record["final_shape"] = list(image.shape)
+    return Prepared(case.case_id, np.ascontiguousarray(image, dtype=np.float32),
+                    None if label is None else np.ascontiguousarray(label, dtype=np.uint8), record)
+
+
+def invert(array: np.ndarray, record: dict, order: int = 0) -> np.ndarray:
+    """Map an array on the preprocessed grid back onto the original file's grid.
+
+    Args:
+        array: (..., D, H, W) on the grid of `Prepared.image` (leading axes, e.g. channels, are kept).
+        record: `Prepared.record`.
+        order: interpolation order if a resampling step must be undone (0 for labels, 1 for probabilities).
+    Returns:
+        array of shape (..., *record["original_shape"]); voxels outside the crop box are 0.
+    Raises:
+        DataError: the array's spatial shape does not match the record.
+    """
+    array = np.asarray(array)
+    if tuple(array.shape[-3:]) != tuple(record["final_shape"]):
+        raise DataError(record.get("image_path") or "prediction",
+                        f"array shape {array.shape[-3:]} does not match the preprocessed shape {record['final_shape']}")
+    if array.ndim > 3:
+        flat = array.reshape(-1, *array.shape[-3:])
+        inverted = [invert(a, record, order) for a in flat]
+        return np.stack(inverted).reshape(*array.shape[:-3], *record["original_shape"])
+    for step in reversed(record["crop_pad_steps"]):
+        pads = step["pad"]
+        unpadded = array[tuple(slice(b, array.shape[i] - a) for i, (b, a) in enumerate(pads))]
+        restored = np.zeros(tuple(step["input_shape"]), dtype=array.dtype)
+        restored[tuple(slice(a, b) for a, b in step["crop"])] = unpadded
+        array = restored
+    before = tuple(record["shape_before_resample"])
+    if array.shape != before:
+        source = array.astype(np.float32) if order > 0 else array
+        array = _resample(source, before, order=order).astype(array.dtype, copy=False)
+    out = np.zeros(tuple(record["original_shape"]), dtype=array.dtype)
+    out[tuple(slice(a, b) for a, b in record["crop_box"])] = array
+    return out
+
+
+def cache_key(folder: Path, config: PreprocessConfig, read_kwargs: dict) -> str:
+    """Hash of the configuration, the reader options and the name, size and mtime of every file in `folder`."""
+    stats = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and ".bayesprior_cache" not in path.parts:
+            info = path.stat()
+            stats.append([str(path.relative_to(folder)), info.st_size, info.st_mtime_ns])
+    payload = json.dumps({"version": RECORD_VERSION, "folder": str(folder.resolve()), "config": config.to_dict(),
+                          "read": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(read_kwargs.items())},
+                          "files": stats}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    """$BAYESPRIOR_CACHE_DIR, else $XDG_CACHE_HOME/bayesprior/preprocessed, else ~/.cache/bayesprior/preprocessed."""
+    if os.environ.get("BAYESPRIOR_CACHE_DIR"):
+        return Path(os.environ["BAYESPRIOR_CACHE_DIR"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "bayesprior" / "preprocessed"
+
+
+def _save_prepared(prepared: Prepared, path: Path) -> None:
+    arrays = {"image": prepared.image, "record": np.frombuffer(json.dumps(prepared.record).encode(), dtype=np.uint8)}
+    if prepared.label is not None:
+        arrays["label"] = prepared.label
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+def _load_prepared(path: Path) -> Prepared:
+    try:
+        with np.load(path) as data:
+            record = json.loads(data["record"].tobytes().decode())
+            label = data["label"] if "label" in data.files else None
+            return Prepared(record["case_id"], data["image"], label, record)
+    except Exception as exc:
+        raise DataError(path, f"corrupt preprocessing cache entry ({type(exc).__name__}: {exc})") from None
+
+
+def prepare_dataset(folder: str | Path, config: PreprocessConfig, cache_dir: str | Path | None | bool = None,
+                    **read_kwargs: Any) -> list[Prepared]:
+    """Read and preprocess every case of a dataset, caching the results on disk.
+
+    Args:
+        folder: dataset folder (any registered layout).
+        config: preprocessing configuration.
+        cache_dir: where to cache; None uses `default_cache_dir()`, False disables caching.
+        read_kwargs: passed to `read_dataset` (layout, channel, labels, subset).
+    Returns:
+        the prepared cases, sorted by case id. A second call with the same configuration, options and
+        unchanged files loads them from the cache without reading or preprocessing anything.
+    Raises:
+        DataError, ConfigError: as `read_dataset`.
+    """
+    from .datasets import check_folder, read_dataset
+
+    folder = check_folder(folder)
+    if cache_dir is False:
+        return [preprocess(case, config) for case in read_dataset(folder, **read_kwargs)]
+    root = Path(default_cache_dir() if cache_dir in (None, True) else cache_dir)
+    entry = root / cache_key(folder, config, read_kwargs)
+    index = entry / "index.json"
+    if index.is_file():
+        try:
+            names = json.loads(index.read_text())["cases"]
+            return [_load_prepared(entry / f"{i:05d}.npz") for i in range(len(names))]
+        except (DataError, OSError, ValueError, KeyError):
+            pass  # a damaged cache is rebuilt, never trusted
+    prepared = [preprocess(case, config) for case in read_dataset(folder, **read_kwargs)]
+    for i, item in enumerate(prepared):
+        _save_prepared(item, entry / f"{i:05d}.npz")
+    atomic_write_json({"folder": str(folder.resolve()), "config": config.to_dict(),
+                       "cases": [p.case_id for p in prepared]}, index)
+    return prepared

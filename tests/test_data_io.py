@@ -1,0 +1,148 @@
+"""NIfTI reading/writing: round trips, and every kind of bad file gives a DataError naming it."""
+import gzip
+
+import nibabel
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bayesprior.data import read_image, read_label_values, read_volume, write_like
+from bayesprior.errors import DataError
+
+OBLIQUE_LPS = np.array([[-0.9, 0.1, 0.0, 90.0], [0.0, -1.1, 0.2, 120.0], [0.05, 0.0, 2.5, -60.0], [0, 0, 0, 1]])
+
+
+def _volume(shape=(6, 7, 5), seed=0):
+    return np.random.default_rng(seed).uniform(0, 100, shape).astype(np.float32)
+
+
+def test_write_like_round_trips_data_affine_and_orientation(tmp_path):
+    data = _volume()
+    header = nibabel.Nifti1Header()
+    path = write_like(data, OBLIQUE_LPS, header, tmp_path / "x.nii.gz")
+    read, affine, read_header = read_image(path)
+    np.testing.assert_allclose(read, data, rtol=1e-6)
+    np.testing.assert_allclose(affine, OBLIQUE_LPS, atol=1e-5)
+    assert nibabel.aff2axcodes(affine) == nibabel.aff2axcodes(OBLIQUE_LPS)
+    assert read_header.get_data_dtype() == np.float32
+
+
+def test_write_like_stores_requested_integer_dtype(tmp_path):
+    path = write_like(np.array([[[0.4, 1.6]]]), np.eye(4), None, tmp_path / "l.nii", dtype="uint8")
+    values, _, header = read_label_values(path)
+    assert header.get_data_dtype() == np.uint8 and values.tolist() == [[[0, 2]]]
+
+
+def test_write_like_is_byte_reproducible(tmp_path):
+    a = write_like(_volume(), np.eye(4), None, tmp_path / "a.nii.gz").read_bytes()
+    b = write_like(_volume(), np.eye(4), None, tmp_path / "b.nii.gz").read_bytes()
+    assert a == b
+
+
+def test_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_image(tmp_path / "nothing.nii.gz")
+
+
+def test_non_nifti_name_is_a_data_error(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    with pytest.raises(DataError, match="not a NIfTI"):
+        read_image(path)
+
+
+def test_non_nifti_content_is_a_data_error(tmp_path):
+    path = tmp_path / "fake.nii"
+    path.write_bytes(b"\0" * 400)
+    with pytest.raises(DataError, match="fake.nii.*not a NIfTI"):
+        read_image(path)
+
+
+def test_plain_file_named_nii_gz_is_a_data_error(tmp_path):
+    path = tmp_path / "plain.nii.gz"
+    path.write_bytes(b"this is not gzip at all" * 30)
+    with pytest.raises(DataError, match="plain.nii.gz.*not gzip"):
+        read_image(path)
+
+
+def test_truncated_gzip_is_a_data_error(tmp_path):
+    path = write_like(_volume((20, 20, 20)), np.eye(4), None, tmp_path / "t.nii.gz")
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(DataError, match="t.nii.gz.*(corrupt|truncated)"):
+        read_image(path)
+
+
+def test_truncated_uncompressed_data_is_a_data_error(tmp_path):
+    path = write_like(_volume((20, 20, 20)), np.eye(4), None, tmp_path / "t.nii")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match="truncated"):
+        read_image(path)
+
+
+def test_four_d_where_three_d_expected_is_a_data_error(tmp_path):
+    path = write_like(np.zeros((4, 4, 4, 2), np.float32), np.eye(4), None, tmp_path / "four.nii.gz")
+    with pytest.raises(DataError, match="expected a 3D volume"):
+        read_image(path)
+    data, _, _ = read_volume(path, channel=1)
+    assert data.shape == (4, 4, 4)
+
+
+def test_channel_out_of_range_is_a_data_error(tmp_path):
+    path = write_like(np.zeros((4, 4, 4, 2), np.float32), np.eye(4), None, tmp_path / "four.nii.gz")
+    with pytest.raises(DataError, match="channel 2 out of range"):
+        read_volume(path, channel=2)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_values_are_a_data_error(tmp_path, bad):
+    data = _volume()
+    data[1, 2, 3] = bad
+    path = write_like(data, np.eye(4), None, tmp_path / "bad.nii.gz")
+    with pytest.raises(DataError, match="bad.nii.gz.*NaN or infinite"):
+        read_image(path)
+
+
+def test_non_integer_labels_are_a_data_error(tmp_path):
+    path = write_like(np.full((3, 3, 3), 0.5, np.float32), np.eye(4), None, tmp_path / "l.nii.gz")
+    with pytest.raises(DataError, match="non-integer"):
+        read_label_values(path)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(positions=st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=6),
+       values=st.lists(st.integers(min_value=0, max_value=255), min_size=6, max_size=6),
+       compressed=st.booleans(), truncate=st.integers(min_value=0, max_value=400))
+def test_corrupted_bytes_give_data_error_or_success(tmp_path, positions, values, compressed, truncate):
+    name = "c.nii.gz" if compressed else "c.nii"
+    path = write_like(_volume((8, 9, 7)), OBLIQUE_LPS, None, tmp_path / name)
+    raw = bytearray(path.read_bytes())
+    for position, value in zip(positions, values):
+        raw[position % len(raw)] = value
+    if truncate:
+        raw = raw[: max(1, len(raw) - truncate)]
+    path.write_bytes(bytes(raw))
+    try:
+        data, affine, _ = read_image(path)
+    except DataError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert data.ndim == 3 and np.isfinite(data).all() and affine.shape == (4, 4)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(positions=st.lists(st.integers(min_value=0, max_value=351), min_size=1, max_size=4),
+       values=st.lists(st.integers(min_value=0, max_value=255), min_size=4, max_size=4))
+def test_corrupted_header_inside_valid_gzip_gives_data_error_or_success(tmp_path, positions, values):
+    path = write_like(_volume((8, 9, 7)), np.eye(4), None, tmp_path / "h.nii")
+    raw = bytearray(path.read_bytes())
+    for position, value in zip(positions, values):
+        raw[position] = value
+    target = tmp_path / "h.nii.gz"
+    target.write_bytes(gzip.compress(bytes(raw)))
+    try:
+        data, _, _ = read_image(target)
+    except DataError as exc:
+        assert "h.nii.gz" in str(exc)
+    else:
+        assert data.ndim == 3 and np.isfinite(data).all()
