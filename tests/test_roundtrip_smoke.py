@@ -23,3 +23,15 @@ def test_bayesian_model_file_round_trips_and_gives_posterior_means_as_plain_weig
     plain.load_state_dict(deterministic_state(read_model_file(tmp_path / "m.pt")))
     with bm.sampling("mean"):
         assert torch.allclose(plain(x), bm(x))
+
+
+def test_atomic_outputs_get_the_usual_permissions_not_0600(tmp_path):
+    import os
+    import stat
+
+    from bayesprior.atomic import atomic_write_text
+
+    atomic_write_text("x", tmp_path / "f.txt")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~mask
