@@ -295,7 +295,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     bayesian = isinstance(model, BayesianModel)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     scheduler = _new_scheduler(optimizer, config)
-    start_epoch, minimum, history = 0, 0, []
+    start_epoch, minimum, history, already_finished = 0, 0, [], False
 
     checkpoint_path = run_dir / "checkpoint.pt"
     log_path = run_dir / "log.jsonl"
@@ -314,6 +314,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, minimum = state["epoch"], state["minimum"]
+        already_finished = state.get("finished", False)
         _set_rng_state(state["rng"])
         history = _read_log(log_path, start_epoch)
     elif ctx.is_main:
@@ -327,9 +328,12 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     n_train = len(train_cases)
     stopped_because = "max_epochs"
-    progress = _progress(range(start_epoch, config.max_epochs), config.progress and ctx.is_main,
+    epochs = range(start_epoch, start_epoch if already_finished else config.max_epochs)
+    progress = _progress(epochs, config.progress and ctx.is_main,
                          initial=start_epoch, total=config.max_epochs)
-    finished = False
+    finished = already_finished
+    if finished:
+        stopped_because = "lr_below_min_lr"
     for epoch in progress:
         net.train()
         totals = {"loss": 0.0, "data": 0.0, "kl": 0.0}
@@ -379,6 +383,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
                 "rng": _rng_state(),
                 "epoch": epoch + 1,
                 "minimum": minimum,
+                "finished": finished,
                 "train_config": config_dict,
             }, checkpoint_path)
         if hasattr(progress, "set_postfix"):
