@@ -10,6 +10,7 @@ from . import __version__
 # core command modules; each defines `register(cli)`; imported lazily so `--help` stays fast
 _COMMAND_MODULES = (
     "bayesprior.commands.plugins_cmd",
+    "bayesprior.commands.train_cmd", "bayesprior.commands.predict_cmd", "bayesprior.commands.evaluate_cmd",
 )
 
 
