@@ -54,7 +54,7 @@ def test_train_predict_evaluate_end_to_end(tiny_architecture, tmp_path):
     affine = _write_dataset(data)
     runner = CliRunner()
     result = runner.invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,
-                                 "--epochs", "2", "--no-progress"], catch_exceptions=False)
+                                 "--epochs", "2", "--no-progress", "--no-cache"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     model = tmp_path / "run" / "model.pt"
     result = runner.invoke(cli, ["predict", str(model), str(data), str(tmp_path / "pred"), "--roi", "8,8,8",
@@ -80,7 +80,7 @@ def test_bayesian_prediction_writes_probability_and_entropy(tiny_architecture, t
     runner = CliRunner()
     result = runner.invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,
                                  "--method", "gaussian", "--prior-option", "scale=0.1", "--epochs", "1",
-                                 "--no-progress"], catch_exceptions=False)
+                                 "--no-progress", "--no-cache"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["predict", str(tmp_path / "run" / "model.pt"), str(data), str(tmp_path / "pred"),
                                  "--samples", "3", "--no-progress"], catch_exceptions=False)
@@ -89,3 +89,15 @@ def test_bayesian_prediction_writes_probability_and_entropy(tiny_architecture, t
     entropy = nib.load(tmp_path / "pred" / "case00_entropy.nii.gz").get_fdata()
     assert probability.min() >= 0 and probability.max() <= 1
     assert entropy.min() >= 0 and entropy.max() <= np.log(2) + 1e-6
+
+
+def test_several_seeds_fill_a_model_zoo(tiny_architecture, tmp_path):
+    _needs_data_package()
+    data = tmp_path / "Dataset003_Tiny"
+    _write_dataset(data, n=2)
+    result = CliRunner().invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,
+                                      "--epochs", "1", "--seeds", "0,1", "--restarts", "1", "--no-progress",
+                                      "--no-cache"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "run" / "zoo").iterdir()) == ["seed0_min0.pt", "seed1_min0.pt"]
+    assert (tmp_path / "run" / "seed1" / "model.pt").is_file()

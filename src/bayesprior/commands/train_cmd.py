@@ -62,11 +62,15 @@ def parse_ints(text: str | None, option: str, length: int | None = None) -> tupl
 @click.option("--shape", default=None, help="Crop/pad every case to D,H,W after cropping to the brain.")
 @click.option("--intensity", default="minmax", show_default=True, help="Intensity normalisation.")
 @click.option("--no-crop", is_flag=True, help="Do not crop to the non-zero bounding box.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Preprocessing cache (default: $BAYESPRIOR_CACHE_DIR or ~/.cache/bayesprior).")
+@click.option("--no-cache", is_flag=True, help="Preprocess without reading or writing the cache.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, prior_option,
                   init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction, ce_reduction,
-                  dice_batch, kl_weight, layout, channel, shape, intensity, no_crop, device, no_progress):
+                  dice_batch, kl_weight, layout, channel, shape, intensity, no_crop, cache_dir, no_cache,
+                  device, no_progress):
     """Train a segmentation model on DATA_DIR; write checkpoints, logs, curves and model.pt to RUN_DIR.
 
     Runs under torchrun for data-parallel training. With several seeds each gets RUN_DIR/seed<S>.
@@ -84,7 +88,8 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                                              intensity=intensity)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    cases = prepare_dataset(data_dir, preprocess_config, layout=layout, channel=channel)
+    cases = prepare_dataset(data_dir, preprocess_config, cache_dir=False if no_cache else cache_dir,
+                            layout=layout, channel=channel)
     cases = [c for c in cases if c.label is not None]
     if not 0 <= val_fraction < 1:
         raise click.BadParameter(f"must be in [0, 1), got {val_fraction}", param_hint="--val-fraction")
