@@ -21,6 +21,7 @@ def _worker(rank, world, store, run_dir, kw):
     register_plugin(_TinyPlugin(), "tiny-ddp")
     try:
         train(_config(**kw), make_cases(8), run_dir=run_dir)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -56,9 +56,21 @@ def global_sum(value: Tensor) -> Tensor:
     """Sum of `value` over all processes, with gradients (identity in a single process)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return value
+    import warnings
+
     from torch.distributed.nn.functional import all_reduce
 
-    return all_reduce(value, op=dist.ReduceOp.SUM)
+    # deprecated in favour of _functional_collectives, whose all_reduce has no backward we can rely on;
+    # this one's backward is the all-reduce of the gradient, which the DDP test checks
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return all_reduce(value, op=dist.ReduceOp.SUM)
+
+
+def barrier() -> None:
+    """Wait for every process (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def global_mean_float(value: float) -> float:

@@ -37,7 +37,7 @@ from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..checkpoints import save_model
 from ..errors import CheckpointError, ConfigError, DataError
 from ..wrap import BayesianModel
-from .distributed import DistContext, current_context, epoch_batches, global_mean_float, global_sum
+from .distributed import DistContext, barrier, current_context, epoch_batches, global_mean_float, global_sum
 from .losses import LossConfig, dice_from_statistics, dice_statistics
 from .methods import build_model
 from .metrics import confusion_counts, dice_score
@@ -404,6 +404,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
         from .plots import plot_curves
 
         plot_curves(history, run_dir / "curves.png")
+    barrier()  # no process returns (or tears the group down) before the model file exists
     return final_path
 
 
