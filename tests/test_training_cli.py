@@ -101,3 +101,15 @@ def test_several_seeds_fill_a_model_zoo(tiny_architecture, tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "run" / "zoo").iterdir()) == ["seed0_min0.pt", "seed1_min0.pt"]
     assert (tmp_path / "run" / "seed1" / "model.pt").is_file()
+
+
+def test_bad_roi_is_reported_without_traceback(tiny_architecture, tmp_path):
+    from bayesprior.checkpoints import save_model
+    from training_fixtures import TinyNet
+
+    save_model(TinyNet(), tmp_path / "m.pt", extra={"preprocess": {}})
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "in" / "a.nii.gz")
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "m.pt"), str(tmp_path / "in"), str(tmp_path / "o"),
+                                      "--roi", "7,8,8", "--no-progress"])
+    assert result.exit_code == 1 and "divisible by 8" in result.output

@@ -88,3 +88,21 @@ def test_seed_fixes_the_result(tiny_architecture, tmp_path):
     b = train(_config(tiny_architecture, max_epochs=1), cases, run_dir=tmp_path / "b")
     wa, wb = _weights(a), _weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_bayesian_loss_is_n_times_mean_nll_plus_weighted_kl(tiny_architecture, tmp_path):
+    cfg = _config(tiny_architecture, method="gaussian", max_epochs=1, kl_weight=0.25)
+    train(cfg, make_cases(2), run_dir=tmp_path)  # one batch of 2 = all N cases
+    (entry,) = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert entry["kl"] > 0
+    assert entry["loss"] == pytest.approx(entry["data"] + 0.25 * entry["kl"], rel=1e-5)
+
+
+def test_batch_data_loss_in_one_process_is_the_segmentation_loss():
+    from bayesprior.training.losses import segmentation_loss
+    from bayesprior.training.trainer import batch_data_loss
+
+    logits, target = torch.randn(2, 2, 4, 4, 4), (torch.rand(2, 4, 4, 4) > 0.5).long()
+    cfg = TrainConfig().loss_config()
+    loss, n = batch_data_loss(logits, target, cfg)
+    assert n.item() == 2 and torch.allclose(loss, segmentation_loss(logits, target, cfg))

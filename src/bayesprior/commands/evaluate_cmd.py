@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from .errors_cmd import report_errors
+
 
 @click.command("evaluate")
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -13,6 +15,7 @@ import click
               help="Score of a case with an empty label: excluded (NaN, counted), 1 if the prediction is empty, or 0.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where per_case.csv and summary.json go (default: PRED_DIR).")
+@report_errors
 def evaluate_command(pred_dir, label_dir, empty_gt, out_dir):
     """Per-case DSC and IoU (label > 0 is foreground), their means, per_case.csv and summary.json.
 

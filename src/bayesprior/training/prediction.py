@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,16 @@ class PredictionSettings:
     samples: int = 0
     largest_component: bool = False
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.roi = tuple(int(r) for r in self.roi)
+        if len(self.roi) != 3 or any(r < 8 or r % 8 for r in self.roi):
+            raise ConfigError(f"roi must be three sizes divisible by 8 (the network downsamples 3 times), "
+                              f"got {self.roi}")
+        if not 0 <= self.overlap < 1:
+            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.samples < 0:
+            raise ConfigError(f"samples must be >= 0, got {self.samples}")
 
 
 def nifti_inputs(folder: str | Path) -> list[Path]:
@@ -83,22 +93,25 @@ def predict_case(model: nn.Module, image: np.ndarray, settings: PredictionSettin
 
 
 def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Path,
-                   settings: PredictionSettings = PredictionSettings(), progress: bool = True) -> list[Path]:
+                   settings: PredictionSettings = PredictionSettings(), progress: bool = True,
+                   preprocess_config: Mapping[str, Any] | None = None) -> list[Path]:
     """Segment every NIfTI of `in_dir` into `out_dir`; return the written mask paths.
 
+    The preprocessing recorded in the model file is redone (`preprocess_config` overrides it, and
+    is needed for a model trained without a record).
+
     Raises:
-        CheckpointError: a model file without the preprocessing record.
+        CheckpointError: a model file without a preprocessing record and no `preprocess_config`.
         DataError: unreadable inputs.
     """
     from ..data import Case, read_image, write_like
     from ..data.preprocess import PreprocessConfig, invert, preprocess
 
-    if settings.samples < 0:
-        raise ConfigError(f"samples must be >= 0, got {settings.samples}")
-    extra = read_model_file(model_path).get("extra", {})
-    if "preprocess" not in extra:
-        raise CheckpointError(model_path, "records no preprocessing configuration (was it written by `train`?)")
-    config = PreprocessConfig(**extra["preprocess"])
+    recorded = read_model_file(model_path).get("extra", {}).get("preprocess")
+    if preprocess_config is None and recorded is None:
+        raise CheckpointError(model_path, "records no preprocessing configuration (train it with `preprocess=` "
+                                          "or pass the preprocessing to predict)")
+    config = PreprocessConfig(**dict(preprocess_config if preprocess_config is not None else recorded))
     model = load_model(model_path).to(settings.device).eval()
     bayesian = isinstance(model, BayesianModel)
     out_dir = Path(out_dir)

@@ -23,6 +23,7 @@ import math
 import os
 import random
 import tempfile
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -38,7 +39,7 @@ from ..checkpoints import save_model
 from ..errors import CheckpointError, ConfigError, DataError
 from ..wrap import BayesianModel
 from .distributed import DistContext, barrier, current_context, epoch_batches, global_mean_float, global_sum
-from .losses import LossConfig, dice_from_statistics, dice_statistics
+from .losses import LossConfig, dice_from_statistics, dice_statistics, segmentation_loss
 from .methods import build_model
 from .metrics import confusion_counts, dice_score
 
@@ -209,13 +210,11 @@ def evaluate_cases(model: nn.Module, cases: Sequence[Any], config: TrainConfig,
     net.eval()
     loss_cfg = config.loss_config()
     losses, dices = [], []
-    context = net.sampling("mean") if isinstance(net, BayesianModel) else _nullcontext()
+    context = net.sampling("mean") if isinstance(net, BayesianModel) else nullcontext()
     with context:
         for case in cases:
             image, label = collate([case], config.pad_multiple, device)
             logits = net(image)
-            from .losses import segmentation_loss
-
             losses.append(float(segmentation_loss(logits, label, loss_cfg)))
             d, h, w = np.asarray(case.image).shape
             pred = logits.argmax(1)[0, :d, :h, :w].cpu().numpy()
@@ -223,14 +222,6 @@ def evaluate_cases(model: nn.Module, cases: Sequence[Any], config: TrainConfig,
     net.train(was_training)
     finite = [x for x in dices if not math.isnan(x)]
     return {"val_loss": float(np.mean(losses)), "val_dsc": float(np.mean(finite)) if finite else math.nan}
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _new_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
@@ -262,8 +253,9 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
         train_cases, val_cases: objects with ``.case_id``, ``.image`` and ``.label`` (see module doc).
             With validation cases the scheduler monitors the validation loss, else the training loss.
         run_dir: where checkpoint, logs, curves and the model go; a checkpoint there is resumed.
-        preprocess: the preprocessing configuration (a dict) used to make the cases; stored in
-            ``model.pt`` so prediction can redo it.
+        preprocess: the preprocessing configuration (a dict, `PreprocessConfig.to_dict()`) used to
+            make the cases; stored in ``model.pt`` so prediction can redo it (None: not recorded, and
+            prediction must then be told the preprocessing).
         epoch_callback: called as ``callback(epoch, record)`` after each epoch's checkpoint; may raise
             `TrainingStopped` (or anything) to stop the run.
         resume: continue from ``run_dir/checkpoint.pt`` if present (its configuration must match).
@@ -281,7 +273,8 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
                           else f"cuda:{ctx.local_rank}")
     config_dict = config.to_dict()
     monitor = "validation loss" if val_cases else "training loss"
-    record = {"train_config": config_dict, "monitor": monitor, "preprocess": dict(preprocess or {}),
+    record = {"train_config": config_dict, "monitor": monitor,
+              "preprocess": dict(preprocess) if preprocess is not None else None,
               "n_train": len(train_cases), "n_val": len(val_cases or []), "world_size": ctx.world_size,
               "bayesprior_version": __version__, "torch_version": torch.__version__,
               "loss": {"ce_reduction": config.ce_reduction, "kl_weight": config.kl_weight,
