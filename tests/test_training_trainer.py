@@ -106,3 +106,14 @@ def test_batch_data_loss_in_one_process_is_the_segmentation_loss():
     cfg = TrainConfig().loss_config()
     loss, n = batch_data_loss(logits, target, cfg)
     assert n.item() == 2 and torch.allclose(loss, segmentation_loss(logits, target, cfg))
+
+
+def test_resume_drops_log_lines_of_an_epoch_that_was_not_checkpointed(tiny_architecture, tmp_path):
+    cases = make_cases(2)
+    with pytest.raises(TrainingStopped):
+        train(_config(tiny_architecture, max_epochs=3), cases, run_dir=tmp_path, epoch_callback=_stop_after(1))
+    with open(tmp_path / "log.jsonl", "a") as log:  # as if killed between the log line and the checkpoint
+        log.write(json.dumps({"epoch": 2, "loss": -1.0}) + "\n")
+    train(_config(tiny_architecture, max_epochs=3), cases, run_dir=tmp_path)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3] and all(r["loss"] != -1.0 for r in log)

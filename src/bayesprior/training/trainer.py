@@ -310,6 +310,8 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
         already_finished = state.get("finished", False)
         _set_rng_state(state["rng"])
         history = _read_log(log_path, start_epoch)
+        if ctx.is_main:  # drop lines of an epoch that was logged but not checkpointed before the kill
+            atomic_write_text("".join(json.dumps(r) + "\n" for r in history), log_path)
     elif ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         log_path.unlink(missing_ok=True)
