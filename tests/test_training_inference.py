@@ -17,15 +17,16 @@ def _net():
     return TinyNet(width=3).eval()
 
 
-@pytest.mark.parametrize("shape,roi,overlap", [((21, 16, 18), (8, 8, 8), 0.5), ((20, 12, 9), (16, 8, 16), 0.25),
-                                                ((16, 16, 16), (16, 8, 8), 0.6)])
-def test_sliding_window_matches_monai_gaussian(shape, roi, overlap):
+@pytest.mark.parametrize("shape,roi,overlap,batch", [((21, 16, 18), (8, 8, 8), 0.5, 1),
+                                                      ((20, 12, 9), (16, 8, 16), 0.25, 1),
+                                                      ((16, 16, 16), (16, 8, 8), 0.6, 3)])
+def test_sliding_window_matches_monai_gaussian(shape, roi, overlap, batch):
     inferers = pytest.importorskip("monai.inferers")
     net = _net()
-    x = torch.randn(1, 1, *shape)
+    x = torch.randn(2 if batch > 1 else 1, 1, *shape)
     with torch.no_grad():
-        ours = sliding_window(x, roi, net, overlap=overlap)
-        theirs = inferers.sliding_window_inference(x, roi, 1, net, overlap=overlap, mode="gaussian")
+        ours = sliding_window(x, roi, net, overlap=overlap, batch_size=batch)
+        theirs = inferers.sliding_window_inference(x, roi, batch, net, overlap=overlap, mode="gaussian")
     assert ours.shape == theirs.shape
     assert torch.allclose(ours, torch.as_tensor(theirs), atol=1e-5)
 

@@ -117,3 +117,38 @@ def test_resume_drops_log_lines_of_an_epoch_that_was_not_checkpointed(tiny_archi
     train(_config(tiny_architecture, max_epochs=3), cases, run_dir=tmp_path)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3] and all(r["loss"] != -1.0 for r in log)
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import torch
+torch.set_num_threads({threads})  # same as the resuming process: results depend on it
+from bayesprior.plugins import register_plugin
+from bayesprior.training.trainer import TrainConfig, train
+from training_fixtures import _TinyPlugin, make_cases
+register_plugin(_TinyPlugin(), "tiny")
+
+def kill(epoch, record):
+    if epoch == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train(TrainConfig(architecture="tiny3d", max_epochs=4, progress=False, seed=3), make_cases(3),
+      run_dir={run_dir!r}, epoch_callback=kill)
+"""
+
+
+def test_run_killed_by_sigkill_resumes_to_the_same_weights(tiny_architecture, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = _KILLED_RUN.format(tests=str(Path(__file__).parent), run_dir=str(tmp_path / "killed"),
+                                threads=torch.get_num_threads())
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -9, result.stderr
+    assert not (tmp_path / "killed" / "model.pt").exists()
+    resumed = train(_config(tiny_architecture), make_cases(3), run_dir=tmp_path / "killed")
+    full = train(_config(tiny_architecture), make_cases(3), run_dir=tmp_path / "full")
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
