@@ -56,6 +56,7 @@ def test_run_records_config_log_curves_and_model(tiny_architecture, tmp_path):
                        cases[:3], val_cases=cases[3:], run_dir=tmp_path, preprocess={"intensity": "minmax"})
     record = json.loads((tmp_path / "config.json").read_text())
     assert record["monitor"] == "validation loss"
+    assert record["val_cases"] == ["case03"] and record["train_cases"] == ["case00", "case01", "case02"]
     assert record["loss"]["ce_reduction"] == "mean" and record["loss"]["kl_weight"] == 0.5
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert {"loss", "data", "kl", "lr", "val_loss", "val_dsc"} <= set(log[0])

@@ -275,7 +275,9 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     monitor = "validation loss" if val_cases else "training loss"
     record = {"train_config": config_dict, "monitor": monitor,
               "preprocess": dict(preprocess) if preprocess is not None else None,
-              "n_train": len(train_cases), "n_val": len(val_cases or []), "world_size": ctx.world_size,
+              "n_train": len(train_cases), "n_val": len(val_cases or []),
+              "train_cases": [str(c.case_id) for c in train_cases],
+              "val_cases": [str(c.case_id) for c in val_cases or []], "world_size": ctx.world_size,
               "bayesprior_version": __version__, "torch_version": torch.__version__,
               "loss": {"ce_reduction": config.ce_reduction, "kl_weight": config.kl_weight,
                        "dice_weight": config.dice_weight, "ce_weight": config.ce_weight,
