@@ -14,6 +14,9 @@ _COMMAND_MODULES = (
     "bayesprior.commands.arch_cmd",
     "bayesprior.commands.harvest_cmd",
     "bayesprior.commands.data_cmd",
+    "bayesprior.commands.train_cmd",
+    "bayesprior.commands.predict_cmd",
+    "bayesprior.commands.evaluate_cmd",
 )
 
 

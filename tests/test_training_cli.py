@@ -1,0 +1,115 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bayesprior.cli import cli
+from training_fixtures import make_cases, tiny_architecture  # noqa: F401
+
+nib = pytest.importorskip("nibabel")
+
+
+def _needs_data_package():
+    pytest.importorskip("bayesprior.data.preprocess")
+    from bayesprior.plugins import dataset_layout_registry
+
+    if "nnunet" not in dataset_layout_registry():
+        pytest.skip("the nnunet dataset layout is not installed")
+
+
+def _oblique_lps_affine():
+    angle = np.deg2rad(17)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ rotation @ np.diag([1.1, 0.9, 1.3])
+    affine[:3, 3] = [12.5, -30.25, 7.0]
+    return affine
+
+
+def _write_dataset(root, n=4, size=16):
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    affine = _oblique_lps_affine()
+    for case in make_cases(n, size=size):
+        image = case.image + 1.5  # non-zero everywhere: the brain crop keeps the whole volume
+        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), root / "imagesTr" / f"{case.case_id}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(case.label, affine), root / "labelsTr" / f"{case.case_id}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T2"}, "labels": {"background": 0, "tumour": 1},
+        "numTraining": n, "file_ending": ".nii.gz"}))
+    return affine
+
+
+def test_every_command_has_help_with_an_example():
+    runner = CliRunner()
+    for command in ("train", "predict", "evaluate"):
+        result = runner.invoke(cli, [command, "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output
+
+
+def test_train_predict_evaluate_end_to_end(tiny_architecture, tmp_path):
+    _needs_data_package()
+    data = tmp_path / "Dataset001_Tiny"
+    affine = _write_dataset(data)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,
+                                 "--epochs", "2", "--no-progress", "--no-cache"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    model = tmp_path / "run" / "model.pt"
+    result = runner.invoke(cli, ["predict", str(model), str(data), str(tmp_path / "pred"), "--roi", "8,8,8",
+                                 "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz"))
+    assert written == [f"case{i:02d}.nii.gz" for i in range(4)]
+    out = nib.load(tmp_path / "pred" / "case00.nii.gz")
+    source = nib.load(data / "imagesTr" / "case00_0000.nii.gz")
+    assert np.array_equal(out.affine, source.affine)
+    assert out.shape == source.shape
+    np.testing.assert_allclose(out.affine, affine, atol=1e-5)
+    result = runner.invoke(cli, ["evaluate", str(tmp_path / "pred"), str(data / "labelsTr")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    assert summary["n_cases"] == 4 and 0.0 <= summary["mean"]["dsc"] <= 1.0
+
+
+def test_bayesian_prediction_writes_probability_and_entropy(tiny_architecture, tmp_path):
+    _needs_data_package()
+    data = tmp_path / "Dataset002_Tiny"
+    _write_dataset(data, n=2)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,
+                                 "--method", "gaussian", "--prior-option", "scale=0.1", "--epochs", "1",
+                                 "--no-progress", "--no-cache"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["predict", str(tmp_path / "run" / "model.pt"), str(data), str(tmp_path / "pred"),
+                                 "--samples", "3", "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    probability = nib.load(tmp_path / "pred" / "case00_probability.nii.gz").get_fdata()
+    entropy = nib.load(tmp_path / "pred" / "case00_entropy.nii.gz").get_fdata()
+    assert probability.min() >= 0 and probability.max() <= 1
+    assert entropy.min() >= 0 and entropy.max() <= np.log(2) + 1e-6
+
+
+def test_several_seeds_fill_a_model_zoo(tiny_architecture, tmp_path):
+    _needs_data_package()
+    data = tmp_path / "Dataset003_Tiny"
+    _write_dataset(data, n=2)
+    result = CliRunner().invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,
+                                      "--epochs", "1", "--seeds", "0,1", "--restarts", "1", "--no-progress",
+                                      "--no-cache"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "run" / "zoo").iterdir()) == ["seed0_min0.pt", "seed1_min0.pt"]
+    assert (tmp_path / "run" / "seed1" / "model.pt").is_file()
+
+
+def test_bad_roi_is_reported_without_traceback(tiny_architecture, tmp_path):
+    from bayesprior.checkpoints import save_model
+    from training_fixtures import TinyNet
+
+    save_model(TinyNet(), tmp_path / "m.pt", extra={"preprocess": {}})
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "in" / "a.nii.gz")
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "m.pt"), str(tmp_path / "in"), str(tmp_path / "o"),
+                                      "--roi", "7,8,8", "--no-progress"])
+    assert result.exit_code == 1 and "divisible by 8" in result.output

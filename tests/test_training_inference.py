@@ -1,0 +1,90 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bayesprior.training.evaluation import evaluate_folders
+from bayesprior.training.inference import (gaussian_importance_map, predict_probabilities, sliding_window,
+                                           window_starts)
+from bayesprior.training.postprocess import largest_connected_component
+from bayesprior.training.prediction import case_id_of
+from training_fixtures import TinyNet
+
+
+def _net():
+    torch.manual_seed(1)
+    return TinyNet(width=3).eval()
+
+
+@pytest.mark.parametrize("shape,roi,overlap,batch", [((21, 16, 18), (8, 8, 8), 0.5, 1),
+                                                      ((20, 12, 9), (16, 8, 16), 0.25, 1),
+                                                      ((16, 16, 16), (16, 8, 8), 0.6, 3)])
+def test_sliding_window_matches_monai_gaussian(shape, roi, overlap, batch):
+    inferers = pytest.importorskip("monai.inferers")
+    net = _net()
+    x = torch.randn(2 if batch > 1 else 1, 1, *shape)
+    with torch.no_grad():
+        ours = sliding_window(x, roi, net, overlap=overlap, batch_size=batch)
+        theirs = inferers.sliding_window_inference(x, roi, batch, net, overlap=overlap, mode="gaussian")
+    assert ours.shape == theirs.shape
+    assert torch.allclose(ours, torch.as_tensor(theirs), atol=1e-5)
+
+
+def test_importance_map_sigma_is_an_eighth_of_the_window():
+    w = gaussian_importance_map((9, 9, 9))
+    centre = w[4, 4]
+    sigma = 9 / 8
+    assert centre[4].item() == pytest.approx(1.0)
+    assert (centre[5] / centre[4]).item() == pytest.approx(np.exp(-1 / (2 * sigma ** 2)), rel=1e-5)
+    assert w.min().item() >= 1e-3
+
+
+def test_last_window_ends_at_the_border():
+    assert window_starts(21, 8, 0.5) == [0, 4, 8, 12, 13]
+    assert window_starts(8, 8, 0.5) == [0]
+
+
+def test_whole_volume_is_padded_to_multiples_of_8_and_cropped_back():
+    seen = []
+
+    def predictor(x):
+        seen.append(tuple(x.shape[2:]))
+        return torch.ones(x.shape[0], 2, *x.shape[2:])
+
+    out = predict_probabilities(predictor, torch.zeros(1, 1, 13, 9, 16), roi=(16, 16, 16))
+    assert seen == [(16, 16, 16)]
+    assert out.shape == (1, 2, 13, 9, 16)
+
+
+def test_largest_component_keeps_the_biggest_blob_with_full_connectivity():
+    mask = np.zeros((8, 8, 8), np.uint8)
+    mask[0:3, 0:3, 0:3] = 1
+    mask[3, 3, 3] = 1  # diagonal neighbour: same component under 26-connectivity
+    mask[6:8, 6:8, 6:8] = 1
+    kept = largest_connected_component(mask)
+    assert kept.sum() == 28 and kept[3, 3, 3] == 1 and kept[7, 7, 7] == 0
+
+
+def test_case_id_strips_suffixes():
+    from pathlib import Path
+    assert case_id_of(Path("BRATS_001_0000.nii.gz")) == "BRATS_001"
+    assert case_id_of(Path("case_12.nii")) == "case_12"
+
+
+def test_evaluate_writes_per_case_csv_and_summary_with_empty_reference_counted(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "lab").mkdir()
+    rng = np.random.default_rng(0)
+    for name, empty in (("a", False), ("b", False), ("c", True)):
+        ref = (rng.random((6, 6, 6)) > 0.5).astype(np.uint8) * (0 if empty else 2)
+        pred = (rng.random((6, 6, 6)) > 0.5).astype(np.uint8)
+        nib.save(nib.Nifti1Image(pred, np.eye(4)), tmp_path / "pred" / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(ref, np.eye(4)), tmp_path / "lab" / f"{name}.nii.gz")
+    summary = evaluate_folders(tmp_path / "pred", tmp_path / "lab")
+    saved = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    assert saved["n_empty_reference"] == 1 and saved["n_scored"] == 2
+    per_case = [r["dsc"] for r in summary["metric_per_case"] if r["dsc"] is not None]
+    assert summary["mean"]["dsc"] == pytest.approx(np.mean(per_case))
+    assert len((tmp_path / "pred" / "per_case.csv").read_text().splitlines()) == 4
