@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
 from .errors import ConfigError
@@ -71,7 +72,8 @@ def supported_base(module: nn.Module) -> type[nn.Module] | None:
 
 def is_supported(module: nn.Module) -> bool:
     """True if `module` can be wrapped by `BayesianLayer`."""
-    return supported_base(module) is not None and not parametrize.is_parametrized(module)
+    return (supported_base(module) is not None and not parametrize.is_parametrized(module)
+            and not is_lazy(module.weight))
 
 
 class BayesianLayer(nn.Module):
@@ -98,6 +100,9 @@ class BayesianLayer(nn.Module):
             )
         if parametrize.is_parametrized(module):
             raise ConfigError(f"cannot wrap a parametrized {type(module).__name__}; remove its parametrizations first")
+        if is_lazy(module.weight):
+            raise ConfigError(f"cannot wrap a lazy {type(module).__name__} before its first forward "
+                              "(its weight has no shape yet); run one forward first")
         self._apply_op = dict(_SUPPORTED)[base]
         self.wrapped_type = base.__name__
         self.posterior = GaussianPosterior(module.weight, log_variance_init)
