@@ -163,7 +163,10 @@ def _report_broken(info: PluginInfo, exc: BaseException, what: str) -> None:
 
 def _load_entry_points(state: _State) -> None:
     disabled = _disabled_names()
-    for ep in importlib.metadata.entry_points(group=PROJECT):
+    # built-in plugins first, so that on a duplicate name the built-in keeps it and the newcomer is reported
+    found = sorted(importlib.metadata.entry_points(group=PROJECT),
+                   key=lambda ep: getattr(getattr(ep, "dist", None), "name", None) != PROJECT)
+    for ep in found:
         if ep.name in disabled or ep.name in state.plugins:
             continue
         dist = getattr(ep, "dist", None)
@@ -191,8 +194,9 @@ def _build_registries(state: _State) -> dict[str, Registry]:
     registries = {kind: Registry(kind) for kind in _REGISTRY_HOOKS}
     for kind, (hook_name, extra_keys) in _REGISTRY_HOOKS.items():
         hook = getattr(state.pm.hook, hook_name)
-        # call each implementation on its own so every entry is attributed to the plugin that made it
-        for impl in reversed(hook.get_hookimpls()):
+        # call each implementation on its own so every entry is attributed to the plugin that made it;
+        # in registration order (not pluggy's LIFO call order), so the first plugin to claim a name keeps it
+        for impl in hook.get_hookimpls():
             info = state.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
             staged: list[Entry] = []
 
