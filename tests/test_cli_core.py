@@ -75,3 +75,15 @@ def test_the_example_third_party_laplace_plugin_is_listed_and_usable_by_name():
     kl = bm.kl()
     kl.backward()
     assert torch.isfinite(kl) and bm.net[0].posterior.log_variance.grad is not None
+
+
+def test_the_wrap_any_model_example_trains_and_predicts(capsys):
+    import runpy
+    from pathlib import Path
+
+    example = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "wrap_any_model.py"))
+    prediction = example["main"](steps=3)
+    out = capsys.readouterr().out
+    assert "Bayesian layer(s)" in out and "step   2" in out
+    assert prediction.mean.shape == (2, 3, 16, 16) and prediction.uncertainty.shape == (2, 16, 16)
+    assert torch.isfinite(prediction.uncertainty).all()
