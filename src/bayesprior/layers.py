@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .posteriors import GaussianPosterior
 
 MODES = ("lrt", "sample", "mean")
-_LRT_EPS = 1e-12  # keeps sqrt differentiable where the input is exactly zero (e.g. MRI background)
+_LRT_EPS = 1e-12  # floor of the variance: keeps sqrt differentiable where the input is exactly zero
 
 _CONV_TRANSPOSE_OPS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
@@ -145,7 +145,9 @@ class BayesianLayer(nn.Module):
             return op(m, x, q.rsample(), m.bias, *args, **kwargs)
         mean = op(m, x, q.loc, m.bias, *args, **kwargs)
         variance = op(m, x * x, q.variance, None, *args, **kwargs)
-        return mean + torch.sqrt(variance + _LRT_EPS) * torch.randn_like(mean)
+        # clamp, not add: a fast convolution algorithm (e.g. Winograd on GPU) may round a zero variance
+        # slightly below zero, and sqrt of that is NaN
+        return mean + variance.clamp_min(_LRT_EPS).sqrt() * torch.randn_like(mean)
 
     def to_deterministic(self) -> nn.Module:
         """A plain copy of the wrapped module with the posterior mean as its weight."""
