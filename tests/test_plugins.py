@@ -236,3 +236,10 @@ def test_plugin_commands_are_added_and_a_broken_one_is_reported():
     finally:
         unregister_plugin("cmds")
         unregister_plugin("badcmds")
+
+
+def test_a_misspelt_prior_option_is_a_config_error_naming_the_prior_and_the_accepted_options():
+    from bayesprior.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"prior 'gaussian'.*sigma.*accepted options: loc, scale"):
+        create_prior(("gaussian", {"sigma": 0.1}))

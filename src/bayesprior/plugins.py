@@ -17,6 +17,7 @@ Set ``BAYESPRIOR_DISABLE_PLUGINS=name1,name2`` to skip entry points by name.
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import os
 import traceback
 import warnings
@@ -25,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 
 PROJECT = "bayesprior"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -319,14 +320,32 @@ def parse_spec(spec: str | Mapping[str, Any] | tuple[str, Mapping[str, Any]]) ->
 def create_prior(spec: str | Mapping[str, Any] | tuple[str, Mapping[str, Any]]):
     """Build a prior from the registry: `create_prior("gaussian")`, `create_prior(("gaussian", {"scale": 0.1}))`."""
     name, config = parse_spec(spec)
-    prior = prior_registry().get(name).obj(**config)
+    factory = prior_registry().get(name).obj
+    _check_arguments(factory, config, f"prior {name!r}")
+    prior = factory(**config)
     prior.registry_name = name
     return prior
 
 
+def _check_arguments(factory: Callable[..., Any], config: Mapping[str, Any], what: str) -> None:
+    # bind first, so a misspelt option is our ConfigError naming it, while a TypeError raised inside a
+    # factory still surfaces as the bug it is
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return  # e.g. a builtin without a signature: let the call itself complain
+    try:
+        signature.bind(**config)
+    except TypeError as exc:
+        accepted = ", ".join(n for n in signature.parameters if n != "self") or "none"
+        raise ConfigError(f"{what}: {exc} (accepted options: {accepted})") from None
+
+
 def build_architecture(name: str, **config: Any):
     """Build a registered network: `build_architecture("unet3d", in_channels=1)`."""
-    model = architecture_registry().get(name).obj(**config)
+    builder = architecture_registry().get(name).obj
+    _check_arguments(builder, config, f"architecture {name!r}")
+    model = builder(**config)
     model.architecture_spec = {"name": name, "config": dict(config)}
     return model
 
