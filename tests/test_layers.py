@@ -106,7 +106,10 @@ def test_random_modes_keep_the_output_shape_and_give_gradients_to_both_parameter
 def _moments(layer, x, mode, draws):
     layer.mode = mode
     with torch.no_grad():
-        outs = torch.stack([layer(x) for _ in range(draws)])
+        if mode == "lrt":  # noise is drawn per output element, so one batched forward gives independent draws
+            outs = layer(x.expand(draws, *x.shape[1:]))[:, None]
+        else:  # one weight sample per forward: draws forwards
+            outs = torch.stack([layer(x) for _ in range(draws)])
     return outs.mean(0), outs.var(0)
 
 
