@@ -98,9 +98,15 @@ def deterministic_state(payload: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         elif key.endswith(".posterior.log_variance"):
             continue
         else:
-            out[key.replace(".module.", ".", 1) if _is_wrapped_key(key, payload) else key] = value
+            out[_unwrapped_key(key, payload.get("assignment", {}))] = value
     return out
 
 
-def _is_wrapped_key(key: str, payload: Mapping[str, Any]) -> bool:
-    return any(key.startswith(layer + ".module.") for layer in payload.get("assignment", {}))
+def _unwrapped_key(key: str, wrapped_layers: Mapping[str, Any]) -> str:
+    # strip exactly the wrapper's ".module" of a Bayesian layer; a network may itself name a
+    # submodule "module" (e.g. "encoder.module.conv"), so no blind first-match replacement
+    for layer in wrapped_layers:
+        prefix = layer + ".module."
+        if key.startswith(prefix):
+            return layer + "." + key[len(prefix):]
+    return key

@@ -20,13 +20,14 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
 from .errors import ConfigError
 from .posteriors import GaussianPosterior
 
 MODES = ("lrt", "sample", "mean")
-_LRT_EPS = 1e-12  # keeps sqrt differentiable where the input is exactly zero (e.g. MRI background)
+_LRT_EPS = 1e-12  # floor of the variance: keeps sqrt differentiable where the input is exactly zero
 
 _CONV_TRANSPOSE_OPS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
@@ -71,7 +72,8 @@ def supported_base(module: nn.Module) -> type[nn.Module] | None:
 
 def is_supported(module: nn.Module) -> bool:
     """True if `module` can be wrapped by `BayesianLayer`."""
-    return supported_base(module) is not None and not parametrize.is_parametrized(module)
+    return (supported_base(module) is not None and not parametrize.is_parametrized(module)
+            and not is_lazy(module.weight))
 
 
 class BayesianLayer(nn.Module):
@@ -98,6 +100,9 @@ class BayesianLayer(nn.Module):
             )
         if parametrize.is_parametrized(module):
             raise ConfigError(f"cannot wrap a parametrized {type(module).__name__}; remove its parametrizations first")
+        if is_lazy(module.weight):
+            raise ConfigError(f"cannot wrap a lazy {type(module).__name__} before its first forward "
+                              "(its weight has no shape yet); run one forward first")
         self._apply_op = dict(_SUPPORTED)[base]
         self.wrapped_type = base.__name__
         self.posterior = GaussianPosterior(module.weight, log_variance_init)
@@ -140,7 +145,9 @@ class BayesianLayer(nn.Module):
             return op(m, x, q.rsample(), m.bias, *args, **kwargs)
         mean = op(m, x, q.loc, m.bias, *args, **kwargs)
         variance = op(m, x * x, q.variance, None, *args, **kwargs)
-        return mean + torch.sqrt(variance + _LRT_EPS) * torch.randn_like(mean)
+        # clamp, not add: a fast convolution algorithm (e.g. Winograd on GPU) may round a zero variance
+        # slightly below zero, and sqrt of that is NaN
+        return mean + variance.clamp_min(_LRT_EPS).sqrt() * torch.randn_like(mean)
 
     def to_deterministic(self) -> nn.Module:
         """A plain copy of the wrapped module with the posterior mean as its weight."""

@@ -17,6 +17,7 @@ Set ``BAYESPRIOR_DISABLE_PLUGINS=name1,name2`` to skip entry points by name.
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import os
 import traceback
 import warnings
@@ -25,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 
 PROJECT = "bayesprior"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -165,7 +166,10 @@ def _report_broken(info: PluginInfo, exc: BaseException, what: str) -> None:
 
 def _load_entry_points(state: _State) -> None:
     disabled = _disabled_names()
-    for ep in importlib.metadata.entry_points(group=PROJECT):
+    # built-in plugins first, so that on a duplicate name the built-in keeps it and the newcomer is reported
+    found = sorted(importlib.metadata.entry_points(group=PROJECT),
+                   key=lambda ep: getattr(getattr(ep, "dist", None), "name", None) != PROJECT)
+    for ep in found:
         if ep.name in disabled or ep.name in state.plugins:
             continue
         dist = getattr(ep, "dist", None)
@@ -193,8 +197,9 @@ def _build_registries(state: _State) -> dict[str, Registry]:
     registries = {kind: Registry(kind) for kind in _REGISTRY_HOOKS}
     for kind, (hook_name, extra_keys) in _REGISTRY_HOOKS.items():
         hook = getattr(state.pm.hook, hook_name)
-        # call each implementation on its own so every entry is attributed to the plugin that made it
-        for impl in reversed(hook.get_hookimpls()):
+        # call each implementation on its own so every entry is attributed to the plugin that made it;
+        # in registration order (not pluggy's LIFO call order), so the first plugin to claim a name keeps it
+        for impl in hook.get_hookimpls():
             info = state.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
             staged: list[Entry] = []
 
@@ -317,14 +322,32 @@ def parse_spec(spec: str | Mapping[str, Any] | tuple[str, Mapping[str, Any]]) ->
 def create_prior(spec: str | Mapping[str, Any] | tuple[str, Mapping[str, Any]]):
     """Build a prior from the registry: `create_prior("gaussian")`, `create_prior(("gaussian", {"scale": 0.1}))`."""
     name, config = parse_spec(spec)
-    prior = prior_registry().get(name).obj(**config)
+    factory = prior_registry().get(name).obj
+    _check_arguments(factory, config, f"prior {name!r}")
+    prior = factory(**config)
     prior.registry_name = name
     return prior
 
 
+def _check_arguments(factory: Callable[..., Any], config: Mapping[str, Any], what: str) -> None:
+    # bind first, so a misspelt option is our ConfigError naming it, while a TypeError raised inside a
+    # factory still surfaces as the bug it is
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return  # e.g. a builtin without a signature: let the call itself complain
+    try:
+        signature.bind(**config)
+    except TypeError as exc:
+        accepted = ", ".join(n for n in signature.parameters if n != "self") or "none"
+        raise ConfigError(f"{what}: {exc} (accepted options: {accepted})") from None
+
+
 def build_architecture(name: str, **config: Any):
     """Build a registered network: `build_architecture("unet3d", in_channels=1)`."""
-    model = architecture_registry().get(name).obj(**config)
+    builder = architecture_registry().get(name).obj
+    _check_arguments(builder, config, f"architecture {name!r}")
+    model = builder(**config)
     model.architecture_spec = {"name": name, "config": dict(config)}
     return model
 

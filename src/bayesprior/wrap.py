@@ -402,14 +402,20 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
             key = f"prior{len(priors)}"
             priors[key] = prior
         rule_key[i] = key
-    assignment: dict[str, str] = {}
+    # check every layer (and draw every initial mean) before touching the model, so that an error
+    # leaves the caller's network exactly as it was rather than half wrapped
+    initial_means: dict[str, Tensor] = {}
     for name, i in chosen.items():
         module = model.get_submodule(name)
         priors[rule_key[i]].check_compatible(module.weight.shape, name)
-        layer = BayesianLayer(module, log_variance_init=log_variance_init, mode=mode)
         if init_from_prior:
+            initial_means[name] = priors[rule_key[i]].sample(module.weight.shape)
+    assignment: dict[str, str] = {}
+    for name, i in chosen.items():
+        layer = BayesianLayer(model.get_submodule(name), log_variance_init=log_variance_init, mode=mode)
+        if name in initial_means:
             with torch.no_grad():
-                layer.posterior.loc.copy_(priors[rule_key[i]].sample(layer.posterior.shape))
+                layer.posterior.loc.copy_(initial_means[name])
         _replace_module(model, name, layer)
         assignment[name] = rule_key[i]
     return BayesianModel(model, priors, assignment, groups)
