@@ -99,7 +99,7 @@ def _nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits, target, reduction="sum") / logits.shape[0]
 
 
-def make_variants(base: nn.Module, names: list[str]) -> list[Variant]:
+def make_variants(base: nn.Module, names: list[str], arch: str = "resnet", dwp: str | None = None) -> list[Variant]:
     variants = []
     for name in names:
         net = copy.deepcopy(base)
@@ -120,8 +120,17 @@ def make_variants(base: nn.Module, names: list[str]) -> list[Variant]:
                              "moped_enable": False, "moped_delta": 0.5})
             variants.append(Variant("bayesian-torch dnn_to_bnn", net,
                                     lambda m, x, t, _kl=get_kl_loss: _nll(m(x), t) * N_TRAIN + _kl(m)))
-        # TODO(dwp): `--dwp PRIOR_FILE` adds a row wrapping the 3x3x3 convolutions with the Deep Weight
-        # Prior read from PRIOR_FILE (KL upper bound); the DWP plugin's helper adds it.
+        elif name in ("dwp-lrt", "dwp-sample"):
+            if dwp is None:
+                raise SystemExit(f"variant {name!r} needs --dwp PRIOR_FILE (from `bayesprior fit-prior`)")
+            from bayesprior.plugins import architecture_groups
+            from bayesprior.training.methods import prior_rules
+
+            # the architecture's kernel groups, each scored by its own VAE, exactly as `train --method dwp`
+            groups = architecture_groups(arch, net)
+            bm = bp.bayesianize(net, prior_rules("dwp", groups, dwp, {}), groups=groups, mode=name.split("-")[1])
+            variants.append(Variant(f"bayesprior dwp {name.split('-')[1]}", bm,
+                                    lambda m, x, t: m.elbo_loss(_nll(m(x), t), n_train=N_TRAIN).loss))
         else:
             raise SystemExit(f"unknown variant {name!r}")
     return variants
@@ -143,8 +152,8 @@ def _sync(device: torch.device) -> None:
 
 
 def time_size(base: nn.Module, names: list[str], size: tuple[int, int, int], repeats: int, warmup: int,
-              device: torch.device) -> list[dict]:
-    variants = make_variants(base, names)
+              device: torch.device, arch: str = "resnet", dwp: str | None = None) -> list[dict]:
+    variants = make_variants(base, names, arch, dwp)
     for v in variants:
         v.model.to(device)
     in_channels = next(m for m in base.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))).in_channels
@@ -183,7 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per size (default 7)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds per size (default 2)")
     parser.add_argument("--variants", default="plain,lrt,sample,bayesian-torch",
-                        help="comma list from plain,lrt,sample,bayesian-torch; plain first (ratios are to it)")
+                        help="comma list from plain,lrt,sample,bayesian-torch,dwp-lrt,dwp-sample; plain first "
+                             "(ratios are to it)")
+    parser.add_argument("--dwp", default=None, metavar="PRIOR_FILE",
+                        help="a DWP prior file fitted for --arch (for the dwp-lrt / dwp-sample variants)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
@@ -202,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
           "| ratio to plain: of min steps |")
     print("|---|---|---:|---:|---:|---:|")
     for size in sizes:
-        for row in time_size(base, names, size, args.repeats, args.warmup, device):
+        for row in time_size(base, names, size, args.repeats, args.warmup, device, args.arch, args.dwp):
             print(f"| {row['size']} | {row['variant']} | {row['median_s']:.3f} | {row['min_s']:.3f} | "
                   f"{row['ratio']:.2f}x | {row['ratio_of_mins']:.2f}x |", flush=True)
 

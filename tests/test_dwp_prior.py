@@ -194,3 +194,22 @@ def test_the_factory_rejects_a_file_that_is_not_a_prior(tmp_path):
         create_prior(("dwp", {"path": str(tmp_path / "x.pt"), "group": "g1"}))
     with pytest.raises(ConfigError, match="path"):
         create_prior("dwp")
+
+
+def test_batched_group_bound_has_the_same_expectation_as_layer_by_layer():
+    prior = DeepWeightPrior(_random_vae())
+    layers = [_posterior(n_out=2, n_in=3, seed=s) for s in (1, 2, 3)]
+    with torch.no_grad():
+        batched = torch.stack([prior.kl_layers(layers) for _ in range(300)])
+        separate = torch.stack([sum(prior.kl(q) for q in layers) for _ in range(300)])
+    tolerance = 4 * (batched.std() + separate.std()) / math.sqrt(300)
+    assert abs(batched.mean() - separate.mean()) < tolerance
+
+
+def test_batched_group_bound_sends_gradients_to_every_layer_and_the_encoder():
+    prior = DeepWeightPrior(_random_vae())
+    layers = [_posterior(n_out=2, n_in=2, seed=s) for s in (1, 2)]
+    prior.kl_layers(layers).backward()
+    assert all(q.loc.grad is not None and q.log_variance.grad is not None for q in layers)
+    assert all(p.grad is not None for p in prior.vae.encoder.parameters())
+    assert all(p.grad is None for p in prior.vae.decoder.parameters())

@@ -395,3 +395,22 @@ def test_deterministic_state_maps_a_wrapped_model_back_to_plain_keys_even_with_a
     x = _x()
     with bm.sampling("mean"):
         assert torch.equal(plain(x), bm(x))
+
+
+def test_kl_asks_each_shared_prior_once_for_all_its_layers():
+    import bayesprior as bp
+    from torch import nn
+
+    calls = []
+
+    class CountingGaussian(bp.create_prior("gaussian").__class__):
+        def kl_layers(self, posteriors):
+            calls.append(len(posteriors))
+            return super().kl_layers(posteriors)
+
+    net = nn.Sequential(nn.Conv3d(1, 2, 3), nn.Conv3d(2, 2, 3), nn.Conv3d(2, 2, 1))
+    bm = bp.bayesianize(net, {bp.by_kernel_size(3): CountingGaussian(), bp.by_kernel_size(1): "gaussian"})
+    total = bm.kl()
+    assert calls == [2]
+    expected = sum(bm.prior_of(n).kl(layer.posterior) for n, layer in bm.bayesian_layers())
+    assert torch.allclose(total, expected)

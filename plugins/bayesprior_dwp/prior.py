@@ -75,10 +75,28 @@ class DeepWeightPrior(Prior):
         w = kernel_view(weight_sample)
         noise = torch.randn(w.shape[0], self.vae.latent_dim, device=w.device, dtype=w.dtype) \
             if latent_noise is None else latent_noise
-        negative_entropy = -posterior.entropy().sum()
+        return -posterior.entropy().sum() + self._chunked_latent_terms(w, noise)
+
+    def kl_layers(self, posteriors: list[Any]) -> Tensor:
+        """The bound summed over every layer of the group, with the kernels of all layers in one VAE pass.
+
+        Same estimator as calling `kl` per layer (one weight sample per layer, one latent sample per
+        kernel), but one batched encoder/decoder call per group instead of one per layer.
+        """
+        if len(posteriors) == 1:
+            return self.kl(posteriors[0])
+        for q in posteriors:
+            if tuple(q.shape[2:]) != self.vae.kernel_size:
+                self.check_compatible(q.shape, "<layer of this group>")
+        kernels = torch.cat([kernel_view(q.rsample()) for q in posteriors])
+        negative_entropy = -torch.stack([q.entropy().sum() for q in posteriors]).sum()
+        noise = torch.randn(kernels.shape[0], self.vae.latent_dim, device=kernels.device, dtype=kernels.dtype)
+        return negative_entropy + self._chunked_latent_terms(kernels, noise)
+
+    def _chunked_latent_terms(self, w: Tensor, noise: Tensor) -> Tensor:
         if self.chunk_size is None or w.shape[0] <= self.chunk_size:
-            return negative_entropy + self._latent_terms(w, noise)
-        total = negative_entropy
+            return self._latent_terms(w, noise)
+        total = w.new_zeros(())
         for w_chunk, noise_chunk in zip(w.split(self.chunk_size), noise.split(self.chunk_size)):
             if torch.is_grad_enabled():
                 total = total + checkpoint(self._latent_terms, w_chunk, noise_chunk, use_reentrant=False)

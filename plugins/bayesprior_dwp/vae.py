@@ -56,7 +56,8 @@ class GaussianHead(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mean, raw = self.net(x).split(self.out_features, dim=-1)
-        return mean, torch.logaddexp(raw, torch.full_like(raw, self.log_min_variance))
+        # log(exp(raw) + min_variance), in the form that is cheapest on CPU
+        return mean, raw + nn.functional.softplus(self.log_min_variance - raw)
 
 
 class KernelVAE(nn.Module):

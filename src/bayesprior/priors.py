@@ -74,6 +74,17 @@ class Prior(nn.Module):
         """KL(q || p) summed over the layer (or an upper bound of it). `weight_sample` is drawn if needed."""
         return resolve_kl(posterior, self, weight_sample)
 
+    def kl_layers(self, posteriors: list[Any]) -> Tensor:
+        """The KL summed over several layers that share this prior.
+
+        The default adds `kl` layer by layer; a prior may override it to score all layers in one batch
+        (the result must equal that sum in distribution).
+        """
+        total = self.kl(posteriors[0])
+        for posterior in posteriors[1:]:
+            total = total + self.kl(posterior)
+        return total
+
     def log_prob(self, w: Tensor) -> Tensor:
         """Log density of `w`, summed over it. Explicit priors override this."""
         raise NotImplementedError

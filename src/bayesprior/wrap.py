@@ -208,15 +208,16 @@ class BayesianModel(nn.Module):
     def kl(self) -> Tensor:
         """KL(q || p) summed over all Bayesian layers (an upper bound where a prior is implicit).
 
-        Each call draws its own weight samples where an estimator needs them.
+        Each call draws its own weight samples where an estimator needs them. A prior shared by several
+        layers scores them in one call (`Prior.kl_layers`), so it can batch its work.
         """
-        total = None
+        layers_of: dict[str, list] = {}
         for name, layer in self.bayesian_layers():
-            term = self.prior_of(name).kl(layer.posterior)
-            total = term if total is None else total + term
-        if total is None:
+            layers_of.setdefault(self.assignment[name], []).append(layer.posterior)
+        terms = [self.priors[key].kl_layers(posteriors) for key, posteriors in layers_of.items()]
+        if not terms:
             return torch.zeros(())
-        return total
+        return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
 
     def elbo_loss(self, nll: Tensor, n_train: int, kl_weight: float = 1.0) -> ELBO:
         """The negative ELBO ``n_train * nll + kl_weight * KL``.
