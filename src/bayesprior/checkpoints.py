@@ -27,20 +27,24 @@ from .errors import CheckpointError
 MODEL_FORMAT = "bayesprior.model/1"
 
 
-def save_model(model: nn.Module, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
-    """Write `model` (deterministic or `BayesianModel`) to `path` atomically."""
+def model_payload(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The model-file dictionary of `model` (deterministic or `BayesianModel`), e.g. to embed in a checkpoint."""
     from .wrap import BayesianModel
 
     if isinstance(model, BayesianModel):
-        model.save(path, extra=extra)
-        return
-    atomic_torch_save({
+        return model.payload(extra)
+    return {
         "format": MODEL_FORMAT,
         "kind": "deterministic",
         "architecture": getattr(model, "architecture_spec", None),
         "state_dict": model.state_dict(),
         "extra": dict(extra or {}),
-    }, path)
+    }
+
+
+def save_model(model: nn.Module, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+    """Write `model` (deterministic or `BayesianModel`) to `path` atomically."""
+    atomic_torch_save(model_payload(model, extra), path)
 
 
 def read_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -320,13 +320,17 @@ class BayesianModel(nn.Module):
         The file records each layer's prior by registry name and config, so `load_bayesian` rebuilds
         the priors through the plugin registry; priors not built from the registry cannot be saved.
         """
+        atomic_torch_save(self.payload(extra), path)
+
+    def payload(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The model-file dictionary `save` writes (see `bayesprior.checkpoints`)."""
         specs = {}
         for key, prior in self.priors.items():
             if prior.registry_name is None:
                 raise ConfigError(f"prior {key!r} ({type(prior).__name__}) was not built through the plugin "
                                   "registry, so it cannot be saved by name; build it with a registry spec")
             specs[key] = {"name": prior.registry_name, "config": prior.config()}
-        payload = {
+        return {
             "format": SAVE_FORMAT,
             "kind": "bayesian",
             "bayesprior_version": __version__,
@@ -338,7 +342,6 @@ class BayesianModel(nn.Module):
             "state_dict": self.state_dict(),
             "extra": dict(extra or {}),
         }
-        atomic_torch_save(payload, path)
 
 
 def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule], *,

@@ -59,6 +59,8 @@ def parse_ints(text: str | None, option: str, length: int | None = None) -> tupl
 @click.option("--ce-reduction", type=click.Choice(["sum", "mean"]), default="sum", show_default=True)
 @click.option("--dice-batch/--dice-per-case", default=True, show_default=True)
 @click.option("--kl-weight", default=1.0, show_default=True, help="beta of the ELBO.")
+@click.option("--forward-mode", type=click.Choice(["lrt", "sample"]), default="lrt", show_default=True,
+              help="Bayesian forward: local reparameterisation, or one weight sample per step (cheaper).")
 @click.option("--layout", default=None, help="Dataset layout (detected when omitted).")
 @click.option("--channel", default=None, help="Channel or modality to read (name or index).")
 @click.option("--shape", default=None, help="Crop/pad every case to D,H,W after cropping to the brain.")
@@ -72,7 +74,7 @@ def parse_ints(text: str | None, option: str, length: int | None = None) -> tupl
 @report_errors
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, prior_option,
                   init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction, ce_reduction,
-                  dice_batch, kl_weight, layout, channel, shape, intensity, no_crop, cache_dir, no_cache,
+                  dice_batch, kl_weight, forward_mode, layout, channel, shape, intensity, no_crop, cache_dir, no_cache,
                   device, no_progress):
     """Train a segmentation model on DATA_DIR; write checkpoints, logs, curves and model.pt to RUN_DIR.
 
@@ -112,7 +114,7 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
             prior_options=parse_key_values(prior_option, "--prior-option"), init_from_prior=init_from_prior,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, seed=seed, restarts=restarts,
             zoo_dir=zoo_dir, ce_reduction=ce_reduction, dice_batch=dice_batch, kl_weight=kl_weight,
-            device=device, progress=not no_progress)
+            forward_mode=forward_mode, device=device, progress=not no_progress)
         seed_everything(seed)
         path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
                      preprocess=preprocess_config.to_dict())

@@ -55,6 +55,7 @@ class ExperimentConfig:
     ce_reduction: str = "sum"
     kl_weight: float = 1.0
     lr: float = 1e-3
+    forward_mode: str = "lrt"
     # protocol
     train_sizes: tuple[int, ...] = (5, 10, 15, 20)
     test_size: int = 50
@@ -99,7 +100,8 @@ _SCALARS = {
     "prior": {"norm_threshold": "norm_threshold", "latent_dim": "latent_dim", "max_epochs": "prior_max_epochs",
               "options": "prior_options"},
     "target_training": {"max_epochs": "max_epochs", "batch_size": "batch_size", "ce_reduction": "ce_reduction",
-                        "kl_weight": "kl_weight", "lr": "lr", "samples": "samples"},
+                        "kl_weight": "kl_weight", "lr": "lr", "samples": "samples",
+                        "forward_mode": "forward_mode"},
     "protocol": {"train_sizes": "train_sizes", "test_size": "test_size", "splits": "splits", "methods": "methods",
                  "first_split_seed": "first_split_seed"},
     "architecture": {"name": "architecture", "config": "architecture_config"},

@@ -95,7 +95,8 @@ class Experiment:
         c = self.config
         base = dict(architecture=c.architecture, architecture_config=dict(c.architecture_config) or
                     {"in_channels": 1, "n_classes": 2}, max_epochs=c.max_epochs, batch_size=c.batch_size,
-                    ce_reduction=c.ce_reduction, kl_weight=c.kl_weight, lr=c.lr, progress=self.progress)
+                    ce_reduction=c.ce_reduction, kl_weight=c.kl_weight, lr=c.lr, forward_mode=c.forward_mode,
+                    progress=self.progress)
         base.update(overrides)
         return TrainConfig(**base)
 

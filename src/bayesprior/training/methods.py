@@ -118,7 +118,7 @@ def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: st
 def build_model(architecture: str, architecture_config: Mapping[str, Any], method: str,
                 source: str | Path | None = None, prior_path: str | None = None,
                 prior_options: Mapping[str, Any] | None = None, init_from_prior: bool = False,
-                log_variance_init: float = -10.0) -> nn.Module:
+                log_variance_init: float = -10.0, forward_mode: str = "lrt") -> nn.Module:
     """The network `method` trains, initialised (and frozen, or made Bayesian) as the method says.
 
     Random numbers come from torch's global generator: seed it first for a reproducible start.
@@ -152,7 +152,7 @@ def build_model(architecture: str, architecture_config: Mapping[str, Any], metho
     groups = architecture_groups(architecture, net)
     rules = prior_rules(method, groups, prior_path, prior_options)
     return bayesianize(net, rules, groups=groups, log_variance_init=log_variance_init,
-                       init_from_prior=init_from_prior)
+                       init_from_prior=init_from_prior, mode=forward_mode)
 
 
 def is_bayesian(model: nn.Module) -> bool:

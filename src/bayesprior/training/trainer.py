@@ -22,7 +22,6 @@ import json
 import math
 import os
 import random
-import tempfile
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text
-from ..checkpoints import save_model
+from ..checkpoints import model_payload, save_model
 from ..errors import CheckpointError, ConfigError, DataError
 from ..wrap import BayesianModel
 from .distributed import DistContext, barrier, current_context, epoch_batches, global_mean_float, global_sum
@@ -56,7 +55,9 @@ class TrainConfig:
         architecture, architecture_config: the registered network and its builder arguments.
         method: ``ri``, ``pr``, ``prf`` or a registered prior name (see `bayesprior.training.methods`).
         source: model file to start from (``pr``/``prf``; optional for priors).
-        prior_path, prior_options, init_from_prior, log_variance_init: Bayesian settings.
+        prior_path, prior_options, init_from_prior, log_variance_init: Bayesian settings;
+            forward_mode: ``lrt`` (local reparameterisation) or ``sample`` (one weight sample per
+            forward: cheaper, noisier gradients) for Bayesian training.
         lr, patience, factor, threshold, min_lr: Adam and ReduceLROnPlateau settings; training stops
             when the learning rate falls below `min_lr` (after `restarts` restarts) or at `max_epochs`.
         batch_size: the global batch size (split over processes under DDP).
@@ -75,6 +76,7 @@ class TrainConfig:
     prior_options: dict = field(default_factory=dict)
     init_from_prior: bool = False
     log_variance_init: float = -10.0
+    forward_mode: str = "lrt"
     lr: float = 1e-3
     patience: int = 10
     factor: float = 0.1
@@ -96,6 +98,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.forward_mode not in ("lrt", "sample"):
+            raise ConfigError(f"forward_mode must be 'lrt' or 'sample', got {self.forward_mode!r}")
         for name in ("lr", "factor", "min_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -189,14 +193,6 @@ def batch_data_loss(logits: Tensor, labels: Tensor, loss: LossConfig) -> tuple[T
     return loss.dice_weight * dice + loss.ce_weight * ce, n_global
 
 
-def _model_payload(model: nn.Module, extra: Mapping[str, Any]) -> dict[str, Any]:
-    # the model-file format belongs to `checkpoints`/`wrap`; going through a file keeps one writer of it
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.pt"
-        save_model(model, path, extra=extra)
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -286,7 +282,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     seed_everything(config.seed)
     model = build_model(config.architecture, config.architecture_config, config.method, config.source,
                         config.prior_path, config.prior_options, config.init_from_prior,
-                        config.log_variance_init).to(device)
+                        config.log_variance_init, config.forward_mode).to(device)
     bayesian = isinstance(model, BayesianModel)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     scheduler = _new_scheduler(optimizer, config)
@@ -374,7 +370,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
                 log.write(json.dumps(entry) + "\n")
             atomic_torch_save({
                 "format": CHECKPOINT_FORMAT,
-                "model": _model_payload(model, {"train_config": config_dict}),
+                "model": model_payload(model, {"train_config": config_dict}),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": _rng_state(),
