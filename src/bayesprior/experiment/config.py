@@ -44,6 +44,7 @@ class ExperimentConfig:
     source_restarts: int = 0
     source_max_epochs: int = 500
     source_val_fraction: float = 0.1
+    source_patience: int = 10
     # kernel prior
     norm_threshold: float = 1e-2
     latent_dim: int = 6
@@ -56,6 +57,11 @@ class ExperimentConfig:
     kl_weight: float = 1.0
     lr: float = 1e-3
     forward_mode: str = "lrt"
+    patience: int = 10
+    # where the posterior means of Bayesian methods start: "prior" (samples of a learned prior, the
+    # original DWP's choice; He init for priors that are not learned), "source" (the source model,
+    # as PR), or "random" (He init)
+    prior_init: str = "prior"
     # protocol
     train_sizes: tuple[int, ...] = (5, 10, 15, 20)
     test_size: int = 50
@@ -96,12 +102,12 @@ def _dataset(raw: dict, key: str, path: Path) -> DatasetSpec:
 
 _SCALARS = {
     "source_training": {"seeds": "source_seeds", "restarts": "source_restarts", "max_epochs": "source_max_epochs",
-                        "val_fraction": "source_val_fraction"},
+                        "val_fraction": "source_val_fraction", "patience": "source_patience"},
     "prior": {"norm_threshold": "norm_threshold", "latent_dim": "latent_dim", "max_epochs": "prior_max_epochs",
               "options": "prior_options"},
     "target_training": {"max_epochs": "max_epochs", "batch_size": "batch_size", "ce_reduction": "ce_reduction",
                         "kl_weight": "kl_weight", "lr": "lr", "samples": "samples",
-                        "forward_mode": "forward_mode"},
+                        "forward_mode": "forward_mode", "patience": "patience", "prior_init": "prior_init"},
     "protocol": {"train_sizes": "train_sizes", "test_size": "test_size", "splits": "splits", "methods": "methods",
                  "first_split_seed": "first_split_seed"},
     "architecture": {"name": "architecture", "config": "architecture_config"},
@@ -139,6 +145,8 @@ def _check(c: ExperimentConfig, path: Path) -> None:
         raise ConfigError(f"{path}: protocol.splits and protocol.test_size must be >= 1")
     if not c.methods or len(set(c.methods)) != len(c.methods):
         raise ConfigError(f"{path}: protocol.methods must be a non-empty list without repeats, got {c.methods}")
+    if c.prior_init not in ("prior", "source", "random"):
+        raise ConfigError(f"{path}: target_training.prior_init must be 'prior', 'source' or 'random', got {c.prior_init!r}")
     if not c.source_seeds:
         raise ConfigError(f"{path}: source_training.seeds must list at least one seed")
 

@@ -87,7 +87,10 @@ class Experiment:
 
     # ------------------------------------------------------------------------------ source
     def needs_source(self) -> bool:
-        return any(m in ("pr", "prf") for m in self.config.methods) or bool(_fitted_methods(self.config))
+        c = self.config
+        bayesian = [m for m in c.methods if m not in BASELINE_METHODS]
+        return (any(m in ("pr", "prf") for m in c.methods) or bool(_fitted_methods(c))
+                or (c.prior_init == "source" and bool(bayesian)))
 
     def train_config(self, **overrides: Any):
         from ..training.trainer import TrainConfig
@@ -96,6 +99,7 @@ class Experiment:
         base = dict(architecture=c.architecture, architecture_config=dict(c.architecture_config) or
                     {"in_channels": 1, "n_classes": 2}, max_epochs=c.max_epochs, batch_size=c.batch_size,
                     ce_reduction=c.ce_reduction, kl_weight=c.kl_weight, lr=c.lr, forward_mode=c.forward_mode,
+                    patience=c.patience,
                     progress=self.progress)
         base.update(overrides)
         return TrainConfig(**base)
@@ -119,7 +123,8 @@ class Experiment:
                 self.log(f"source model seed {seed}: {len(train_cases)} training cases, "
                          f"{len(val or [])} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
                 config = self.train_config(method="ri", seed=seed, max_epochs=c.source_max_epochs,
-                                           restarts=c.source_restarts, zoo_dir=str(zoo / f"seed{seed}"))
+                                           restarts=c.source_restarts, patience=c.source_patience,
+                                           zoo_dir=str(zoo / f"seed{seed}"))
                 train(config, train_cases, val, run_dir=run_dir, preprocess=c.preprocess)
             finals.append(model)
         minima = sorted(zoo.glob("seed*/*.pt"))
@@ -168,9 +173,13 @@ class Experiment:
         overrides: dict[str, Any] = {"method": run.method, "seed": split.seed}
         if run.method in ("pr", "prf"):
             overrides["source"] = str(source)
+        elif run.method not in BASELINE_METHODS:  # a Bayesian method: where its posterior means start
+            if c.prior_init == "source" and source is not None:
+                overrides["source"] = str(source)
+            elif c.prior_init == "prior" and run.method in priors:
+                overrides["init_from_prior"] = True  # e.g. DWP: samples of the fitted kernel VAE
         if run.method in priors:
             overrides["prior_path"] = str(priors[run.method])
-            overrides["init_from_prior"] = True  # DWP initialises posterior means with prior samples
         start = time.perf_counter()
         model_path = train(self.train_config(**overrides), train_cases, None, run_dir=self.out / "runs" / run.run_id,
                            preprocess=c.preprocess)
