@@ -104,8 +104,8 @@ class Experiment:
         base.update(overrides)
         return TrainConfig(**base)
 
-    def source_models(self) -> list[Path]:
-        """Train the source zoo (resumable); return every model to harvest (each seed's minima)."""
+    def source_models(self) -> tuple[list[Path], list[Path]]:
+        """Train the source zoo (resumable); return each seed's final model and every model to harvest."""
         from ..training.trainer import train
 
         c = self.config
@@ -249,6 +249,8 @@ class Experiment:
             finals, zoo = self.source_models()
             source = finals[0]  # Algorithm 2: PR and PRf start from one source network
             priors = self.fit_priors(zoo)
+        if stage == "source":  # make (and cache) the target data too, so parallel shards never race on it
+            self.cases(self.config.target, "target")
         if stage in ("all", "target"):
             cases = self.cases(self.config.target, "target")
             by_id = {c.case_id: c for c in cases}
