@@ -10,13 +10,15 @@ from ..errors import BayespriorError
 
 # The demo: the whole protocol on synthetic data, sized to finish in about 10 minutes on 2 CPU cores.
 DEMO_CONFIG = {
-    "source": {"synthetic": {"kind": "ms", "cases": 12, "shape": [32, 40, 32], "seed": 1000}},
-    "target": {"synthetic": {"kind": "tumour", "cases": 14, "shape": [32, 40, 32], "seed": 2000}},
+    "source": {"synthetic": {"kind": "ms", "cases": 16, "shape": [40, 48, 40], "seed": 1000}},
+    "target": {"synthetic": {"kind": "tumour", "cases": 18, "shape": [40, 48, 40], "seed": 2000}},
     "preprocess": {"crop_nonzero": False, "intensity": "minmax", "divisible_by": 8},
-    "source_training": {"seeds": [0], "restarts": 1, "max_epochs": 12, "val_fraction": 0.0},
-    "prior": {"latent_dim": 6, "max_epochs": 60, "norm_threshold": 0.01},
-    "target_training": {"max_epochs": 12, "batch_size": 2, "ce_reduction": "sum", "kl_weight": 1.0},
-    "protocol": {"train_sizes": [6], "test_size": 8, "splits": 1, "methods": ["dwp", "pr", "prf", "ri"]},
+    "source_training": {"seeds": [0], "restarts": 1, "max_epochs": 30, "patience": 4, "val_fraction": 0.0},
+    "prior": {"latent_dim": 6, "max_epochs": 100, "norm_threshold": 0.01},
+    # the settings of benchmarks/transfer_cpu.toml, at one split and one train size
+    "target_training": {"max_epochs": 30, "batch_size": 2, "ce_reduction": "sum", "kl_weight": 0.02,
+                        "forward_mode": "sample", "prior_init": "prior"},
+    "protocol": {"train_sizes": [8], "test_size": 10, "splits": 1, "methods": ["dwp", "pr", "prf", "ri"]},
 }
 
 

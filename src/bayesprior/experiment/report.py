@@ -47,7 +47,7 @@ def markdown_table(results: Sequence[dict[str, Any]], metric: str, methods: Sequ
                 cells.append("–")
                 continue
             mean, std, k = stats[(n, m)]
-            cell = f"{mean:.3f} ({std:.3f})"
+            cell = f"{mean:.3f} ({std:.3f})" if k > 1 else f"{mean:.3f}"  # no spread from one split
             cells.append(f"**{cell}**" if mean == best else cell)
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
