@@ -88,3 +88,33 @@ def test_evaluate_writes_per_case_csv_and_summary_with_empty_reference_counted(t
     per_case = [r["dsc"] for r in summary["metric_per_case"] if r["dsc"] is not None]
     assert summary["mean"]["dsc"] == pytest.approx(np.mean(per_case))
     assert len((tmp_path / "pred" / "per_case.csv").read_text().splitlines()) == 4
+
+
+def test_evaluate_keeps_case_names_that_end_in_four_digits(tmp_path):
+    # nnU-Net style case ids such as "Case_0001" must not be mistaken for a channel suffix
+    import nibabel
+    import numpy as np
+
+    from bayesprior.training.evaluation import evaluate_folders
+
+    pred, label = tmp_path / "pred", tmp_path / "label"
+    pred.mkdir()
+    label.mkdir()
+    for i in (1, 2, 3):
+        mask = np.zeros((4, 4, 4), np.uint8)
+        mask[: i, :2, :2] = 1
+        nibabel.save(nibabel.Nifti1Image(mask, np.eye(4)), label / f"Case_{i:04d}.nii.gz")
+        nibabel.save(nibabel.Nifti1Image(mask, np.eye(4)), pred / f"Case_{i:04d}.nii.gz")
+    summary = evaluate_folders(pred, label)
+    text = (pred / "per_case.csv").read_text()
+    assert all(f"Case_{i:04d}," in text for i in (1, 2, 3))
+    assert "Case_0001" in str(summary)
+
+
+def test_input_case_ids_drop_channel_suffixes_only_when_they_stay_distinct(tmp_path):
+    from pathlib import Path
+
+    from bayesprior.training.prediction import case_ids
+
+    assert case_ids([Path("A_001_0000.nii.gz"), Path("A_002_0000.nii.gz")]) == ["A_001", "A_002"]
+    assert case_ids([Path("Case_0001.nii.gz"), Path("Case_0002.nii")]) == ["Case_0001", "Case_0002"]

@@ -68,6 +68,18 @@ def case_id_of(path: Path) -> str:
     return stem if stem and len(channel) == 4 and channel.isdigit() else name
 
 
+def case_ids(paths: Sequence[Path]) -> list[str]:
+    """Case ids of input images: without the channel suffix when that keeps them distinct.
+
+    In a plain folder of ``Case_0001.nii.gz``, ``Case_0002.nii.gz`` the four digits name the case, not a
+    channel; stripping them would give every file the same id and overwrite the predictions.
+    """
+    stripped = [case_id_of(p) for p in paths]
+    if len(set(stripped)) == len(stripped):
+        return stripped
+    return [p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else p.name[: -len(".nii")] for p in paths]
+
+
 def _probability_predictor(model: nn.Module, samples: int):
     def predictor(x: Tensor) -> Tensor:
         if isinstance(model, BayesianModel):
@@ -118,6 +130,7 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     files = nifti_inputs(in_dir)
+    ids = dict(zip(files, case_ids(files)))
     iterator: Sequence[Path] | Any = files
     if progress:
         from tqdm.auto import tqdm
@@ -125,7 +138,7 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
         iterator = tqdm(files, desc="predicting", unit="case")
     for path in iterator:
         data, affine, header = read_image(path)
-        case_id = case_id_of(path)
+        case_id = ids[path]
         case = Case(case_id=case_id, image=data, label=None, affine=affine, header=header,
                     image_path=path, label_path=None)
         prepared = preprocess(case, config)
