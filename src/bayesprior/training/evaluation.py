@@ -17,15 +17,10 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_json, atomic_write_text
+from ..data.nifti import strip_nifti_suffix
 from ..errors import DataError
 from .metrics import EMPTY_GT_POLICIES, confusion_counts, dice_score, iou_score
 from .prediction import nifti_inputs
-
-
-def _mask_case_id(path: Path) -> str:
-    # masks (labels, predictions) carry no channel suffix: "Case_0001.nii.gz" is case "Case_0001"
-    name = path.name
-    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")]
 
 
 def _nifti_by_case(folder: Path) -> dict[str, Path]:
@@ -33,7 +28,7 @@ def _nifti_by_case(folder: Path) -> dict[str, Path]:
     for path in nifti_inputs(folder) if folder.is_dir() else []:
         if path.name.endswith(("_probability.nii.gz", "_entropy.nii.gz")):
             continue
-        case_id = _mask_case_id(path)
+        case_id = strip_nifti_suffix(path.name)  # masks carry no channel suffix: "Case_0001" is the case
         if case_id in files:
             raise DataError(path, f"names the same case {case_id!r} as {files[case_id].name}")
         files[case_id] = path

@@ -77,7 +77,9 @@ def case_ids(paths: Sequence[Path]) -> list[str]:
     stripped = [case_id_of(p) for p in paths]
     if len(set(stripped)) == len(stripped):
         return stripped
-    return [p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else p.name[: -len(".nii")] for p in paths]
+    from ..data.nifti import strip_nifti_suffix
+
+    return [strip_nifti_suffix(p.name) for p in paths]
 
 
 def _probability_predictor(model: nn.Module, samples: int):
