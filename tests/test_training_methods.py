@@ -1,4 +1,3 @@
-import inspect
 
 import pytest
 import torch
@@ -6,7 +5,7 @@ import torch
 from bayesprior import hookimpl
 from bayesprior.checkpoints import save_model
 from bayesprior.errors import ConfigError
-from bayesprior.plugins import build_architecture, create_prior, prior_registry, register_plugin, unregister_plugin
+from bayesprior.plugins import build_architecture, create_prior, register_plugin, unregister_plugin
 from bayesprior.training.methods import build_model, prior_rules
 from bayesprior.wrap import BayesianModel
 from training_fixtures import tiny_architecture  # noqa: F401

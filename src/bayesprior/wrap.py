@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .atomic import atomic_torch_save
-from .errors import CheckpointError, ConfigError, PriorMismatchError
+from .errors import CheckpointError, ConfigError
 from .layers import MODES, BayesianLayer, is_supported
 from .plugins import create_prior, parse_spec
 from .priors import Prior

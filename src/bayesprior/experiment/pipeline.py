@@ -17,7 +17,6 @@ Output folder::
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -194,10 +193,10 @@ class Experiment:
         from ..training.metrics import confusion_counts, dice_score, iou_score
         from ..training.prediction import PredictionSettings, predict_case
 
-        settings = PredictionSettings(roi=tuple(cases[0].image.shape), samples=self.config.samples)
         per_case = {}
         for k, case in enumerate(cases):
-            settings.roi = tuple(case.image.shape)  # whole-volume prediction, as the paper
+            # whole-volume prediction, as the paper
+            settings = PredictionSettings(roi=tuple(case.image.shape), samples=self.config.samples)
             prediction = predict_case(model, case.image, settings).argmax(0).astype(np.uint8)
             counts = confusion_counts(prediction, case.label)
             per_case[case.case_id] = {"dsc": dice_score(counts), "iou": iou_score(counts)}
