@@ -23,6 +23,7 @@ from bayesprior import __version__
 from bayesprior.atomic import atomic_torch_save
 from bayesprior.errors import CheckpointError, ConfigError
 from bayesprior.kernels import KernelBank
+from bayesprior.safe_load import load_plain
 
 from .vae import KernelVAE
 
@@ -91,12 +92,7 @@ def save_prior_file(path: str | Path, fits: Mapping[str, tuple[KernelVAE, list[f
 def load_prior_file(path: str | Path) -> PriorFile:
     """Read a prior file. Raises `CheckpointError` naming the file if it is missing or not a prior file."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such prior file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(path, f"cannot be read as a DWP prior file ({type(exc).__name__}: {exc})") from None
+    payload = load_plain(path, "a DWP prior file", trust=False)
     if not isinstance(payload, dict) or payload.get("format") != PRIOR_FORMAT:
         raise CheckpointError(path, f"not a DWP prior file (expected format {PRIOR_FORMAT!r}); "
                                     "write one with `bayesprior fit-prior`")

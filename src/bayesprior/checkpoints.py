@@ -23,6 +23,7 @@ from torch import nn
 
 from .atomic import atomic_torch_save
 from .errors import CheckpointError
+from .safe_load import load_plain
 
 MODEL_FORMAT = "bayesprior.model/1"
 
@@ -47,15 +48,15 @@ def save_model(model: nn.Module, path: str | Path, extra: Mapping[str, Any] | No
     atomic_torch_save(model_payload(model, extra), path)
 
 
-def read_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw payload of a model file, validated. Raises `CheckpointError` naming the file."""
+def read_model_file(path: str | Path, map_location: str | torch.device = "cpu",
+                    trust: bool | None = None) -> dict[str, Any]:
+    """The raw payload of a model file, validated. Raises `CheckpointError` naming the file.
+
+    The file is read without running code (plain types only); `trust=True` allows an older file that
+    needs the unsafe unpickler (see `bayesprior.safe_load`).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such file")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(path, f"cannot be read as a model file ({type(exc).__name__}: {exc})") from None
+    payload = load_plain(path, "a model file", map_location, trust)
     if isinstance(payload, dict) and "model" in payload and isinstance(payload["model"], dict):
         payload = payload["model"]  # a training checkpoint embeds its model payload
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
@@ -64,14 +65,14 @@ def read_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_model(path: str | Path, model: nn.Module | None = None,
-               map_location: str | torch.device = "cpu") -> nn.Module:
+               map_location: str | torch.device = "cpu", trust: bool | None = None) -> nn.Module:
     """Load a model file; `model` is a freshly built network to fill when the file names no architecture."""
     from .plugins import build_architecture
     from .wrap import load_bayesian
 
-    payload = read_model_file(path, map_location)
+    payload = read_model_file(path, map_location, trust)
     if payload["kind"] == "bayesian":
-        return load_bayesian(path, model, map_location)
+        return load_bayesian(path, model, map_location, trust)
     if model is None:
         arch = payload.get("architecture")
         if not arch:

@@ -426,13 +426,14 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
 
 
 def load_bayesian(path: str | Path, model: nn.Module | None = None,
-                  map_location: str | torch.device = "cpu") -> BayesianModel:
+                  map_location: str | torch.device = "cpu", trust: bool | None = None) -> BayesianModel:
     """Load a model written by `BayesianModel.save`.
 
     Args:
         path: the saved file.
         model: a freshly built deterministic network of the same architecture; if omitted, it is
             rebuilt from the architecture plugin recorded in the file.
+        trust: allow a file that needs the unsafe unpickler (see `bayesprior.safe_load`).
     Raises:
         CheckpointError: unreadable file, wrong format, or a state that does not fit the model.
     """
@@ -440,7 +441,7 @@ def load_bayesian(path: str | Path, model: nn.Module | None = None,
 
     from .checkpoints import read_model_file
 
-    payload = read_model_file(path, map_location)
+    payload = read_model_file(path, map_location, trust)
     if payload.get("kind") != "bayesian":
         raise CheckpointError(path, "holds a deterministic model, not a Bayesian one (use load_model)")
     if model is None:

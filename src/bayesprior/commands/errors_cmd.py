@@ -20,3 +20,22 @@ def report_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(str(exc)) from None
 
     return wrapper
+
+
+def trust_file_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--trust-file``: read model files that need the unsafe unpickler (older files), with a warning."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, trust_file: bool = False, **kwargs: Any) -> Any:
+        if not trust_file:
+            return command(*args, **kwargs)
+        from ..safe_load import trusting_files
+
+        click.echo("warning: --trust-file: model files are read with the unsafe unpickler; "
+                   "use it only for files whose origin you trust", err=True)
+        with trusting_files():
+            return command(*args, **kwargs)
+
+    return click.option("--trust-file", is_flag=True,
+                        help="Read model files that hold more than plain types (older versions). "
+                             "Such a file can run code: only for files you trust.")(wrapper)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from .errors_cmd import trust_file_option
+
 
 def _parse_shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
     if value is None:
@@ -26,6 +28,7 @@ def _parse_shape(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--norm-threshold", type=float, default=None,
               help="Drop kernels whose L2 norm is below this (default 1e-2).")
 @click.option("--kernel-size", type=int, default=None, help="Harvest layers with this cubic kernel size (default: the most common > 1).")
+@trust_file_option
 def harvest_command(checkpoints, out, group_by, input_shape, norm_threshold, kernel_size) -> None:
     """Collect the k x k x k kernels of one or more model files into a kernel bank, grouped.
 

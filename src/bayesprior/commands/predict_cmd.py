@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .errors_cmd import report_errors
+from .errors_cmd import report_errors, trust_file_option
 
 from .train_cmd import parse_ints
 
@@ -22,6 +22,7 @@ from .train_cmd import parse_ints
               help="Keep only the largest connected component (single masses only, never MS lesions).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-progress", is_flag=True)
+@trust_file_option
 @report_errors
 def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_component, device, no_progress):
     """Segment every NIfTI in IN_DIR (or its imagesTs/imagesTr) with MODEL; write masks to OUT_DIR

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .errors_cmd import report_errors
+from .errors_cmd import report_errors, trust_file_option
 
 from ..errors import ConfigError
 
@@ -71,6 +71,7 @@ def parse_ints(text: str | None, option: str, length: int | None = None) -> tupl
 @click.option("--no-cache", is_flag=True, help="Preprocess without reading or writing the cache.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@trust_file_option
 @report_errors
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, prior_option,
                   init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction, ce_reduction,

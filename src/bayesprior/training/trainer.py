@@ -35,6 +35,7 @@ from .. import __version__
 from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..checkpoints import model_payload, save_model
 from ..errors import CheckpointError, ConfigError, DataError
+from ..safe_load import load_plain
 from ..wrap import BayesianModel
 from .distributed import DistContext, barrier, current_context, epoch_batches, global_mean_float, global_sum
 from .losses import LossConfig, dice_from_statistics, dice_statistics, segmentation_loss
@@ -132,7 +133,12 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # plain types only (see bayesprior.safe_load): numpy's state array goes in as a tensor
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": [str(name), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
+                       float(cached)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -140,7 +146,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -273,7 +280,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
               "n_train": len(train_cases), "n_val": len(val_cases or []),
               "train_cases": [str(c.case_id) for c in train_cases],
               "val_cases": [str(c.case_id) for c in val_cases or []], "world_size": ctx.world_size,
-              "bayesprior_version": __version__, "torch_version": torch.__version__,
+              "bayesprior_version": __version__, "torch_version": str(torch.__version__),
               "loss": {"ce_reduction": config.ce_reduction, "kl_weight": config.kl_weight,
                        "dice_weight": config.dice_weight, "ce_weight": config.ce_weight,
                        "dice_batch": config.dice_batch, "dice_epsilon": config.dice_epsilon}}
@@ -290,8 +297,8 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     checkpoint_path = run_dir / "checkpoint.pt"
     log_path = run_dir / "log.jsonl"
     if resume and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if state.get("format") != CHECKPOINT_FORMAT:
+        state = load_plain(checkpoint_path, "a training checkpoint")
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(checkpoint_path, f"not a training checkpoint (expected {CHECKPOINT_FORMAT!r})")
         differences = _config_differences(state["train_config"], config_dict)
         if differences:
