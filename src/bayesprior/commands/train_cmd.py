@@ -61,6 +61,18 @@ def parse_ints(text: str | None, option: str, length: int | None = None) -> tupl
 @click.option("--kl-weight", default=1.0, show_default=True, help="beta of the ELBO.")
 @click.option("--forward-mode", type=click.Choice(["lrt", "sample"]), default="lrt", show_default=True,
               help="Bayesian forward: local reparameterisation, or one weight sample per step (cheaper).")
+@click.option("--init-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Factor on the He initialisation (ri). 0.1 lets source kernels forget their random start.")
+@click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Decoupled weight decay (AdamW) for ri, pr, prf; 0 uses Adam.")
+@click.option("--patch", default=None, help="Train on random patches D,H,W (multiples of 8) instead of whole volumes.")
+@click.option("--foreground-fraction", default=1 / 3, show_default="1/3", type=click.FloatRange(0, 1),
+              help="Share of patches centred on a foreground voxel (nnU-Net's oversampling).")
+@click.option("--steps-per-epoch", default=None, type=click.IntRange(min=1),
+              help="Optimiser steps per epoch (default: one pass over the cases).")
+@click.option("--augment", is_flag=True, help="Random mirroring of every axis and intensity scaling in [0.9, 1.1].")
+@click.option("--patience", default=10, show_default=True, type=click.IntRange(min=0),
+              help="Epochs without improvement before the learning rate is divided by 10.")
 @click.option("--layout", default=None, help="Dataset layout (detected when omitted).")
 @click.option("--channel", default=None, help="Channel or modality to read (name or index).")
 @click.option("--shape", default=None, help="Crop/pad every case to D,H,W after cropping to the brain.")
@@ -75,13 +87,17 @@ def parse_ints(text: str | None, option: str, length: int | None = None) -> tupl
 @report_errors
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, prior_option,
                   init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction, ce_reduction,
-                  dice_batch, kl_weight, forward_mode, layout, channel, shape, intensity, no_crop, cache_dir, no_cache,
+                  dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch, foreground_fraction,
+                  steps_per_epoch, augment, patience, layout, channel, shape, intensity, no_crop, cache_dir, no_cache,
                   device, no_progress):
     """Train a segmentation model on DATA_DIR; write checkpoints, logs, curves and model.pt to RUN_DIR.
 
     Runs under torchrun for data-parallel training. With several seeds each gets RUN_DIR/seed<S>.
 
     Example: bayesprior train data/Dataset001_MS runs/ms --method ri --seeds 0,1,2 --restarts 2
+
+    Source networks whose kernels carry structure (benchmarks/RESULTS.md, "Source recipe"):
+    bayesprior train data/SynMS runs/src --init-scale 0.1 --patch 32,32,32 --augment --steps-per-epoch 50
     """
     from ..data.preprocess import PreprocessConfig, prepare_dataset
     from ..training.distributed import init_from_environment
@@ -115,7 +131,9 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
             prior_options=parse_key_values(prior_option, "--prior-option"), init_from_prior=init_from_prior,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, seed=seed, restarts=restarts,
             zoo_dir=zoo_dir, ce_reduction=ce_reduction, dice_batch=dice_batch, kl_weight=kl_weight,
-            forward_mode=forward_mode, device=device, progress=not no_progress)
+            forward_mode=forward_mode, device=device, progress=not no_progress, init_scale=init_scale,
+            weight_decay=weight_decay, patch=parse_ints(patch, "--patch", 3), foreground_fraction=foreground_fraction,
+            steps_per_epoch=steps_per_epoch, augment=augment, patience=patience)
         seed_everything(seed)
         path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
                      preprocess=preprocess_config.to_dict())

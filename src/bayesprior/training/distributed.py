@@ -85,7 +85,13 @@ def global_mean_float(value: float) -> float:
 
 def epoch_batches(n_cases: int, global_batch: int, epoch: int, seed: int,
                   ctx: DistContext = DistContext()) -> list[list[int]]:
-    """This process's case indices for every step of `epoch`.
+    """This process's case indices for every step of `epoch`: its share of `global_epoch_batches`."""
+    return [b[ctx.rank::ctx.world_size] for b in global_epoch_batches(n_cases, global_batch, epoch, seed, ctx)]
+
+
+def global_epoch_batches(n_cases: int, global_batch: int, epoch: int, seed: int,
+                         ctx: DistContext = DistContext()) -> list[list[int]]:
+    """The case indices of every global batch of `epoch`, the same in every process.
 
     A permutation seeded by (seed, epoch) is cut into global batches of `global_batch`; each process
     takes every W-th case of each global batch. In a distributed run the last partial global batch
@@ -98,4 +104,4 @@ def epoch_batches(n_cases: int, global_batch: int, epoch: int, seed: int,
     if ctx.distributed and batches and len(batches[-1]) < global_batch:
         fill = (order * (global_batch // max(n_cases, 1) + 1))[: global_batch - len(batches[-1])]
         batches[-1] = batches[-1] + fill
-    return [b[ctx.rank::ctx.world_size] for b in batches]
+    return batches

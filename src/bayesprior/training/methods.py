@@ -16,6 +16,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 from torch import nn
 
 from ..checkpoints import deterministic_state, read_model_file
@@ -33,11 +34,14 @@ def known_methods() -> list[str]:
     return list(DETERMINISTIC_METHODS) + prior_registry().names()
 
 
-def he_initialise(net: nn.Module) -> None:
-    """He (Kaiming) normal initialisation for ReLU on every convolution weight; biases to zero."""
+def he_initialise(net: nn.Module, scale: float = 1.0) -> None:
+    """He (Kaiming) normal initialisation for ReLU on every convolution weight, times `scale`; biases to zero."""
     for module in net.modules():
         if isinstance(module, _CONV_TYPES):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if scale != 1.0:
+                with torch.no_grad():
+                    module.weight.mul_(scale)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
@@ -118,7 +122,7 @@ def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: st
 def build_model(architecture: str, architecture_config: Mapping[str, Any], method: str,
                 source: str | Path | None = None, prior_path: str | None = None,
                 prior_options: Mapping[str, Any] | None = None, init_from_prior: bool = False,
-                log_variance_init: float = -10.0, forward_mode: str = "lrt") -> nn.Module:
+                log_variance_init: float = -10.0, forward_mode: str = "lrt", init_scale: float = 1.0) -> nn.Module:
     """The network `method` trains, initialised (and frozen, or made Bayesian) as the method says.
 
     Random numbers come from torch's global generator: seed it first for a reproducible start.
@@ -130,7 +134,7 @@ def build_model(architecture: str, architecture_config: Mapping[str, Any], metho
     """
     net = build_architecture(architecture, **dict(architecture_config))
     if method == "ri":
-        he_initialise(net)
+        he_initialise(net, init_scale)
         return net
     if method in ("pr", "prf"):
         if source is None:
@@ -148,7 +152,7 @@ def build_model(architecture: str, architecture_config: Mapping[str, Any], metho
     if source is not None:
         load_source_weights(net, source)
     else:
-        he_initialise(net)
+        he_initialise(net, init_scale)
     groups = architecture_groups(architecture, net)
     rules = prior_rules(method, groups, prior_path, prior_options)
     return bayesianize(net, rules, groups=groups, log_variance_init=log_variance_init,

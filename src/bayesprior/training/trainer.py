@@ -37,10 +37,12 @@ from ..checkpoints import model_payload, save_model
 from ..errors import CheckpointError, ConfigError, DataError
 from ..safe_load import load_plain
 from ..wrap import BayesianModel
-from .distributed import DistContext, barrier, current_context, epoch_batches, global_mean_float, global_sum
+from .distributed import DistContext, barrier, current_context, global_mean_float, global_sum
 from .losses import LossConfig, dice_from_statistics, dice_statistics, segmentation_loss
 from .methods import build_model
 from .metrics import confusion_counts, dice_score
+from .inference import sliding_window
+from .sampling import FOREGROUND_FRACTION, BatchSampler, SamplingConfig, as_arrays, stack
 
 CHECKPOINT_FORMAT = "bayesprior.train-checkpoint/1"
 # settings that may change between a run and its resumption without changing its result
@@ -66,6 +68,14 @@ class TrainConfig:
         kl_weight: beta of the ELBO ``N * mean NLL + beta * KL``.
         pad_multiple: volumes in a batch are zero-padded to a common shape divisible by this.
         restarts: cyclical restarts after the first minimum; zoo_dir: where each minimum is saved.
+        init_scale: factor on the He initialisation of methods that start from it. The 3x3x3 convs of
+            the U-Net sit behind instance norm, so their scale does not change the network's function,
+            only how far Adam's steps move them relative to their size: a small start lets a source
+            network forget its random initialisation (benchmarks/RESULTS.md, "Source recipe").
+        weight_decay: decoupled weight decay (AdamW) for deterministic methods; 0 uses Adam.
+        patch, foreground_fraction, steps_per_epoch, augment: what a step sees
+            (`bayesprior.training.sampling`): random patches with a share centred on foreground, a
+            fixed number of steps per epoch, mirroring and intensity scaling.
     """
 
     architecture: str = "unet3d"
@@ -96,6 +106,12 @@ class TrainConfig:
     zoo_dir: str | None = None
     device: str = "cpu"
     progress: bool = True
+    init_scale: float = 1.0
+    weight_decay: float = 0.0
+    patch: tuple[int, ...] | None = None
+    foreground_fraction: float = FOREGROUND_FRACTION
+    steps_per_epoch: int | None = None
+    augment: bool = False
 
     def __post_init__(self) -> None:
         if self.forward_mode not in ("lrt", "sample"):
@@ -110,14 +126,30 @@ class TrainConfig:
             raise ConfigError(f"restarts and patience must be >= 0, got {self.restarts}, {self.patience}")
         if self.kl_weight < 0:
             raise ConfigError(f"kl_weight must be >= 0, got {self.kl_weight}")
+        if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
+            raise ConfigError(f"init_scale must be a finite number > 0, got {self.init_scale!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.weight_decay > 0 and self.method not in ("ri", "pr", "prf"):
+            raise ConfigError(f"weight_decay applies to deterministic methods (ri, pr, prf); method "
+                              f"{self.method!r} is Bayesian and is regularised by its prior's KL")
+        if self.patch is not None:
+            self.patch = tuple(int(p) for p in self.patch)
         self.loss_config()  # validates the loss settings
+        self.sampling_config()  # validates the sampling settings
 
     def loss_config(self) -> LossConfig:
         return LossConfig(self.dice_weight, self.ce_weight, self.ce_reduction, self.dice_batch,
                           self.dice_epsilon)
 
+    def sampling_config(self) -> SamplingConfig:
+        return SamplingConfig(self.batch_size, self.pad_multiple, self.patch, self.foreground_fraction,
+                              self.steps_per_epoch, self.augment)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["patch"] = list(self.patch) if self.patch is not None else None
+        return out
 
 
 class TrainingStopped(Exception):
@@ -168,20 +200,9 @@ def _check_cases(cases: Sequence[Any], what: str) -> None:
                             f"label shape {np.asarray(case.label).shape} differs from image shape {image.shape}")
 
 
-def _padded_shape(shapes: Sequence[tuple[int, ...]], multiple: int) -> tuple[int, ...]:
-    return tuple(int(math.ceil(max(s[d] for s in shapes) / multiple) * multiple) for d in range(3))
-
-
 def collate(cases: Sequence[Any], multiple: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Stack cases into (B, 1, D, H, W) images and (B, D, H, W) labels, zero-padded at the far end."""
-    shape = _padded_shape([np.asarray(c.image).shape for c in cases], multiple)
-    images = torch.zeros((len(cases), 1) + shape, dtype=torch.float32)
-    labels = torch.zeros((len(cases),) + shape, dtype=torch.long)
-    for i, case in enumerate(cases):
-        d, h, w = np.asarray(case.image).shape
-        images[i, 0, :d, :h, :w] = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))
-        labels[i, :d, :h, :w] = torch.from_numpy((np.asarray(case.label) > 0).astype(np.int64))
-    return images.to(device), labels.to(device)
+    return stack([as_arrays(case) for case in cases], multiple, device)
 
 
 def batch_data_loss(logits: Tensor, labels: Tensor, loss: LossConfig) -> tuple[Tensor, Tensor]:
@@ -216,7 +237,8 @@ def evaluate_cases(model: nn.Module, cases: Sequence[Any], config: TrainConfig,
     with context:
         for case in cases:
             image, label = collate([case], config.pad_multiple, device)
-            logits = net(image)
+            # a network trained on patches is validated window by window, as it will predict
+            logits = net(image) if config.patch is None else sliding_window(image, config.patch, net)
             losses.append(float(segmentation_loss(logits, label, loss_cfg)))
             d, h, w = np.asarray(case.image).shape
             pred = logits.argmax(1)[0, :d, :h, :w].cpu().numpy()
@@ -232,8 +254,14 @@ def _new_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
 
 
 def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    # a setting an older checkpoint does not record had its default value then
+    defaults = TrainConfig().to_dict()
     keys = (set(saved) | set(current)) - set(_RESUMABLE_KEYS)
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
+    return sorted(k for k in keys if _plain(saved.get(k, defaults.get(k))) != _plain(current.get(k, defaults.get(k))))
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _read_log(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
@@ -288,9 +316,11 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     seed_everything(config.seed)
     model = build_model(config.architecture, config.architecture_config, config.method, config.source,
                         config.prior_path, config.prior_options, config.init_from_prior,
-                        config.log_variance_init, config.forward_mode).to(device)
+                        config.log_variance_init, config.forward_mode, config.init_scale).to(device)
     bayesian = isinstance(model, BayesianModel)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = (torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+                 if config.weight_decay > 0 else torch.optim.Adam(trainable, lr=config.lr))
     scheduler = _new_scheduler(optimizer, config)
     start_epoch, minimum, history, already_finished = 0, 0, [], False
 
@@ -333,12 +363,13 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     finished = already_finished
     if finished:
         stopped_because = "lr_below_min_lr"
+    sampler = BatchSampler(train_cases, config.sampling_config(), config.seed, device, ctx)
     for epoch in progress:
         net.train()
         totals = {"loss": 0.0, "data": 0.0, "kl": 0.0}
-        batches = epoch_batches(n_train, config.batch_size, epoch, config.seed, ctx)
-        for indices in batches:
-            images, labels = collate([train_cases[i] for i in indices], config.pad_multiple, device)
+        steps = 0
+        for images, labels in sampler.epoch(epoch):
+            steps += 1
             data_loss, n_global = batch_data_loss(net(images), labels, config.loss_config())
             if bayesian:
                 elbo = model.elbo_loss(data_loss / n_global, n_train, config.kl_weight)
@@ -353,7 +384,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
             totals["kl"] += float(kl.detach())
         entry: dict[str, Any] = {"epoch": epoch + 1, "minimum": minimum,
                                  "lr": optimizer.param_groups[0]["lr"]}
-        entry.update({k: global_mean_float(v / max(len(batches), 1)) for k, v in totals.items()})
+        entry.update({k: global_mean_float(v / max(steps, 1)) for k, v in totals.items()})
         if val_cases:
             entry.update(evaluate_cases(net, val_cases, config, device))
         monitored = entry["val_loss"] if val_cases else entry["loss"]
