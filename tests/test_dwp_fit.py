@@ -87,7 +87,14 @@ def test_fit_prior_and_show_kernels_commands_write_their_files(tmp_path):
     result = runner.invoke(cli, ["fit-prior", str(tmp_path / "bank.npz"), "--out", str(tmp_path / "prior.pt"),
                                  "--max-epochs", "3", "--seed", "1"])
     assert result.exit_code == 0, result.output
-    assert "held-out ELBO" in result.output and "h " in result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("group"))
+    assert header.split() == ["group", "kernels", "epochs", "iid", "Gaussian", "full-cov", "Gaussian", "gain",
+                              "VAE", "ELBO", "VAE", "ELBO", "-", "full"]
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.split()[:1] in (["g"], ["h"])}
+    assert set(rows) == {"g", "h"} and rows["g"][1] == "300" and rows["h"][2] == "3"
+    # three epochs are not enough to beat a fitted Gaussian: the user is told, per group
+    behind = [g for g, r in rows.items() if float(r[-1]) <= 0]
+    assert behind and all(f"group {g!r}" in result.output and "does not beat" in result.output for g in behind)
     assert load_prior_file(tmp_path / "prior.pt").groups == ["g", "h"]
     result = runner.invoke(cli, ["show-kernels", str(tmp_path / "bank.npz"), str(tmp_path / "prior.pt"),
                                  "--out", str(tmp_path / "kernels.png"), "--count", "4"])

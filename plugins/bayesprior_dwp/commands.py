@@ -36,9 +36,22 @@ def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, hel
         kernel_bank = KernelBank.load(bank)
     except BayespriorError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{'group':<16} {'kernels':>8} {'epochs':>6} {'held-out ELBO':>14}")
-    for g, (_, history) in fits.items():
-        click.echo(f"{g:<16} {len(kernel_bank.kernels[g]):>8} {len(history) - 1:>6} {max(history):>14.3f}")
+    from bayesprior.kernel_structure import structure_rows, structure_table, structure_warnings
+
+    from .fit import heldout_scores
+
+    rows = structure_rows({g: kernel_bank.kernels[g] for g in fits}, heldout_fraction, seed,
+                          learned=heldout_scores(fits))
+    table = structure_table(rows)
+    table[0].insert(2, "epochs")
+    for row, (_, history) in zip(table[1:], fits.values()):
+        row.insert(2, str(len(history) - 1))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    click.echo("held-out log-likelihood per kernel (nats; the VAE's is its ELBO, a lower bound):")
+    for r in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for line in structure_warnings(rows):
+        click.echo(f"warning: {line}", err=True)
     click.echo(f"wrote {out}")
 
 

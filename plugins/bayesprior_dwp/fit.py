@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bayesprior.errors import ConfigError
+from bayesprior.kernel_structure import HELDOUT_FRACTION, heldout_split
 from bayesprior.kernels import KernelBank
 
 from .vae import KernelVAE
@@ -21,7 +22,7 @@ from .vae import KernelVAE
 
 def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: int = 32, depth: int = 2,
                    max_epochs: int = 500, batch_size: int = 256, lr: float = 1e-3, patience: int = 15,
-                   factor: float = 0.1, min_lr: float = 1e-6, heldout_fraction: float = 0.2,
+                   factor: float = 0.1, min_lr: float = 1e-6, heldout_fraction: float = HELDOUT_FRACTION,
                    seed: int = 0, progress: bool = True) -> tuple[KernelVAE, list[float]]:
     """Fit one `KernelVAE` to the kernels of `group` in `bank`.
 
@@ -42,17 +43,17 @@ def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: in
     Raises:
         ConfigError: unknown group, too few kernels, or bad settings.
     """
-    if not 0 < heldout_fraction < 1:
-        raise ConfigError(f"heldout_fraction must be in (0, 1), got {heldout_fraction!r}")
     if max_epochs < 1 or batch_size < 1:
         raise ConfigError(f"max_epochs and batch_size must be >= 1, got {max_epochs!r}, {batch_size!r}")
     kernels = torch.from_numpy(np.ascontiguousarray(bank.flat(group), dtype=np.float32))
     if len(kernels) < 2:
         raise ConfigError(f"group {group!r} has {len(kernels)} kernel(s); a VAE needs at least 2")
+    if not torch.isfinite(kernels).all():
+        raise ConfigError(f"group {group!r} holds NaN or infinite kernels; harvest finite models")
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(kernels), generator=generator)
-    n_heldout = min(len(kernels) - 1, max(1, round(heldout_fraction * len(kernels))))
-    heldout, train = kernels[order[:n_heldout]], kernels[order[n_heldout:]]
+    # the split of the structure report (`bayesprior.kernel_structure`), so its scores compare
+    train_index, heldout_index = heldout_split(len(kernels), heldout_fraction, generator=generator)
+    heldout, train = kernels[heldout_index], kernels[train_index]
 
     torch.manual_seed(seed)
     vae = KernelVAE(bank.kernel_size, latent_dim=latent_dim, hidden=hidden, depth=depth)
@@ -89,6 +90,9 @@ def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: in
         if rate <= min_lr * (1 + 1e-6):
             break
     bar.close()
+    if not math.isfinite(best_elbo):
+        raise ConfigError(f"group {group!r}: the VAE's held-out ELBO is not finite ({best_elbo}); "
+                          "the kernels may be degenerate (all equal, or of wildly different scales)")
     vae.load_state_dict(best_state)
     return vae.eval(), history
 
@@ -105,6 +109,20 @@ def fit_prior(bank: KernelBank, groups: Sequence[str] | None = None, **options: 
 
 def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def heldout_scores(fits: dict[str, tuple[KernelVAE, list[float]]]) -> dict[str, float]:
+    """Per group, the best held-out ELBO per kernel (nats) of a fit: what the structure report compares."""
+    return {g: max(history) for g, (_, history) in fits.items()}
+
+
+def fit_and_score(bank_path: str, out_path: str, **options: Any) -> dict[str, float]:
+    """The registry's ``fit`` for ``dwp``: `fit_prior_file`, returning the held-out ELBO per group.
+
+    The scores are on `bayesprior.kernel_structure.heldout_split` of each group with the given
+    ``heldout_fraction`` and ``seed``, so the structure report compares them with its Gaussian baselines.
+    """
+    return heldout_scores(fit_prior_file(bank_path, out_path, **options))
 
 
 def fit_prior_file(bank_path: str, out_path: str, groups: Sequence[str] | None = None, **options: Any

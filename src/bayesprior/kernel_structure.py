@@ -120,6 +120,13 @@ def structure_table(rows: list[GroupStructure], learned_name: str = "VAE ELBO") 
     return out
 
 
+def structure_warnings(rows: list[GroupStructure], learned_name: str = "VAE") -> list[str]:
+    """One line per group whose learned prior does not beat the full-covariance Gaussian on held-out kernels."""
+    return [f"group {r.group!r}: the {learned_name} ({r.learned:.1f} nats per kernel) does not beat a "
+            f"full-covariance Gaussian ({r.full:.1f}) on held-out kernels, so it transfers nothing that the "
+            "corrnormal prior would not" for r in rows if r.learned_beats_full is False]
+
+
 def _rows(kernels: np.ndarray) -> np.ndarray:
     kernels = np.asarray(kernels, dtype=np.float64)
     return kernels.reshape(len(kernels), -1)

@@ -44,7 +44,10 @@ class HookSpecs:
         must return a `bayesprior.priors.Prior`; ``config`` is JSON-serialisable, so a saved model can
         rebuild its priors by name. A prior learned from harvested kernels also gives
         ``fit(bank_path, out_path, **options)``, which writes a prior file; the factory then takes that
-        file as ``path`` (the experiment runner and ``bayesprior train --prior`` use it). Return nothing.
+        file as ``path`` (the experiment runner and ``bayesprior train --prior`` use it). ``fit`` may
+        return ``{group: held-out log-likelihood (or ELBO) per kernel, in nats}`` on
+        `bayesprior.kernel_structure.heldout_split` with the ``heldout_fraction`` and ``seed`` options, for
+        the structure report, or None. Return nothing.
         """
 
     @hookspec

@@ -73,6 +73,12 @@ def parse_ints(text: str | None, option: str, length: int | None = None) -> tupl
 @click.option("--augment", is_flag=True, help="Random mirroring of every axis and intensity scaling in [0.9, 1.1].")
 @click.option("--patience", default=10, show_default=True, type=click.IntRange(min=0),
               help="Epochs without improvement before the learning rate is divided by 10.")
+@click.option("--kl-warmup", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Epochs over which the KL weight rises linearly to --kl-weight (0: none).")
+@click.option("--amp", is_flag=True, help="Mixed precision forward (autocast); the loss and KL stay float32.")
+@click.option("--amp-dtype", type=click.Choice(["bf16", "fp16"]), default="bf16", show_default=True,
+              help="Precision of --amp (fp16 adds a gradient scaler).")
+@click.option("--channels-last", is_flag=True, help="Channels-last-3d memory order (can be faster on GPUs).")
 @click.option("--layout", default=None, help="Dataset layout (detected when omitted).")
 @click.option("--channel", default=None, help="Channel or modality to read (name or index).")
 @click.option("--shape", default=None, help="Crop/pad every case to D,H,W after cropping to the brain.")
@@ -88,7 +94,7 @@ def parse_ints(text: str | None, option: str, length: int | None = None) -> tupl
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, prior_option,
                   init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction, ce_reduction,
                   dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch, foreground_fraction,
-                  steps_per_epoch, augment, patience, layout, channel, shape, intensity, no_crop, cache_dir, no_cache,
+                  steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last, layout, channel, shape, intensity, no_crop, cache_dir, no_cache,
                   device, no_progress):
     """Train a segmentation model on DATA_DIR; write checkpoints, logs, curves and model.pt to RUN_DIR.
 
@@ -133,7 +139,8 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
             zoo_dir=zoo_dir, ce_reduction=ce_reduction, dice_batch=dice_batch, kl_weight=kl_weight,
             forward_mode=forward_mode, device=device, progress=not no_progress, init_scale=init_scale,
             weight_decay=weight_decay, patch=parse_ints(patch, "--patch", 3), foreground_fraction=foreground_fraction,
-            steps_per_epoch=steps_per_epoch, augment=augment, patience=patience)
+            steps_per_epoch=steps_per_epoch, augment=augment, patience=patience, kl_warmup=kl_warmup,
+            amp=amp_dtype if amp else None, channels_last=channels_last)
         seed_everything(seed)
         path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
                      preprocess=preprocess_config.to_dict())

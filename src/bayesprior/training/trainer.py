@@ -76,6 +76,12 @@ class TrainConfig:
         patch, foreground_fraction, steps_per_epoch, augment: what a step sees
             (`bayesprior.training.sampling`): random patches with a share centred on foreground, a
             fixed number of steps per epoch, mirroring and intensity scaling.
+        kl_warmup: epochs over which the KL weight rises linearly from kl_weight / kl_warmup to
+            kl_weight (0: the full weight from the start).
+        amp: mixed precision for the network's forward, ``"bf16"`` or ``"fp16"`` (with a gradient
+            scaler); the loss and the KL stay in float32. None: float32 throughout.
+        channels_last: keep activations in channels-last-3d memory order (faster convolutions on
+            some GPUs).
     """
 
     architecture: str = "unet3d"
@@ -112,6 +118,9 @@ class TrainConfig:
     foreground_fraction: float = FOREGROUND_FRACTION
     steps_per_epoch: int | None = None
     augment: bool = False
+    kl_warmup: int = 0
+    amp: str | None = None
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.forward_mode not in ("lrt", "sample"):
@@ -135,6 +144,10 @@ class TrainConfig:
                               f"{self.method!r} is Bayesian and is regularised by its prior's KL")
         if self.patch is not None:
             self.patch = tuple(int(p) for p in self.patch)
+        if int(self.kl_warmup) < 0:
+            raise ConfigError(f"kl_warmup must be >= 0 epochs, got {self.kl_warmup!r}")
+        if self.amp not in (None, "bf16", "fp16"):
+            raise ConfigError(f"amp must be 'bf16', 'fp16' or None, got {self.amp!r}")
         self.loss_config()  # validates the loss settings
         self.sampling_config()  # validates the sampling settings
 
@@ -150,6 +163,34 @@ class TrainConfig:
         out = asdict(self)
         out["patch"] = list(self.patch) if self.patch is not None else None
         return out
+
+
+class MixedPrecision:
+    """Autocast for the forward and, for float16, a gradient scaler (bfloat16 needs none)."""
+
+    def __init__(self, amp: str | None, device: torch.device):
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+
+    def backward_and_step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(dict(state))
 
 
 class TrainingStopped(Exception):
@@ -318,6 +359,9 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
                         config.prior_path, config.prior_options, config.init_from_prior,
                         config.log_variance_init, config.forward_mode, config.init_scale).to(device)
     bayesian = isinstance(model, BayesianModel)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    precision = MixedPrecision(config.amp, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = (torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
                  if config.weight_decay > 0 else torch.optim.Adam(trainable, lr=config.lr))
@@ -339,6 +383,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
         except RuntimeError as exc:
             raise CheckpointError(checkpoint_path, f"model state does not fit: {exc}") from None
         optimizer.load_state_dict(state["optimizer"])
+        precision.load_state_dict(state.get("grad_scaler") or {})
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, minimum = state["epoch"], state["minimum"]
         already_finished = state.get("finished", False)
@@ -368,17 +413,22 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
         net.train()
         totals = {"loss": 0.0, "data": 0.0, "kl": 0.0}
         steps = 0
+        kl_weight = config.kl_weight * (min(1.0, (epoch + 1) / config.kl_warmup) if config.kl_warmup else 1.0)
         for images, labels in sampler.epoch(epoch):
             steps += 1
-            data_loss, n_global = batch_data_loss(net(images), labels, config.loss_config())
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last_3d)
+            with precision.autocast():
+                logits = net(images)
+            # the loss and the KL are computed in float32 whatever the forward's precision
+            data_loss, n_global = batch_data_loss(logits.float(), labels, config.loss_config())
             if bayesian:
-                elbo = model.elbo_loss(data_loss / n_global, n_train, config.kl_weight)
+                elbo = model.elbo_loss(data_loss / n_global, n_train, kl_weight)
                 loss, data_term, kl = elbo.loss, elbo.data, elbo.kl
             else:
                 loss, data_term, kl = data_loss, data_loss, torch.zeros(())
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            precision.backward_and_step(loss, optimizer)
             totals["loss"] += float(loss.detach())
             totals["data"] += float(data_term.detach())
             totals["kl"] += float(kl.detach())
@@ -409,6 +459,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
                 "format": CHECKPOINT_FORMAT,
                 "model": model_payload(model, {"train_config": config_dict}),
                 "optimizer": optimizer.state_dict(),
+                "grad_scaler": precision.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": _rng_state(),
                 "epoch": epoch + 1,

@@ -1,0 +1,105 @@
+"""Is a method better than a baseline? Paired differences over splits, bootstrap intervals, Wilcoxon tests.
+
+Every split trains every method on the same training cases and scores it on the same test cases, so
+methods are compared split by split: the difference of their mean test DSC on each split. Over the
+splits we report the mean difference, a 95 % percentile-bootstrap confidence interval of that mean,
+and the two-sided Wilcoxon signed-rank p-value (scipy). An interval that excludes 0 is the evidence
+the experiment asks for; one split alone is not evidence of anything.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 10_000
+CONFIDENCE = 0.95
+
+
+def paired_differences(results: Sequence[dict[str, Any]], metric: str, method: str, baseline: str,
+                       train_size: int) -> np.ndarray:
+    """Per split (where both ran and both scores are finite): metric of `method` minus metric of `baseline`."""
+    by_split: dict[tuple[str, int], float] = {}
+    for r in results:
+        if r["train_size"] == train_size and r["method"] in (method, baseline):
+            by_split[(r["method"], r["split"])] = float(r[metric])
+    splits = sorted({s for m, s in by_split if m == method} & {s for m, s in by_split if m == baseline})
+    diffs = [by_split[(method, s)] - by_split[(baseline, s)] for s in splits]
+    return np.asarray([d for d in diffs if math.isfinite(d)], dtype=np.float64)
+
+
+def bootstrap_interval(values: np.ndarray, confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the mean of `values` (NaNs if there are none)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def wilcoxon_p(values: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of `values` against 0 (NaN below 2 non-zero values)."""
+    from scipy.stats import wilcoxon
+
+    values = np.asarray(values, dtype=np.float64)
+    if np.count_nonzero(values) < 2:
+        return math.nan
+    return float(wilcoxon(values, alternative="two-sided").pvalue)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`method` against `baseline` at one train size: paired differences over `splits` splits."""
+
+    method: str
+    baseline: str
+    train_size: int
+    splits: int
+    mean_difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+    @property
+    def verdict(self) -> str:
+        if self.splits < 2 or math.isnan(self.ci_low):
+            return "one split: no evidence"
+        if self.ci_low > 0:
+            return "better"
+        if self.ci_high < 0:
+            return "worse"
+        return "no difference shown"
+
+
+def compare(results: Sequence[dict[str, Any]], methods: Sequence[str], train_sizes: Sequence[int],
+            baselines: Sequence[str] = ("ri", "pr"), metric: str = "dsc") -> list[Comparison]:
+    """Every method against every baseline present in `methods`, at every train size."""
+    out = []
+    for baseline in [b for b in baselines if b in methods]:
+        for method in [m for m in methods if m != baseline]:
+            for n in train_sizes:
+                diffs = paired_differences(results, metric, method, baseline, n)
+                if len(diffs) == 0:
+                    continue
+                low, high = bootstrap_interval(diffs) if len(diffs) > 1 else (math.nan, math.nan)
+                out.append(Comparison(method, baseline, n, len(diffs), float(diffs.mean()), low, high,
+                                      wilcoxon_p(diffs)))
+    return out
+
+
+def comparison_markdown(comparisons: Sequence[Comparison], label=lambda m: m, metric: str = "DSC") -> str:
+    """A Markdown table: method vs baseline per train size, mean paired difference [95 % CI], p-value."""
+    lines = [f"| Method vs baseline | Train size | Splits | Mean paired {metric} difference [95 % CI] | "
+             "Wilcoxon p | Verdict |", "|---|---:|---:|---|---:|---|"]
+    for c in comparisons:
+        ci = "–" if math.isnan(c.ci_low) else f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
+        p = "–" if math.isnan(c.p_value) else f"{c.p_value:.3f}"
+        lines.append(f"| {label(c.method)} vs {label(c.baseline)} | {c.train_size} | {c.splits} | "
+                     f"{c.mean_difference:+.3f} {ci} | {p} | {c.verdict} |")
+    return "\n".join(lines)
