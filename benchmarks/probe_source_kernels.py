@@ -18,6 +18,7 @@ import torch
 
 from bayesprior.checkpoints import deterministic_state, read_model_file
 from bayesprior.plugins import architecture_groups
+from bayesprior.training.config import TrainConfig
 from bayesprior.training.methods import build_model
 from bayesprior.training.trainer import seed_everything
 
@@ -39,7 +40,8 @@ def main() -> None:
         payload = read_model_file(path)
         config = payload["extra"]["train_config"]
         seed_everything(config["seed"])
-        init = build_model(config["architecture"], config["architecture_config"], "ri")
+        init = build_model(TrainConfig(architecture=config["architecture"],
+                                       architecture_config=config["architecture_config"], method="ri"))
         w0, w = init.state_dict(), deterministic_state(payload)
         for group, layers in architecture_groups(config["architecture"], init).items():
             kernels = torch.cat([w[f"{l}.weight"].reshape(-1, w[f"{l}.weight"][0, 0].numel()) for l in layers])

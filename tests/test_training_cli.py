@@ -1,21 +1,11 @@
 import json
 
+import nibabel as nib
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from bayesprior.cli import cli
-from training_fixtures import make_cases, tiny_architecture  # noqa: F401
-
-nib = pytest.importorskip("nibabel")
-
-
-def _needs_data_package():
-    pytest.importorskip("bayesprior.data.preprocess")
-    from bayesprior.plugins import dataset_layout_registry
-
-    if "nnunet" not in dataset_layout_registry():
-        pytest.skip("the nnunet dataset layout is not installed")
+from training_fixtures import make_cases
 
 
 def _oblique_lps_affine():
@@ -49,7 +39,6 @@ def test_every_command_has_help_with_an_example():
 
 
 def test_train_predict_evaluate_end_to_end(tiny_architecture, tmp_path):
-    _needs_data_package()
     data = tmp_path / "Dataset001_Tiny"
     affine = _write_dataset(data)
     runner = CliRunner()
@@ -74,7 +63,6 @@ def test_train_predict_evaluate_end_to_end(tiny_architecture, tmp_path):
 
 
 def test_bayesian_prediction_writes_probability_and_entropy(tiny_architecture, tmp_path):
-    _needs_data_package()
     data = tmp_path / "Dataset002_Tiny"
     _write_dataset(data, n=2)
     runner = CliRunner()
@@ -92,7 +80,6 @@ def test_bayesian_prediction_writes_probability_and_entropy(tiny_architecture, t
 
 
 def test_several_seeds_fill_a_model_zoo(tiny_architecture, tmp_path):
-    _needs_data_package()
     data = tmp_path / "Dataset003_Tiny"
     _write_dataset(data, n=2)
     result = CliRunner().invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,

@@ -1,16 +1,15 @@
-"""Shared helpers for the training tests: a tiny registered 3D architecture and tiny synthetic cases."""
+"""Shared helpers for the training tests: a tiny 3D architecture (registered by the `tiny_architecture`
+fixture of conftest.py) and tiny synthetic cases."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bayesprior import hookimpl
-from bayesprior.plugins import register_plugin, unregister_plugin
 
 TINY = "tiny3d"
 
@@ -30,18 +29,11 @@ class TinyNet(nn.Module):
         return self.out_conv(torch.cat([a, b], 1))
 
 
-class _TinyPlugin:
+class TinyArchitecturePlugin:
     @hookimpl
     def register_architectures(self, register):
         register(TINY, TinyNet, groups=lambda m: {"level0": ["init_conv"], "level1": ["down"]},
                  finetune_layers=["init_conv", "out_conv"], description="tiny test net")
-
-
-@pytest.fixture
-def tiny_architecture():
-    register_plugin(_TinyPlugin(), "tiny-test-architecture")
-    yield TINY
-    unregister_plugin("tiny-test-architecture")
 
 
 @dataclass

@@ -5,15 +5,25 @@ from pathlib import Path
 
 import click
 
+from bayesprior.kernels import KernelBank
+from bayesprior.tables import format_table
+
+from .fit import fit_prior_file
+from .pictures import draw_kernel_figure
+from .prior_file import load_prior_file
+
 
 @click.command("fit-prior")
 @click.argument("bank", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Prior file to write.")
-@click.option("--latent-dim", type=int, default=6, show_default=True, help="Size of the VAE latent z.")
-@click.option("--hidden", type=int, default=32, show_default=True, help="Width of the VAE hidden layers.")
-@click.option("--max-epochs", type=int, default=500, show_default=True, help="Epoch limit per group.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Kernels per Adam step.")
-@click.option("--heldout-fraction", type=float, default=0.2, show_default=True, help="Share of kernels held out.")
+@click.option("--latent-dim", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Size of the VAE latent z.")
+@click.option("--hidden", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Width of the VAE hidden layers.")
+@click.option("--max-epochs", type=click.IntRange(min=1), default=500, show_default=True, help="Epoch limit per group.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Kernels per Adam step.")
+@click.option("--heldout-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Share of kernels held out.")
 @click.option("--group", "groups", multiple=True, help="Fit only this group (repeatable; default: all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of split, initialisation and sampling.")
 def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, heldout_fraction, groups, seed) -> None:
@@ -24,21 +34,12 @@ def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, hel
 
     Example: bayesprior fit-prior kernels.npz --out prior.pt
     """
-    from bayesprior.errors import BayespriorError
-    from bayesprior.kernels import KernelBank
-
-    from .fit import fit_prior_file
-
-    try:
-        fits = fit_prior_file(bank, out, groups=list(groups) or None, latent_dim=latent_dim, hidden=hidden,
-                              max_epochs=max_epochs, batch_size=batch_size, heldout_fraction=heldout_fraction,
-                              seed=seed)
-        kernel_bank = KernelBank.load(bank)
-    except BayespriorError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"{'group':<16} {'kernels':>8} {'epochs':>6} {'held-out ELBO':>14}")
-    for g, (_, history) in fits.items():
-        click.echo(f"{g:<16} {len(kernel_bank.kernels[g]):>8} {len(history) - 1:>6} {max(history):>14.3f}")
+    fits = fit_prior_file(bank, out, groups=list(groups) or None, latent_dim=latent_dim, hidden=hidden,
+                          max_epochs=max_epochs, batch_size=batch_size, heldout_fraction=heldout_fraction, seed=seed)
+    kernel_bank = KernelBank.load(bank)
+    rows = [{"group": g, "kernels": len(kernel_bank.kernels[g]), "epochs": len(history) - 1,
+             "elbo": f"{max(history):.3f}"} for g, (_, history) in fits.items()]
+    click.echo(format_table(rows, ["group", "kernels", "epochs", ("elbo", "held-out ELBO")]))
     click.echo(f"wrote {out}")
 
 
@@ -46,23 +47,15 @@ def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, hel
 @click.argument("bank", type=click.Path(dir_okay=False))
 @click.argument("prior", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Picture to write (.png).")
-@click.option("--count", type=int, default=8, show_default=True, help="Kernels shown per side and group.")
+@click.option("--count", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Kernels shown per side and group.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the kernels picked and sampled.")
 def show_kernels_command(bank, prior, out, count, seed) -> None:
     """Draw central slices of harvested kernels next to samples of each group's VAE (paper Figure 5).
 
     Example: bayesprior show-kernels kernels.npz prior.pt --out kernels.png
     """
-    from bayesprior.errors import BayespriorError
-    from bayesprior.kernels import KernelBank
-
-    from .pictures import draw_kernel_figure
-    from .prior_file import load_prior_file
-
-    try:
-        draw_kernel_figure(KernelBank.load(bank), load_prior_file(prior), Path(out), count=count, seed=seed)
-    except BayespriorError as exc:
-        raise click.ClickException(str(exc)) from None
+    draw_kernel_figure(KernelBank.load(bank), load_prior_file(prior), Path(out), count=count, seed=seed)
     click.echo(f"wrote {out}")
 
 
