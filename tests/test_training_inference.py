@@ -11,8 +11,8 @@ import torch
 from bayesprior.data.naming import case_id_of, case_ids
 from bayesprior.evaluation.folders import evaluate_folders
 from bayesprior.inference.postprocess import largest_connected_component
-from bayesprior.inference.sliding_window import (gaussian_importance_map, predict_probabilities, sliding_window,
-                                                 window_starts)
+from bayesprior.inference.sliding_window_prediction import (gaussian_importance_map, predict_probabilities,
+                                                            sliding_window, window_starts)
 from training_fixtures import TinyNet
 
 
@@ -110,3 +110,20 @@ def test_evaluate_keeps_case_names_that_end_in_four_digits(tmp_path):
 def test_input_case_ids_drop_channel_suffixes_only_when_they_stay_distinct(tmp_path):
     assert case_ids([Path("A_001_0000.nii.gz"), Path("A_002_0000.nii.gz")]) == ["A_001", "A_002"]
     assert case_ids([Path("Case_0001.nii.gz"), Path("Case_0002.nii")]) == ["Case_0001", "Case_0002"]
+
+
+def test_predicting_a_folder_reads_the_bayesian_model_file_once(tiny_architecture, tmp_path, monkeypatch):
+    import bayesprior as bp
+    from bayesprior import safe_load
+    from bayesprior.inference.prediction import PredictionSettings, predict_folder
+
+    bm = bp.bayesianize(bp.build_architecture(tiny_architecture), {"init_conv": "gaussian"})
+    bp.save_model(bm, tmp_path / "model.pt", extra={"preprocess": {"crop_nonzero": False}})
+    (tmp_path / "in").mkdir()
+    nibabel.save(nibabel.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), tmp_path / "in" / "a.nii.gz")
+    loads = []
+    real_load = safe_load.torch.load
+    monkeypatch.setattr(safe_load.torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    written = predict_folder(tmp_path / "model.pt", tmp_path / "in", tmp_path / "out",
+                             PredictionSettings(roi=(8, 8, 8), samples=2), progress=False)
+    assert [p.name for p in written] == ["a.nii.gz"] and len(loads) == 1

@@ -23,7 +23,7 @@ from ..data.preprocess import PreprocessConfig, invert, preprocess
 from ..errors import CheckpointError, ConfigError
 from ..wrap import BayesianModel
 from .postprocess import largest_connected_component
-from .sliding_window import predict_probabilities
+from .sliding_window_prediction import predict_probabilities
 
 
 @dataclass
