@@ -87,7 +87,8 @@ def test_train_checks_its_options_before_reading_the_data(tmp_path):
                           (["--shape", "40,48"], "expected 3 integers"),
                           (["--intensity", "loud"], "'loud' is not one of"),
                           (["--arch-option", "widths"], "expected KEY=VALUE"),
-                          (["--lr", "0"], "not in the range x>0")):
+                          (["--lr", "0"], "not in the range x>0"),
+                          (["--device", "gpu"], "'gpu' is not a torch device")):
         result = runner.invoke(cli, ["train", str(tmp_path), str(tmp_path / "run"), *args])
         assert result.exit_code == 2 and message in result.stderr, (args, result.output)
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import click
+import torch
 
 from ..errors import BayespriorError
 from ..experiment.runs import parse_shard
@@ -98,6 +99,19 @@ class KeyValue(click.ParamType):
             return key.strip(), json.loads(raw)
         except json.JSONDecodeError:
             return key.strip(), raw  # a bare word is a string
+
+
+class Device(click.ParamType):
+    """A torch device string (``cpu``, ``cuda``, ``cuda:1``), kept as the string."""
+
+    name = "device"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError, TypeError):
+            self.fail(f"{value!r} is not a torch device (e.g. cpu, cuda, cuda:1)", param, ctx)
+        return str(value)
 
 
 class Shard(click.ParamType):

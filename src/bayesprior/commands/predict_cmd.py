@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..inference.prediction import PredictionSettings, predict_folder
-from .common import SHAPE, trust_file_option
+from .common import SHAPE, Device, trust_file_option
 
 
 @click.command("predict")
@@ -21,7 +21,7 @@ from .common import SHAPE, trust_file_option
               help="Sliding-window overlap in [0, 1).")
 @click.option("--largest-component", is_flag=True,
               help="Keep only the largest connected component (single masses only, never MS lesions).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", type=Device(), default="cpu", show_default=True)
 @click.option("--no-progress", is_flag=True)
 @trust_file_option
 def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_component, device, no_progress):

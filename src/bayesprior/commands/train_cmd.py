@@ -13,7 +13,7 @@ from ..training.distributed import init_from_environment
 from ..training.methods import training_method
 from ..training.splits import validation_split
 from ..training.trainer import seed_everything, train
-from .common import SHAPE, Integers, KeyValue, trust_file_option
+from .common import SHAPE, Device, Integers, KeyValue, trust_file_option
 
 
 def _check_method(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -72,7 +72,7 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Preprocessing cache (default: $BAYESPRIOR_CACHE_DIR or ~/.cache/bayesprior).")
 @click.option("--no-cache", is_flag=True, help="Preprocess without reading or writing the cache.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", type=Device(), default="cpu", show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @trust_file_option
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, old_prior_path,

@@ -163,6 +163,8 @@ def _check(c: ExperimentConfig, path: Path) -> None:
         raise ConfigError(f"{path}: target_training.prior_init must be 'prior', 'source' or 'random', got {c.prior_init!r}")
     if not c.source_seeds:
         raise ConfigError(f"{path}: source_training.seeds must list at least one seed")
+    if not 0 <= c.source_val_fraction < 1:
+        raise ConfigError(f"{path}: source_training.val_fraction must be in [0, 1), got {c.source_val_fraction}")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
