@@ -61,7 +61,7 @@ def _race(ours, theirs, repeats: int) -> tuple[float, float, torch.Tensor, torch
 def main() -> None:
     from monai.inferers import sliding_window_inference
 
-    from bayesprior.training.inference import sliding_window
+    from bayesprior.inference.sliding_window_prediction import sliding_window
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="96,112,96")

@@ -26,6 +26,7 @@ import torch
 from bayesprior.checkpoints import deterministic_state, read_model_file
 from bayesprior.kernel_structure import group_structure
 from bayesprior.plugins import architecture_groups
+from bayesprior.training.config import TrainConfig
 from bayesprior.training.methods import build_model
 from bayesprior.training.trainer import seed_everything
 
@@ -50,8 +51,8 @@ def probe(path: str) -> list[dict]:
     extra = payload["extra"]
     config = extra["train_config"]
     seed_everything(config["seed"])
-    init = build_model(config["architecture"], config["architecture_config"], "ri",
-                       init_scale=config.get("init_scale", 1.0))
+    init = build_model(TrainConfig(architecture=config["architecture"], architecture_config=config["architecture_config"],
+                                   method="ri", init_scale=config.get("init_scale", 1.0)))
     w0, w = init.state_dict(), deterministic_state(payload)
     val_dsc, epochs = run_log(Path(path))
     steps_per_epoch = config.get("steps_per_epoch") or math.ceil(extra.get("n_train", 0) / config["batch_size"])

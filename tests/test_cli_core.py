@@ -9,14 +9,10 @@ from torch import nn
 import bayesprior as bp
 from bayesprior import __version__, hookimpl
 from bayesprior.cli import cli
-from bayesprior.plugins import register_plugin, reset_plugins, unregister_plugin
+from bayesprior.plugins import register_plugin, unregister_plugin
 
 
-@pytest.fixture(autouse=True)
-def _fresh_plugins():
-    reset_plugins()
-    yield
-    reset_plugins()
+pytestmark = pytest.mark.usefixtures("fresh_plugins")
 
 
 def test_version_prints_the_package_version():
@@ -65,7 +61,6 @@ def test_plugins_shows_a_broken_plugin_with_its_error():
 
 
 def test_the_example_third_party_laplace_plugin_is_listed_and_usable_by_name():
-    pytest.importorskip("bayesprior_laplace")
     result = CliRunner().invoke(cli, ["plugins"])
     assert "laplace  (bayesprior-laplace" in result.output
     assert "prior: laplace" in result.output

@@ -1,22 +1,14 @@
 import math
 
-import pytest
 import torch
 
 import bayesprior as bp
 from bayesprior.checkpoints import load_model, save_model
 from bayesprior.kernels import harvest_kernels
-from bayesprior.plugins import architecture_groups, build_architecture, register_plugin, unregister_plugin
+from bayesprior.plugins import architecture_groups, build_architecture
 from bayesprior_dwp import fit_prior, save_prior_file
 
-from _dwp_tiny import TINY_NAME, TinyPlugin
-
-
-@pytest.fixture
-def tiny_arch():
-    register_plugin(TinyPlugin(), "tiny-dwp-e2e")
-    yield TINY_NAME
-    unregister_plugin("tiny-dwp-e2e")
+from _dwp_tiny import TINY_NAME
 
 
 def _task(seed):
@@ -26,7 +18,7 @@ def _task(seed):
     return x, y
 
 
-def test_train_sources_harvest_fit_and_train_dwp_end_to_end(tmp_path, tiny_arch):
+def test_train_sources_harvest_fit_and_train_dwp_end_to_end(tmp_path, tiny_dwp_architecture):
     x, y = _task(0)
     sources = []
     for seed in (1, 2):

@@ -78,3 +78,10 @@ def test_table_has_mean_std_per_train_size_and_bold_best(tmp_path):
     text = write_tables(results, ["dwp", "ri"], [2], tmp_path)
     assert "Intersection over Union" in text
     assert (tmp_path / "table.csv").read_text().splitlines()[1].startswith("2,dwp,0.7100")
+
+
+def test_a_validation_fraction_outside_zero_one_is_refused_when_the_config_is_read():
+    raw = {"source": {"synthetic": {"kind": "ms"}}, "target": {"synthetic": {"kind": "tumour"}},
+           "source_training": {"val_fraction": 1.0}}
+    with pytest.raises(ConfigError, match="source_training.val_fraction"):
+        parse_config(raw)

@@ -1,6 +1,4 @@
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -10,17 +8,11 @@ from click.testing import CliRunner
 from bayesprior.checkpoints import save_model
 from bayesprior.cli import cli
 from bayesprior.errors import CheckpointError
+from bayesprior import kernels
 from bayesprior.kernels import KernelBank, harvest_kernels
-from bayesprior.plugins import build_architecture, register_plugin, unregister_plugin
+from bayesprior.plugins import build_architecture
 
-from _dwp_tiny import TINY_NAME, TinyNet, TinyPlugin
-
-
-@pytest.fixture
-def tiny_arch():
-    register_plugin(TinyPlugin(), "tiny-dwp-test")
-    yield TINY_NAME
-    unregister_plugin("tiny-dwp-test")
+from _dwp_tiny import TINY_NAME, TinyNet
 
 
 def _checkpoint(path, seed, width=4, tweak=None):
@@ -45,7 +37,7 @@ def test_bank_save_load_round_trips_arrays_and_header(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temporary file
 
 
-def test_bank_file_is_readable_with_numpy_alone(tmp_path, tiny_arch):
+def test_bank_file_is_readable_with_numpy_alone(tmp_path, tiny_dwp_architecture):
     _checkpoint(tmp_path / "s.pt", 0)
     harvest_kernels([tmp_path / "s.pt"], norm_threshold=0.0).save(tmp_path / "bank.npz")
     data = np.load(tmp_path / "bank.npz")  # the docs/formats.md recipe
@@ -61,7 +53,7 @@ def test_loading_a_file_that_is_not_a_bank_names_the_file(tmp_path):
         KernelBank.load(tmp_path / "other.npz")
 
 
-def test_harvest_pools_groups_over_checkpoints_and_drops_small_norm_kernels(tmp_path, tiny_arch):
+def test_harvest_pools_groups_over_checkpoints_and_drops_small_norm_kernels(tmp_path, tiny_dwp_architecture):
     def kill_two_kernels(model):
         model.conv_b.weight[0, 0] = 0.0
         model.conv_b.weight[1, 2] *= 1e-6
@@ -78,14 +70,14 @@ def test_harvest_pools_groups_over_checkpoints_and_drops_small_norm_kernels(tmp_
     assert np.linalg.norm(bank.flat("full"), axis=1).min() >= 1e-3
 
 
-def test_harvest_rejects_a_checkpoint_of_another_architecture(tmp_path, tiny_arch):
+def test_harvest_rejects_a_checkpoint_of_another_architecture(tmp_path, tiny_dwp_architecture):
     _checkpoint(tmp_path / "s1.pt", 1)
     _checkpoint(tmp_path / "wide.pt", 2, width=6)
     with pytest.raises(CheckpointError, match="wide.pt.*architecture"):
         harvest_kernels([tmp_path / "s1.pt", tmp_path / "wide.pt"])
 
 
-def test_harvest_rejects_a_checkpoint_missing_a_layer_naming_file_and_layer(tmp_path, tiny_arch):
+def test_harvest_rejects_a_checkpoint_missing_a_layer_naming_file_and_layer(tmp_path, tiny_dwp_architecture):
     _checkpoint(tmp_path / "s1.pt", 1)
     _checkpoint(tmp_path / "broken.pt", 2)
     payload = torch.load(tmp_path / "broken.pt", weights_only=False)
@@ -101,14 +93,14 @@ def test_harvest_rejects_a_checkpoint_without_architecture(tmp_path):
         harvest_kernels([tmp_path / "bare.pt"])
 
 
-def test_harvest_by_resolution_groups_through_the_grouping_module(tmp_path, tiny_arch, monkeypatch):
+def test_harvest_by_resolution_groups_through_the_grouping_module(tmp_path, tiny_dwp_architecture, monkeypatch):
     seen = {}
 
     def group_by_resolution(model, example_input):
         seen["shape"] = tuple(example_input.shape)
         return {"res8": ["conv_a", "conv_b", "conv_c", "head"]}
 
-    monkeypatch.setitem(sys.modules, "bayesprior.grouping", types.SimpleNamespace(group_by_resolution=group_by_resolution))
+    monkeypatch.setattr(kernels, "group_by_resolution", group_by_resolution)
     _checkpoint(tmp_path / "s.pt", 0)
     bank = harvest_kernels([tmp_path / "s.pt"], group_by="resolution", example_shape=(8, 8, 8), norm_threshold=0)
     assert seen["shape"] == (1, 1, 8, 8, 8)
@@ -117,7 +109,7 @@ def test_harvest_by_resolution_groups_through_the_grouping_module(tmp_path, tiny
     assert "head" in bank.header["skipped_layers"]
 
 
-def test_harvest_command_prints_a_group_table_and_writes_the_bank(tmp_path, tiny_arch):
+def test_harvest_command_prints_a_group_table_and_writes_the_bank(tmp_path, tiny_dwp_architecture):
     _checkpoint(tmp_path / "s1.pt", 1)
     _checkpoint(tmp_path / "s2.pt", 2)
     result = CliRunner().invoke(cli, ["harvest", str(tmp_path / "s1.pt"), str(tmp_path / "s2.pt"),

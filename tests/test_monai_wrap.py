@@ -1,11 +1,9 @@
 """Networks we did not write: MONAI's UNet and BasicUNet, grouped by resolution, made Bayesian, trained."""
-import pytest
 import torch
+from monai.networks import nets
 
 from bayesprior import bayesianize, by_group
 from bayesprior.grouping import group_by_resolution
-
-nets = pytest.importorskip("monai.networks.nets")
 
 
 def _train_two_steps(net, x):

@@ -71,11 +71,7 @@ def fake_entry_points(monkeypatch):
     reset_plugins()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_plugins():
-    reset_plugins()
-    yield
-    reset_plugins()
+pytestmark = pytest.mark.usefixtures("fresh_plugins")
 
 
 def _report():
@@ -205,7 +201,7 @@ def test_load_rebuilds_the_architecture_recorded_in_the_file(tmp_path):
     register_plugin(_module("arch2", register_architectures=register_architectures), "arch2")
     try:
         bm = bp.bayesianize(bp.build_architecture("test-tiny2"), {nn.Conv1d: "gaussian"})
-        bm.save(tmp_path / "m.pt")
+        bp.save_model(bm, tmp_path / "m.pt")
         loaded = bp.load_bayesian(tmp_path / "m.pt")
         assert loaded.assignment == bm.assignment
         x = torch.randn(1, 1, 8)

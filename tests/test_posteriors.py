@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from bayesprior import GaussianPosterior
+from bayesprior import GaussianPosterior, Posterior
 from bayesprior.errors import ConfigError
 
 
@@ -49,3 +49,10 @@ def test_rsample_has_the_posterior_moments_and_reaches_both_parameters():
 def test_two_samples_differ():
     q = GaussianPosterior(torch.zeros(10), log_variance_init=0.0)
     assert not torch.equal(q.rsample(), q.rsample())
+
+
+def test_the_gaussian_posterior_is_a_posterior_as_priors_see_it():
+    q = GaussianPosterior(torch.randn(2, 3))
+    assert isinstance(q, Posterior)
+    assert not isinstance(torch.randn(2, 3), Posterior)
+

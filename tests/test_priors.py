@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bayesprior import GaussianPosterior, Prior, create_prior, resolve_kl
-from bayesprior.errors import PriorMismatchError
+from bayesprior.errors import ConfigError, PriorMismatchError
 from bayesprior.priors import closed_form_kl, kernel_view
 from bayesprior_gaussian import GaussianPrior
 from bayesprior_loguniform import LogUniformPrior, kl_approximation, log_alpha
@@ -88,7 +88,7 @@ def test_monte_carlo_kl_through_log_prob_converges_to_the_closed_form(log_var):
 
 
 def test_monte_carlo_kl_of_the_laplace_example_converges_to_numerical_integration():
-    laplace = pytest.importorskip("bayesprior_laplace")
+    import bayesprior_laplace as laplace  # the example plugin, installed as the README says
     torch.manual_seed(2)
     q = _posterior((6,), torch.tensor([-1.0, -0.2, 0.0, 0.3, 1.0, 2.0]), torch.full((6,), -1.0))
     prior = laplace.LaplacePrior(loc=0.0, scale=0.5)
@@ -228,3 +228,17 @@ def test_loguniform_kl_depends_only_on_alpha():
 def test_loguniform_sparsity_counts_weights_above_the_threshold():
     q = _posterior((4,), torch.tensor([1.0, 1.0, 1.0, 1.0]), torch.tensor([-5.0, 0.0, 4.0, 6.0]))
     assert LogUniformPrior(prune_threshold=3.0).sparsity(q) == 0.5
+
+
+def test_a_prior_class_with_an_unknown_unit_is_refused_where_it_is_written():
+    with pytest.raises(ConfigError, match="KernelTypo.*unit must be one of.*'kernal'"):
+        class KernelTypo(Prior):  # noqa: F841
+            unit = "kernal"
+
+
+def test_a_unit_set_on_an_instance_is_checked_when_a_layer_is_assigned():
+    prior = GaussianPrior()
+    prior.unit = "vector"
+    with pytest.raises(ConfigError, match="unit must be one of"):
+        prior.check_compatible(torch.Size([2, 3]), "fc")
+

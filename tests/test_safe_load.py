@@ -7,14 +7,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bayesprior.checkpoints import load_model, read_model_file, save_model
+from bayesprior.checkpoints import load_bayesian, load_model, read_model_file, save_model
 from bayesprior.cli import cli
 from bayesprior.errors import CheckpointError
 from bayesprior.kernels import KernelBank
 from bayesprior.safe_load import is_plain, load_plain, trusting_files
-from bayesprior.training.trainer import TrainConfig, train
-from bayesprior.wrap import load_bayesian
-from training_fixtures import TinyNet, make_cases, tiny_architecture  # noqa: F401
+from bayesprior.training.config import TrainConfig
+from bayesprior.training.trainer import train
+from training_fixtures import TinyNet, make_cases
 
 
 class _Payload:

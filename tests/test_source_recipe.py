@@ -7,15 +7,16 @@ from torch import nn
 
 from bayesprior.checkpoints import read_model_file
 from bayesprior.training.methods import build_model
-from bayesprior.training.trainer import TrainConfig, train
-from training_fixtures import make_cases, tiny_architecture  # noqa: F401
+from bayesprior.training.config import TrainConfig
+from bayesprior.training.trainer import train
+from training_fixtures import make_cases
 
 
 def test_init_scale_multiplies_the_he_initialisation(tiny_architecture):
     torch.manual_seed(0)
-    he = build_model(tiny_architecture, {}, "ri")
+    he = build_model(TrainConfig(architecture=tiny_architecture, architecture_config={}))
     torch.manual_seed(0)
-    small = build_model(tiny_architecture, {}, "ri", init_scale=0.1)
+    small = build_model(TrainConfig(architecture=tiny_architecture, architecture_config={}, init_scale=0.1))
     for (name, a), b in zip(he.named_parameters(), small.parameters()):
         if name.endswith("weight"):
             assert torch.allclose(b, 0.1 * a)

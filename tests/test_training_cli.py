@@ -1,44 +1,11 @@
 import json
 
+import nibabel as nib
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from bayesprior.cli import cli
-from training_fixtures import make_cases, tiny_architecture  # noqa: F401
-
-nib = pytest.importorskip("nibabel")
-
-
-def _needs_data_package():
-    pytest.importorskip("bayesprior.data.preprocess")
-    from bayesprior.plugins import dataset_layout_registry
-
-    if "nnunet" not in dataset_layout_registry():
-        pytest.skip("the nnunet dataset layout is not installed")
-
-
-def _oblique_lps_affine():
-    angle = np.deg2rad(17)
-    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    affine = np.eye(4)
-    affine[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ rotation @ np.diag([1.1, 0.9, 1.3])
-    affine[:3, 3] = [12.5, -30.25, 7.0]
-    return affine
-
-
-def _write_dataset(root, n=4, size=16):
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    affine = _oblique_lps_affine()
-    for case in make_cases(n, size=size):
-        image = case.image + 1.5  # non-zero everywhere: the brain crop keeps the whole volume
-        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), root / "imagesTr" / f"{case.case_id}_0000.nii.gz")
-        nib.save(nib.Nifti1Image(case.label, affine), root / "labelsTr" / f"{case.case_id}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T2"}, "labels": {"background": 0, "tumour": 1},
-        "numTraining": n, "file_ending": ".nii.gz"}))
-    return affine
+from training_fixtures import write_nnunet_dataset
 
 
 def test_every_command_has_help_with_an_example():
@@ -49,9 +16,8 @@ def test_every_command_has_help_with_an_example():
 
 
 def test_train_predict_evaluate_end_to_end(tiny_architecture, tmp_path):
-    _needs_data_package()
     data = tmp_path / "Dataset001_Tiny"
-    affine = _write_dataset(data)
+    affine = write_nnunet_dataset(data)
     runner = CliRunner()
     result = runner.invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,
                                  "--epochs", "2", "--no-progress", "--no-cache"], catch_exceptions=False)
@@ -74,9 +40,8 @@ def test_train_predict_evaluate_end_to_end(tiny_architecture, tmp_path):
 
 
 def test_bayesian_prediction_writes_probability_and_entropy(tiny_architecture, tmp_path):
-    _needs_data_package()
     data = tmp_path / "Dataset002_Tiny"
-    _write_dataset(data, n=2)
+    write_nnunet_dataset(data, n=2)
     runner = CliRunner()
     result = runner.invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,
                                  "--method", "gaussian", "--prior-option", "scale=0.1", "--epochs", "1",
@@ -92,9 +57,8 @@ def test_bayesian_prediction_writes_probability_and_entropy(tiny_architecture, t
 
 
 def test_several_seeds_fill_a_model_zoo(tiny_architecture, tmp_path):
-    _needs_data_package()
     data = tmp_path / "Dataset003_Tiny"
-    _write_dataset(data, n=2)
+    write_nnunet_dataset(data, n=2)
     result = CliRunner().invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,
                                       "--epochs", "1", "--seeds", "0,1", "--restarts", "1", "--no-progress",
                                       "--no-cache"], catch_exceptions=False)
@@ -113,3 +77,18 @@ def test_bad_roi_is_reported_without_traceback(tiny_architecture, tmp_path):
     result = CliRunner().invoke(cli, ["predict", str(tmp_path / "m.pt"), str(tmp_path / "in"), str(tmp_path / "o"),
                                       "--roi", "7,8,8", "--no-progress"])
     assert result.exit_code == 1 and "divisible by 8" in result.output
+
+
+def test_train_checks_its_options_before_reading_the_data(tmp_path):
+    # tmp_path is no dataset: had the data been read first, the error would be about the folder
+    runner = CliRunner()
+    for args, message in ((["--method", "nope"], "unknown method 'nope'"),
+                          (["--method", "pr"], "needs a source model"),
+                          (["--shape", "40,48"], "expected 3 integers"),
+                          (["--intensity", "loud"], "'loud' is not one of"),
+                          (["--arch-option", "widths"], "expected KEY=VALUE"),
+                          (["--lr", "0"], "not in the range x>0"),
+                          (["--device", "gpu"], "'gpu' is not a torch device")):
+        result = runner.invoke(cli, ["train", str(tmp_path), str(tmp_path / "run"), *args])
+        assert result.exit_code == 2 and message in result.stderr, (args, result.output)
+

@@ -4,7 +4,7 @@ import torch.multiprocessing as mp
 from bayesprior.checkpoints import read_model_file
 from bayesprior.plugins import register_plugin, unregister_plugin
 from bayesprior.training.trainer import TrainConfig, train
-from training_fixtures import _TinyPlugin, make_cases
+from training_fixtures import TinyArchitecturePlugin, make_cases
 
 # one deterministic run (batch Dice, summed CE) and one Bayesian run (per-case Dice, mean CE); the Bayesian
 # run uses a tiny posterior variance so the sampling noise (different in each process) vanishes, while the
@@ -23,7 +23,7 @@ def _worker(rank, world, store, root):
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    register_plugin(_TinyPlugin(), "tiny-ddp")
+    register_plugin(TinyArchitecturePlugin(), "tiny-ddp")
     try:
         for i, kw in enumerate(SETTINGS):
             train(_config(**kw), make_cases(8), run_dir=f"{root}/ddp{i}")
@@ -34,7 +34,7 @@ def _worker(rank, world, store, root):
 
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    register_plugin(_TinyPlugin(), "tiny-single")
+    register_plugin(TinyArchitecturePlugin(), "tiny-single")
     try:
         for i, kw in enumerate(SETTINGS):
             single = train(_config(**kw), make_cases(8), run_dir=tmp_path / f"single{i}")

@@ -1,14 +1,18 @@
 import json
 
+from pathlib import Path
+
+import monai.inferers
+import nibabel
 import numpy as np
 import pytest
 import torch
 
-from bayesprior.training.evaluation import evaluate_folders
-from bayesprior.training.inference import (gaussian_importance_map, predict_probabilities, sliding_window,
-                                           window_starts)
-from bayesprior.training.postprocess import largest_connected_component
-from bayesprior.training.prediction import case_id_of
+from bayesprior.data.naming import case_id_of, case_ids
+from bayesprior.evaluation.folders import evaluate_folders
+from bayesprior.inference.postprocess import largest_connected_component
+from bayesprior.inference.sliding_window_prediction import (gaussian_importance_map, predict_probabilities,
+                                                            sliding_window, window_starts)
 from training_fixtures import TinyNet
 
 
@@ -21,12 +25,11 @@ def _net():
                                                       ((20, 12, 9), (16, 8, 16), 0.25, 1),
                                                       ((16, 16, 16), (16, 8, 8), 0.6, 3)])
 def test_sliding_window_matches_monai_gaussian(shape, roi, overlap, batch):
-    inferers = pytest.importorskip("monai.inferers")
     net = _net()
     x = torch.randn(2 if batch > 1 else 1, 1, *shape)
     with torch.no_grad():
         ours = sliding_window(x, roi, net, overlap=overlap, batch_size=batch)
-        theirs = inferers.sliding_window_inference(x, roi, batch, net, overlap=overlap, mode="gaussian")
+        theirs = monai.inferers.sliding_window_inference(x, roi, batch, net, overlap=overlap, mode="gaussian")
     assert ours.shape == theirs.shape
     assert torch.allclose(ours, torch.as_tensor(theirs), atol=1e-5)
 
@@ -67,21 +70,19 @@ def test_largest_component_keeps_the_biggest_blob_with_full_connectivity():
 
 
 def test_case_id_strips_suffixes():
-    from pathlib import Path
     assert case_id_of(Path("BRATS_001_0000.nii.gz")) == "BRATS_001"
     assert case_id_of(Path("case_12.nii")) == "case_12"
 
 
 def test_evaluate_writes_per_case_csv_and_summary_with_empty_reference_counted(tmp_path):
-    nib = pytest.importorskip("nibabel")
     (tmp_path / "pred").mkdir()
     (tmp_path / "lab").mkdir()
     rng = np.random.default_rng(0)
     for name, empty in (("a", False), ("b", False), ("c", True)):
         ref = (rng.random((6, 6, 6)) > 0.5).astype(np.uint8) * (0 if empty else 2)
         pred = (rng.random((6, 6, 6)) > 0.5).astype(np.uint8)
-        nib.save(nib.Nifti1Image(pred, np.eye(4)), tmp_path / "pred" / f"{name}.nii.gz")
-        nib.save(nib.Nifti1Image(ref, np.eye(4)), tmp_path / "lab" / f"{name}.nii.gz")
+        nibabel.save(nibabel.Nifti1Image(pred, np.eye(4)), tmp_path / "pred" / f"{name}.nii.gz")
+        nibabel.save(nibabel.Nifti1Image(ref, np.eye(4)), tmp_path / "lab" / f"{name}.nii.gz")
     summary = evaluate_folders(tmp_path / "pred", tmp_path / "lab")
     saved = json.loads((tmp_path / "pred" / "summary.json").read_text())
     assert saved["n_empty_reference"] == 1 and saved["n_scored"] == 2
@@ -92,11 +93,6 @@ def test_evaluate_writes_per_case_csv_and_summary_with_empty_reference_counted(t
 
 def test_evaluate_keeps_case_names_that_end_in_four_digits(tmp_path):
     # nnU-Net style case ids such as "Case_0001" must not be mistaken for a channel suffix
-    import nibabel
-    import numpy as np
-
-    from bayesprior.training.evaluation import evaluate_folders
-
     pred, label = tmp_path / "pred", tmp_path / "label"
     pred.mkdir()
     label.mkdir()
@@ -112,9 +108,22 @@ def test_evaluate_keeps_case_names_that_end_in_four_digits(tmp_path):
 
 
 def test_input_case_ids_drop_channel_suffixes_only_when_they_stay_distinct(tmp_path):
-    from pathlib import Path
-
-    from bayesprior.training.prediction import case_ids
-
     assert case_ids([Path("A_001_0000.nii.gz"), Path("A_002_0000.nii.gz")]) == ["A_001", "A_002"]
     assert case_ids([Path("Case_0001.nii.gz"), Path("Case_0002.nii")]) == ["Case_0001", "Case_0002"]
+
+
+def test_predicting_a_folder_reads_the_bayesian_model_file_once(tiny_architecture, tmp_path, monkeypatch):
+    import bayesprior as bp
+    from bayesprior import safe_load
+    from bayesprior.inference.prediction import PredictionSettings, predict_folder
+
+    bm = bp.bayesianize(bp.build_architecture(tiny_architecture), {"init_conv": "gaussian"})
+    bp.save_model(bm, tmp_path / "model.pt", extra={"preprocess": {"crop_nonzero": False}})
+    (tmp_path / "in").mkdir()
+    nibabel.save(nibabel.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), tmp_path / "in" / "a.nii.gz")
+    loads = []
+    real_load = safe_load.torch.load
+    monkeypatch.setattr(safe_load.torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    written = predict_folder(tmp_path / "model.pt", tmp_path / "in", tmp_path / "out",
+                             PredictionSettings(roi=(8, 8, 8), samples=2), progress=False)
+    assert [p.name for p in written] == ["a.nii.gz"] and len(loads) == 1

@@ -1,5 +1,7 @@
 import math
 
+import monai.losses
+import monai.metrics
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bayesprior.errors import ConfigError
+from bayesprior.evaluation.metrics import confusion_counts, dice_score, iou_score
 from bayesprior.training.losses import LossConfig, cross_entropy_loss, segmentation_loss, soft_dice_loss
-from bayesprior.training.metrics import confusion_counts, dice_score, iou_score
 
 
 def _batch(seed=0, b=2, n=6):
@@ -20,11 +22,10 @@ def _batch(seed=0, b=2, n=6):
 
 @pytest.mark.parametrize("batch", [False, True])
 def test_soft_dice_matches_monai_dice_loss(batch):
-    monai_losses = pytest.importorskip("monai.losses")
     logits, target = _batch()
     ours = soft_dice_loss(logits, target, batch=batch, epsilon=1e-5)
     p = logits.softmax(1)[:, 1:]
-    ref = monai_losses.DiceLoss(smooth_nr=1e-5, smooth_dr=1e-5, batch=batch)(p, target[:, None].float())
+    ref = monai.losses.DiceLoss(smooth_nr=1e-5, smooth_dr=1e-5, batch=batch)(p, target[:, None].float())
     assert torch.allclose(ours, ref, atol=1e-6)
 
 
@@ -58,14 +59,13 @@ def test_unknown_ce_reduction_is_rejected_by_name():
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), p_pred=st.floats(0.0, 1.0), p_ref=st.floats(0.0, 1.0))
 def test_dsc_and_iou_equal_monai_metrics(seed, p_pred, p_ref):
-    monai_metrics = pytest.importorskip("monai.metrics")
     rng = np.random.default_rng(seed)
     pred = (rng.random((5, 5, 5)) < p_pred).astype(np.uint8)
     ref = (rng.random((5, 5, 5)) < p_ref).astype(np.uint8)
     counts = confusion_counts(pred, ref)
     y_pred, y = torch.from_numpy(pred)[None, None].float(), torch.from_numpy(ref)[None, None].float()
-    monai_dice = monai_metrics.DiceMetric(include_background=True, reduction="none")(y_pred, y).item()
-    monai_iou = monai_metrics.MeanIoU(include_background=True, reduction="none")(y_pred, y).item()
+    monai_dice = monai.metrics.DiceMetric(include_background=True, reduction="none")(y_pred, y).item()
+    monai_iou = monai.metrics.MeanIoU(include_background=True, reduction="none")(y_pred, y).item()
     for ours, theirs in ((dice_score(counts), monai_dice), (iou_score(counts), monai_iou)):
         if math.isnan(theirs):
             assert math.isnan(ours)

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from bayesprior.checkpoints import load_model
-from bayesprior.training.trainer import TrainConfig, evaluate_cases, train
-from training_fixtures import make_cases, tiny_architecture  # noqa: F401
+from bayesprior.training.config import TrainConfig
+from bayesprior.training.trainer import evaluate_cases, train
+from training_fixtures import make_cases
 
 
 def _log(run):

@@ -11,8 +11,9 @@ from bayesprior.checkpoints import read_model_file
 from bayesprior.errors import ConfigError
 from bayesprior.training.distributed import DistContext
 from bayesprior.training.sampling import BatchSampler, SamplingConfig, _forced, augment, crop
-from bayesprior.training.trainer import TrainConfig, train
-from training_fixtures import make_cases, tiny_architecture  # noqa: F401
+from bayesprior.training.config import TrainConfig
+from bayesprior.training.trainer import train
+from training_fixtures import make_cases
 
 
 @dataclass

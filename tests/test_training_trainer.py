@@ -6,7 +6,7 @@ import torch
 from bayesprior.checkpoints import load_model, read_model_file
 from bayesprior.errors import ConfigError
 from bayesprior.training.trainer import TrainConfig, TrainingStopped, train
-from training_fixtures import make_cases, tiny_architecture  # noqa: F401
+from training_fixtures import make_cases
 
 
 def _config(arch, **kw):
@@ -127,8 +127,8 @@ import torch
 torch.set_num_threads({threads})  # same as the resuming process: results depend on it
 from bayesprior.plugins import register_plugin
 from bayesprior.training.trainer import TrainConfig, train
-from training_fixtures import _TinyPlugin, make_cases
-register_plugin(_TinyPlugin(), "tiny")
+from training_fixtures import TinyArchitecturePlugin, make_cases
+register_plugin(TinyArchitecturePlugin(), "tiny")
 
 def kill(epoch, record):
     if epoch == 2:

@@ -346,7 +346,7 @@ def test_save_and_load_round_trip_three_prior_types_through_the_registry(tmp_pat
         a.priors["prior2"].log_scale.fill_(-1.5)  # trained prior state must survive too
         a.net.head.posterior.log_variance.fill_(-3.0)
     a.net.head.mode = "mean"
-    a.save(tmp_path / "m.pt", extra={"epoch": 3})
+    bp.save_model(a, tmp_path / "m.pt", extra={"epoch": 3})
     b = bp.load_bayesian(tmp_path / "m.pt", model=Net())
     assert b.assignment == a.assignment
     assert [type(p) for p in b.priors.values()] == [type(p) for p in a.priors.values()]
@@ -363,18 +363,18 @@ def test_save_and_load_round_trip_three_prior_types_through_the_registry(tmp_pat
 def test_a_prior_instance_not_from_the_registry_cannot_be_saved(tmp_path):
     bm = bp.bayesianize(Net(), {nn.Linear: GaussianPrior()})
     with pytest.raises(ConfigError, match="registry"):
-        bm.save(tmp_path / "m.pt")
+        bp.save_model(bm, tmp_path / "m.pt")
     assert not (tmp_path / "m.pt").exists()
 
 
 def test_loading_into_a_different_network_is_a_checkpoint_error(tmp_path):
-    bp.bayesianize(Net(), {nn.Linear: "gaussian"}).save(tmp_path / "m.pt")
+    bp.save_model(bp.bayesianize(Net(), {nn.Linear: "gaussian"}), tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match="m.pt"):
         bp.load_bayesian(tmp_path / "m.pt", model=nn.Sequential(nn.Linear(2, 3)))
 
 
 def test_loading_without_a_network_or_architecture_is_a_checkpoint_error(tmp_path):
-    bp.bayesianize(Net(), {nn.Linear: "gaussian"}).save(tmp_path / "m.pt")
+    bp.save_model(bp.bayesianize(Net(), {nn.Linear: "gaussian"}), tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match="architecture"):
         bp.load_bayesian(tmp_path / "m.pt")
 
@@ -389,7 +389,7 @@ def test_deterministic_state_maps_a_wrapped_model_back_to_plain_keys_even_with_a
             return self.module(x)
 
     bm = bp.bayesianize(Outer(), {"*": "gaussian"}, strict=False).eval()
-    bm.save(tmp_path / "m.pt")
+    bp.save_model(bm, tmp_path / "m.pt")
     plain = Outer().eval()
     plain.load_state_dict(deterministic_state(read_model_file(tmp_path / "m.pt")))
     x = _x()

@@ -18,7 +18,7 @@ __all__ = ["KernelVAE", "fit_kernel_vae", "fit_prior", "fit_prior_file", "DeepWe
 
 @hookimpl
 def register_priors(register):
-    register("dwp", create_dwp_prior, fit=fit_and_score,
+    register("dwp", create_dwp_prior, fit=fit_and_score, per_group=True,
              description="Deep Weight Prior: a kernel VAE per layer group (path=prior file, group=name)")
 
 

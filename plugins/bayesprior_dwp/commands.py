@@ -5,15 +5,25 @@ from pathlib import Path
 
 import click
 
+from bayesprior.kernels import KernelBank
+from bayesprior.kernel_structure import structure_rows, structure_table, structure_warnings
+
+from .fit import fit_prior_file, heldout_scores
+from .pictures import draw_kernel_figure
+from .prior_file import load_prior_file
+
 
 @click.command("fit-prior")
 @click.argument("bank", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Prior file to write.")
-@click.option("--latent-dim", type=int, default=6, show_default=True, help="Size of the VAE latent z.")
-@click.option("--hidden", type=int, default=32, show_default=True, help="Width of the VAE hidden layers.")
-@click.option("--max-epochs", type=int, default=500, show_default=True, help="Epoch limit per group.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Kernels per Adam step.")
-@click.option("--heldout-fraction", type=float, default=0.2, show_default=True, help="Share of kernels held out.")
+@click.option("--latent-dim", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Size of the VAE latent z.")
+@click.option("--hidden", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Width of the VAE hidden layers.")
+@click.option("--max-epochs", type=click.IntRange(min=1), default=500, show_default=True, help="Epoch limit per group.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Kernels per Adam step.")
+@click.option("--heldout-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Share of kernels held out.")
 @click.option("--group", "groups", multiple=True, help="Fit only this group (repeatable; default: all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of split, initialisation and sampling.")
 def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, heldout_fraction, groups, seed) -> None:
@@ -24,32 +34,14 @@ def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, hel
 
     Example: bayesprior fit-prior kernels.npz --out prior.pt
     """
-    from bayesprior.errors import BayespriorError
-    from bayesprior.kernels import KernelBank
-
-    from .fit import fit_prior_file
-
-    try:
-        fits = fit_prior_file(bank, out, groups=list(groups) or None, latent_dim=latent_dim, hidden=hidden,
-                              max_epochs=max_epochs, batch_size=batch_size, heldout_fraction=heldout_fraction,
-                              seed=seed)
-        kernel_bank = KernelBank.load(bank)
-    except BayespriorError as exc:
-        raise click.ClickException(str(exc)) from None
-    from bayesprior.kernel_structure import structure_rows, structure_table, structure_warnings
-
-    from .fit import heldout_scores
-
+    fits = fit_prior_file(bank, out, groups=list(groups) or None, latent_dim=latent_dim, hidden=hidden,
+                          max_epochs=max_epochs, batch_size=batch_size, heldout_fraction=heldout_fraction, seed=seed)
+    kernel_bank = KernelBank.load(bank)
     rows = structure_rows({g: kernel_bank.kernels[g] for g in fits}, heldout_fraction, seed,
                           learned=heldout_scores(fits))
-    table = structure_table(rows)
-    table[0].insert(2, "epochs")
-    for row, (_, history) in zip(table[1:], fits.values()):
-        row.insert(2, str(len(history) - 1))
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    epochs = {g: len(history) - 1 for g, (_, history) in fits.items()}
     click.echo("held-out log-likelihood per kernel (nats; the VAE's is its ELBO, a lower bound):")
-    for r in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    click.echo(structure_table(rows, extra={"epochs": epochs}))
     for line in structure_warnings(rows):
         click.echo(f"warning: {line}", err=True)
     click.echo(f"wrote {out}")
@@ -59,23 +51,15 @@ def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, hel
 @click.argument("bank", type=click.Path(dir_okay=False))
 @click.argument("prior", type=click.Path(dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Picture to write (.png).")
-@click.option("--count", type=int, default=8, show_default=True, help="Kernels shown per side and group.")
+@click.option("--count", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Kernels shown per side and group.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the kernels picked and sampled.")
 def show_kernels_command(bank, prior, out, count, seed) -> None:
     """Draw central slices of harvested kernels next to samples of each group's VAE (paper Figure 5).
 
     Example: bayesprior show-kernels kernels.npz prior.pt --out kernels.png
     """
-    from bayesprior.errors import BayespriorError
-    from bayesprior.kernels import KernelBank
-
-    from .pictures import draw_kernel_figure
-    from .prior_file import load_prior_file
-
-    try:
-        draw_kernel_figure(KernelBank.load(bank), load_prior_file(prior), Path(out), count=count, seed=seed)
-    except BayespriorError as exc:
-        raise click.ClickException(str(exc)) from None
+    draw_kernel_figure(KernelBank.load(bank), load_prior_file(prior), Path(out), count=count, seed=seed)
     click.echo(f"wrote {out}")
 
 

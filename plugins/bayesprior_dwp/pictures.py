@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bayesprior.atomic import atomic_path
 from bayesprior.errors import ConfigError
+from bayesprior.figures import pyplot, save_figure
 from bayesprior.kernels import KernelBank
 
 from .prior_file import PriorFile
@@ -24,11 +24,7 @@ def draw_kernel_figure(bank: KernelBank, prior: PriorFile, out: Path, count: int
     Each row shares one symmetric colour scale, so harvested and sampled kernels compare directly.
     Raises `ConfigError` if the bank and the prior share no group.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if count < 1:
         raise ConfigError(f"count must be >= 1, got {count}")
     groups = [g for g in bank.groups if g in prior.groups and len(bank.kernels[g])]
@@ -58,6 +54,4 @@ def draw_kernel_figure(bank: KernelBank, prior: PriorFile, out: Path, count: int
     axes[0, 0].set_title("harvested", loc="left", fontsize=9)
     axes[0, count + 1].set_title("VAE samples", loc="left", fontsize=9)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, dpi=100)

@@ -120,10 +120,6 @@ class KernelVAE(nn.Module):
         w = mean + (0.5 * lv).exp() * torch.randn(mean.shape, device=device, generator=generator)
         return w.reshape((n,) + self.kernel_size)
 
-    def macs_per_kernel(self) -> int:
-        """Multiply-adds of one encoder and one decoder pass for one kernel."""
-        return sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear))
-
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, log_variance: Tensor) -> Tensor:
     """Element-wise log N(x; mean, exp(log_variance))."""

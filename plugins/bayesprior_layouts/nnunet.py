@@ -1,11 +1,10 @@
 """nnU-Net v2 raw datasets: dataset.json, imagesTr/{CASE}_{XXXX}.ext, labelsTr/{CASE}.ext, imagesTs/."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
-from bayesprior.data import Case, load_case, resolve_channel
+from bayesprior.data import Case, channel_file_name, load_case, resolve_channel, split_channel_suffix
 from bayesprior.errors import DataError
 
 from ._common import declared_label_values, read_dataset_json, try_dataset_json
@@ -33,16 +32,17 @@ def _channel_names(meta: dict, path: Path) -> list[str]:
 
 
 def _case_ids(images_dir: Path, ending: str, n_channels: int) -> list[str]:
-    pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(ending) + "$")
     found: dict[str, set[int]] = {}
     for path in images_dir.iterdir():
-        match = pattern.match(path.name)
-        if match:
-            found.setdefault(match["case"], set()).add(int(match["channel"]))
+        if not path.name.endswith(ending):
+            continue
+        case_id, channel = split_channel_suffix(path.name[: len(path.name) - len(ending)])
+        if channel is not None:
+            found.setdefault(case_id, set()).add(channel)
     for case_id, channels in sorted(found.items()):
         missing = sorted(set(range(n_channels)) - channels)
         if missing:
-            raise DataError(images_dir / f"{case_id}_{missing[0]:04d}{ending}",
+            raise DataError(images_dir / channel_file_name(case_id, missing[0], ending),
                             f"case {case_id!r} lacks channel {missing[0]} (the dataset declares {n_channels})")
     return sorted(found)
 
@@ -67,7 +67,7 @@ def read(folder: Path, *, channel: str | int | None = None, labels: str | Sequen
             raise DataError(meta_path, f"numTraining is {expected} but imagesTr holds {len(case_ids)} cases")
     cases = []
     for case_id in case_ids:
-        image_path = images_dir / f"{case_id}_{index:04d}{ending}"
+        image_path = images_dir / channel_file_name(case_id, index, ending)
         label_path = None
         if subset == "train":
             label_path = folder / "labelsTr" / f"{case_id}{ending}"

@@ -6,12 +6,14 @@ A model file is a `torch.save`d dict with ``format == "bayesprior.model/1"``:
 - ``architecture``: ``{"name": ..., "config": {...}}`` of the architecture plugin that built the
   network (or None for a network built by hand; then the loader must be given the network);
 - ``state_dict``: the network's state (for Bayesian models, the `BayesianModel` state);
-- for Bayesian models also ``priors``, ``assignment``, ``groups``, ``modes`` (see `bayesprior.wrap`);
+- for Bayesian models also ``bayesprior_version``, ``priors`` (each prior's registry name and config),
+  ``assignment`` (layer -> prior key), ``groups`` and ``modes`` (see `bayesprior.wrap`);
 - ``extra``: free-form metadata (training configuration, metrics, provenance).
 
-Files are written atomically. `load_model` rebuilds either kind; `deterministic_state` gives the
-plain weights of either kind (posterior means for Bayesian models), which is what kernel harvesting
-and fine-tuning start from.
+This module owns all persistence of models: it writes files (`save_model`), reads them without running
+code (`read_model_file`), and rebuilds either kind (`load_model`, `load_bayesian`, `model_from_payload`).
+`deterministic_state` gives the plain weights of either kind (posterior means for Bayesian models), which
+is what kernel harvesting and fine-tuning start from. It imports `bayesprior.wrap`; `wrap` never imports it.
 """
 from __future__ import annotations
 
@@ -22,22 +24,49 @@ import torch
 from torch import nn
 
 from .atomic import atomic_torch_save
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
+from .plugins import build_architecture
 from .safe_load import load_plain
+from .selectors import by_layer_names
+from .version import __version__
+from .wrap import BayesianModel, Rule, bayesianize
 
 MODEL_FORMAT = "bayesprior.model/1"
 
 
 def model_payload(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The model-file dictionary of `model` (deterministic or `BayesianModel`), e.g. to embed in a checkpoint."""
-    from .wrap import BayesianModel
+    """The model-file dictionary of `model` (deterministic or `BayesianModel`), e.g. to embed in a checkpoint.
 
+    A Bayesian model records each prior by registry name and config, so loading rebuilds the priors
+    through the plugin registry; priors not built from the registry cannot be saved (`ConfigError`).
+    """
     if isinstance(model, BayesianModel):
-        return model.payload(extra)
+        return _bayesian_payload(model, extra)
     return {
         "format": MODEL_FORMAT,
         "kind": "deterministic",
         "architecture": getattr(model, "architecture_spec", None),
+        "state_dict": model.state_dict(),
+        "extra": dict(extra or {}),
+    }
+
+
+def _bayesian_payload(model: BayesianModel, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    specs = {}
+    for key, prior in model.priors.items():
+        if prior.registry_name is None:
+            raise ConfigError(f"prior {key!r} ({type(prior).__name__}) was not built through the plugin "
+                              "registry, so it cannot be saved by name; build it with a registry spec")
+        specs[key] = {"name": prior.registry_name, "config": prior.config()}
+    return {
+        "format": MODEL_FORMAT,
+        "kind": "bayesian",
+        "bayesprior_version": __version__,
+        "architecture": getattr(model.net, "architecture_spec", None),
+        "priors": specs,
+        "assignment": model.assignment,
+        "groups": model.groups,
+        "modes": {name: layer.mode for name, layer in model.bayesian_layers()},
         "state_dict": model.state_dict(),
         "extra": dict(extra or {}),
     }
@@ -66,23 +95,78 @@ def read_model_file(path: str | Path, map_location: str | torch.device = "cpu",
 
 def load_model(path: str | Path, model: nn.Module | None = None,
                map_location: str | torch.device = "cpu", trust: bool | None = None) -> nn.Module:
-    """Load a model file; `model` is a freshly built network to fill when the file names no architecture."""
-    from .plugins import build_architecture
-    from .wrap import load_bayesian
+    """Load a model file of either kind.
 
+    Args:
+        path: the file.
+        model: a freshly built network to fill (for a Bayesian file, its deterministic network); needed
+            when the file names no architecture, else rebuilt from the architecture plugin it records.
+        map_location, trust: as for `read_model_file`.
+    Raises:
+        CheckpointError: unreadable file, wrong format, or a state that does not fit the model.
+    """
+    return model_from_payload(read_model_file(path, map_location, trust), path, model)
+
+
+def load_bayesian(path: str | Path, model: nn.Module | None = None,
+                  map_location: str | torch.device = "cpu", trust: bool | None = None) -> BayesianModel:
+    """Load a Bayesian model file (written by `save_model` from a `BayesianModel`); see `load_model`.
+
+    Raises:
+        CheckpointError: unreadable file, a deterministic model, or a state that does not fit the model.
+    """
     payload = read_model_file(path, map_location, trust)
+    if payload.get("kind") != "bayesian":
+        raise CheckpointError(path, "holds a deterministic model, not a Bayesian one (use load_model)")
+    return model_from_payload(payload, path, model)
+
+
+def model_from_payload(payload: Mapping[str, Any], path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild the model a payload (`read_model_file`) describes; `path` only names the file in errors."""
+    net = model if model is not None else recorded_architecture(payload, path)
     if payload["kind"] == "bayesian":
-        return load_bayesian(path, model, map_location, trust)
-    if model is None:
-        arch = payload.get("architecture")
-        if not arch:
-            raise CheckpointError(path, "records no architecture; pass the network as `model`")
-        model = build_architecture(arch["name"], **arch["config"])
+        return _bayesian_from_payload(payload, path, net)
     try:
-        model.load_state_dict(payload["state_dict"])
+        net.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise CheckpointError(path, f"state does not fit the model: {exc}") from None
-    return model
+    return net
+
+
+def recorded_architecture(payload: Mapping[str, Any], path: str | Path) -> nn.Module:
+    """A fresh network built by the architecture plugin the payload records. Raises `CheckpointError` naming `path`."""
+    arch = payload.get("architecture")
+    if not arch:
+        raise CheckpointError(path, "records no architecture; pass the network as `model`")
+    return build_architecture(arch["name"], **arch["config"])
+
+
+def _bayesian_from_payload(payload: Mapping[str, Any], path: str | Path, net: nn.Module) -> BayesianModel:
+    # rebuild the rules in the saved order, so the priors get the same keys as in the file
+    rules = []
+    for key, spec in payload["priors"].items():
+        layers = [n for n, k in payload["assignment"].items() if k == key]
+        rules.append(Rule(by_layer_names(layers, f"layers of {key}"), (spec["name"], spec["config"])))
+    try:
+        bm = bayesianize(net, rules, groups=payload.get("groups"), strict=True)
+    except Exception as exc:
+        raise CheckpointError(path, f"does not fit the given model: {exc}") from None
+    state = payload["state_dict"]
+    missing, unexpected = _state_mismatch(bm, state)
+    if missing or unexpected:
+        raise CheckpointError(path, f"state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    try:
+        bm.load_state_dict(state)
+    except Exception as exc:
+        raise CheckpointError(path, f"state does not fit the model: {exc}") from None
+    for name, mode in payload.get("modes", {}).items():
+        bm.net.get_submodule(name).mode = mode
+    return bm
+
+
+def _state_mismatch(bm: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    own = set(bm.state_dict())
+    return sorted(own - set(state)), sorted(set(state) - own)
 
 
 def deterministic_state(payload: Mapping[str, Any]) -> dict[str, torch.Tensor]:

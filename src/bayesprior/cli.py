@@ -1,11 +1,17 @@
-"""The `bayesprior` command line. Sub-commands live in `bayesprior.commands.*`; plugins add their own."""
+"""The `bayesprior` command line. Sub-commands live in `bayesprior.commands.*`; plugins add their own.
+
+Every command runs inside the shared error handler (`bayesprior.commands.common.reported_errors`): bad
+input ends with one ``Error: ...`` line and exit code 1 (2 for a malformed option), never a traceback.
+"""
 from __future__ import annotations
 
 import importlib
 
 import click
 
-from . import __version__
+from .commands.common import reported_errors
+from .plugins import add_plugin_commands
+from .version import __version__
 
 # core command modules; each defines `register(cli)`; imported lazily so `--help` stays fast
 _COMMAND_MODULES = (
@@ -31,9 +37,11 @@ class _Group(click.Group):
         self._loaded = True
         for module in _COMMAND_MODULES:
             importlib.import_module(module).register(self)
-        from .plugins import add_plugin_commands
-
         add_plugin_commands(self)
+
+    def invoke(self, ctx: click.Context):
+        with reported_errors():  # every command, plugins' included, reports our errors in one line
+            return super().invoke(ctx)
 
     def list_commands(self, ctx):
         self._load()

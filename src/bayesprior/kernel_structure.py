@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .tables import format_table
 
 #: ridge added to the covariance, relative to its mean variance (keeps it invertible for few kernels)
 COVARIANCE_RIDGE = 1e-6
@@ -105,19 +106,27 @@ def structure_rows(kernels: Mapping[str, np.ndarray], fraction: float = HELDOUT_
     return [group_structure(k, g, fraction, seed, learned.get(g)) for g, k in kernels.items() if len(k) >= 2]
 
 
-def structure_table(rows: list[GroupStructure], learned_name: str = "VAE ELBO") -> list[list[str]]:
-    """Rows of text cells (with a header row) for printing; nats per held-out kernel."""
+def structure_table(rows: list[GroupStructure], learned_name: str = "VAE ELBO",
+                    extra: Mapping[str, Mapping[str, object]] | None = None) -> str:
+    """The rows as an aligned text table, nats per held-out kernel.
+
+    `extra` adds columns after ``kernels``: ``{column title: {group: value}}``.
+    """
+    extra = dict(extra or {})
     with_learned = any(r.learned is not None for r in rows)
-    header = ["group", "kernels", "iid Gaussian", "full-cov Gaussian", "gain"]
-    if with_learned:
-        header += [learned_name, f"{learned_name} - full"]
-    out = [header]
+    records = []
     for r in rows:
-        cells = [r.group, str(r.n_kernels), f"{r.iid:.1f}", f"{r.full:.1f}", f"{r.gain:+.1f}"]
+        record = {"group": r.group, "kernels": r.n_kernels, "iid": f"{r.iid:.1f}", "full": f"{r.full:.1f}",
+                  "gain": f"{r.gain:+.1f}"}
+        record.update({title: values.get(r.group, "-") for title, values in extra.items()})
         if with_learned:
-            cells += ["-", "-"] if r.learned is None else [f"{r.learned:.1f}", f"{r.learned - r.full:+.1f}"]
-        out.append(cells)
-    return out
+            record["learned"] = "-" if r.learned is None else f"{r.learned:.1f}"
+            record["learned_gain"] = "-" if r.learned is None else f"{r.learned - r.full:+.1f}"
+        records.append(record)
+    columns = ["group", "kernels", *extra, ("iid", "iid Gaussian"), ("full", "full-cov Gaussian"), "gain"]
+    if with_learned:
+        columns += [("learned", learned_name), ("learned_gain", f"{learned_name} - full")]
+    return format_table(records, columns)
 
 
 def structure_warnings(rows: list[GroupStructure], learned_name: str = "VAE") -> list[str]:

@@ -25,9 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
 from .atomic import atomic_path
+from .checkpoints import deterministic_state, read_model_file
 from .errors import CheckpointError, ConfigError
+from .grouping import group_by_resolution
+from .plugins import architecture_groups, build_architecture
+from .tables import format_table
+from .version import __version__
 
 BANK_FORMAT = "bayesprior.kernel-bank/1"
 KERNEL_KEY_PREFIX = "kernels__"
@@ -113,11 +117,9 @@ class KernelBank:
             k = self.flat(g) if g in self.kernels else np.zeros((0, 1), np.float32)
             std = f"{k.std():.3g}" if len(k) else "-"
             norm = f"{np.linalg.norm(k, axis=1).mean():.3g}" if len(k) else "-"
-            rows.append([g, str(len(info["layers"])), str(info["kept"]), str(info["dropped"]), std, norm])
-        widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-        return "\n".join(lines)
+            values = [g, str(len(info["layers"])), str(info["kept"]), str(info["dropped"]), std, norm]
+            rows.append(dict(zip(cols, values)))
+        return format_table(rows, cols)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -209,8 +211,6 @@ def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "arc
 
 # ------------------------------------------------------------------------------------------ helpers
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from .checkpoints import deterministic_state, read_model_file
-
     payload = read_model_file(path)
     architecture = payload.get("architecture")
     if not architecture or not isinstance(architecture, dict) or "name" not in architecture:
@@ -221,8 +221,6 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def _build(path: Path, architecture: dict[str, Any]) -> nn.Module:
-    from .plugins import build_architecture
-
     try:
         return build_architecture(architecture["name"], **architecture["config"])
     except Exception as exc:
@@ -231,15 +229,11 @@ def _build(path: Path, architecture: dict[str, Any]) -> nn.Module:
 
 def _groups(model: nn.Module, name: str, group_by: str, example_shape: Sequence[int] | None) -> dict[str, list[str]]:
     if group_by == "architecture":
-        from .plugins import architecture_groups
-
         groups = architecture_groups(name, model)
         if not groups:
             raise ConfigError(f"architecture {name!r} declares no layer groups; harvest with "
                               "group_by='resolution' and an example input shape")
         return {g: list(v) for g, v in groups.items()}
-    from .grouping import group_by_resolution  # lazily: only this path needs it
-
     return {g: list(v) for g, v in group_by_resolution(model, _example_input(model, example_shape)).items()}
 
 

@@ -1,4 +1,4 @@
-"""Plugins: hook specifications, discovery by entry point, and the registries they fill.
+"""Plugins: discovery by entry point, and the registries they fill (the hooks are in `bayesprior.hookspecs`).
 
 A plugin is any importable module (or object) holding functions marked with `@bayesprior.hookimpl`.
 Installed packages announce theirs through the entry-point group ``bayesprior``::
@@ -27,55 +27,7 @@ from typing import Any, Callable, Mapping
 import pluggy
 
 from .errors import ConfigError, PluginError
-
-PROJECT = "bayesprior"
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-class HookSpecs:
-    """The hooks a plugin may implement. Each is called once, when the registries are first needed."""
-
-    @hookspec
-    def register_priors(self, register: Callable[..., None]) -> None:
-        """Register prior factories.
-
-        Call ``register(name, factory, fit=None, description="")`` once per prior. ``factory(**config)``
-        must return a `bayesprior.priors.Prior`; ``config`` is JSON-serialisable, so a saved model can
-        rebuild its priors by name. A prior learned from harvested kernels also gives
-        ``fit(bank_path, out_path, **options)``, which writes a prior file; the factory then takes that
-        file as ``path`` (the experiment runner and ``bayesprior train --prior`` use it). ``fit`` may
-        return ``{group: held-out log-likelihood (or ELBO) per kernel, in nats}`` on
-        `bayesprior.kernel_structure.heldout_split` with the ``heldout_fraction`` and ``seed`` options, for
-        the structure report, or None. Return nothing.
-        """
-
-    @hookspec
-    def register_architectures(self, register: Callable[..., None]) -> None:
-        """Register network architectures.
-
-        Call ``register(name, builder, groups=None, finetune_layers=None, description="")``:
-        ``builder(**config)`` returns an ``nn.Module``; ``groups(model)`` (optional) returns the
-        architecture's named layer groups as ``{group name: [module names]}``; ``finetune_layers``
-        (optional) is a list of module-name globs that stay trainable in frozen fine-tuning (the
-        first and last blocks). Return nothing.
-        """
-
-    @hookspec
-    def register_dataset_layouts(self, register: Callable[..., None]) -> None:
-        """Register readers of dataset folders.
-
-        Call ``register(name, reader, detect=None, description="")``: ``reader(folder, **options)``
-        returns the cases of the folder (see `bayesprior.data`); ``detect(folder) -> bool`` (optional)
-        says whether a folder looks like this layout, for automatic detection. Return nothing.
-        """
-
-    @hookspec
-    def register_commands(self, cli: Any) -> None:
-        """Add sub-commands to the ``bayesprior`` command line; ``cli`` is its `click.Group`.
-
-        Called when the command line is built. Return nothing.
-        """
+from .hookspecs import PROJECT, HookSpecs, hookimpl  # noqa: F401  (hookimpl: plugins may import it from here)
 
 
 @dataclass(frozen=True)
@@ -136,7 +88,7 @@ class PluginInfo:
 
 # registry kind -> (hook name, extra keyword arguments its register callback accepts)
 _REGISTRY_HOOKS = {
-    "prior": ("register_priors", ("fit",)),
+    "prior": ("register_priors", ("fit", "per_group")),
     "architecture": ("register_architectures", ("groups", "finetune_layers")),
     "dataset layout": ("register_dataset_layouts", ("detect",)),
 }
@@ -237,11 +189,6 @@ def _get_state() -> _State:
         _state = _State()
         _load_entry_points(_state)
     return _state
-
-
-def plugin_manager() -> pluggy.PluginManager:
-    """The loaded pluggy plugin manager (entry points are loaded on first use)."""
-    return _get_state().pm
 
 
 def registries() -> dict[str, Registry]:
@@ -364,6 +311,11 @@ def architecture_groups(name: str, model: Any) -> dict[str, list[str]]:
 def prior_fitter(name: str) -> Callable[..., Any] | None:
     """The ``fit(bank_path, out_path, **options)`` of a prior learned from kernels, or None."""
     return prior_registry().get(name).extras.get("fit")
+
+
+def prior_per_group(name: str) -> bool:
+    """Whether the prior `name` takes one instance per layer group (its factory then gets ``group``)."""
+    return bool(prior_registry().get(name).extras.get("per_group"))
 
 
 def architecture_finetune_layers(name: str) -> list[str]:

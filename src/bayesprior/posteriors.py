@@ -1,7 +1,8 @@
-"""Variational posteriors q(w) over one weight tensor."""
+"""Variational posteriors q(w) over one weight tensor: the `Posterior` protocol and the factorised Gaussian."""
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -9,6 +10,31 @@ from torch import Tensor, nn
 from .errors import ConfigError
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+@runtime_checkable
+class Posterior(Protocol):
+    """What a prior may ask of the posterior q(w) of one weight tensor (as `torch.distributions` names it).
+
+    `entropy` and `log_prob` are element-wise; priors sum them as they need.
+    """
+
+    @property
+    def mean(self) -> Tensor:
+        """The posterior mean, shaped as the weight."""
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the weight."""
+
+    def rsample(self) -> Tensor:
+        """One reparameterised sample of the whole weight (gradients reach q's parameters)."""
+
+    def entropy(self) -> Tensor:
+        """Element-wise differential entropy."""
+
+    def log_prob(self, w: Tensor) -> Tensor:
+        """Element-wise log density of `w`."""
 
 
 class GaussianPosterior(nn.Module):

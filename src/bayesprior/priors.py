@@ -20,11 +20,18 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .errors import PriorMismatchError
+from .errors import ConfigError, PriorMismatchError
+from .posteriors import Posterior
 
-_CLOSED_FORMS: dict[tuple[type, type], Callable[[Any, "Prior"], Tensor]] = {}
+_CLOSED_FORMS: dict[tuple[type, type], Callable[[Posterior, "Prior"], Tensor]] = {}
 
 UNITS = ("scalar", "kernel")
+
+
+def check_unit(unit: Any, owner: str) -> None:
+    """Raise `ConfigError` naming `owner` unless `unit` is one of `UNITS`."""
+    if unit not in UNITS:
+        raise ConfigError(f"{owner}: unit must be one of {UNITS}, got {unit!r}")
 
 
 def register_kl(posterior_type: type, prior_type: type):
@@ -34,14 +41,14 @@ def register_kl(posterior_type: type, prior_type: type):
     method resolution order, so a closed form registered for a base class serves its subclasses.
     """
 
-    def decorator(fn: Callable[[Any, "Prior"], Tensor]):
+    def decorator(fn: Callable[[Posterior, "Prior"], Tensor]):
         _CLOSED_FORMS[(posterior_type, prior_type)] = fn
         return fn
 
     return decorator
 
 
-def closed_form_kl(posterior: Any, prior: "Prior") -> Callable[[Any, "Prior"], Tensor] | None:
+def closed_form_kl(posterior: Posterior, prior: "Prior") -> Callable[[Posterior, "Prior"], Tensor] | None:
     """The registered closed form for this pair, or None."""
     for q_type in type(posterior).__mro__:
         for p_type in type(prior).__mro__:
@@ -70,11 +77,15 @@ class Prior(nn.Module):
     #: name under which the registry built this prior; set by `bayesprior.plugins.create_prior`
     registry_name: str | None = None
 
-    def kl(self, posterior: Any, weight_sample: Tensor | None = None) -> Tensor:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_unit(cls.unit, f"prior class {cls.__name__}")  # a typo fails where the class is written
+
+    def kl(self, posterior: Posterior, weight_sample: Tensor | None = None) -> Tensor:
         """KL(q || p) summed over the layer (or an upper bound of it). `weight_sample` is drawn if needed."""
         return resolve_kl(posterior, self, weight_sample)
 
-    def kl_layers(self, posteriors: list[Any]) -> Tensor:
+    def kl_layers(self, posteriors: list[Posterior]) -> Tensor:
         """The KL summed over several layers that share this prior.
 
         The default adds `kl` layer by layer; a prior may override it to score all layers in one batch
@@ -89,7 +100,7 @@ class Prior(nn.Module):
         """Log density of `w`, summed over it. Explicit priors override this."""
         raise NotImplementedError
 
-    def kl_upper_bound(self, posterior: Any, weight_sample: Tensor) -> Tensor:
+    def kl_upper_bound(self, posterior: Posterior, weight_sample: Tensor) -> Tensor:
         """An upper bound of KL(q || p) summed over the layer. Implicit priors override this."""
         raise NotImplementedError
 
@@ -99,6 +110,7 @@ class Prior(nn.Module):
 
     def check_compatible(self, weight_shape: torch.Size, layer_name: str) -> None:
         """Raise `PriorMismatchError` naming `layer_name` if this prior cannot score such a weight."""
+        check_unit(self.unit, f"prior {self.describe()}")  # also a unit set on the instance
         if self.unit == "kernel" and len(weight_shape) < 3:
             raise PriorMismatchError(
                 f"layer {layer_name!r}: prior {self.describe()} treats each convolution kernel as one "
@@ -119,7 +131,7 @@ class Prior(nn.Module):
         return getattr(type(self), method) is not getattr(Prior, method)
 
 
-def resolve_kl(posterior: Any, prior: Prior, weight_sample: Tensor | None = None) -> Tensor:
+def resolve_kl(posterior: Posterior, prior: Prior, weight_sample: Tensor | None = None) -> Tensor:
     """KL(q || p) summed over the tensor: closed form, else Monte Carlo via log_prob, else upper bound."""
     closed = closed_form_kl(posterior, prior)
     if closed is not None:

@@ -8,97 +8,28 @@ Rules map selectors to priors. A selector picks modules by name glob (``"encoder
 architecture plugin or `bayesprior.grouping`). A prior is an instance of `Prior` or a registry spec
 (``"gaussian"``, ``("gaussian", {"scale": 0.1})``); one prior object is built per rule and shared by
 the layers it selects. The first rule that selects a module wins; unselected modules stay deterministic.
+Selectors live in `bayesprior.selectors`; saving and loading in `bayesprior.checkpoints`.
 """
 from __future__ import annotations
 
 import copy
-import fnmatch
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from . import __version__
-from .atomic import atomic_torch_save
-from .errors import CheckpointError, ConfigError
+from ._deprecation import moved_method, moved_names
+from .errors import ConfigError
 from .layers import MODES, BayesianLayer, is_supported
 from .plugins import create_prior, parse_spec
 from .priors import Prior
-
-from .checkpoints import MODEL_FORMAT as SAVE_FORMAT
+from .selectors import Selector, as_selector
+from .tables import format_table
 
 PriorSpec = Union[Prior, str, tuple, Mapping]
-
-
-# ----------------------------------------------------------------------------------------- selectors
-@dataclass(frozen=True)
-class Selector:
-    """Picks modules of a network. Call with (name, module, groups) -> bool."""
-
-    description: str
-    predicate: Callable[[str, nn.Module, Mapping[str, Sequence[str]]], bool]
-
-    def __call__(self, name: str, module: nn.Module, groups: Mapping[str, Sequence[str]]) -> bool:
-        return self.predicate(name, module, groups)
-
-    def __str__(self) -> str:
-        return self.description
-
-
-def by_name(pattern: str) -> Selector:
-    """Modules whose qualified name matches the glob `pattern` (``"down*.conv*"``)."""
-    return Selector(f"name {pattern!r}", lambda name, m, g: fnmatch.fnmatchcase(name, pattern))
-
-
-def by_type(*types: type[nn.Module]) -> Selector:
-    """Modules that are instances of any of `types`."""
-    label = "|".join(t.__name__ for t in types)
-    return Selector(f"type {label}", lambda name, m, g: isinstance(m, types))
-
-
-def by_kernel_size(*size: int) -> Selector:
-    """Convolutions whose kernel size is `size` (``by_kernel_size(3)`` matches 3, 3x3 and 3x3x3)."""
-    wanted = tuple(size)
-
-    def predicate(name: str, m: nn.Module, g: Mapping) -> bool:
-        k = getattr(m, "kernel_size", None)
-        if k is None:
-            return False
-        k = tuple(k) if isinstance(k, (tuple, list)) else (k,)
-        return k == wanted or (len(wanted) == 1 and all(v == wanted[0] for v in k))
-
-    return Selector(f"kernel {'x'.join(map(str, wanted))}", predicate)
-
-
-def by_group(group: str) -> Selector:
-    """Modules listed in the named group `group` (from `groups=` given to `bayesianize`)."""
-
-    def predicate(name: str, m: nn.Module, groups: Mapping[str, Sequence[str]]) -> bool:
-        if group not in groups:
-            raise ConfigError(f"unknown layer group {group!r} (known: {', '.join(sorted(groups)) or 'none'})")
-        return name in groups[group]
-
-    return Selector(f"group {group!r}", predicate)
-
-
-def as_selector(key: Any) -> Selector:
-    """Accept a `Selector`, a name glob string, a module type or a tuple of types."""
-    if isinstance(key, Selector):
-        return key
-    if isinstance(key, str):
-        if key.startswith("group:"):
-            return by_group(key[len("group:"):])
-        return by_name(key)
-    if isinstance(key, type) and issubclass(key, nn.Module):
-        return by_type(key)
-    if isinstance(key, tuple) and key and all(isinstance(t, type) for t in key):
-        return by_type(*key)
-    raise ConfigError(f"cannot use {key!r} as a layer selector (use a name glob, a module type, "
-                      "by_kernel_size(...) or by_group(...))")
 
 
 @dataclass
@@ -303,45 +234,13 @@ class BayesianModel(nn.Module):
     def summary(self) -> str:
         """The layer table as aligned text (also what `print(bm)`'s caller usually wants)."""
         rows = self.layer_table()
-        cols = ["layer", "type", "shape", "group", "prior"]
-        cells = [[str(r[c]) for c in cols] for r in rows]
-        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
         n_bayes = sum(1 for r in rows if r["prior"] != "deterministic")
-        lines.append(f"{n_bayes} Bayesian layer(s), {len(rows) - n_bayes} deterministic")
-        return "\n".join(lines)
+        return (format_table(rows, ["layer", "type", "shape", "group", "prior"])
+                + f"\n{n_bayes} Bayesian layer(s), {len(rows) - n_bayes} deterministic")
 
-    # -- persistence
-    def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
-        """Write posterior, prior specifications and state to `path` atomically (see `load_bayesian`).
-
-        The file records each layer's prior by registry name and config, so `load_bayesian` rebuilds
-        the priors through the plugin registry; priors not built from the registry cannot be saved.
-        """
-        atomic_torch_save(self.payload(extra), path)
-
-    def payload(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The model-file dictionary `save` writes (see `bayesprior.checkpoints`)."""
-        specs = {}
-        for key, prior in self.priors.items():
-            if prior.registry_name is None:
-                raise ConfigError(f"prior {key!r} ({type(prior).__name__}) was not built through the plugin "
-                                  "registry, so it cannot be saved by name; build it with a registry spec")
-            specs[key] = {"name": prior.registry_name, "config": prior.config()}
-        return {
-            "format": SAVE_FORMAT,
-            "kind": "bayesian",
-            "bayesprior_version": __version__,
-            "architecture": getattr(self.net, "architecture_spec", None),
-            "priors": specs,
-            "assignment": self.assignment,
-            "groups": self.groups,
-            "modes": {name: layer.mode for name, layer in self.bayesian_layers()},
-            "state_dict": self.state_dict(),
-            "extra": dict(extra or {}),
-        }
+    # -- persistence lives in `bayesprior.checkpoints` (which imports this module, never the other way round)
+    save = moved_method("bayesprior.wrap.BayesianModel.save", "bayesprior.checkpoints:save_model")
+    payload = moved_method("bayesprior.wrap.BayesianModel.payload", "bayesprior.checkpoints:model_payload")
 
 
 def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule], *,
@@ -425,53 +324,9 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
     return BayesianModel(model, priors, assignment, groups)
 
 
-def load_bayesian(path: str | Path, model: nn.Module | None = None,
-                  map_location: str | torch.device = "cpu", trust: bool | None = None) -> BayesianModel:
-    """Load a model written by `BayesianModel.save`.
-
-    Args:
-        path: the saved file.
-        model: a freshly built deterministic network of the same architecture; if omitted, it is
-            rebuilt from the architecture plugin recorded in the file.
-        trust: allow a file that needs the unsafe unpickler (see `bayesprior.safe_load`).
-    Raises:
-        CheckpointError: unreadable file, wrong format, or a state that does not fit the model.
-    """
-    from .plugins import build_architecture
-
-    from .checkpoints import read_model_file
-
-    payload = read_model_file(path, map_location, trust)
-    if payload.get("kind") != "bayesian":
-        raise CheckpointError(path, "holds a deterministic model, not a Bayesian one (use load_model)")
-    if model is None:
-        arch = payload.get("architecture")
-        if not arch:
-            raise CheckpointError(path, "records no architecture; pass the deterministic network as `model`")
-        model = build_architecture(arch["name"], **arch["config"])
-    # rebuild the rules in the saved order, so the priors get the same keys as in the file
-    rules = []
-    for key, spec in payload["priors"].items():
-        layers = frozenset(n for n, k in payload["assignment"].items() if k == key)
-        select = Selector(f"layers of {key}", lambda name, m, g, _layers=layers: name in _layers)
-        rules.append(Rule(select, (spec["name"], spec["config"])))
-    try:
-        bm = bayesianize(model, rules, groups=payload.get("groups"), strict=True)
-    except Exception as exc:
-        raise CheckpointError(path, f"does not fit the given model: {exc}") from None
-    state = payload["state_dict"]
-    missing, unexpected = _state_mismatch(bm, state)
-    if missing or unexpected:
-        raise CheckpointError(path, f"state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    try:
-        bm.load_state_dict(state)
-    except Exception as exc:
-        raise CheckpointError(path, f"state does not fit the model: {exc}") from None
-    for name, mode in payload.get("modes", {}).items():
-        bm.net.get_submodule(name).mode = mode
-    return bm
-
-
-def _state_mismatch(bm: nn.Module, state: Mapping[str, Tensor]) -> tuple[list[str], list[str]]:
-    own = set(bm.state_dict())
-    return sorted(own - set(state)), sorted(set(state) - own)
+# names that moved out of this module, served with a DeprecationWarning until 0.3
+__getattr__ = moved_names(__name__, {
+    **{name: "bayesprior.selectors" for name in ("by_name", "by_type", "by_kernel_size", "by_group")},
+    "load_bayesian": "bayesprior.checkpoints",
+    "SAVE_FORMAT": "bayesprior.checkpoints:MODEL_FORMAT",
+})

@@ -5,20 +5,12 @@ import time
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
-from ..errors import BayespriorError
-
-
-def _shape(text: str | None):
-    if text is None:
-        return None
-    try:
-        values = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected X,Y,Z integers, got {text!r}") from None
-    if len(values) != 3:
-        raise click.BadParameter(f"expected three integers X,Y,Z, got {text!r}")
-    return values
+from ..data import read_dataset
+from ..data.show import show_cases
+from ..data.synth import synthesize_dataset
+from .common import SHAPE
 
 
 @click.command("synth")
@@ -26,8 +18,10 @@ def _shape(text: str | None):
               help="ms: FLAIR with MS-like lesions (source); tumour: T2 with glioma-like tumours (target).")
 @click.option("--cases", "n_cases", type=click.IntRange(min=1), required=True, help="Number of cases.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output dataset folder.")
-@click.option("--shape", default=None, help="Output shape X,Y,Z (spacing follows, isotropic); e.g. 40,48,40 (~4 mm).")
-@click.option("--spacing", type=float, default=None, help="Isotropic voxel size in mm (default 2).")
+@click.option("--shape", type=SHAPE, default=None,
+              help="Output shape X,Y,Z (spacing follows, isotropic); e.g. 40,48,40 (~4 mm).")
+@click.option("--spacing", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Isotropic voxel size in mm (default 2).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed; each case depends only on seed, kind, index.")
 @click.option("--brats-mirror", is_flag=True, help="Tumour only: also write OUT/brats/HGG/<ID>/<ID>_{t2,flair,seg}.nii.gz.")
 @click.option("--procedural", is_flag=True, help="Use the procedural brain instead of the MNI152 template.")
@@ -36,17 +30,10 @@ def synth_command(kind, n_cases, out_dir, shape, spacing, seed, brats_mirror, pr
 
     Example: bayesprior synth --kind tumour --cases 20 --out data/SynBraTS --shape 40,48,40 --seed 0
     """
-    from tqdm import tqdm
-
-    from ..data.synth import synthesize_dataset
-
     start = time.perf_counter()
-    try:
-        synthesize_dataset(kind, n_cases, out_dir, shape=_shape(shape), spacing=spacing, seed=seed,
-                           brats_mirror=brats_mirror, procedural=procedural,
-                           progress=lambda it: tqdm(it, desc=f"synth {kind}", unit="case"))
-    except BayespriorError as exc:
-        raise click.ClickException(str(exc)) from None
+    synthesize_dataset(kind, n_cases, out_dir, shape=shape, spacing=spacing, seed=seed,
+                       brats_mirror=brats_mirror, procedural=procedural,
+                       progress=lambda it: tqdm(it, desc=f"synth {kind}", unit="case"))
     elapsed = time.perf_counter() - start
     click.echo(f"wrote {n_cases} {kind} cases to {out_dir} in {elapsed:.1f} s ({n_cases / elapsed:.2f} cases/s)")
 
@@ -63,13 +50,7 @@ def show_cases_command(folder, out, layout, channel, max_cases, columns):
 
     Example: bayesprior show-cases data/SynBraTS --out synth_tumour.png
     """
-    from ..data import read_dataset
-    from ..data.show import show_cases
-
-    try:
-        cases = read_dataset(folder, layout, channel=channel)[:max_cases]
-    except BayespriorError as exc:
-        raise click.ClickException(str(exc)) from None
+    cases = read_dataset(folder, layout, channel=channel)[:max_cases]
     show_cases(cases, out, columns=columns, title=Path(folder).name)
     click.echo(f"wrote {out} ({len(cases)} cases)")
 

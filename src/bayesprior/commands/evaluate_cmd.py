@@ -5,24 +5,22 @@ from pathlib import Path
 
 import click
 
-from .errors_cmd import report_errors
+from ..evaluation.folders import evaluate_folders
+from ..evaluation.metrics import EMPTY_GT_POLICIES
 
 
 @click.command("evaluate")
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("label_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--empty-gt", type=click.Choice(["exclude", "one", "zero"]), default="exclude", show_default=True,
+@click.option("--empty-gt", type=click.Choice(EMPTY_GT_POLICIES), default="exclude", show_default=True,
               help="Score of a case with an empty label: excluded (NaN, counted), 1 if the prediction is empty, or 0.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where per_case.csv and summary.json go (default: PRED_DIR).")
-@report_errors
 def evaluate_command(pred_dir, label_dir, empty_gt, out_dir):
     """Per-case DSC and IoU (label > 0 is foreground), their means, per_case.csv and summary.json.
 
     Example: bayesprior evaluate preds data/Dataset002_Tumour/labelsTs
     """
-    from ..training.evaluation import evaluate_folders
-
     summary = evaluate_folders(pred_dir, label_dir, out_dir, empty_gt=empty_gt)
     mean = summary["mean"]
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731

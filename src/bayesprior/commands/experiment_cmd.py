@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import BayespriorError
+from ..experiment.config import load_config, parse_config
+from ..experiment.pipeline import STAGES, Experiment
+from .common import Shard
 
 # The demo: the whole protocol on synthetic data, sized to finish in about 10 minutes on 2 CPU cores.
 DEMO_CONFIG = {
@@ -14,7 +16,7 @@ DEMO_CONFIG = {
     "target": {"synthetic": {"kind": "tumour", "cases": 18, "shape": [40, 48, 40], "seed": 2000}},
     "preprocess": {"crop_nonzero": False, "intensity": "minmax", "divisible_by": 8},
     "source_training": {"seeds": [0], "restarts": 1, "max_epochs": 30, "patience": 4, "val_fraction": 0.0},
-    "prior": {"latent_dim": 6, "max_epochs": 100, "norm_threshold": 0.01},
+    "prior": {"max_epochs": 100, "norm_threshold": 0.01, "options": {"latent_dim": 6}},
     # the settings of benchmarks/transfer_cpu.toml, at one split and one train size
     "target_training": {"max_epochs": 30, "batch_size": 2, "ce_reduction": "sum", "kl_weight": 0.02,
                         "forward_mode": "sample", "prior_init": "prior"},
@@ -22,13 +24,10 @@ DEMO_CONFIG = {
 }
 
 
-def _run(config, out: Path, shard: str | None, stage: str, quiet: bool) -> None:
-    from ..experiment.pipeline import Experiment
-    from ..experiment.runs import parse_shard
-
+def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool) -> None:
     start = time.perf_counter()
     experiment = Experiment(config, out, progress=not quiet, log=click.echo)
-    table = experiment.run(shard=parse_shard(shard), stage=stage)
+    table = experiment.run(shard=shard, stage=stage)
     if table:
         click.echo("\n" + table)
         click.echo(f"tables, plots and figures in {out}  ({time.perf_counter() - start:.0f} s)")
@@ -38,11 +37,11 @@ def _run(config, out: Path, shard: str | None, stage: str, quiet: bool) -> None:
 @click.argument("config_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: runs/<config name>). Re-running resumes it.")
-@click.option("--shard", default=None, metavar="I/N", help="Run only shard I of N of the target runs.")
-@click.option("--stage", type=click.Choice(["all", "source", "target", "report"]), default="all",
+@click.option("--shard", type=Shard(), default="0/1", metavar="I/N", help="Run only shard I of N of the target runs.")
+@click.option("--stage", type=click.Choice(STAGES), default="all",
               show_default=True, help="Do one stage only (run 'source' once before parallel shards).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def experiment_command(config_file: Path, out: Path | None, shard: str | None, stage: str, quiet: bool) -> None:
+def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, int], stage: str, quiet: bool) -> None:
     """Run the paper's protocol (its Algorithms 2-3, Tables 3-4) from CONFIG_FILE.
 
     Source data -> source model zoo -> harvested kernels -> fitted priors; then, on the target, every
@@ -51,13 +50,8 @@ def experiment_command(config_file: Path, out: Path | None, shard: str | None, s
 
     Example: bayesprior experiment benchmarks/transfer_cpu.toml --out runs/transfer_cpu --shard 0/2
     """
-    from ..experiment.config import load_config
-
-    try:
-        config = load_config(config_file)
-        _run(config, out or Path("runs") / config_file.stem, shard, stage, quiet)
-    except BayespriorError as exc:
-        raise click.ClickException(str(exc)) from None
+    config = load_config(config_file)
+    _run(config, out or Path("runs") / config_file.stem, shard, stage, quiet)
 
 
 @click.command("demo")
@@ -70,12 +64,7 @@ def demo_command(out: Path, quiet: bool) -> None:
 
     Example: bayesprior demo --out bayesprior-demo
     """
-    from ..experiment.config import parse_config
-
-    try:
-        _run(parse_config(DEMO_CONFIG, Path("<demo>")), out, None, "all", quiet)
-    except BayespriorError as exc:
-        raise click.ClickException(str(exc)) from None
+    _run(parse_config(DEMO_CONFIG, Path("<demo>")), out, (0, 1), "all", quiet)
     click.echo("Synthetic data, CPU scale: the numbers show the pipeline works, not the paper's result.")
 
 

@@ -3,19 +3,9 @@ from __future__ import annotations
 
 import click
 
-from .errors_cmd import trust_file_option
-
-
-def _parse_shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        shape = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers like 40,48,40, got {value!r}") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise click.BadParameter(f"sizes must be positive, got {value!r}")
-    return shape
+from ..kernel_structure import structure_rows, structure_table
+from ..kernels import DEFAULT_NORM_THRESHOLD, harvest_kernels
+from .common import Integers, trust_file_option
 
 
 @click.command("harvest")
@@ -23,11 +13,12 @@ def _parse_shape(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Kernel bank file to write (.npz).")
 @click.option("--group-by", type=click.Choice(["architecture", "resolution"]), default="architecture",
               show_default=True, help="Groups declared by the architecture plugin, or layers grouped by input resolution.")
-@click.option("--input-shape", callback=_parse_shape, default=None,
+@click.option("--input-shape", type=Integers(minimum=1), default=None,
               help="Spatial size of an example input for --group-by resolution, e.g. 40,48,40.")
-@click.option("--norm-threshold", type=float, default=None,
+@click.option("--norm-threshold", type=click.FloatRange(min=0), default=None,
               help="Drop kernels whose L2 norm is below this (default 1e-2).")
-@click.option("--kernel-size", type=int, default=None, help="Harvest layers with this cubic kernel size (default: the most common > 1).")
+@click.option("--kernel-size", type=click.IntRange(min=1), default=None,
+              help="Harvest layers with this cubic kernel size (default: the most common > 1).")
 @trust_file_option
 def harvest_command(checkpoints, out, group_by, input_shape, norm_threshold, kernel_size) -> None:
     """Collect the k x k x k kernels of one or more model files into a kernel bank, grouped.
@@ -37,30 +28,17 @@ def harvest_command(checkpoints, out, group_by, input_shape, norm_threshold, ker
 
     Example: bayesprior harvest runs/src*/model.pt --out kernels.npz
     """
-    from ..errors import BayespriorError
-    from ..kernels import DEFAULT_NORM_THRESHOLD, harvest_kernels
-
     threshold = DEFAULT_NORM_THRESHOLD if norm_threshold is None else norm_threshold
-    try:
-        bank = harvest_kernels(checkpoints, group_by=group_by, example_shape=input_shape,
-                               norm_threshold=threshold, kernel_size=kernel_size)
-        bank.save(out)
-    except BayespriorError as exc:
-        raise click.ClickException(str(exc)) from None
+    bank = harvest_kernels(checkpoints, group_by=group_by, example_shape=input_shape,
+                           norm_threshold=threshold, kernel_size=kernel_size)
+    bank.save(out)
     click.echo(f"harvested {len(checkpoints)} checkpoint(s) of {bank.header['architecture']['name']}, "
                f"kernel {'x'.join(map(str, bank.kernel_size))}, norm threshold {threshold:g}")
     click.echo(bank.table())
-    from ..kernel_structure import structure_rows, structure_table
-
     click.echo("held-out log-likelihood per kernel (nats): a random initialisation has gain ~0; "
                "a prior worth fitting needs a clear gain")
-    click.echo(_aligned(structure_table(structure_rows(bank.kernels))))
+    click.echo(structure_table(structure_rows(bank.kernels)))
     click.echo(f"wrote {out}")
-
-
-def _aligned(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def register(cli: click.Group) -> None:

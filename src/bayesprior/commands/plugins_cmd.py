@@ -5,6 +5,8 @@ import json
 
 import click
 
+from ..plugins import plugin_report, registries
+
 
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -15,8 +17,6 @@ def plugins_command(as_json: bool) -> None:
 
     Example: bayesprior plugins
     """
-    from ..plugins import plugin_report, registries
-
     report = plugin_report()
     regs = registries()
     if as_json:

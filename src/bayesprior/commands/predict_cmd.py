@@ -5,34 +5,32 @@ from pathlib import Path
 
 import click
 
-from .errors_cmd import report_errors, trust_file_option
-
-from .train_cmd import parse_ints
+from ..inference.prediction import PredictionSettings, predict_folder
+from .common import SHAPE, Device, trust_file_option
 
 
 @click.command("predict")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--samples", default=0, show_default=True,
+@click.option("--samples", type=click.IntRange(min=0), default=0, show_default=True,
               help="Monte-Carlo samples for Bayesian models (also writes probability and entropy maps).")
-@click.option("--roi", default="40,48,40", show_default=True, help="Sliding-window size D,H,W (multiples of 8).")
-@click.option("--overlap", default=0.5, show_default=True, help="Sliding-window overlap in [0, 1).")
+@click.option("--roi", type=SHAPE, default="40,48,40", show_default=True,
+              help="Sliding-window size D,H,W (multiples of 8).")
+@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
+              help="Sliding-window overlap in [0, 1).")
 @click.option("--largest-component", is_flag=True,
               help="Keep only the largest connected component (single masses only, never MS lesions).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", type=Device(), default="cpu", show_default=True)
 @click.option("--no-progress", is_flag=True)
 @trust_file_option
-@report_errors
 def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_component, device, no_progress):
     """Segment every NIfTI in IN_DIR (or its imagesTs/imagesTr) with MODEL; write masks to OUT_DIR
     with each input's affine and header.
 
     Example: bayesprior predict runs/target/model.pt data/Dataset002_Tumour/imagesTs preds --samples 10
     """
-    from ..training.prediction import PredictionSettings, predict_folder
-
-    settings = PredictionSettings(roi=parse_ints(roi, "--roi", 3), overlap=overlap, samples=samples,
+    settings = PredictionSettings(roi=roi, overlap=overlap, samples=samples,
                                   largest_component=largest_component, device=device)
     written = predict_folder(model, in_dir, out_dir, settings, progress=not no_progress)
     click.echo(f"wrote {len(written)} mask(s) to {out_dir}")

@@ -1,71 +1,74 @@
 """`bayesprior train`: train a segmentation model on a NIfTI dataset (any method, any prior)."""
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 
 import click
 
-from .errors_cmd import report_errors, trust_file_option
-
+from ..data.preprocess import INTENSITY_MODES, PreprocessConfig, prepare_dataset
 from ..errors import ConfigError
+from ..training.config import TrainConfig
+from ..training.distributed import init_from_environment
+from ..training.methods import training_method
+from ..training.splits import validation_split
+from ..training.trainer import seed_everything, train
+from .common import SHAPE, Device, Integers, KeyValue, trust_file_option
 
 
-def parse_key_values(pairs: tuple[str, ...], option: str) -> dict:
-    """``("scale=0.1", "name=x")`` -> ``{"scale": 0.1, "name": "x"}`` (values parsed as JSON when they can be)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint=option)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def parse_ints(text: str | None, option: str, length: int | None = None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
+def _check_method(ctx: click.Context, param: click.Parameter, value: str) -> str:
     try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=option) from None
-    if length is not None and len(values) != length:
-        raise click.BadParameter(f"expected {length} integers, got {text!r}", param_hint=option)
-    return values
+        training_method(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        click.echo("warning: --prior is deprecated and will be removed in bayesprior 0.3; use --prior-file",
+                   err=True)
+    return value
 
 
 @click.command("train")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--method", default="ri", show_default=True,
+@click.option("--method", default="ri", show_default=True, callback=_check_method,
               help="ri, pr, prf, or a registered prior name (gaussian, loguniform, dwp, ...).")
 @click.option("--architecture", default="unet3d", show_default=True, help="Registered architecture.")
-@click.option("--arch-option", multiple=True, help="Architecture builder argument key=value (repeatable).")
+@click.option("--arch-option", type=KeyValue(), multiple=True,
+              help="Architecture builder argument key=value, JSON value (repeatable).")
 @click.option("--source", type=click.Path(exists=True, dir_okay=False), help="Source model file (pr, prf, priors).")
-@click.option("--prior", "prior_path", type=click.Path(exists=True), help="Prior file passed to the prior as `path`.")
-@click.option("--prior-option", multiple=True, help="Prior factory argument key=value, JSON value (repeatable).")
+@click.option("--prior-file", "prior_path", type=click.Path(exists=True),
+              help="Prior file (e.g. from fit-prior), passed to the prior as `path`.")
+@click.option("--prior", "old_prior_path", type=click.Path(exists=True), hidden=True, callback=_deprecated_prior,
+              help="Deprecated spelling of --prior-file.")
+@click.option("--prior-option", type=KeyValue(), multiple=True,
+              help="Prior factory argument key=value, JSON value (repeatable).")
 @click.option("--init-from-prior", is_flag=True, help="Start posterior means at samples of the prior.")
-@click.option("--epochs", "max_epochs", default=500, show_default=True, help="Maximum number of epochs.")
-@click.option("--batch-size", default=2, show_default=True, help="Global batch size.")
-@click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds; one run each.")
-@click.option("--restarts", default=0, show_default=True,
+@click.option("--epochs", "max_epochs", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Maximum number of epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True, help="Global batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Adam learning rate.")
+@click.option("--seeds", type=Integers(minimum=0), default="0", show_default=True,
+              help="Comma-separated seeds; one run each. The first also picks the validation cases.")
+@click.option("--restarts", type=click.IntRange(min=0), default=0, show_default=True,
               help="Cyclical restarts after convergence; each minimum is saved to RUN_DIR/zoo.")
-@click.option("--val-fraction", default=0.0, show_default=True,
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Fraction of cases held out to monitor (0: monitor the training loss).")
 @click.option("--ce-reduction", type=click.Choice(["sum", "mean"]), default="sum", show_default=True)
 @click.option("--dice-batch/--dice-per-case", default=True, show_default=True)
-@click.option("--kl-weight", default=1.0, show_default=True, help="beta of the ELBO.")
+@click.option("--kl-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="beta of the ELBO.")
 @click.option("--forward-mode", type=click.Choice(["lrt", "sample"]), default="lrt", show_default=True,
               help="Bayesian forward: local reparameterisation, or one weight sample per step (cheaper).")
 @click.option("--init-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Factor on the He initialisation (ri). 0.1 lets source kernels forget their random start.")
+              help="Factor on the He initialisation (ri). Small values let source kernels forget their random start.")
 @click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Decoupled weight decay (AdamW) for ri, pr, prf; 0 uses Adam.")
-@click.option("--patch", default=None, help="Train on random patches D,H,W (multiples of 8) instead of whole volumes.")
+@click.option("--patch", type=SHAPE, default=None,
+              help="Train on random patches D,H,W (multiples of 8) instead of whole volumes.")
 @click.option("--foreground-fraction", default=1 / 3, show_default="1/3", type=click.FloatRange(0, 1),
               help="Share of patches centred on a foreground voxel (nnU-Net's oversampling).")
 @click.option("--steps-per-epoch", default=None, type=click.IntRange(min=1),
@@ -81,21 +84,22 @@ def parse_ints(text: str | None, option: str, length: int | None = None) -> tupl
 @click.option("--channels-last", is_flag=True, help="Channels-last-3d memory order (can be faster on GPUs).")
 @click.option("--layout", default=None, help="Dataset layout (detected when omitted).")
 @click.option("--channel", default=None, help="Channel or modality to read (name or index).")
-@click.option("--shape", default=None, help="Crop/pad every case to D,H,W after cropping to the brain.")
-@click.option("--intensity", default="minmax", show_default=True, help="Intensity normalisation.")
+@click.option("--shape", type=SHAPE, default=None, help="Crop/pad every case to D,H,W after cropping to the brain.")
+@click.option("--intensity", type=click.Choice(INTENSITY_MODES), default="minmax", show_default=True,
+              help="Intensity normalisation.")
 @click.option("--no-crop", is_flag=True, help="Do not crop to the non-zero bounding box.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Preprocessing cache (default: $BAYESPRIOR_CACHE_DIR or ~/.cache/bayesprior).")
 @click.option("--no-cache", is_flag=True, help="Preprocess without reading or writing the cache.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", type=Device(), default="cpu", show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @trust_file_option
-@report_errors
-def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, prior_option,
-                  init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction, ce_reduction,
-                  dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch, foreground_fraction,
-                  steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last, layout, channel, shape, intensity, no_crop, cache_dir, no_cache,
-                  device, no_progress):
+def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, old_prior_path,
+                  prior_option, init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction,
+                  ce_reduction, dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch,
+                  foreground_fraction, steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last,
+                  layout, channel, shape, intensity, no_crop,
+                  cache_dir, no_cache, device, no_progress):
     """Train a segmentation model on DATA_DIR; write checkpoints, logs, curves and model.pt to RUN_DIR.
 
     Runs under torchrun for data-parallel training. With several seeds each gets RUN_DIR/seed<S>.
@@ -103,44 +107,37 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     Example: bayesprior train data/Dataset001_MS runs/ms --method ri --seeds 0,1,2 --restarts 2
 
     Source networks whose kernels carry structure (benchmarks/RESULTS.md, "Source recipe"):
-    bayesprior train data/SynMS runs/src --init-scale 0.1 --patch 32,32,32 --augment --steps-per-epoch 50
+    bayesprior train data/SynMS2mm runs/src --init-scale 0.03 --patch 48,48,48 --augment --steps-per-epoch 50
     """
-    from ..data.preprocess import PreprocessConfig, prepare_dataset
-    from ..training.distributed import init_from_environment
-    from ..training.trainer import TrainConfig, seed_everything, train
-
-    ctx = init_from_environment()
-    seed_list = parse_ints(seeds, "--seeds")
+    if prior_path is not None and old_prior_path is not None:
+        raise click.UsageError("give the prior file once, with --prior-file")
+    if training_method(method).needs_source and source is None:
+        raise click.UsageError(f"method {method!r} needs a source model: --source MODEL_FILE")
+    # every setting is checked here, before the dataset is read and preprocessed
+    many = len(seeds) > 1
     try:
-        preprocess_config = PreprocessConfig(crop_nonzero=not no_crop, shape=parse_ints(shape, "--shape", 3),
-                                             intensity=intensity)
+        preprocess_config = PreprocessConfig(crop_nonzero=not no_crop, shape=shape, intensity=intensity)
+        base_config = TrainConfig(
+            architecture=architecture,
+            architecture_config={"in_channels": 1, "n_classes": 2, **dict(arch_option)},
+            method=method, source=source, prior_path=prior_path or old_prior_path,
+            prior_options=dict(prior_option), init_from_prior=init_from_prior,
+            max_epochs=max_epochs, batch_size=batch_size, lr=lr, seed=seeds[0], restarts=restarts,
+            zoo_dir=str(run_dir / "zoo") if (restarts > 0 or many) else None, ce_reduction=ce_reduction,
+            dice_batch=dice_batch, kl_weight=kl_weight, forward_mode=forward_mode, device=device,
+            progress=not no_progress, init_scale=init_scale, weight_decay=weight_decay, patch=patch,
+            foreground_fraction=foreground_fraction, steps_per_epoch=steps_per_epoch, augment=augment,
+            patience=patience, kl_warmup=kl_warmup, amp=amp_dtype if amp else None, channels_last=channels_last)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+
+    ctx = init_from_environment()
     cases = prepare_dataset(data_dir, preprocess_config, cache_dir=False if no_cache else cache_dir,
                             layout=layout, channel=channel)
     cases = [c for c in cases if c.label is not None]
-    if not 0 <= val_fraction < 1:
-        raise click.BadParameter(f"must be in [0, 1), got {val_fraction}", param_hint="--val-fraction")
-    n_val = int(round(val_fraction * len(cases)))
-    import torch
-
-    order = torch.randperm(len(cases), generator=torch.Generator().manual_seed(seed_list[0])).tolist()
-    val_cases = [cases[i] for i in order[:n_val]]
-    train_cases = [cases[i] for i in order[n_val:]]
-    many = len(seed_list) > 1
-    zoo_dir = str(run_dir / "zoo") if (restarts > 0 or many) else None
-    for seed in seed_list:
-        config = TrainConfig(
-            architecture=architecture,
-            architecture_config={"in_channels": 1, "n_classes": 2, **parse_key_values(arch_option, "--arch-option")},
-            method=method, source=source, prior_path=prior_path,
-            prior_options=parse_key_values(prior_option, "--prior-option"), init_from_prior=init_from_prior,
-            max_epochs=max_epochs, batch_size=batch_size, lr=lr, seed=seed, restarts=restarts,
-            zoo_dir=zoo_dir, ce_reduction=ce_reduction, dice_batch=dice_batch, kl_weight=kl_weight,
-            forward_mode=forward_mode, device=device, progress=not no_progress, init_scale=init_scale,
-            weight_decay=weight_decay, patch=parse_ints(patch, "--patch", 3), foreground_fraction=foreground_fraction,
-            steps_per_epoch=steps_per_epoch, augment=augment, patience=patience, kl_warmup=kl_warmup,
-            amp=amp_dtype if amp else None, channels_last=channels_last)
+    train_cases, val_cases = validation_split(cases, val_fraction, seeds[0])
+    for seed in seeds:
+        config = dataclasses.replace(base_config, seed=seed)
         seed_everything(seed)
         path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
                      preprocess=preprocess_config.to_dict())

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ConfigError, DataError
+from ..plugins import dataset_layout_registry
 from .cases import Case, label_policy_values
 
 SUBSETS = ("train", "test")
@@ -28,8 +29,6 @@ def detect_layout(folder: str | Path) -> str:
     Raises:
         DataError: no layout recognises the folder.
     """
-    from ..plugins import dataset_layout_registry
-
     folder = check_folder(folder)
     registry = dataset_layout_registry()
     for entry in registry.entries():
@@ -55,8 +54,6 @@ def read_dataset(folder: str | Path, layout: str | None = None, *, channel: str 
         DataError: missing/empty folder, unknown layout, bad or inconsistent files, no cases.
         ConfigError: bad subset, channel or label policy.
     """
-    from ..plugins import dataset_layout_registry
-
     if subset not in SUBSETS:
         raise ConfigError(f"subset must be one of {SUBSETS}, got {subset!r}")
     label_policy_values(labels)

@@ -17,22 +17,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import DataError
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-def is_nifti_name(path: str | Path) -> bool:
-    """True if the file name ends in .nii or .nii.gz (case-insensitive)."""
-    return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def strip_nifti_suffix(name: str) -> str:
-    """'case_0000.nii.gz' -> 'case_0000'."""
-    lower = name.lower()
-    for suffix in NIFTI_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+from .naming import NIFTI_SUFFIXES, is_nifti_name, strip_nifti_suffix  # noqa: F401  (their old home)
 
 
 def _raw_bytes(path: Path) -> bytes:

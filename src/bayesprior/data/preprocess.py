@@ -23,6 +23,7 @@ from scipy import ndimage
 from ..atomic import atomic_path, atomic_write_json
 from ..errors import ConfigError, DataError
 from .cases import Case
+from .datasets import check_folder, read_dataset
 
 INTENSITY_MODES = ("minmax", "zscore", "none")
 LABEL_RESAMPLING = ("nearest", "linear")
@@ -304,8 +305,6 @@ def prepare_dataset(folder: str | Path, config: PreprocessConfig, cache_dir: str
     Raises:
         DataError, ConfigError: as `read_dataset`.
     """
-    from .datasets import check_folder, read_dataset
-
     folder = check_folder(folder)
     if cache_dir is False:
         return [preprocess(case, config) for case in read_dataset(folder, **read_kwargs)]

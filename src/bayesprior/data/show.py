@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..figures import pyplot, save_figure
 from .cases import Case
 
 
@@ -20,11 +20,7 @@ def most_foreground_slice(label: np.ndarray | None, axis: int = 2) -> int:
 
 def show_cases(cases: Sequence[Case], out: str | Path, columns: int = 4, title: str | None = None) -> Path:
     """Render the cases as a grid of axial slices with label contours; written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = Path(out)
     count = max(1, len(cases))
     columns = max(1, min(columns, count))
@@ -48,7 +44,4 @@ def show_cases(cases: Sequence[Case], out: str | Path, columns: int = 4, title: 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)

@@ -5,19 +5,18 @@ See `configs/paper.toml` for the paper's settings and `benchmarks/transfer_cpu.t
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._deprecation import moved_names
 from ..errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-BASELINE_METHODS = ("ri", "pr", "prf")
-
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -45,9 +44,8 @@ class ExperimentConfig:
     source_max_epochs: int = 500
     source_val_fraction: float = 0.1
     source_patience: int = 10
-    # kernel prior
+    # kernel prior: generic settings here, the prior's own (e.g. a VAE's latent_dim) in prior_options
     norm_threshold: float = 1e-2
-    latent_dim: int = 6
     prior_max_epochs: int = 500
     prior_options: dict[str, Any] = field(default_factory=dict)
     # target training
@@ -103,8 +101,7 @@ def _dataset(raw: dict, key: str, path: Path) -> DatasetSpec:
 _SCALARS = {
     "source_training": {"seeds": "source_seeds", "restarts": "source_restarts", "max_epochs": "source_max_epochs",
                         "val_fraction": "source_val_fraction", "patience": "source_patience"},
-    "prior": {"norm_threshold": "norm_threshold", "latent_dim": "latent_dim", "max_epochs": "prior_max_epochs",
-              "options": "prior_options"},
+    "prior": {"norm_threshold": "norm_threshold", "max_epochs": "prior_max_epochs", "options": "prior_options"},
     "target_training": {"max_epochs": "max_epochs", "batch_size": "batch_size", "ce_reduction": "ce_reduction",
                         "kl_weight": "kl_weight", "lr": "lr", "samples": "samples",
                         "forward_mode": "forward_mode", "patience": "patience", "prior_init": "prior_init"},
@@ -124,6 +121,8 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
                               "preprocess": dict(_table(raw, "preprocess"))}
     for section, mapping in _SCALARS.items():
         t = _table(raw, section)
+        if section == "prior":
+            t = _prior_options_from_old_keys(t, path)
         bad = set(t) - set(mapping)
         if bad:
             raise ConfigError(f"{path}: unknown key(s) {sorted(bad)} in [{section}] (known: {sorted(mapping)})")
@@ -134,6 +133,21 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
     config = ExperimentConfig(**kwargs)
     _check(config, path)
     return config
+
+
+def _prior_options_from_old_keys(prior: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``[prior] latent_dim = k`` (a VAE setting, before 0.2) becomes ``[prior] options = {latent_dim = k}``."""
+    if "latent_dim" not in prior:
+        return prior
+    warnings.warn(f"{path}: [prior] latent_dim is deprecated: it is the VAE's setting, so write it as "
+                  "[prior] options = {latent_dim = ...}; the old key will be refused from bayesprior 0.3",
+                  DeprecationWarning, stacklevel=3)
+    prior = dict(prior)
+    options = prior.get("options", {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"{path}: [prior].options must be a table, got {type(options).__name__}")
+    prior["options"] = {"latent_dim": prior.pop("latent_dim"), **options}
+    return prior
 
 
 def _check(c: ExperimentConfig, path: Path) -> None:
@@ -149,6 +163,8 @@ def _check(c: ExperimentConfig, path: Path) -> None:
         raise ConfigError(f"{path}: target_training.prior_init must be 'prior', 'source' or 'random', got {c.prior_init!r}")
     if not c.source_seeds:
         raise ConfigError(f"{path}: source_training.seeds must list at least one seed")
+    if not 0 <= c.source_val_fraction < 1:
+        raise ConfigError(f"{path}: source_training.val_fraction must be in [0, 1), got {c.source_val_fraction}")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -161,3 +177,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     return parse_config(raw, path)
+
+
+# the methods' properties live in one table now (`bayesprior.training.methods`); this alias goes in 0.3
+__getattr__ = moved_names(__name__, {"BASELINE_METHODS": "bayesprior.training.methods:DETERMINISTIC_METHODS"})

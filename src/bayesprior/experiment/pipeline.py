@@ -16,7 +16,6 @@ Output folder::
 """
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,27 +23,23 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..atomic import atomic_path, atomic_write_json
+from ..checkpoints import load_model
+from ..data.preprocess import PreprocessConfig, prepare_dataset
+from ..data.synth import synthesize_dataset
 from ..errors import ConfigError
-from .config import BASELINE_METHODS, DatasetSpec, ExperimentConfig
+from ..evaluation.scoring import CaseScores
+from ..inference.prediction import PredictionSettings, predict_case
+from ..kernels import KernelBank, harvest_kernels
+from ..plugins import prior_fitter
+from ..training.config import TrainConfig
+from ..training.methods import TrainingMethod, training_method
+from ..training.splits import validation_split
+from ..training.trainer import train
+from .config import DatasetSpec, ExperimentConfig
 from .report import plot_dsc_vs_train_size, plot_predictions, write_tables
 from .runs import ResultStore, RunSpec, Split, all_runs, make_splits, shard_runs
 
 STAGES = ("all", "source", "target", "report")
-
-
-def _fitted_methods(config: ExperimentConfig) -> list[str]:
-    from ..plugins import prior_fitter, prior_registry
-
-    return [m for m in config.methods if m in prior_registry() and prior_fitter(m) is not None]
-
-
-def _check_methods(config: ExperimentConfig) -> None:
-    from ..plugins import prior_registry
-
-    unknown = [m for m in config.methods if m not in BASELINE_METHODS and m not in prior_registry()]
-    if unknown:
-        raise ConfigError(f"unknown method(s) {unknown}: use ri, pr, prf or a registered prior "
-                          f"({', '.join(prior_registry().names())})")
 
 
 class Experiment:
@@ -52,7 +47,8 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool = True,
                  log: Callable[[str], None] = print):
-        _check_methods(config)
+        # the method table's row of every method (an unknown name is a ConfigError here, before any work)
+        self.methods: dict[str, TrainingMethod] = {m: training_method(m) for m in config.methods}
         self.config = config
         self.out = Path(out_dir)
         self.progress = progress
@@ -63,8 +59,6 @@ class Experiment:
     def dataset_folder(self, spec: DatasetSpec, name: str) -> Path:
         if spec.path is not None:
             return Path(spec.path)
-        from ..data.synth import synthesize_dataset
-
         folder = self.out / "data" / name
         marker = folder / "synthesis.json"
         if not marker.is_file():
@@ -77,8 +71,6 @@ class Experiment:
         return folder
 
     def cases(self, spec: DatasetSpec, name: str) -> list[Any]:
-        from ..data.preprocess import PreprocessConfig, prepare_dataset
-
         folder = self.dataset_folder(spec, name)
         preprocess = PreprocessConfig(**_tuples(self.config.preprocess))
         kwargs = {k: v for k, v in (("layout", spec.layout), ("channel", spec.channel)) if v is not None}
@@ -86,14 +78,15 @@ class Experiment:
 
     # ------------------------------------------------------------------------------ source
     def needs_source(self) -> bool:
-        c = self.config
-        bayesian = [m for m in c.methods if m not in BASELINE_METHODS]
-        return (any(m in ("pr", "prf") for m in c.methods) or bool(_fitted_methods(c))
-                or (c.prior_init == "source" and bool(bayesian)))
+        """Whether a method starts from the source model, learns its prior from it, or is told to start there."""
+        return any(m.needs_source or m.learned_prior or (m.bayesian and self.config.prior_init == "source")
+                   for m in self.methods.values())
 
-    def train_config(self, **overrides: Any):
-        from ..training.trainer import TrainConfig
+    def learned_prior_methods(self) -> list[str]:
+        """The methods whose prior is fitted to the source models' kernels first (e.g. DWP)."""
+        return [name for name, m in self.methods.items() if m.learned_prior]
 
+    def train_config(self, **overrides: Any) -> TrainConfig:
         c = self.config
         base = dict(architecture=c.architecture, architecture_config=dict(c.architecture_config) or
                     {"in_channels": 1, "n_classes": 2}, max_epochs=c.max_epochs, batch_size=c.batch_size,
@@ -105,14 +98,9 @@ class Experiment:
 
     def source_models(self) -> tuple[list[Path], list[Path]]:
         """Train the source zoo (resumable); return each seed's final model and every model to harvest."""
-        from ..training.trainer import train
-
         c = self.config
-        cases = self.cases(c.source, "source")
-        order = np.random.default_rng(c.first_split_seed).permutation(len(cases))
-        n_val = int(round(c.source_val_fraction * len(cases)))
-        val = [cases[i] for i in order[:n_val]] or None
-        train_cases = [cases[i] for i in order[n_val:]]
+        # the same cases `bayesprior train --val-fraction F --seeds S` holds out for F and S = first_split_seed
+        train_cases, val = validation_split(self.cases(c.source, "source"), c.source_val_fraction, c.first_split_seed)
         zoo = self.out / "source" / "zoo"
         finals = []
         for seed in c.source_seeds:
@@ -120,21 +108,22 @@ class Experiment:
             model = run_dir / "model.pt"
             if not model.is_file():
                 self.log(f"source model seed {seed}: {len(train_cases)} training cases, "
-                         f"{len(val or [])} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
+                         f"{len(val)} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
                 config = self.train_config(method="ri", seed=seed, max_epochs=c.source_max_epochs,
                                            restarts=c.source_restarts, patience=c.source_patience,
                                            zoo_dir=str(zoo / f"seed{seed}"))
-                train(config, train_cases, val, run_dir=run_dir, preprocess=c.preprocess)
+                train(config, train_cases, val or None, run_dir=run_dir, preprocess=c.preprocess)
             finals.append(model)
         minima = sorted(zoo.glob("seed*/*.pt"))
         return finals, (minima or finals)
 
     def fit_priors(self, zoo: Sequence[Path]) -> dict[str, Path]:
-        """Harvest the zoo's kernels once and fit every learned prior the methods need."""
-        from ..kernels import KernelBank, harvest_kernels
-        from ..plugins import prior_fitter
+        """Harvest the zoo's kernels once and fit every learned prior the methods need.
 
-        methods = _fitted_methods(self.config)
+        Each prior's ``fit`` gets the generic settings (``max_epochs``, ``seed``, ``progress``) and the
+        prior's own options (``[prior] options``), as the ``register_priors`` hook specifies.
+        """
+        methods = self.learned_prior_methods()
         if not methods:
             return {}
         bank_path = self.out / "source" / "bank.npz"
@@ -149,12 +138,8 @@ class Experiment:
             out = self.out / "source" / f"prior_{method}.pt"
             if not out.is_file():
                 fit = prior_fitter(method)
-                options = {"latent_dim": self.config.latent_dim, "max_epochs": self.config.prior_max_epochs,
-                           "seed": self.config.first_split_seed, "progress": self.progress,
-                           **self.config.prior_options}
-                accepted = inspect.signature(fit).parameters
-                if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-                    options = {k: v for k, v in options.items() if k in accepted}
+                options = {"max_epochs": self.config.prior_max_epochs, "seed": self.config.first_split_seed,
+                           "progress": self.progress, **self.config.prior_options}
                 self.log(f"fitting the {method} prior on {bank_path.name}")
                 fit(str(bank_path), str(out), **options)
             priors[method] = out
@@ -163,16 +148,14 @@ class Experiment:
     # ------------------------------------------------------------------------------ target
     def target_run(self, run: RunSpec, split: Split, by_id: dict[str, Any], source: Path | None,
                    priors: dict[str, Path]) -> dict[str, Any]:
-        from ..checkpoints import load_model
-        from ..training.trainer import train
-
         c = self.config
+        method = self.methods[run.method]
         train_cases = [by_id[i] for i in split.train_cases(run.train_size)]
         test_cases = [by_id[i] for i in split.test]
         overrides: dict[str, Any] = {"method": run.method, "seed": split.seed}
-        if run.method in ("pr", "prf"):
+        if method.needs_source:
             overrides["source"] = str(source)
-        elif run.method not in BASELINE_METHODS:  # a Bayesian method: where its posterior means start
+        elif method.bayesian:  # where its posterior means start
             if c.prior_init == "source" and source is not None:
                 overrides["source"] = str(source)
             elif c.prior_init == "prior" and run.method in priors:
@@ -190,22 +173,15 @@ class Experiment:
 
     def score(self, model: Any, cases: Sequence[Any], run: RunSpec) -> dict[str, Any]:
         """Per-case DSC/IoU on the preprocessed test cases, averaged; the figure slice of the first case."""
-        from ..training.metrics import confusion_counts, dice_score, iou_score
-        from ..training.prediction import PredictionSettings, predict_case
-
-        per_case = {}
+        scores = CaseScores()
         for k, case in enumerate(cases):
             # whole-volume prediction, as the paper
             settings = PredictionSettings(roi=tuple(case.image.shape), samples=self.config.samples)
             prediction = predict_case(model, case.image, settings).argmax(0).astype(np.uint8)
-            counts = confusion_counts(prediction, case.label)
-            per_case[case.case_id] = {"dsc": dice_score(counts), "iou": iou_score(counts)}
+            row = scores.add(case.case_id, prediction, case.label)
             if k == 0:
-                self._save_figure_slice(run, case, prediction, per_case[case.case_id]["dsc"])
-        dsc = [v["dsc"] for v in per_case.values() if not np.isnan(v["dsc"])]
-        iou = [v["iou"] for v in per_case.values() if not np.isnan(v["iou"])]
-        return {"dsc": float(np.mean(dsc)) if dsc else float("nan"),
-                "iou": float(np.mean(iou)) if iou else float("nan"), "per_case": per_case}
+                self._save_figure_slice(run, case, prediction, row["dsc"])
+        return {**scores.mean(), "per_case": scores.per_case("dsc", "iou")}
 
     def _save_figure_slice(self, run: RunSpec, case: Any, prediction: np.ndarray, dsc: float) -> None:
         z = int(np.argmax(case.label.reshape(-1, case.label.shape[-1]).sum(0)))  # slice with most foreground

@@ -9,7 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_write_text
+from ..figures import pyplot, save_figure
 
 METHOD_LABELS = {"dwp": "UNet-DWP", "pr": "UNet-PR", "prf": "UNet-PRf", "ri": "UNet-RI",
                  "gaussian": "UNet-Gaussian", "loguniform": "UNet-LogU"}
@@ -78,11 +79,7 @@ def write_tables(results: Sequence[dict[str, Any]], methods: Sequence[str], trai
 def plot_dsc_vs_train_size(results: Sequence[dict[str, Any]], methods: Sequence[str],
                            train_sizes: Sequence[int], path: Path, title: str = "") -> None:
     """DSC against train size per method with std error bars (the paper's Figure 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     stats = summarise(results, "dsc")
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for i, m in enumerate(methods):
@@ -100,9 +97,7 @@ def plot_dsc_vs_train_size(results: Sequence[dict[str, Any]], methods: Sequence[
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_predictions(slices: dict[tuple[int, str], dict[str, np.ndarray]], methods: Sequence[str],
@@ -111,11 +106,7 @@ def plot_predictions(slices: dict[tuple[int, str], dict[str, np.ndarray]], metho
 
     `slices[(train size, method)]` holds 2D arrays 'image', 'label', 'pred' and optionally 'dsc'.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [n for n in train_sizes if any((n, m) in slices for m in methods)]
     if not rows:
         return
@@ -135,9 +126,7 @@ def plot_predictions(slices: dict[tuple[int, str], dict[str, np.ndarray]], metho
             dsc = s.get("dsc")
             ax.set_title(f"{label(m)}" + (f" DSC {float(dsc):.2f}" if dsc is not None else ""), fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _show(ax, image: np.ndarray, mask: np.ndarray, color: str, reference: np.ndarray | None = None) -> None:

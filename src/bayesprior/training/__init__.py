@@ -1,16 +1,22 @@
-"""Training, inference and evaluation of segmentation models: losses, metrics, the trainer, the
-methods of the paper (RI, PR, PRf, Bayesian with any registered prior), sliding-window prediction,
-post-processing and evaluation.
+"""Training of segmentation models: losses, the methods of the paper (RI, PR, PRf, Bayesian with any
+registered prior), the validation split, the trainer, and data-parallel helpers.
 
-Modules (each with one job): `losses`, `metrics`, `methods`, `trainer`, `distributed`, `inference`,
-`prediction`, `postprocess`, `evaluation`, `plots`.
+Modules (each with one job): `config` (`TrainConfig`), `losses`, `methods` (the method table and the
+network each method starts from), `splits`, `trainer`, `distributed`, `plots`. Prediction lives in
+`bayesprior.inference`, metrics and evaluation in `bayesprior.evaluation`.
 """
+from .._deprecation import moved_names
+from .config import TrainConfig
 from .losses import LossConfig, cross_entropy_loss, segmentation_loss, soft_dice_loss
-from .metrics import confusion_counts, dice_score, iou_score
-from .trainer import TrainConfig, train
+from .methods import TrainingMethod, build_model, training_method
+from .splits import validation_split
+from .trainer import train
 
 __all__ = [
-    "LossConfig", "cross_entropy_loss", "segmentation_loss", "soft_dice_loss",
-    "confusion_counts", "dice_score", "iou_score",
-    "TrainConfig", "train",
+    "LossConfig", "cross_entropy_loss", "segmentation_loss", "soft_dice_loss", "TrainConfig", "train",
+    "TrainingMethod", "training_method", "build_model", "validation_split",
 ]
+
+# metrics moved to bayesprior.evaluation; these aliases go in 0.3
+__getattr__ = moved_names(__name__, {name: "bayesprior.evaluation.metrics"
+                                     for name in ("confusion_counts", "dice_score", "iou_score")})

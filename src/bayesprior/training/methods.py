@@ -1,4 +1,4 @@
-"""Build the network a training method starts from.
+"""The training methods of the paper, in one table, and the network each one starts from.
 
 - ``ri``: random initialisation, He (Kaiming) normal for ReLU on every convolution, zero biases;
 - ``pr``: weights of a source checkpoint, everything fine-tuned;
@@ -8,11 +8,14 @@
   Bayesian with that prior on each layer group the architecture declares (or on every convolution
   with a kernel larger than 1 if it declares none); posterior means start from a source checkpoint
   when one is given, or from prior samples with ``init_from_prior``.
+
+`training_method(name)` answers what a method needs and does (`TrainingMethod`); the CLI, the trainer and
+the experiment ask it instead of testing names.
 """
 from __future__ import annotations
 
 import fnmatch
-import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,17 +24,77 @@ from torch import nn
 
 from ..checkpoints import deterministic_state, read_model_file
 from ..errors import CheckpointError, ConfigError
-from ..plugins import (architecture_finetune_layers, architecture_groups, build_architecture,
-                       prior_registry)
-from ..wrap import BayesianModel, Rule, Selector, bayesianize, by_group
+from ..plugins import (architecture_finetune_layers, architecture_groups, build_architecture, prior_fitter,
+                       prior_per_group, prior_registry)
+from ..selectors import Selector, by_group
+from ..wrap import Rule, bayesianize
+from .config import TrainConfig
 
-DETERMINISTIC_METHODS = ("ri", "pr", "prf")
+SOURCE_REQUIRED, SOURCE_OPTIONAL, SOURCE_UNUSED = "required", "optional", "unused"
+TRAINS_ALL, TRAINS_FINETUNE_LAYERS = "all", "finetune_layers"
+
+
+@dataclass(frozen=True)
+class TrainingMethod:
+    """What a training method needs and what it trains.
+
+    Attributes:
+        name: ``ri``, ``pr``, ``prf`` or a registered prior's name.
+        source: does it start from a source model? ``"required"`` (its weights), ``"optional"``
+            (posterior means start there when one is given) or ``"unused"``.
+        bayesian: trained variationally, with the prior `name` on every layer group.
+        trains: ``"all"`` layers, or ``"finetune_layers"``: only those the architecture declares.
+        learned_prior: the prior is first fitted to the source models' kernels (its plugin gives ``fit``).
+        description: one line for listings.
+    """
+
+    name: str
+    source: str
+    bayesian: bool
+    trains: str
+    learned_prior: bool = False
+    description: str = ""
+
+    @property
+    def needs_source(self) -> bool:
+        return self.source == SOURCE_REQUIRED
+
+
+_DETERMINISTIC = {m.name: m for m in (
+    TrainingMethod("ri", SOURCE_UNUSED, bayesian=False, trains=TRAINS_ALL,
+                   description="random initialisation (He normal), every layer trained"),
+    TrainingMethod("pr", SOURCE_REQUIRED, bayesian=False, trains=TRAINS_ALL,
+                   description="the source model's weights, every layer fine-tuned"),
+    TrainingMethod("prf", SOURCE_REQUIRED, bayesian=False, trains=TRAINS_FINETUNE_LAYERS,
+                   description="the source model's weights, only the architecture's fine-tuning layers trained"),
+)}
+DETERMINISTIC_METHODS = tuple(_DETERMINISTIC)
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def known_methods() -> list[str]:
     """The deterministic methods followed by every registered prior name."""
     return list(DETERMINISTIC_METHODS) + prior_registry().names()
+
+
+def training_method(name: str) -> TrainingMethod:
+    """The table row of method `name`: a deterministic method, or any registered prior.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the known ones).
+    """
+    if name in _DETERMINISTIC:
+        return _DETERMINISTIC[name]
+    if name in prior_registry():
+        return TrainingMethod(name, SOURCE_OPTIONAL, bayesian=True, trains=TRAINS_ALL,
+                              learned_prior=prior_fitter(name) is not None,
+                              description=prior_registry().get(name).description)
+    raise ConfigError(f"unknown method {name!r} (known: {', '.join(known_methods())})")
+
+
+def training_methods() -> list[TrainingMethod]:
+    """Every method: the deterministic ones, then one per registered prior."""
+    return [training_method(name) for name in known_methods()]
 
 
 def he_initialise(net: nn.Module, scale: float = 1.0) -> None:
@@ -96,14 +159,10 @@ def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: st
     """One rule per layer group, each with its own prior built by the registered factory.
 
     The factory config is ``path`` (when `prior_path` is given), the `prior_options`, and ``group``
-    when the factory accepts a ``group`` parameter (so a DWP prior loads that group's VAE).
+    when the prior is registered with ``per_group=True`` (so a DWP prior loads that group's VAE).
     Without groups, one rule covers every convolution with a kernel larger than 1.
     """
-    factory = prior_registry().get(prior_name).obj
-    try:
-        accepts_group = "group" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        accepts_group = False
+    per_group = prior_per_group(prior_name)
     base: dict[str, Any] = {}
     if prior_path is not None:
         base["path"] = str(prior_path)
@@ -113,17 +172,14 @@ def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: st
     rules = []
     for group in groups:
         config = dict(base)
-        if accepts_group:
+        if per_group:
             config["group"] = group
         rules.append(Rule(by_group(group), (prior_name, config)))
     return rules
 
 
-def build_model(architecture: str, architecture_config: Mapping[str, Any], method: str,
-                source: str | Path | None = None, prior_path: str | None = None,
-                prior_options: Mapping[str, Any] | None = None, init_from_prior: bool = False,
-                log_variance_init: float = -10.0, forward_mode: str = "lrt", init_scale: float = 1.0) -> nn.Module:
-    """The network `method` trains, initialised (and frozen, or made Bayesian) as the method says.
+def build_model(config: TrainConfig) -> nn.Module:
+    """The network `config.method` trains, initialised (and frozen, or made Bayesian) as its table row says.
 
     Random numbers come from torch's global generator: seed it first for a reproducible start.
 
@@ -132,32 +188,23 @@ def build_model(architecture: str, architecture_config: Mapping[str, Any], metho
             architecture that declares no fine-tuning layers.
         CheckpointError: a source file that cannot be read or does not fit.
     """
-    net = build_architecture(architecture, **dict(architecture_config))
-    if method == "ri":
-        he_initialise(net, init_scale)
-        return net
-    if method in ("pr", "prf"):
-        if source is None:
-            raise ConfigError(f"method {method!r} needs a source checkpoint (--source)")
-        load_source_weights(net, source)
-        if method == "prf":
-            globs = architecture_finetune_layers(architecture)
-            if not globs:
-                raise ConfigError(f"architecture {architecture!r} declares no fine-tuning layers, "
-                                  "so method 'prf' cannot tell which layers to keep trainable")
-            freeze_except(net, globs)
-        return net
-    if method not in prior_registry():
-        raise ConfigError(f"unknown method {method!r} (known: {', '.join(known_methods())})")
-    if source is not None:
-        load_source_weights(net, source)
+    method = training_method(config.method)
+    if method.needs_source and config.source is None:
+        raise ConfigError(f"method {method.name!r} needs a source checkpoint (--source)")
+    net = build_architecture(config.architecture, **dict(config.architecture_config))
+    if config.source is not None and method.source != SOURCE_UNUSED:
+        load_source_weights(net, config.source)
     else:
-        he_initialise(net, init_scale)
-    groups = architecture_groups(architecture, net)
-    rules = prior_rules(method, groups, prior_path, prior_options)
-    return bayesianize(net, rules, groups=groups, log_variance_init=log_variance_init,
-                       init_from_prior=init_from_prior, mode=forward_mode)
-
-
-def is_bayesian(model: nn.Module) -> bool:
-    return isinstance(model, BayesianModel)
+        he_initialise(net, config.init_scale)
+    if method.trains == TRAINS_FINETUNE_LAYERS:
+        globs = architecture_finetune_layers(config.architecture)
+        if not globs:
+            raise ConfigError(f"architecture {config.architecture!r} declares no fine-tuning layers, "
+                              f"so method {method.name!r} cannot tell which layers to keep trainable")
+        freeze_except(net, globs)
+    if not method.bayesian:
+        return net
+    groups = architecture_groups(config.architecture, net)
+    rules = prior_rules(method.name, groups, config.prior_path, config.prior_options)
+    return bayesianize(net, rules, groups=groups, log_variance_init=config.log_variance_init,
+                       init_from_prior=config.init_from_prior, mode=config.forward_mode)

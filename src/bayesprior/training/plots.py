@@ -5,16 +5,12 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..atomic import atomic_path
+from ..figures import pyplot, save_figure
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> None:
     """Draw the loss (and data term), the KL and the validation DSC of `history` into `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     axes[0].plot(epochs, [r["loss"] for r in history], label="loss")
@@ -29,6 +25,4 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> None:
         ax.set_title(title)
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)

@@ -22,7 +22,7 @@ import json
 import math
 import random
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -31,166 +31,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import __version__
 from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..checkpoints import model_payload, save_model
 from ..errors import CheckpointError, ConfigError, DataError
+from ..evaluation.metrics import confusion_counts, dice_score
+from ..inference.sliding_window_prediction import sliding_window
 from ..safe_load import load_plain
+from ..version import __version__
 from ..wrap import BayesianModel
+from .config import TrainConfig
 from .distributed import DistContext, barrier, current_context, global_mean_float, global_sum
 from .losses import LossConfig, dice_from_statistics, dice_statistics, segmentation_loss
 from .methods import build_model
-from .metrics import confusion_counts, dice_score
-from .inference import sliding_window
-from .sampling import FOREGROUND_FRACTION, BatchSampler, SamplingConfig, as_arrays, stack
+from .precision import MixedPrecision
+from .sampling import BatchSampler, as_arrays, stack
+from .plots import plot_curves
 
 CHECKPOINT_FORMAT = "bayesprior.train-checkpoint/1"
 # settings that may change between a run and its resumption without changing its result
 _RESUMABLE_KEYS = ("max_epochs", "progress", "device", "zoo_dir")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run (written to ``config.json`` and ``model.pt``).
-
-    Attributes:
-        architecture, architecture_config: the registered network and its builder arguments.
-        method: ``ri``, ``pr``, ``prf`` or a registered prior name (see `bayesprior.training.methods`).
-        source: model file to start from (``pr``/``prf``; optional for priors).
-        prior_path, prior_options, init_from_prior, log_variance_init: Bayesian settings;
-            forward_mode: ``lrt`` (local reparameterisation) or ``sample`` (one weight sample per
-            forward: cheaper, noisier gradients) for Bayesian training.
-        lr, patience, factor, threshold, min_lr: Adam and ReduceLROnPlateau settings; training stops
-            when the learning rate falls below `min_lr` (after `restarts` restarts) or at `max_epochs`.
-        batch_size: the global batch size (split over processes under DDP).
-        seed: fixes initialisation, batch order and sampling.
-        dice_weight, ce_weight, ce_reduction, dice_batch, dice_epsilon: the data term (`LossConfig`).
-        kl_weight: beta of the ELBO ``N * mean NLL + beta * KL``.
-        pad_multiple: volumes in a batch are zero-padded to a common shape divisible by this.
-        restarts: cyclical restarts after the first minimum; zoo_dir: where each minimum is saved.
-        init_scale: factor on the He initialisation of methods that start from it. The 3x3x3 convs of
-            the U-Net sit behind instance norm, so their scale does not change the network's function,
-            only how far Adam's steps move them relative to their size: a small start lets a source
-            network forget its random initialisation (benchmarks/RESULTS.md, "Source recipe").
-        weight_decay: decoupled weight decay (AdamW) for deterministic methods; 0 uses Adam.
-        patch, foreground_fraction, steps_per_epoch, augment: what a step sees
-            (`bayesprior.training.sampling`): random patches with a share centred on foreground, a
-            fixed number of steps per epoch, mirroring and intensity scaling.
-        kl_warmup: epochs over which the KL weight rises linearly from kl_weight / kl_warmup to
-            kl_weight (0: the full weight from the start).
-        amp: mixed precision for the network's forward, ``"bf16"`` or ``"fp16"`` (with a gradient
-            scaler); the loss and the KL stay in float32. None: float32 throughout.
-        channels_last: keep activations in channels-last-3d memory order (faster convolutions on
-            some GPUs).
-    """
-
-    architecture: str = "unet3d"
-    architecture_config: dict = field(default_factory=lambda: {"in_channels": 1, "n_classes": 2})
-    method: str = "ri"
-    source: str | None = None
-    prior_path: str | None = None
-    prior_options: dict = field(default_factory=dict)
-    init_from_prior: bool = False
-    log_variance_init: float = -10.0
-    forward_mode: str = "lrt"
-    lr: float = 1e-3
-    patience: int = 10
-    factor: float = 0.1
-    threshold: float = 1e-4
-    min_lr: float = 1e-6
-    max_epochs: int = 500
-    batch_size: int = 2
-    seed: int = 0
-    dice_weight: float = 0.99
-    ce_weight: float = 0.01
-    ce_reduction: str = "sum"
-    dice_batch: bool = True
-    dice_epsilon: float = 1e-5
-    kl_weight: float = 1.0
-    pad_multiple: int = 8
-    restarts: int = 0
-    zoo_dir: str | None = None
-    device: str = "cpu"
-    progress: bool = True
-    init_scale: float = 1.0
-    weight_decay: float = 0.0
-    patch: tuple[int, ...] | None = None
-    foreground_fraction: float = FOREGROUND_FRACTION
-    steps_per_epoch: int | None = None
-    augment: bool = False
-    kl_warmup: int = 0
-    amp: str | None = None
-    channels_last: bool = False
-
-    def __post_init__(self) -> None:
-        if self.forward_mode not in ("lrt", "sample"):
-            raise ConfigError(f"forward_mode must be 'lrt' or 'sample', got {self.forward_mode!r}")
-        for name in ("lr", "factor", "min_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("max_epochs", "batch_size", "pad_multiple"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.restarts < 0 or self.patience < 0:
-            raise ConfigError(f"restarts and patience must be >= 0, got {self.restarts}, {self.patience}")
-        if self.kl_weight < 0:
-            raise ConfigError(f"kl_weight must be >= 0, got {self.kl_weight}")
-        if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
-            raise ConfigError(f"init_scale must be a finite number > 0, got {self.init_scale!r}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
-        if self.weight_decay > 0 and self.method not in ("ri", "pr", "prf"):
-            raise ConfigError(f"weight_decay applies to deterministic methods (ri, pr, prf); method "
-                              f"{self.method!r} is Bayesian and is regularised by its prior's KL")
-        if self.patch is not None:
-            self.patch = tuple(int(p) for p in self.patch)
-        if int(self.kl_warmup) < 0:
-            raise ConfigError(f"kl_warmup must be >= 0 epochs, got {self.kl_warmup!r}")
-        if self.amp not in (None, "bf16", "fp16"):
-            raise ConfigError(f"amp must be 'bf16', 'fp16' or None, got {self.amp!r}")
-        self.loss_config()  # validates the loss settings
-        self.sampling_config()  # validates the sampling settings
-
-    def loss_config(self) -> LossConfig:
-        return LossConfig(self.dice_weight, self.ce_weight, self.ce_reduction, self.dice_batch,
-                          self.dice_epsilon)
-
-    def sampling_config(self) -> SamplingConfig:
-        return SamplingConfig(self.batch_size, self.pad_multiple, self.patch, self.foreground_fraction,
-                              self.steps_per_epoch, self.augment)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["patch"] = list(self.patch) if self.patch is not None else None
-        return out
-
-
-class MixedPrecision:
-    """Autocast for the forward and, for float16, a gradient scaler (bfloat16 needs none)."""
-
-    def __init__(self, amp: str | None, device: torch.device):
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
-        self.device_type = device.type
-        self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-
-    def autocast(self):
-        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
-
-    def backward_and_step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler is None:
-            loss.backward()
-            optimizer.step()
-            return
-        self.scaler.scale(loss).backward()
-        self.scaler.step(optimizer)
-        self.scaler.update()
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.scaler.state_dict() if self.scaler is not None else {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if self.scaler is not None and state:
-            self.scaler.load_state_dict(dict(state))
 
 
 class TrainingStopped(Exception):
@@ -298,11 +157,7 @@ def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) ->
     # a setting an older checkpoint does not record had its default value then
     defaults = TrainConfig().to_dict()
     keys = (set(saved) | set(current)) - set(_RESUMABLE_KEYS)
-    return sorted(k for k in keys if _plain(saved.get(k, defaults.get(k))) != _plain(current.get(k, defaults.get(k))))
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
 
 
 def _read_log(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
@@ -313,6 +168,21 @@ def _read_log(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
 
 
 # -------------------------------------------------------------------------------------------- train
+@dataclass
+class _Run:
+    """The state of a run that changes from epoch to epoch (what a checkpoint holds, and the log so far)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    precision: MixedPrecision
+    sampler: BatchSampler
+    epoch: int = 0
+    minimum: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+
+
 def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[Any] | None = None,
           run_dir: str | Path = "run", preprocess: Mapping[str, Any] | None = None,
           epoch_callback: Callable[[int, dict[str, Any]], None] | None = None,
@@ -342,149 +212,165 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     run_dir = Path(run_dir)
     device = torch.device(config.device if config.device != "cuda" or not ctx.distributed
                           else f"cuda:{ctx.local_rank}")
-    config_dict = config.to_dict()
-    monitor = "validation loss" if val_cases else "training loss"
-    record = {"train_config": config_dict, "monitor": monitor,
-              "preprocess": dict(preprocess) if preprocess is not None else None,
-              "n_train": len(train_cases), "n_val": len(val_cases or []),
-              "train_cases": [str(c.case_id) for c in train_cases],
-              "val_cases": [str(c.case_id) for c in val_cases or []], "world_size": ctx.world_size,
-              "bayesprior_version": __version__, "torch_version": str(torch.__version__),
-              "loss": {"ce_reduction": config.ce_reduction, "kl_weight": config.kl_weight,
-                       "dice_weight": config.dice_weight, "ce_weight": config.ce_weight,
-                       "dice_batch": config.dice_batch, "dice_epsilon": config.dice_epsilon}}
+    record = _run_record(config, train_cases, val_cases, preprocess, ctx)
 
     seed_everything(config.seed)
-    model = build_model(config.architecture, config.architecture_config, config.method, config.source,
-                        config.prior_path, config.prior_options, config.init_from_prior,
-                        config.log_variance_init, config.forward_mode, config.init_scale).to(device)
-    bayesian = isinstance(model, BayesianModel)
+    model = build_model(config).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
-    precision = MixedPrecision(config.amp, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = (torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
                  if config.weight_decay > 0 else torch.optim.Adam(trainable, lr=config.lr))
-    scheduler = _new_scheduler(optimizer, config)
-    start_epoch, minimum, history, already_finished = 0, 0, [], False
-
-    checkpoint_path = run_dir / "checkpoint.pt"
-    log_path = run_dir / "log.jsonl"
-    if resume and checkpoint_path.is_file():
-        state = load_plain(checkpoint_path, "a training checkpoint")
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(checkpoint_path, f"not a training checkpoint (expected {CHECKPOINT_FORMAT!r})")
-        differences = _config_differences(state["train_config"], config_dict)
-        if differences:
-            raise ConfigError(f"{checkpoint_path} was written with different settings ({', '.join(differences)}); "
-                              "use another run directory or the same settings")
-        try:
-            model.load_state_dict(state["model"]["state_dict"])
-        except RuntimeError as exc:
-            raise CheckpointError(checkpoint_path, f"model state does not fit: {exc}") from None
-        optimizer.load_state_dict(state["optimizer"])
-        precision.load_state_dict(state.get("grad_scaler") or {})
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, minimum = state["epoch"], state["minimum"]
-        already_finished = state.get("finished", False)
-        _set_rng_state(state["rng"])
-        history = _read_log(log_path, start_epoch)
-        if ctx.is_main:  # drop lines of an epoch that was logged but not checkpointed before the kill
-            atomic_write_text("".join(json.dumps(r) + "\n" for r in history), log_path)
+    run = _Run(model, optimizer, _new_scheduler(optimizer, config), MixedPrecision(config.amp, device),
+               BatchSampler(train_cases, config.sampling_config(), config.seed, device, ctx))
+    if resume and (run_dir / "checkpoint.pt").is_file():
+        _resume(run, run_dir, config, ctx)
     elif ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        log_path.unlink(missing_ok=True)
+        (run_dir / "log.jsonl").unlink(missing_ok=True)
     if ctx.is_main:
         atomic_write_json(record, run_dir / "config.json")
 
     net = model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    n_train = len(train_cases)
-    stopped_because = "max_epochs"
-    epochs = range(start_epoch, start_epoch if already_finished else config.max_epochs)
-    progress = _progress(epochs, config.progress and ctx.is_main,
-                         initial=start_epoch, total=config.max_epochs)
-    finished = already_finished
-    if finished:
-        stopped_because = "lr_below_min_lr"
-    sampler = BatchSampler(train_cases, config.sampling_config(), config.seed, device, ctx)
+    epochs = range(run.epoch, run.epoch if run.finished else config.max_epochs)
+    progress = _progress(epochs, config.progress and ctx.is_main, initial=run.epoch, total=config.max_epochs)
     for epoch in progress:
-        net.train()
-        totals = {"loss": 0.0, "data": 0.0, "kl": 0.0}
-        steps = 0
-        kl_weight = config.kl_weight * (min(1.0, (epoch + 1) / config.kl_warmup) if config.kl_warmup else 1.0)
-        for images, labels in sampler.epoch(epoch):
-            steps += 1
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last_3d)
-            with precision.autocast():
-                logits = net(images)
-            # the loss and the KL are computed in float32 whatever the forward's precision
-            data_loss, n_global = batch_data_loss(logits.float(), labels, config.loss_config())
-            if bayesian:
-                elbo = model.elbo_loss(data_loss / n_global, n_train, kl_weight)
-                loss, data_term, kl = elbo.loss, elbo.data, elbo.kl
-            else:
-                loss, data_term, kl = data_loss, data_loss, torch.zeros(())
-            optimizer.zero_grad(set_to_none=True)
-            precision.backward_and_step(loss, optimizer)
-            totals["loss"] += float(loss.detach())
-            totals["data"] += float(data_term.detach())
-            totals["kl"] += float(kl.detach())
-        entry: dict[str, Any] = {"epoch": epoch + 1, "minimum": minimum,
-                                 "lr": optimizer.param_groups[0]["lr"]}
-        entry.update({k: global_mean_float(v / max(steps, 1)) for k, v in totals.items()})
+        entry = _train_epoch(run, net, train_cases, config, epoch, device, ctx)
         if val_cases:
             entry.update(evaluate_cases(net, val_cases, config, device))
-        monitored = entry["val_loss"] if val_cases else entry["loss"]
-        scheduler.step(monitored)
-        new_lr = optimizer.param_groups[0]["lr"]
-        converged = new_lr < config.min_lr
-        if converged:
-            _save_minimum(model, config, minimum, epoch + 1, record, ctx)
-            if minimum < config.restarts:
-                minimum += 1
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr
-                scheduler = _new_scheduler(optimizer, config)
-                entry["restart"] = minimum
-            else:
-                stopped_because, finished = "lr_below_min_lr", True
-        history.append(entry)
+        _end_of_epoch(run, entry, config, record, ctx)
         if ctx.is_main:
-            with open(log_path, "a") as log:
-                log.write(json.dumps(entry) + "\n")
-            atomic_torch_save({
-                "format": CHECKPOINT_FORMAT,
-                "model": model_payload(model, {"train_config": config_dict}),
-                "optimizer": optimizer.state_dict(),
-                "grad_scaler": precision.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-                "epoch": epoch + 1,
-                "minimum": minimum,
-                "finished": finished,
-                "train_config": config_dict,
-            }, checkpoint_path)
+            _write_checkpoint(run, entry, run_dir, config)
         if hasattr(progress, "set_postfix"):
             progress.set_postfix(loss=f"{entry['loss']:.4g}", lr=f"{entry['lr']:.1e}")
         if epoch_callback is not None:
             epoch_callback(epoch + 1, entry)
-        if finished:
+        if run.finished:
             break
     if hasattr(progress, "close"):
         progress.close()
+    return _finish(run, run_dir, config, record, ctx)
 
+
+def _run_record(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[Any] | None,
+                preprocess: Mapping[str, Any] | None, ctx: DistContext) -> dict[str, Any]:
+    """What ``config.json`` and every saved model record about the run."""
+    return {"train_config": config.to_dict(), "monitor": "validation loss" if val_cases else "training loss",
+            "preprocess": dict(preprocess) if preprocess is not None else None,
+            "n_train": len(train_cases), "n_val": len(val_cases or []),
+            "train_cases": [str(c.case_id) for c in train_cases],
+            "val_cases": [str(c.case_id) for c in val_cases or []], "world_size": ctx.world_size,
+            "bayesprior_version": __version__, "torch_version": str(torch.__version__),
+            "loss": {"ce_reduction": config.ce_reduction, "kl_weight": config.kl_weight,
+                     "dice_weight": config.dice_weight, "ce_weight": config.ce_weight,
+                     "dice_batch": config.dice_batch, "dice_epsilon": config.dice_epsilon}}
+
+
+def _resume(run: _Run, run_dir: Path, config: TrainConfig, ctx: DistContext) -> None:
+    """Restore model, optimiser, scheduler, RNG and log from ``run_dir/checkpoint.pt`` (settings must match)."""
+    checkpoint_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
+    state = load_plain(checkpoint_path, "a training checkpoint")
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(checkpoint_path, f"not a training checkpoint (expected {CHECKPOINT_FORMAT!r})")
+    differences = _config_differences(state["train_config"], config.to_dict())
+    if differences:
+        raise ConfigError(f"{checkpoint_path} was written with different settings ({', '.join(differences)}); "
+                          "use another run directory or the same settings")
+    try:
+        run.model.load_state_dict(state["model"]["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(checkpoint_path, f"model state does not fit: {exc}") from None
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.precision.load_state_dict(state.get("grad_scaler") or {})
+    run.epoch, run.minimum = state["epoch"], state["minimum"]
+    run.finished = state.get("finished", False)
+    _set_rng_state(state["rng"])
+    run.history = _read_log(log_path, run.epoch)
+    if ctx.is_main:  # drop lines of an epoch that was logged but not checkpointed before the kill
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in run.history), log_path)
+
+
+def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: TrainConfig, epoch: int,
+                 device: torch.device, ctx: DistContext) -> dict[str, Any]:
+    """One epoch of steps (`BatchSampler`); the epoch's log entry (means over steps, across processes)."""
+    net.train()
+    bayesian = isinstance(run.model, BayesianModel)
+    n_train = len(train_cases)
+    kl_weight = config.kl_weight * (min(1.0, (epoch + 1) / config.kl_warmup) if config.kl_warmup else 1.0)
+    totals = {"loss": 0.0, "data": 0.0, "kl": 0.0}
+    steps = 0
+    for images, labels in run.sampler.epoch(epoch):
+        steps += 1
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last_3d)
+        with run.precision.autocast():
+            logits = net(images)
+        # the loss and the KL are computed in float32 whatever the forward's precision
+        data_loss, n_global = batch_data_loss(logits.float(), labels, config.loss_config())
+        if bayesian:
+            elbo = run.model.elbo_loss(data_loss / n_global, n_train, kl_weight)
+            loss, data_term, kl = elbo.loss, elbo.data, elbo.kl
+        else:
+            loss, data_term, kl = data_loss, data_loss, torch.zeros(())
+        run.optimizer.zero_grad(set_to_none=True)
+        run.precision.backward_and_step(loss, run.optimizer)
+        totals["loss"] += float(loss.detach())
+        totals["data"] += float(data_term.detach())
+        totals["kl"] += float(kl.detach())
+    entry: dict[str, Any] = {"epoch": epoch + 1, "minimum": run.minimum, "lr": run.optimizer.param_groups[0]["lr"]}
+    entry.update({k: global_mean_float(v / max(steps, 1)) for k, v in totals.items()})
+    return entry
+
+
+def _end_of_epoch(run: _Run, entry: dict[str, Any], config: TrainConfig, record: Mapping[str, Any],
+                  ctx: DistContext) -> None:
+    """Step the scheduler on the monitored loss; at a minimum, save it and restart or finish; log the epoch."""
+    run.scheduler.step(entry["val_loss"] if "val_loss" in entry else entry["loss"])
+    if run.optimizer.param_groups[0]["lr"] < config.min_lr:
+        _save_minimum(run.model, config, run.minimum, entry["epoch"], record, ctx)
+        if run.minimum < config.restarts:
+            run.minimum += 1
+            for group in run.optimizer.param_groups:
+                group["lr"] = config.lr
+            run.scheduler = _new_scheduler(run.optimizer, config)
+            entry["restart"] = run.minimum
+        else:
+            run.finished = True
+    run.epoch = entry["epoch"]
+    run.history.append(entry)
+
+
+def _write_checkpoint(run: _Run, entry: Mapping[str, Any], run_dir: Path, config: TrainConfig) -> None:
+    """Append the epoch to ``log.jsonl`` and write ``checkpoint.pt`` atomically (main process only)."""
+    with open(run_dir / "log.jsonl", "a") as log:
+        log.write(json.dumps(entry) + "\n")
+    config_dict = config.to_dict()
+    atomic_torch_save({
+        "format": CHECKPOINT_FORMAT,
+        "model": model_payload(run.model, {"train_config": config_dict}),
+        "optimizer": run.optimizer.state_dict(),
+        "grad_scaler": run.precision.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "rng": _rng_state(),
+        "epoch": run.epoch,
+        "minimum": run.minimum,
+        "finished": run.finished,
+        "train_config": config_dict,
+    }, run_dir / "checkpoint.pt")
+
+
+def _finish(run: _Run, run_dir: Path, config: TrainConfig, record: Mapping[str, Any], ctx: DistContext) -> Path:
+    """Write ``model.pt`` (and the last minimum to the zoo if the run did not converge) and the curves."""
     final_path = run_dir / "model.pt"
     if ctx.is_main:
-        if config.zoo_dir and not finished:
-            _save_minimum(model, config, minimum, len(history), record, ctx, converged=False)
-        extra = dict(record, epochs=len(history), stopped_because=stopped_because)
-        save_model(model, final_path, extra=extra)
-        from .plots import plot_curves
-
-        plot_curves(history, run_dir / "curves.png")
+        if config.zoo_dir and not run.finished:
+            _save_minimum(run.model, config, run.minimum, len(run.history), record, ctx, converged=False)
+        stopped_because = "lr_below_min_lr" if run.finished else "max_epochs"
+        save_model(run.model, final_path, extra=dict(record, epochs=len(run.history), stopped_because=stopped_because))
+        plot_curves(run.history, run_dir / "curves.png")
     barrier()  # no process returns (or tears the group down) before the model file exists
     return final_path
 

@@ -14,6 +14,7 @@ from typing import Callable
 
 from ...atomic import atomic_path, atomic_write_json
 from ...errors import ConfigError
+from ..naming import channel_file_name
 from ..nifti import nifti_bytes
 from .anatomy import MNI_NOTICE, atlas_folder, healthy_anatomy
 from .generate import GENERATOR_VERSION, KINDS, SyntheticCase, case_seed, generate_case
@@ -110,7 +111,7 @@ def synthesize_dataset(kind: str, n_cases: int, out_dir: str | Path, shape: tupl
         case_id = f"{name}_{index:04d}"
         case = generate_case(kind, index, seed, shape, spacing, sequences, procedural)
         anatomy_source = case.manifest["anatomy"]
-        _write(out_dir / "imagesTr" / f"{case_id}_0000.nii.gz", case.images[sequence], case.affine, "int16")
+        _write(out_dir / "imagesTr" / channel_file_name(case_id, 0), case.images[sequence], case.affine, "int16")
         _write(out_dir / "labelsTr" / f"{case_id}.nii.gz", case.label, case.affine, "uint8")
         if brats_mirror:
             patient = out_dir / "brats" / "HGG" / case_id

@@ -1,0 +1,68 @@
+"""Per-case scores and their summary: the one place where a prediction is scored against its reference.
+
+    scores = CaseScores(empty_gt="exclude")
+    for case_id, prediction, reference in cases:
+        scores.add(case_id, prediction, reference)
+    scores.mean()       # {"dsc": ..., "iou": ...}: over the scored cases, NaN if none
+    scores.summary()    # the body of summary.json
+
+Both masks are binarised as ``> 0``; see `bayesprior.evaluation.metrics` for the empty-reference policy.
+Used by `bayesprior evaluate` (`evaluate_folders`) and by the experiment's test-set scoring alike.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from .metrics import EMPTY_GT_POLICIES, confusion_counts, dice_score, iou_score
+
+METRICS = ("dsc", "iou")
+
+
+class CaseScores:
+    """Accumulates one row of scores per case: DSC, IoU and the confusion counts."""
+
+    def __init__(self, empty_gt: str = "exclude"):
+        if empty_gt not in EMPTY_GT_POLICIES:
+            raise ConfigError(f"empty_gt must be one of {EMPTY_GT_POLICIES}, got {empty_gt!r}")
+        self.empty_gt = empty_gt
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, case_id: str, prediction: Any, reference: Any, **columns: Any) -> dict[str, Any]:
+        """Score one case; `columns` (e.g. file names) are kept in its row. Returns the row."""
+        counts = confusion_counts(prediction, reference)
+        row = {"case_id": case_id, "dsc": dice_score(counts, self.empty_gt), "iou": iou_score(counts, self.empty_gt),
+               "tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "n_pred": counts.n_pred, "n_ref": counts.n_ref,
+               **columns}
+        self.rows.append(row)
+        return row
+
+    def mean(self) -> dict[str, float]:
+        """Mean DSC and IoU over the cases with a score (NaN, under ``exclude``, is left out); NaN if none."""
+        out = {}
+        for metric in METRICS:
+            values = [r[metric] for r in self.rows if not math.isnan(r[metric])]
+            out[metric] = float(np.mean(values)) if values else math.nan
+        return out
+
+    def per_case(self, *keys: str) -> dict[str, dict[str, Any]]:
+        """Case id -> its row (only `keys` when given)."""
+        return {r["case_id"]: {k: r[k] for k in (keys or r)} for r in self.rows}
+
+    def summary(self) -> dict[str, Any]:
+        """Means, counts and every row, JSON-ready (NaN written as null), in the spirit of nnU-Net's summary."""
+        return {
+            "mean": {k: _json_number(v) for k, v in self.mean().items()},
+            "n_cases": len(self.rows),
+            "n_scored": sum(1 for r in self.rows if not math.isnan(r["dsc"])),
+            "n_empty_reference": sum(1 for r in self.rows if r["n_ref"] == 0),
+            "empty_gt_policy": self.empty_gt,
+            "metric_per_case": [{k: _json_number(v) for k, v in r.items()} for r in self.rows],
+        }
+
+
+def _json_number(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value

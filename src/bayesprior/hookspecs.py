@@ -1,0 +1,67 @@
+"""The hooks a bayesprior plugin may implement, and the markers that declare them.
+
+A plugin marks its functions with `hookimpl` (also exported as `bayesprior.hookimpl`). Every hook that
+registers things takes a ``register`` callback, so one plugin can register several things and the core
+keeps the registries (`bayesprior.plugins`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+PROJECT = "bayesprior"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class HookSpecs:
+    """The hooks a plugin may implement. Each is called once, when the registries are first needed."""
+
+    @hookspec
+    def register_priors(self, register: Callable[..., None]) -> None:
+        """Register prior factories.
+
+        Call ``register(name, factory, fit=None, per_group=False, description="")`` once per prior.
+        ``factory(**config)`` must return a `bayesprior.priors.Prior`; ``config`` is JSON-serialisable, so a
+        saved model can rebuild its priors by name.
+
+        - ``fit`` (learned priors): ``fit(bank_path, out_path, *, max_epochs, seed, progress, **options)``
+          learns the prior from a kernel bank and writes a prior file; the factory then takes that file as
+          ``path`` (the experiment runner and ``bayesprior train --prior-file`` pass it). ``options`` are the
+          prior's own settings (e.g. a VAE's ``latent_dim``). It may return ``{group: held-out
+          log-likelihood (or a lower bound of it) per kernel, in nats}`` on
+          `bayesprior.kernel_structure.heldout_split` with its ``seed`` (and ``heldout_fraction`` if given),
+          which the structure report compares with its Gaussian baselines; or None.
+        - ``per_group=True``: one prior instance per layer group; the factory then takes the group's name
+          as ``group`` (a DWP prior loads that group's VAE).
+
+        Return nothing.
+        """
+
+    @hookspec
+    def register_architectures(self, register: Callable[..., None]) -> None:
+        """Register network architectures.
+
+        Call ``register(name, builder, groups=None, finetune_layers=None, description="")``:
+        ``builder(**config)`` returns an ``nn.Module``; ``groups(model)`` (optional) returns the
+        architecture's named layer groups as ``{group name: [module names]}``; ``finetune_layers``
+        (optional) is a list of module-name globs that stay trainable in frozen fine-tuning (the
+        first and last blocks). Return nothing.
+        """
+
+    @hookspec
+    def register_dataset_layouts(self, register: Callable[..., None]) -> None:
+        """Register readers of dataset folders.
+
+        Call ``register(name, reader, detect=None, description="")``: ``reader(folder, **options)``
+        returns the cases of the folder (see `bayesprior.data`); ``detect(folder) -> bool`` (optional)
+        says whether a folder looks like this layout, for automatic detection. Return nothing.
+        """
+
+    @hookspec
+    def register_commands(self, cli: Any) -> None:
+        """Add sub-commands to the ``bayesprior`` command line; ``cli`` is its `click.Group`.
+
+        Called when the command line is built. Return nothing.
+        """

@@ -1,0 +1,127 @@
+"""`TrainConfig`: everything that decides a training run, validated when it is made."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from .losses import LossConfig
+from .precision import AMP_DTYPES
+from .sampling import FOREGROUND_FRACTION, SamplingConfig
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (written to ``config.json`` and ``model.pt``).
+
+    Attributes:
+        architecture, architecture_config: the registered network and its builder arguments.
+        method: ``ri``, ``pr``, ``prf`` or a registered prior name (see `bayesprior.training.methods`).
+        source: model file to start from (``pr``/``prf``; optional for priors).
+        prior_path, prior_options, init_from_prior, log_variance_init: Bayesian settings;
+            forward_mode: ``lrt`` (local reparameterisation) or ``sample`` (one weight sample per
+            forward: cheaper, noisier gradients) for Bayesian training.
+        lr, patience, factor, threshold, min_lr: Adam and ReduceLROnPlateau settings; training stops
+            when the learning rate falls below `min_lr` (after `restarts` restarts) or at `max_epochs`.
+        batch_size: the global batch size (split over processes under DDP).
+        seed: fixes initialisation, batch order and sampling.
+        dice_weight, ce_weight, ce_reduction, dice_batch, dice_epsilon: the data term (`LossConfig`).
+        kl_weight: beta of the ELBO ``N * mean NLL + beta * KL``.
+        pad_multiple: volumes in a batch are zero-padded to a common shape divisible by this.
+        restarts: cyclical restarts after the first minimum; zoo_dir: where each minimum is saved.
+        init_scale: factor on the He initialisation of methods that start from it. The 3x3x3 convs of
+            the U-Net sit behind instance norm, so their scale does not change the network's function,
+            only how far Adam's steps move them relative to their size: a small start lets a source
+            network forget its random initialisation (benchmarks/RESULTS.md, "Source recipe").
+        weight_decay: decoupled weight decay (AdamW) for deterministic methods; 0 uses Adam.
+        patch, foreground_fraction, steps_per_epoch, augment: what a step sees
+            (`bayesprior.training.sampling`): random patches with a share centred on foreground, a
+            fixed number of steps per epoch, mirroring and intensity scaling.
+        kl_warmup: epochs over which the KL weight rises linearly from kl_weight / kl_warmup to
+            kl_weight (0: the full weight from the start).
+        amp: mixed precision for the network's forward, ``"bf16"`` or ``"fp16"`` (with a gradient
+            scaler); the loss and the KL stay in float32. None: float32 throughout.
+        channels_last: keep activations in channels-last-3d memory order (faster convolutions on
+            some GPUs).
+    """
+
+    architecture: str = "unet3d"
+    architecture_config: dict = field(default_factory=lambda: {"in_channels": 1, "n_classes": 2})
+    method: str = "ri"
+    source: str | None = None
+    prior_path: str | None = None
+    prior_options: dict = field(default_factory=dict)
+    init_from_prior: bool = False
+    log_variance_init: float = -10.0
+    forward_mode: str = "lrt"
+    lr: float = 1e-3
+    patience: int = 10
+    factor: float = 0.1
+    threshold: float = 1e-4
+    min_lr: float = 1e-6
+    max_epochs: int = 500
+    batch_size: int = 2
+    seed: int = 0
+    dice_weight: float = 0.99
+    ce_weight: float = 0.01
+    ce_reduction: str = "sum"
+    dice_batch: bool = True
+    dice_epsilon: float = 1e-5
+    kl_weight: float = 1.0
+    pad_multiple: int = 8
+    restarts: int = 0
+    zoo_dir: str | None = None
+    device: str = "cpu"
+    progress: bool = True
+    init_scale: float = 1.0
+    weight_decay: float = 0.0
+    patch: tuple[int, ...] | None = None
+    foreground_fraction: float = FOREGROUND_FRACTION
+    steps_per_epoch: int | None = None
+    augment: bool = False
+    kl_warmup: int = 0
+    amp: str | None = None
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.forward_mode not in ("lrt", "sample"):
+            raise ConfigError(f"forward_mode must be 'lrt' or 'sample', got {self.forward_mode!r}")
+        for name in ("lr", "factor", "min_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("max_epochs", "batch_size", "pad_multiple"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.restarts < 0 or self.patience < 0:
+            raise ConfigError(f"restarts and patience must be >= 0, got {self.restarts}, {self.patience}")
+        if self.kl_weight < 0:
+            raise ConfigError(f"kl_weight must be >= 0, got {self.kl_weight}")
+        if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
+            raise ConfigError(f"init_scale must be a finite number > 0, got {self.init_scale!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.weight_decay > 0 and self.method not in ("ri", "pr", "prf"):
+            raise ConfigError(f"weight_decay applies to deterministic methods (ri, pr, prf); method "
+                              f"{self.method!r} is Bayesian and is regularised by its prior's KL")
+        if self.patch is not None:
+            self.patch = tuple(int(p) for p in self.patch)
+        if int(self.kl_warmup) < 0:
+            raise ConfigError(f"kl_warmup must be >= 0 epochs, got {self.kl_warmup!r}")
+        if self.amp not in (None, *AMP_DTYPES):
+            raise ConfigError(f"amp must be one of {sorted(AMP_DTYPES)} or None, got {self.amp!r}")
+        self.loss_config()  # validates the loss settings
+        self.sampling_config()  # validates the sampling settings
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(self.dice_weight, self.ce_weight, self.ce_reduction, self.dice_batch,
+                          self.dice_epsilon)
+
+    def sampling_config(self) -> SamplingConfig:
+        return SamplingConfig(self.batch_size, self.pad_multiple, self.patch, self.foreground_fraction,
+                              self.steps_per_epoch, self.augment)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["patch"] = list(self.patch) if self.patch is not None else None  # JSON has no tuples
+        return out
