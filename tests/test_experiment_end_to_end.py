@@ -70,6 +70,10 @@ def test_killed_experiment_resumes_and_every_run_appears_once(tmp_path):
     for figure in ("dsc_vs_train_size.png", "predictions.png"):
         assert (out / figure).stat().st_size > 1000
     assert (out / "source" / "bank.npz").is_file() and (out / "source" / "prior_dwp.pt").is_file()
+    # the DWP's held-out ELBO beside the Gaussian baselines, for every group of the bank
+    structure = json.loads((out / "source" / "structure_dwp.json").read_text())
+    assert [row["group"] for row in structure] and all(row["learned"] is not None for row in structure)
+    assert "Paired comparisons" in table and "UNet-DWP vs UNet-RI" in table
 
 
 def test_demo_and_experiment_have_help_with_an_example():

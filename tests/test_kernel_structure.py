@@ -83,6 +83,9 @@ def test_non_finite_kernels_are_refused():
 
 def test_table_has_a_learned_column_only_when_given():
     rows = structure_rows({"a": np.random.default_rng(0).normal(size=(100, 27))}, learned={"a": 1.0})
-    table = structure_table(rows)
-    assert table[0][-1] == "VAE ELBO - full" and len(table) == 2
-    assert "VAE ELBO" not in structure_table(structure_rows({"a": np.ones((10, 27)) + np.arange(27)}))[0]
+    table = structure_table(rows, extra={"epochs": {"a": 7}}).splitlines()
+    assert table[0].split() == ["group", "kernels", "epochs", "iid", "Gaussian", "full-cov", "Gaussian", "gain",
+                                "VAE", "ELBO", "VAE", "ELBO", "-", "full"]
+    assert table[2].split()[:3] == ["a", "100", "7"] and len(table) == 3
+    plain = structure_table(structure_rows({"a": np.ones((10, 27)) + np.arange(27)}))
+    assert "VAE" not in plain

@@ -22,6 +22,6 @@ __all__ = ["CorrelatedNormalPrior", "create_corrnormal_prior", "fit_corrnormal_f
 
 @hookimpl
 def register_priors(register):
-    register("corrnormal", create_corrnormal_prior, fit=fit_corrnormal_file,
+    register("corrnormal", create_corrnormal_prior, fit=fit_corrnormal_file, per_group=True,
              description="correlated Gaussian per kernel: one k^d x k^d covariance per layer group "
                          "(path=prior file, group=name); closed-form KL")

@@ -124,10 +124,12 @@ def fit_moments(kernels: np.ndarray, ridge: float = DEFAULT_RIDGE) -> tuple[np.n
 
 
 def fit_corrnormal_file(bank_path: str, out_path: str, groups: Sequence[str] | None = None,
-                        ridge: float = DEFAULT_RIDGE, **ignored: Any) -> dict[str, dict[str, Any]]:
+                        ridge: float = DEFAULT_RIDGE, **ignored: Any) -> None:
     """Fit one N(mean, covariance) per group of the kernel bank at `bank_path`; write the prior file `out_path`.
 
-    The registry's ``fit`` for ``corrnormal``. Returns ``{group: {"mean", "covariance", "n_kernels"}}``.
+    The registry's ``fit`` for ``corrnormal`` (generic options such as ``max_epochs`` are ignored: the fit
+    is closed form). It returns no held-out scores: this prior *is* the structure report's
+    full-covariance baseline.
     """
     if not (ridge >= 0 and math.isfinite(ridge)):
         raise ConfigError(f"corrnormal: ridge must be a finite number >= 0, got {ridge!r}")
@@ -140,7 +142,6 @@ def fit_corrnormal_file(bank_path: str, out_path: str, groups: Sequence[str] | N
     atomic_torch_save({"format": PRIOR_FORMAT, "bayesprior_version": __version__,
                        "kernel_size": list(bank.kernel_size), "ridge": float(ridge), "groups": fits,
                        "provenance": dict(bank.header)}, out_path)
-    return fits
 
 
 def load_corrnormal_file(path: str | Path) -> dict[str, Any]:

@@ -19,6 +19,9 @@ from bayesprior.kernels import KernelBank
 
 from .vae import KernelVAE
 
+#: ridge of the reference covariance, relative to its mean variance (a safely invertible whitening)
+REFERENCE_RIDGE = 1e-4
+
 
 def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: int = 32, depth: int = 2,
                    max_epochs: int = 500, batch_size: int = 256, lr: float = 1e-3, patience: int = 15,
@@ -57,8 +60,9 @@ def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: in
 
     torch.manual_seed(seed)
     vae = KernelVAE(bank.kernel_size, latent_dim=latent_dim, hidden=hidden, depth=depth)
-    scale = float(train.std()) if len(train) > 1 else 0.0
-    vae.data_scale.fill_(scale if scale > 0 and math.isfinite(scale) else 1.0)
+    # the VAE starts as the training kernels' full-covariance Gaussian (see `KernelVAE.set_reference`)
+    mean, covariance = reference_gaussian(train)
+    vae.set_reference(mean, covariance)
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=patience)
     # the same latent noise at every evaluation, so epochs are compared on equal terms
@@ -105,6 +109,18 @@ def fit_prior(bank: KernelBank, groups: Sequence[str] | None = None, **options: 
     """
     groups = list(bank.groups if groups is None else groups)
     return {g: fit_kernel_vae(bank, g, **options) for g in groups}
+
+
+def reference_gaussian(kernels: torch.Tensor, ridge: float = REFERENCE_RIDGE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of flattened kernels (n, d), with `ridge` x mean variance on the diagonal."""
+    rows = kernels.double()
+    mean = rows.mean(0)
+    centred = rows - mean
+    covariance = centred.T @ centred / max(len(rows), 1)
+    d = rows.shape[1]
+    level = float(covariance.diagonal().mean())
+    covariance = covariance + ridge * (level if level > 0 and math.isfinite(level) else 1.0) * torch.eye(d, dtype=rows.dtype)
+    return mean, covariance
 
 
 def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from bayesprior.errors import ConfigError, PriorMismatchError
 from bayesprior.priors import kernel_view
 
 from .prior_file import load_prior_file
-from .vae import KernelVAE, gaussian_kl_to_standard, gaussian_log_prob
+from .vae import KernelVAE, gaussian_kl_to_standard
 
 
 class DeepWeightPrior(Prior):
@@ -108,8 +108,7 @@ class DeepWeightPrior(Prior):
         """Sum over kernels of KL(r(z|w) || N(0, I)) - log p(w | z), z = one sample of r(z|w)."""
         mu_z, lv_z = self.vae.encode(w)
         z = mu_z + (0.5 * lv_z).exp() * noise
-        mean, lv_w = self.vae.decode(z)
-        return gaussian_kl_to_standard(mu_z, lv_z).sum() - gaussian_log_prob(w, mean, lv_w).sum()
+        return gaussian_kl_to_standard(mu_z, lv_z).sum() - self.vae.log_likelihood(w, z).sum()
 
     # -- the rest of the Prior contract
     def sample(self, shape: torch.Size) -> Tensor:

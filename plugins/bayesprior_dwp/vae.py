@@ -15,9 +15,14 @@ whole kernel anyway) for ~5k multiply-adds per kernel.
 The decoder variance is learned per element and NOT bounded by tanh (the reference code's tanh
 bound kept sigma_w >= 0.61, making p(w|z) nearly flat for raw kernels of element std ~1e-2):
 ``variance = exp(raw) + min_variance`` with an unbounded linear ``raw``, a smooth floor that only
-stops the likelihood from diverging. Kernels are divided by a fixed `data_scale` (the bank's element
-std) before the networks and the outputs are mapped back, so the networks work at unit scale while
-every density is in raw kernel units (the change of variables is exact).
+stops the likelihood from diverging.
+
+Whitening: the networks see kernels whitened by the group's full-covariance Gaussian,
+``u = L^-1 (w - mean)`` with ``L L^T`` the kernels' covariance (`set_reference`), and p(w|z) is
+N(mean + L m(z), L diag(s^2(z)) L^T) in raw units (the change of variables is exact: log p(w|z) =
+log N(u; m, diag s^2) - log|det L|). The last layers of both networks start at zero, so a fresh VAE
+*is* the full-covariance Gaussian (its ELBO equals that Gaussian's log-likelihood) and training can
+only add non-Gaussian structure on top of it (benchmarks/RESULTS.md, "Structure report").
 """
 from __future__ import annotations
 
@@ -89,16 +94,46 @@ class KernelVAE(nn.Module):
                         "depth": depth, "min_variance": float(min_variance)}
         self.encoder = GaussianHead(self.n_elements, latent_dim, hidden, depth, min_variance)
         self.decoder = GaussianHead(latent_dim, self.n_elements, hidden, depth, min_variance)
-        self.register_buffer("data_scale", torch.tensor(1.0))
+        for head in (self.encoder, self.decoder):  # start as the reference Gaussian (module docstring)
+            nn.init.zeros_(head.net[-1].weight)
+            nn.init.zeros_(head.net[-1].bias)
+        d = self.n_elements
+        self.register_buffer("data_mean", torch.zeros(d))
+        self.register_buffer("data_cholesky", torch.eye(d))
+        self.register_buffer("data_whitening", torch.eye(d))  # L^-1, kept so whitening is one matmul
+        self.register_buffer("data_log_det", torch.zeros(()))  # log|det L|
+
+    def set_reference(self, mean: Tensor, covariance: Tensor) -> None:
+        """Whiten by N(mean, covariance) (the group's full-covariance Gaussian); see the module docstring."""
+        mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+        covariance = torch.as_tensor(covariance, dtype=torch.float64)
+        cholesky, info = torch.linalg.cholesky_ex(covariance)
+        if int(info) != 0 or mean.shape != (self.n_elements,):
+            raise ConfigError(f"KernelVAE: the reference needs a mean of {self.n_elements} values and a positive "
+                              f"definite {self.n_elements}x{self.n_elements} covariance")
+        eye = torch.eye(self.n_elements, dtype=torch.float64)
+        with torch.no_grad():
+            self.data_mean.copy_(mean)
+            self.data_cholesky.copy_(cholesky)
+            self.data_whitening.copy_(torch.linalg.solve_triangular(cholesky, eye, upper=False))
+            self.data_log_det.fill_(float(cholesky.diagonal().log().sum()))
+
+    def whiten(self, w: Tensor) -> Tensor:
+        """u = L^-1 (w - mean) for flattened kernels (n, k^d)."""
+        return (w - self.data_mean) @ self.data_whitening.T
 
     def encode(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """r(z | w) for flattened kernels w (n, k^d): mean and log-variance, each (n, latent_dim)."""
-        return self.encoder(w / self.data_scale)
+        return self.encoder(self.whiten(w))
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """p(w | z) in raw kernel units: mean and log-variance, each (n, k^d)."""
+        """p(u | z) of the *whitened* kernel u: mean and log-variance, each (n, k^d)."""
+        return self.decoder(z)
+
+    def log_likelihood(self, w: Tensor, z: Tensor) -> Tensor:
+        """log p(w | z) in raw kernel units, per kernel: (n,)."""
         mean, log_variance = self.decoder(z)
-        return mean * self.data_scale, log_variance + 2 * self.data_scale.log()
+        return gaussian_log_prob(self.whiten(w), mean, log_variance).sum(-1) - self.data_log_det
 
     def negative_elbo(self, w: Tensor, noise: Tensor | None = None) -> Tensor:
         """Per-kernel negative ELBO (beta = 1, one latent sample), in nats: (n,).
@@ -108,17 +143,27 @@ class KernelVAE(nn.Module):
         mu_z, lv_z = self.encode(w)
         noise = torch.randn_like(mu_z) if noise is None else noise
         z = mu_z + (0.5 * lv_z).exp() * noise
-        mean, lv_w = self.decode(z)
-        return gaussian_kl_to_standard(mu_z, lv_z).sum(-1) - gaussian_log_prob(w, mean, lv_w).sum(-1)
+        return gaussian_kl_to_standard(mu_z, lv_z).sum(-1) - self.log_likelihood(w, z)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """`n` kernels drawn from p(w) = E_z p(w | z): (n, *kernel_size)."""
-        device = self.data_scale.device
+        device = self.data_mean.device
         z = torch.randn(n, self.latent_dim, device=device, generator=generator)
         mean, lv = self.decode(z)
-        w = mean + (0.5 * lv).exp() * torch.randn(mean.shape, device=device, generator=generator)
-        return w.reshape((n,) + self.kernel_size)
+        u = mean + (0.5 * lv).exp() * torch.randn(mean.shape, device=device, generator=generator)
+        return (self.data_mean + u @ self.data_cholesky.T).reshape((n,) + self.kernel_size)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # prior files written before whitening held one scalar `data_scale`: whitening by scale * I
+        if "data_scale" in state_dict and "data_cholesky" not in state_dict:
+            state_dict = dict(state_dict)
+            scale = float(state_dict.pop("data_scale"))
+            d = self.n_elements
+            state_dict.update({"data_mean": torch.zeros(d), "data_cholesky": scale * torch.eye(d),
+                               "data_whitening": torch.eye(d) / scale,
+                               "data_log_det": torch.tensor(d * math.log(scale))})
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, log_variance: Tensor) -> Tensor:

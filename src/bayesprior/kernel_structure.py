@@ -24,6 +24,8 @@ import torch
 from .errors import ConfigError
 from .tables import format_table
 
+#: a learned prior must beat the full-covariance Gaussian by this much (nats per kernel) to count as better
+MARGIN = 0.1
 #: ridge added to the covariance, relative to its mean variance (keeps it invertible for few kernels)
 COVARIANCE_RIDGE = 1e-6
 HELDOUT_FRACTION = 0.2
@@ -85,7 +87,8 @@ class GroupStructure:
 
     @property
     def learned_beats_full(self) -> bool | None:
-        return None if self.learned is None else self.learned > self.full
+        """Whether the learned prior is ahead of the full-covariance Gaussian by at least `MARGIN`."""
+        return None if self.learned is None else self.learned >= self.full + MARGIN
 
 
 def group_structure(kernels: np.ndarray, group: str, fraction: float = HELDOUT_FRACTION, seed: int = 0,
@@ -131,9 +134,9 @@ def structure_table(rows: list[GroupStructure], learned_name: str = "VAE ELBO",
 
 def structure_warnings(rows: list[GroupStructure], learned_name: str = "VAE") -> list[str]:
     """One line per group whose learned prior does not beat the full-covariance Gaussian on held-out kernels."""
-    return [f"group {r.group!r}: the {learned_name} ({r.learned:.1f} nats per kernel) does not beat a "
-            f"full-covariance Gaussian ({r.full:.1f}) on held-out kernels, so it transfers nothing that the "
-            "corrnormal prior would not" for r in rows if r.learned_beats_full is False]
+    return [f"group {r.group!r}: the {learned_name} ({r.learned:.2f} nats per kernel) does not beat a "
+            f"full-covariance Gaussian ({r.full:.2f}) by {MARGIN} on held-out kernels, so it transfers nothing "
+            "that the corrnormal prior would not" for r in rows if r.learned_beats_full is False]
 
 
 def _rows(kernels: np.ndarray) -> np.ndarray:

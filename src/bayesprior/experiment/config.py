@@ -44,6 +44,8 @@ class ExperimentConfig:
     source_max_epochs: int = 500
     source_val_fraction: float = 0.1
     source_patience: int = 10
+    # any other `TrainConfig` setting of the source runs, e.g. init_scale, patch, augment, steps_per_epoch
+    source_train_options: dict[str, Any] = field(default_factory=dict)
     # kernel prior: generic settings here, the prior's own (e.g. a VAE's latent_dim) in prior_options
     norm_threshold: float = 1e-2
     prior_max_epochs: int = 500
@@ -60,6 +62,8 @@ class ExperimentConfig:
     # original DWP's choice; He init for priors that are not learned), "source" (the source model,
     # as PR), or "random" (He init)
     prior_init: str = "prior"
+    # any other `TrainConfig` setting of the target runs, e.g. steps_per_epoch, kl_warmup, amp
+    target_train_options: dict[str, Any] = field(default_factory=dict)
     # protocol
     train_sizes: tuple[int, ...] = (5, 10, 15, 20)
     test_size: int = 50
@@ -67,6 +71,9 @@ class ExperimentConfig:
     methods: tuple[str, ...] = ("dwp", "pr", "prf", "ri")
     first_split_seed: int = 42
     samples: int = 0  # Monte-Carlo samples at test time for Bayesian methods (0: posterior mean)
+    # "test": score on each split's test set; "validation": on the split's pool cases that the run did
+    # not train on (for choosing settings without ever looking at the test set)
+    score_on: str = "test"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +113,7 @@ _SCALARS = {
                         "kl_weight": "kl_weight", "lr": "lr", "samples": "samples",
                         "forward_mode": "forward_mode", "patience": "patience", "prior_init": "prior_init"},
     "protocol": {"train_sizes": "train_sizes", "test_size": "test_size", "splits": "splits", "methods": "methods",
-                 "first_split_seed": "first_split_seed"},
+                 "first_split_seed": "first_split_seed", "score_on": "score_on"},
     "architecture": {"name": "architecture", "config": "architecture_config"},
 }
 
@@ -123,6 +130,10 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
         t = _table(raw, section)
         if section == "prior":
             t = _prior_options_from_old_keys(t, path)
+        if section in _TRAINING_SECTIONS:  # other TrainConfig settings pass through to the runs
+            options = {k: v for k, v in t.items() if k not in mapping}
+            kwargs[_TRAINING_SECTIONS[section]] = _train_options(options, section, path)
+            t = {k: v for k, v in t.items() if k in mapping}
         bad = set(t) - set(mapping)
         if bad:
             raise ConfigError(f"{path}: unknown key(s) {sorted(bad)} in [{section}] (known: {sorted(mapping)})")
@@ -133,6 +144,31 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
     config = ExperimentConfig(**kwargs)
     _check(config, path)
     return config
+
+
+_TRAINING_SECTIONS = {"source_training": "source_train_options", "target_training": "target_train_options"}
+# settings the experiment itself decides for every run
+_RESERVED_TRAIN_KEYS = {"architecture", "architecture_config", "method", "source", "prior_path", "seed", "zoo_dir",
+                        "init_from_prior", "progress", "restarts"}
+
+
+def _train_options(options: dict[str, Any], section: str, path: Path) -> dict[str, Any]:
+    """Check extra `TrainConfig` settings of a training section by building a `TrainConfig` with them."""
+    from ..training.config import TrainConfig
+
+    known = {f for f in TrainConfig.__dataclass_fields__ if f not in _RESERVED_TRAIN_KEYS}
+    bad = sorted(set(options) - known)
+    if bad:
+        raise ConfigError(f"{path}: unknown key(s) {bad} in [{section}] (known: the experiment's own keys and "
+                          f"the training settings {sorted(known)})")
+    for key, value in options.items():
+        try:
+            TrainConfig(**{key: tuple(value) if isinstance(value, list) else value})
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {section}.{key}: {exc}") from None
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: {section}.{key} has the wrong type ({value!r})") from None
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
 def _prior_options_from_old_keys(prior: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -163,6 +199,8 @@ def _check(c: ExperimentConfig, path: Path) -> None:
         raise ConfigError(f"{path}: target_training.prior_init must be 'prior', 'source' or 'random', got {c.prior_init!r}")
     if not c.source_seeds:
         raise ConfigError(f"{path}: source_training.seeds must list at least one seed")
+    if c.score_on not in ("test", "validation"):
+        raise ConfigError(f"{path}: protocol.score_on must be 'test' or 'validation', got {c.score_on!r}")
     if not 0 <= c.source_val_fraction < 1:
         raise ConfigError(f"{path}: source_training.val_fraction must be in [0, 1), got {c.source_val_fraction}")
 

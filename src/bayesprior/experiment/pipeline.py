@@ -22,13 +22,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write_json
+from ..atomic import atomic_path, atomic_write_json, atomic_write_text
 from ..checkpoints import load_model
 from ..data.preprocess import PreprocessConfig, prepare_dataset
 from ..data.synth import synthesize_dataset
 from ..errors import ConfigError
 from ..evaluation.scoring import CaseScores
 from ..inference.prediction import PredictionSettings, predict_case
+from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table, structure_warnings
 from ..kernels import KernelBank, harvest_kernels
 from ..plugins import prior_fitter
 from ..training.config import TrainConfig
@@ -86,13 +87,16 @@ class Experiment:
         """The methods whose prior is fitted to the source models' kernels first (e.g. DWP)."""
         return [name for name, m in self.methods.items() if m.learned_prior]
 
-    def train_config(self, **overrides: Any) -> TrainConfig:
+    def train_config(self, target: bool = True, **overrides: Any) -> TrainConfig:
+        """The settings of a target run (or, with ``target=False``, the shared base of a source run)."""
         c = self.config
         base = dict(architecture=c.architecture, architecture_config=dict(c.architecture_config) or
                     {"in_channels": 1, "n_classes": 2}, max_epochs=c.max_epochs, batch_size=c.batch_size,
                     ce_reduction=c.ce_reduction, kl_weight=c.kl_weight, lr=c.lr, forward_mode=c.forward_mode,
                     patience=c.patience,
                     progress=self.progress)
+        if target:
+            base.update(c.target_train_options)
         base.update(overrides)
         return TrainConfig(**base)
 
@@ -111,7 +115,8 @@ class Experiment:
                          f"{len(val)} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
                 config = self.train_config(method="ri", seed=seed, max_epochs=c.source_max_epochs,
                                            restarts=c.source_restarts, patience=c.source_patience,
-                                           zoo_dir=str(zoo / f"seed{seed}"))
+                                           zoo_dir=str(zoo / f"seed{seed}"), target=False,
+                                           **c.source_train_options)
                 train(config, train_cases, val or None, run_dir=run_dir, preprocess=c.preprocess)
             finals.append(model)
         minima = sorted(zoo.glob("seed*/*.pt"))
@@ -141,9 +146,22 @@ class Experiment:
                 options = {"max_epochs": self.config.prior_max_epochs, "seed": self.config.first_split_seed,
                            "progress": self.progress, **self.config.prior_options}
                 self.log(f"fitting the {method} prior on {bank_path.name}")
-                fit(str(bank_path), str(out), **options)
+                scores = fit(str(bank_path), str(out), **options)
+                if scores:  # held-out scores per group, by the register_priors contract
+                    self.structure_report(bank, method, {g: float(v) for g, v in dict(scores).items()})
             priors[method] = out
         return priors
+
+    def structure_report(self, bank: KernelBank, method: str, scores: dict[str, float]) -> None:
+        """Held-out scores of the prior `method` beside the Gaussian baselines: source/structure_<method>.md/.json."""
+        rows = structure_rows(bank.kernels, HELDOUT_FRACTION, self.config.first_split_seed, learned=scores)
+        table = structure_table(rows, learned_name=f"{method} held-out")
+        self.log(f"kernel structure and the {method} prior, nats per held-out kernel:\n{table}")
+        for line in structure_warnings(rows, learned_name=f"{method} prior"):
+            self.log(f"warning: {line}")
+        atomic_write_text(table + "\n", self.out / "source" / f"structure_{method}.md")
+        atomic_write_json([{"group": r.group, "kernels": r.n_kernels, "iid": r.iid, "full": r.full,
+                            "learned": r.learned} for r in rows], self.out / "source" / f"structure_{method}.json")
 
     # ------------------------------------------------------------------------------ target
     def target_run(self, run: RunSpec, split: Split, by_id: dict[str, Any], source: Path | None,
@@ -151,7 +169,11 @@ class Experiment:
         c = self.config
         method = self.methods[run.method]
         train_cases = [by_id[i] for i in split.train_cases(run.train_size)]
-        test_cases = [by_id[i] for i in split.test]
+        scored_ids = split.test if c.score_on == "test" else split.unused_pool(run.train_size)
+        if not scored_ids:
+            raise ConfigError(f"score_on = 'validation' needs target cases beyond test_size + {run.train_size} "
+                              "training cases to validate on")
+        test_cases = [by_id[i] for i in scored_ids]
         overrides: dict[str, Any] = {"method": run.method, "seed": split.seed}
         if method.needs_source:
             overrides["source"] = str(source)
@@ -168,7 +190,8 @@ class Experiment:
         seconds = time.perf_counter() - start
         model = load_model(model_path)
         scores = self.score(model, test_cases, run)
-        return {**scores, "train_cases": list(split.train_cases(run.train_size)), "test_cases": list(split.test),
+        return {**scores, "train_cases": list(split.train_cases(run.train_size)), "scored_on": c.score_on,
+                "test_cases": list(scored_ids),
                 "train_seconds": round(seconds, 1), "ce_reduction": c.ce_reduction, "kl_weight": c.kl_weight}
 
     def score(self, model: Any, cases: Sequence[Any], run: RunSpec) -> dict[str, Any]:

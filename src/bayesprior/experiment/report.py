@@ -11,9 +11,10 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..figures import pyplot, save_figure
+from .statistics import Comparison, compare, comparison_markdown
 
 METHOD_LABELS = {"dwp": "UNet-DWP", "pr": "UNet-PR", "prf": "UNet-PRf", "ri": "UNet-RI",
-                 "gaussian": "UNet-Gaussian", "loguniform": "UNet-LogU"}
+                 "gaussian": "UNet-Gaussian", "loguniform": "UNet-LogU", "corrnormal": "UNet-CorrNormal"}
 METRICS = (("dsc", "Mean Dice Similarity Coefficient"), ("iou", "Mean Intersection over Union"))
 
 
@@ -61,8 +62,17 @@ def write_tables(results: Sequence[dict[str, Any]], methods: Sequence[str], trai
     for metric, title in METRICS:
         parts.append(f"**{title}** (mean (std) over splits)\n\n" + markdown_table(results, metric, methods, train_sizes))
     n_splits = len({r["split"] for r in results})
+    comparisons = compare(results, methods, train_sizes)
+    if comparisons:
+        parts.append("**Paired comparisons** (per split: method DSC minus baseline DSC on the same cases; mean over "
+                     "splits with a 95 % bootstrap confidence interval and the Wilcoxon signed-rank p-value)\n\n"
+                     + comparison_markdown(comparisons, label))
+    if n_splits < 2:
+        parts.append("One split only: no spread and no confidence interval. One split is not evidence that one "
+                     "method is better than another.")
     text = "\n\n".join(parts) + f"\n\n{len(results)} runs, {n_splits} split(s). {note}".rstrip() + "\n"
     atomic_write_text(text, out_dir / "table.md")
+    write_comparisons_csv(comparisons, out_dir / "comparisons.csv")
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["train_size", "method", "dsc_mean", "dsc_std", "iou_mean", "iou_std", "splits"])
@@ -74,6 +84,18 @@ def write_tables(results: Sequence[dict[str, Any]], methods: Sequence[str], trai
                                  f"{iou[(n, m)][0]:.4f}", f"{iou[(n, m)][1]:.4f}", dsc[(n, m)][2]])
     atomic_write_text(buf.getvalue(), out_dir / "table.csv")
     return text
+
+
+def write_comparisons_csv(comparisons: Sequence[Comparison], path: Path) -> None:
+    """One row per (method, baseline, train size): splits, mean paired DSC difference, CI, p-value, verdict."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["method", "baseline", "train_size", "splits", "mean_dsc_difference", "ci_low", "ci_high",
+                     "wilcoxon_p", "verdict"])
+    for c in comparisons:
+        writer.writerow([c.method, c.baseline, c.train_size, c.splits, f"{c.mean_difference:.4f}",
+                         f"{c.ci_low:.4f}", f"{c.ci_high:.4f}", f"{c.p_value:.4f}", c.verdict])
+    atomic_write_text(buf.getvalue(), path)
 
 
 def plot_dsc_vs_train_size(results: Sequence[dict[str, Any]], methods: Sequence[str],

@@ -43,6 +43,10 @@ class Split:
     def train_cases(self, n: int) -> tuple[str, ...]:
         return self.train_pool[:n]
 
+    def unused_pool(self, n: int) -> tuple[str, ...]:
+        """The pool cases a run on `n` training cases does not train on: its validation set."""
+        return self.train_pool[n:]
+
 
 def make_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Split]:
     """Seeded splits (seed first_split_seed + i): a random test set of test_size, the rest shuffled as the pool."""

@@ -1,0 +1,66 @@
+"""Experiment settings that reach the runs: training options, validation scoring, structure report, comparisons."""
+import json
+
+import pytest
+
+from bayesprior.errors import ConfigError
+from bayesprior.experiment.config import parse_config
+from bayesprior.experiment.pipeline import Experiment
+from bayesprior.safe_load import load_plain
+
+BASE = {
+    "source": {"synthetic": {"kind": "ms", "cases": 4, "shape": [16, 24, 16], "seed": 1}},
+    "target": {"synthetic": {"kind": "tumour", "cases": 6, "shape": [16, 24, 16], "seed": 2}},
+    "preprocess": {"crop_nonzero": False},
+    "source_training": {"seeds": [0], "max_epochs": 1, "val_fraction": 0.0, "init_scale": 0.1,
+                        "patch": [8, 16, 8], "augment": True, "steps_per_epoch": 2},
+    "prior": {"max_epochs": 2},
+    "target_training": {"max_epochs": 2, "steps_per_epoch": 3, "kl_warmup": 2, "forward_mode": "sample"},
+    "protocol": {"train_sizes": [1], "test_size": 2, "splits": 2, "methods": ["corrnormal", "ri"],
+                 "score_on": "validation"},
+}
+
+
+def test_training_options_reach_the_runs_and_validation_scoring_never_sees_the_test_set(tmp_path):
+    config = parse_config(json.loads(json.dumps(BASE)))
+    assert config.source_train_options == {"init_scale": 0.1, "patch": (8, 16, 8), "augment": True,
+                                           "steps_per_epoch": 2}
+    experiment = Experiment(config, tmp_path / "out", progress=False, log=lambda line: None)
+    text = experiment.run()
+    source = load_plain(tmp_path / "out" / "source" / "runs" / "seed0" / "model.pt", "model")["extra"]
+    assert source["train_config"]["init_scale"] == 0.1 and source["train_config"]["patch"] == [8, 16, 8]
+    log = (tmp_path / "out" / "source" / "runs" / "seed0" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 1
+    target = load_plain(tmp_path / "out" / "runs" / "split0_n1_ri" / "model.pt", "model")["extra"]["train_config"]
+    assert target["steps_per_epoch"] == 3 and target["kl_warmup"] == 2 and target["init_scale"] == 1.0
+    for result in experiment.store.read_all():
+        split = {s.index: s for s in experiment_splits(experiment)}[result["split"]]
+        assert result["scored_on"] == "validation"
+        assert set(result["test_cases"]).isdisjoint(split.test)
+        assert set(result["test_cases"]).isdisjoint(result["train_cases"])
+        assert len(result["test_cases"]) == 3
+    assert (tmp_path / "out" / "source" / "prior_corrnormal.pt").is_file()
+    assert "Paired comparisons" in text and "UNet-CorrNormal vs UNet-RI" in text
+    assert (tmp_path / "out" / "comparisons.csv").read_text().startswith("method,baseline,train_size")
+
+
+def experiment_splits(experiment):
+    from bayesprior.experiment.runs import make_splits
+
+    ids = [c.case_id for c in experiment.cases(experiment.config.target, "target")]
+    return make_splits(ids, experiment.config)
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("source_training", "init_scal", 0.1, "unknown key"),
+    ("source_training", "init_scale", -1.0, "source_training.init_scale"),
+    ("target_training", "steps_per_epoch", 0, "target_training.steps_per_epoch"),
+    ("target_training", "method", "dwp", "unknown key"),
+    ("target_training", "patch", "big", "target_training.patch"),
+    ("protocol", "score_on", "train", "score_on"),
+])
+def test_bad_training_settings_are_refused_naming_the_key(section, key, value, message):
+    raw = json.loads(json.dumps(BASE))
+    raw[section][key] = value
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)

@@ -1,0 +1,61 @@
+"""Paired comparisons over splits: differences, bootstrap intervals, Wilcoxon p-values, the report table."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy.stats import wilcoxon
+
+from bayesprior.experiment.statistics import (bootstrap_interval, compare, comparison_markdown, paired_differences,
+                                              wilcoxon_p)
+
+
+def _results(dsc):
+    """dsc: {method: [DSC per split]} at train size 5."""
+    return [{"split": s, "train_size": 5, "method": m, "dsc": v} for m, values in dsc.items()
+            for s, v in enumerate(values)]
+
+
+def test_differences_pair_the_same_split_and_skip_missing_ones():
+    results = _results({"dwp": [0.5, 0.6, 0.7], "ri": [0.4, 0.6]})
+    assert np.allclose(paired_differences(results, "dsc", "dwp", "ri", 5), [0.1, 0.0])
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(st.floats(-1, 1, allow_nan=False), min_size=2, max_size=30))
+def test_the_bootstrap_interval_brackets_the_mean(values):
+    low, high = bootstrap_interval(np.asarray(values), resamples=2000)
+    mean = float(np.mean(values))
+    assert low <= mean + 1e-12 and mean - 1e-12 <= high
+
+
+def test_a_constant_difference_has_a_zero_width_interval():
+    assert bootstrap_interval(np.full(10, 0.05)) == pytest.approx((0.05, 0.05))
+
+
+def test_the_interval_shrinks_like_one_over_root_n():
+    rng = np.random.default_rng(0)
+    widths = {n: np.subtract(*bootstrap_interval(rng.normal(0, 1, n))[::-1]) for n in (20, 320)}
+    assert widths[20] / widths[320] == pytest.approx(4.0, rel=0.3)
+
+
+def test_wilcoxon_matches_scipy_and_needs_two_non_zero_differences():
+    d = np.array([0.03, -0.01, 0.05, 0.02, 0.04, 0.01, -0.02, 0.06])
+    assert wilcoxon_p(d) == pytest.approx(wilcoxon(d).pvalue)
+    assert math.isnan(wilcoxon_p(np.array([0.1, 0.0])))
+
+
+def test_compare_gives_every_method_against_each_baseline_with_a_verdict():
+    results = _results({"dwp": [0.70, 0.72, 0.71, 0.73, 0.69, 0.74], "ri": [0.60, 0.61, 0.62, 0.60, 0.59, 0.63],
+                        "pr": [0.80, 0.81, 0.79, 0.82, 0.80, 0.81]})
+    rows = {(c.method, c.baseline): c for c in compare(results, ["dwp", "pr", "ri"], [5])}
+    assert set(rows) == {("dwp", "ri"), ("pr", "ri"), ("dwp", "pr"), ("ri", "pr")}
+    assert rows[("dwp", "ri")].verdict == "better" and rows[("dwp", "pr")].verdict == "worse"
+    assert rows[("dwp", "ri")].mean_difference == pytest.approx(0.64 / 6, abs=1e-9)
+    table = comparison_markdown(compare(results, ["dwp", "pr", "ri"], [5]))
+    assert "| dwp vs ri | 5 | 6 | +0.107 [" in table
+
+
+def test_one_split_is_no_evidence():
+    [row] = [c for c in compare(_results({"dwp": [0.9], "ri": [0.1]}), ["dwp", "ri"], [5])]
+    assert row.verdict == "one split: no evidence" and math.isnan(row.ci_low)
