@@ -64,6 +64,8 @@ class ExperimentConfig:
     prior_init: str = "prior"
     # any other `TrainConfig` setting of the target runs, e.g. steps_per_epoch, kl_warmup, amp
     target_train_options: dict[str, Any] = field(default_factory=dict)
+    # settings of one method's target runs only ([target_training.per_method.dwp] kl_weight = ...)
+    target_method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # protocol
     train_sizes: tuple[int, ...] = (5, 10, 15, 20)
     test_size: int = 50
@@ -130,6 +132,9 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
         t = _table(raw, section)
         if section == "prior":
             t = _prior_options_from_old_keys(t, path)
+        if section == "target_training" and "per_method" in t:
+            kwargs["target_method_options"] = _per_method_options(t["per_method"], path)
+            t = {k: v for k, v in t.items() if k != "per_method"}
         if section in _TRAINING_SECTIONS:  # other TrainConfig settings pass through to the runs
             options = {k: v for k, v in t.items() if k not in mapping}
             kwargs[_TRAINING_SECTIONS[section]] = _train_options(options, section, path)
@@ -171,6 +176,20 @@ def _train_options(options: dict[str, Any], section: str, path: Path) -> dict[st
     return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
+def _per_method_options(per_method: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """``[target_training.per_method.<method>]`` tables: training settings for one method's runs."""
+    if not isinstance(per_method, dict) or not all(isinstance(v, dict) for v in per_method.values()):
+        raise ConfigError(f"{path}: [target_training.per_method] must hold one table per method")
+    allowed = {"kl_weight", "lr", "forward_mode", "patience", "max_epochs", "batch_size", "prior_init"}
+    out = {}
+    for method, options in per_method.items():
+        experiment_keys = {k: v for k, v in options.items() if k in allowed}
+        rest = _train_options({k: v for k, v in options.items() if k not in allowed},
+                              f"target_training.per_method.{method}", path)
+        out[method] = {**experiment_keys, **rest}
+    return out
+
+
 def _prior_options_from_old_keys(prior: dict[str, Any], path: Path) -> dict[str, Any]:
     """``[prior] latent_dim = k`` (a VAE setting, before 0.2) becomes ``[prior] options = {latent_dim = k}``."""
     if "latent_dim" not in prior:
@@ -199,6 +218,14 @@ def _check(c: ExperimentConfig, path: Path) -> None:
         raise ConfigError(f"{path}: target_training.prior_init must be 'prior', 'source' or 'random', got {c.prior_init!r}")
     if not c.source_seeds:
         raise ConfigError(f"{path}: source_training.seeds must list at least one seed")
+    unknown_methods = sorted(set(c.target_method_options) - set(c.methods))
+    if unknown_methods:
+        raise ConfigError(f"{path}: [target_training.per_method] names {unknown_methods}, which are not in "
+                          f"protocol.methods {list(c.methods)}")
+    for method, options in c.target_method_options.items():
+        if options.get("prior_init", "prior") not in ("prior", "source", "random"):
+            raise ConfigError(f"{path}: target_training.per_method.{method}.prior_init must be 'prior', 'source' "
+                              f"or 'random', got {options['prior_init']!r}")
     if c.score_on not in ("test", "validation"):
         raise ConfigError(f"{path}: protocol.score_on must be 'test' or 'validation', got {c.score_on!r}")
     if not 0 <= c.source_val_fraction < 1:

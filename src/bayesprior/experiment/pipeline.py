@@ -80,8 +80,9 @@ class Experiment:
     # ------------------------------------------------------------------------------ source
     def needs_source(self) -> bool:
         """Whether a method starts from the source model, learns its prior from it, or is told to start there."""
-        return any(m.needs_source or m.learned_prior or (m.bayesian and self.config.prior_init == "source")
-                   for m in self.methods.values())
+        c = self.config
+        return any(m.needs_source or m.learned_prior or (m.bayesian and c.target_method_options.get(
+            name, {}).get("prior_init", c.prior_init) == "source") for name, m in self.methods.items())
 
     def learned_prior_methods(self) -> list[str]:
         """The methods whose prior is fitted to the source models' kernels first (e.g. DWP)."""
@@ -174,13 +175,15 @@ class Experiment:
             raise ConfigError(f"score_on = 'validation' needs target cases beyond test_size + {run.train_size} "
                               "training cases to validate on")
         test_cases = [by_id[i] for i in scored_ids]
-        overrides: dict[str, Any] = {"method": run.method, "seed": split.seed}
+        own = dict(c.target_method_options.get(run.method, {}))
+        prior_init = own.pop("prior_init", c.prior_init)
+        overrides: dict[str, Any] = {"method": run.method, "seed": split.seed, **own}
         if method.needs_source:
             overrides["source"] = str(source)
         elif method.bayesian:  # where its posterior means start
-            if c.prior_init == "source" and source is not None:
+            if prior_init == "source" and source is not None:
                 overrides["source"] = str(source)
-            elif c.prior_init == "prior" and run.method in priors:
+            elif prior_init == "prior" and run.method in priors:
                 overrides["init_from_prior"] = True  # e.g. DWP: samples of the fitted kernel VAE
         if run.method in priors:
             overrides["prior_path"] = str(priors[run.method])
@@ -192,7 +195,8 @@ class Experiment:
         scores = self.score(model, test_cases, run)
         return {**scores, "train_cases": list(split.train_cases(run.train_size)), "scored_on": c.score_on,
                 "test_cases": list(scored_ids),
-                "train_seconds": round(seconds, 1), "ce_reduction": c.ce_reduction, "kl_weight": c.kl_weight}
+                "train_seconds": round(seconds, 1), "ce_reduction": c.ce_reduction,
+                "kl_weight": overrides.get("kl_weight", c.kl_weight)}
 
     def score(self, model: Any, cases: Sequence[Any], run: RunSpec) -> dict[str, Any]:
         """Per-case DSC/IoU on the preprocessed test cases, averaged; the figure slice of the first case."""

@@ -137,8 +137,9 @@ def evaluate_cases(model: nn.Module, cases: Sequence[Any], config: TrainConfig,
     with context:
         for case in cases:
             image, label = collate([case], config.pad_multiple, device)
-            # a network trained on patches is validated window by window, as it will predict
-            logits = net(image) if config.patch is None else sliding_window(image, config.patch, net)
+            # a network trained on patches is validated window by window, as it will predict; without
+            # overlap, since validation only steers the schedule (predict blends overlapping windows)
+            logits = net(image) if config.patch is None else sliding_window(image, config.patch, net, overlap=0.0)
             losses.append(float(segmentation_loss(logits, label, loss_cfg)))
             d, h, w = np.asarray(case.image).shape
             pred = logits.argmax(1)[0, :d, :h, :w].cpu().numpy()
