@@ -16,8 +16,9 @@ BASE = {
                         "patch": [8, 16, 8], "augment": True, "steps_per_epoch": 2},
     "prior": {"max_epochs": 2},
     "target_training": {"max_epochs": 2, "steps_per_epoch": 3, "kl_warmup": 2, "forward_mode": "sample",
-                        "per_method": {"corrnormal": {"kl_weight": 0.5, "log_variance_init": -12.0}}},
-    "protocol": {"train_sizes": [1], "test_size": 2, "splits": 2, "methods": ["corrnormal", "ri"],
+                        "per_method": {"corrnormal": {"kl_weight": 0.5, "log_variance_init": -12.0},
+                                       "ri_lr": {"method": "ri", "lr": 0.01}}},
+    "protocol": {"train_sizes": [1], "test_size": 2, "splits": 2, "methods": ["corrnormal", "ri", "ri_lr"],
                  "score_on": "validation"},
 }
 
@@ -36,6 +37,8 @@ def test_training_options_reach_the_runs_and_validation_scoring_never_sees_the_t
     assert target["steps_per_epoch"] == 3 and target["kl_warmup"] == 2 and target["init_scale"] == 1.0
     own = load_plain(tmp_path / "out" / "runs" / "split0_n1_corrnormal" / "model.pt", "model")["extra"]["train_config"]
     assert own["kl_weight"] == 0.5 and own["log_variance_init"] == -12.0 and target["kl_weight"] == 1.0
+    variant = load_plain(tmp_path / "out" / "runs" / "split0_n1_ri_lr" / "model.pt", "model")["extra"]["train_config"]
+    assert variant["method"] == "ri" and variant["lr"] == 0.01 and target["lr"] == 0.001
     for result in experiment.store.read_all():
         split = {s.index: s for s in experiment_splits(experiment)}[result["split"]]
         assert result["scored_on"] == "validation"
@@ -63,6 +66,7 @@ def experiment_splits(experiment):
     ("protocol", "score_on", "train", "score_on"),
     ("target_training", "per_method", {"dwp": {"kl_weight": 0.1}}, "not in protocol.methods"),
     ("target_training", "per_method", {"ri": {"init_scal": 1}}, "unknown key"),
+    ("target_training", "per_method", {"ri": {"kl_weight": -1.0}}, "kl_weight"),
 ])
 def test_bad_training_settings_are_refused_naming_the_key(section, key, value, message):
     raw = json.loads(json.dumps(BASE))

@@ -64,7 +64,8 @@ class ExperimentConfig:
     prior_init: str = "prior"
     # any other `TrainConfig` setting of the target runs, e.g. steps_per_epoch, kl_warmup, amp
     target_train_options: dict[str, Any] = field(default_factory=dict)
-    # settings of one method's target runs only ([target_training.per_method.dwp] kl_weight = ...)
+    # settings of one method's target runs only ([target_training.per_method.dwp] kl_weight = ...); an
+    # entry with ``method = "dwp"`` defines a variant, e.g. "dwp_beta1", listed in protocol.methods
     target_method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # protocol
     train_sizes: tuple[int, ...] = (5, 10, 15, 20)
@@ -76,6 +77,10 @@ class ExperimentConfig:
     # "test": score on each split's test set; "validation": on the split's pool cases that the run did
     # not train on (for choosing settings without ever looking at the test set)
     score_on: str = "test"
+
+    def base_method(self, name: str) -> str:
+        """The training method behind a method name of the protocol (itself, or the variant's ``method``)."""
+        return self.target_method_options.get(name, {}).get("method", name)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,7 +185,7 @@ def _per_method_options(per_method: Any, path: Path) -> dict[str, dict[str, Any]
     """``[target_training.per_method.<method>]`` tables: training settings for one method's runs."""
     if not isinstance(per_method, dict) or not all(isinstance(v, dict) for v in per_method.values()):
         raise ConfigError(f"{path}: [target_training.per_method] must hold one table per method")
-    allowed = {"kl_weight", "lr", "forward_mode", "patience", "max_epochs", "batch_size", "prior_init"}
+    allowed = {"prior_init", "method"}  # the experiment's own; the rest are training settings
     out = {}
     for method, options in per_method.items():
         experiment_keys = {k: v for k, v in options.items() if k in allowed}
@@ -223,6 +228,10 @@ def _check(c: ExperimentConfig, path: Path) -> None:
         raise ConfigError(f"{path}: [target_training.per_method] names {unknown_methods}, which are not in "
                           f"protocol.methods {list(c.methods)}")
     for method, options in c.target_method_options.items():
+        base = options.get("method", method)
+        if not isinstance(base, str) or base in c.target_method_options and base != method:
+            raise ConfigError(f"{path}: target_training.per_method.{method}.method must name a training method "
+                              f"(ri, pr, prf or a prior), not another variant, got {base!r}")
         if options.get("prior_init", "prior") not in ("prior", "source", "random"):
             raise ConfigError(f"{path}: target_training.per_method.{method}.prior_init must be 'prior', 'source' "
                               f"or 'random', got {options['prior_init']!r}")

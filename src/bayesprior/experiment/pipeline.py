@@ -49,7 +49,7 @@ class Experiment:
     def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool = True,
                  log: Callable[[str], None] = print):
         # the method table's row of every method (an unknown name is a ConfigError here, before any work)
-        self.methods: dict[str, TrainingMethod] = {m: training_method(m) for m in config.methods}
+        self.methods: dict[str, TrainingMethod] = {m: training_method(config.base_method(m)) for m in config.methods}
         self.config = config
         self.out = Path(out_dir)
         self.progress = progress
@@ -86,7 +86,7 @@ class Experiment:
 
     def learned_prior_methods(self) -> list[str]:
         """The methods whose prior is fitted to the source models' kernels first (e.g. DWP)."""
-        return [name for name, m in self.methods.items() if m.learned_prior]
+        return list(dict.fromkeys(m.name for m in self.methods.values() if m.learned_prior))
 
     def train_config(self, target: bool = True, **overrides: Any) -> TrainConfig:
         """The settings of a target run (or, with ``target=False``, the shared base of a source run)."""
@@ -177,16 +177,17 @@ class Experiment:
         test_cases = [by_id[i] for i in scored_ids]
         own = dict(c.target_method_options.get(run.method, {}))
         prior_init = own.pop("prior_init", c.prior_init)
-        overrides: dict[str, Any] = {"method": run.method, "seed": split.seed, **own}
+        own.pop("method", None)
+        overrides: dict[str, Any] = {**own, "method": method.name, "seed": split.seed}
         if method.needs_source:
             overrides["source"] = str(source)
         elif method.bayesian:  # where its posterior means start
             if prior_init == "source" and source is not None:
                 overrides["source"] = str(source)
-            elif prior_init == "prior" and run.method in priors:
+            elif prior_init == "prior" and method.name in priors:
                 overrides["init_from_prior"] = True  # e.g. DWP: samples of the fitted kernel VAE
-        if run.method in priors:
-            overrides["prior_path"] = str(priors[run.method])
+        if method.name in priors:
+            overrides["prior_path"] = str(priors[method.name])
         start = time.perf_counter()
         model_path = train(self.train_config(**overrides), train_cases, None, run_dir=self.out / "runs" / run.run_id,
                            preprocess=c.preprocess)
