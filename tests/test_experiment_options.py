@@ -73,3 +73,22 @@ def test_bad_training_settings_are_refused_naming_the_key(section, key, value, m
     raw[section][key] = value
     with pytest.raises(ConfigError, match=message):
         parse_config(raw)
+
+
+def test_source_networks_train_in_shards_and_the_priors_wait_for_all_of_them(tmp_path):
+    raw = json.loads(json.dumps(BASE))
+    raw["source_training"]["seeds"] = [0, 1]
+    raw["target_training"].pop("per_method")
+    raw["protocol"]["methods"] = ["corrnormal", "ri"]
+    config = parse_config(raw)
+    lines = []
+    first = Experiment(config, tmp_path / "out", progress=False, log=lines.append)
+    assert first.run(shard=(1, 2), stage="source") is None
+    runs = tmp_path / "out" / "source" / "runs"
+    assert (runs / "seed1" / "model.pt").is_file() and not (runs / "seed0").exists()
+    assert any("not finished yet" in line for line in lines) and not first.source_done()
+    with pytest.raises(ConfigError, match="source stage is not finished"):
+        first.run(shard=(0, 2), stage="target")
+    Experiment(config, tmp_path / "out", progress=False, log=lines.append).run(shard=(0, 2), stage="source")
+    assert (runs / "seed0" / "model.pt").is_file() and (tmp_path / "out" / "source" / "prior_corrnormal.pt").is_file()
+    assert first.source_done()

@@ -101,17 +101,21 @@ class Experiment:
         base.update(overrides)
         return TrainConfig(**base)
 
-    def source_models(self) -> tuple[list[Path], list[Path]]:
-        """Train the source zoo (resumable); return each seed's final model and every model to harvest."""
+    def source_models(self, shard: tuple[int, int] = (0, 1)) -> tuple[list[Path], list[Path]]:
+        """Train the source zoo (resumable); return each seed's final model and every model to harvest.
+
+        With ``shard=(i, n)`` only the seeds at positions i, i + n, ... are trained here, so the source
+        networks of an experiment can train in n processes at once.
+        """
         c = self.config
         # the same cases `bayesprior train --val-fraction F --seeds S` holds out for F and S = first_split_seed
         train_cases, val = validation_split(self.cases(c.source, "source"), c.source_val_fraction, c.first_split_seed)
         zoo = self.out / "source" / "zoo"
         finals = []
-        for seed in c.source_seeds:
+        for k, seed in enumerate(c.source_seeds):
             run_dir = self.out / "source" / "runs" / f"seed{seed}"
             model = run_dir / "model.pt"
-            if not model.is_file():
+            if not model.is_file() and k % shard[1] == shard[0]:
                 self.log(f"source model seed {seed}: {len(train_cases)} training cases, "
                          f"{len(val)} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
                 config = self.train_config(method="ri", seed=seed, max_epochs=c.source_max_epochs,
@@ -122,6 +126,10 @@ class Experiment:
             finals.append(model)
         minima = sorted(zoo.glob("seed*/*.pt"))
         return finals, (minima or finals)
+
+    def source_done(self) -> bool:
+        """Whether the source stage has finished: every source network trained and every prior fitted."""
+        return (self.out / "source" / "done.json").is_file()
 
     def fit_priors(self, zoo: Sequence[Path]) -> dict[str, Path]:
         """Harvest the zoo's kernels once and fit every learned prior the methods need.
@@ -249,9 +257,18 @@ class Experiment:
         source = None
         priors: dict[str, Path] = {}
         if stage in ("all", "source", "target") and self.needs_source():
-            finals, zoo = self.source_models()
+            if stage == "target" and shard[1] > 1 and not self.source_done():
+                raise ConfigError(f"{self.out}: the source stage is not finished; run --stage source (with every "
+                                  "--shard i/n it was started with) before parallel target shards")
+            finals, zoo = self.source_models(shard if stage == "source" else (0, 1))
+            missing = [p for p in finals if not p.is_file()]
+            if missing:  # other shards' source networks are still training
+                self.log(f"{len(missing)} source model(s) of other shards not finished yet; run --stage source "
+                         "again once they are, to harvest the kernels and fit the priors")
+                return None
             source = finals[0]  # Algorithm 2: PR and PRf start from one source network
             priors = self.fit_priors(zoo)
+            atomic_write_json({"priors": sorted(priors)}, self.out / "source" / "done.json")
         if stage == "source":  # make (and cache) the target data too, so parallel shards never race on it
             self.cases(self.config.target, "target")
         if stage in ("all", "target"):
