@@ -404,9 +404,9 @@ def test_kl_asks_each_shared_prior_once_for_all_its_layers():
     calls = []
 
     class CountingGaussian(bp.create_prior("gaussian").__class__):
-        def kl_layers(self, posteriors):
+        def kl_layers(self, posteriors, weight_samples=None):
             calls.append(len(posteriors))
-            return super().kl_layers(posteriors)
+            return super().kl_layers(posteriors, weight_samples)
 
     net = nn.Sequential(nn.Conv3d(1, 2, 3), nn.Conv3d(2, 2, 3), nn.Conv3d(2, 2, 1))
     bm = bp.bayesianize(net, {bp.by_kernel_size(3): CountingGaussian(), bp.by_kernel_size(1): "gaussian"})

@@ -10,6 +10,13 @@ module's forward returns, computed in one of three modes:
 - ``"sample"``: one weight sample per forward, ``y = op(x, mu + sigma * eps)``;
 - ``"mean"``: the posterior mean, ``y = op(x, mu)``.
 
+In ``"sample"`` mode with gradients on, the layer keeps its weight sample until the KL asks for it
+(`take_weight_sample`): an estimator that needs one sample of q (the DWP bound, Monte-Carlo KLs) then
+scores the sample the forward used instead of drawing another. That sample is a draw from q like any
+other, so the KL estimate keeps its expectation; it is handed out only while it is still a draw from
+the *current* q (no optimiser step since); its graph may be walked by several backward passes
+(`GaussianPosterior.rsample`).
+
 The mode is its own switch, independent of `train()` / `eval()` (which keep their usual meaning for
 normalisation and dropout layers).
 """
@@ -28,6 +35,29 @@ from .posteriors import GaussianPosterior
 
 MODES = ("lrt", "sample", "mean")
 _LRT_EPS = 1e-12  # floor of the variance: keeps sqrt differentiable where the input is exactly zero
+
+class _SamplePreActivation(torch.autograd.Function):
+    """y = mean + sqrt(variance) * noise, the tail of the local reparameterisation, in one node.
+
+    Autograd would keep the noise and the standard deviation (two activation-sized tensors) for the
+    backward; this keeps only their ratio d y / d variance = noise / (2 sqrt(variance)). The variance is
+    clamped, not shifted, at `_LRT_EPS`: a fast convolution algorithm (e.g. Winograd on GPU) may round a
+    zero variance slightly below zero, and sqrt of that is NaN; where it is clamped the gradient is zero.
+    """
+
+    @staticmethod
+    def forward(ctx, mean: Tensor, variance: Tensor) -> Tensor:
+        stddev = variance.clamp_min(_LRT_EPS).sqrt_()
+        noise = torch.randn_like(mean)
+        out = torch.addcmul(mean, stddev, noise)
+        ctx.slope = noise.div_(stddev).mul_(0.5).masked_fill_(variance < _LRT_EPS, 0.0)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        return grad, grad * ctx.slope
+
 
 _CONV_TRANSPOSE_OPS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
@@ -142,12 +172,36 @@ class BayesianLayer(nn.Module):
         if self._mode == "mean":
             return op(m, x, q.loc, m.bias, *args, **kwargs)
         if self._mode == "sample":
-            return op(m, x, q.rsample(), m.bias, *args, **kwargs)
+            w = q.rsample()
+            if torch.is_grad_enabled():
+                self._keep_weight_sample(w)
+            return op(m, x, w, m.bias, *args, **kwargs)
         mean = op(m, x, q.loc, m.bias, *args, **kwargs)
         variance = op(m, x * x, q.variance, None, *args, **kwargs)
-        # clamp, not add: a fast convolution algorithm (e.g. Winograd on GPU) may round a zero variance
-        # slightly below zero, and sqrt of that is NaN
-        return mean + variance.clamp_min(_LRT_EPS).sqrt() * torch.randn_like(mean)
+        return _SamplePreActivation.apply(mean, variance)
+
+    # -- the forward's weight sample, lent to the KL
+    def _parameter_state(self) -> tuple:
+        # a parameter's version counter moves with every in-place change (an optimiser step, load_state_dict)
+        return tuple((p._version, p.device, p.dtype) for p in self.posterior.parameters())
+
+    def _keep_weight_sample(self, w: Tensor) -> None:
+        self.__dict__["_weight_sample"] = (w, self._parameter_state())
+
+    def take_weight_sample(self) -> Tensor | None:
+        """The weight sample of the last ``"sample"`` forward, once, if it is still a draw from the current q.
+
+        Returns None (the caller then draws its own) when there was no such forward, the posterior's
+        parameters changed since (an optimiser step), or the sample was taken already.
+        """
+        sample, state = self.__dict__.pop("_weight_sample", (None, None))
+        return sample if state == self._parameter_state() else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and pickles never carry a pending sample (a non-leaf tensor cannot be deep-copied)
+        state = super().__getstate__()
+        state.pop("_weight_sample", None)
+        return state
 
     def to_deterministic(self) -> nn.Module:
         """A plain copy of the wrapped module with the posterior mean as its weight."""

@@ -139,13 +139,19 @@ class BayesianModel(nn.Module):
     def kl(self) -> Tensor:
         """KL(q || p) summed over all Bayesian layers (an upper bound where a prior is implicit).
 
-        Each call draws its own weight samples where an estimator needs them. A prior shared by several
-        layers scores them in one call (`Prior.kl_layers`), so it can batch its work.
+        An estimator that needs a weight sample scores the one the last ``"sample"`` forward drew, while
+        it is still a draw from the current q (`BayesianLayer.take_weight_sample`), and else draws its
+        own. A prior shared by several layers scores them in one call (`Prior.kl_layers`), so it can
+        batch its work.
         """
-        layers_of: dict[str, list] = {}
+        posteriors_of: dict[str, list] = {}
+        samples_of: dict[str, list] = {}
         for name, layer in self.bayesian_layers():
-            layers_of.setdefault(self.assignment[name], []).append(layer.posterior)
-        terms = [self.priors[key].kl_layers(posteriors) for key, posteriors in layers_of.items()]
+            key = self.assignment[name]
+            posteriors_of.setdefault(key, []).append(layer.posterior)
+            samples_of.setdefault(key, []).append(layer.take_weight_sample())
+        terms = [self.priors[key].kl_layers(posteriors, weight_samples=samples_of[key])
+                 for key, posteriors in posteriors_of.items()]
         if not terms:
             return torch.zeros(())
         return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
