@@ -3,6 +3,7 @@
     python benchmarks/bench_scaling.py --dwp PRIOR_FILE                       # the table of RESULTS.md
     python benchmarks/bench_scaling.py --dwp PRIOR_FILE --sizes 32 40x48x40 --steps 2
     python benchmarks/bench_scaling.py --dwp PRIOR_FILE --kl-cost             # KL alone vs kernels
+    python benchmarks/bench_scaling.py --variants plain,"gaussian sample" --sizes 32   # no DWP file needed
 
 Table: the paper's U-Net (`bench_overhead.py`'s variants: plain, Gaussian `sample`/`lrt`, DWP
 `sample`/`lrt`), batch 2, one training step = zero_grad + forward + ELBO + backward + Adam step. Each
@@ -72,12 +73,14 @@ def measure_one(variant: str, size: tuple[int, int, int], steps: int, warmup: in
             "min_s": min(times), "peak_mib": peak / 2**20}
 
 
-def kl_cost(dwp: str, counts: list[int], repeats: int) -> list[dict]:
+def kl_cost(dwp: str, counts: list[int], repeats: int = 5) -> list[dict]:
     """Forward + backward time of the DWP bound and the Gaussian KL for `counts` kernels of 3x3x3."""
     import bayesprior as bp
     from bayesprior_dwp import DeepWeightPrior
+    from bayesprior_dwp.prior_file import load_prior_file
 
-    prior = DeepWeightPrior.from_file(dwp, "enc_eighth")
+    # every group's VAE has the same size, so any one gives the cost per kernel
+    prior = DeepWeightPrior.from_file(dwp, load_prior_file(dwp).groups[0])
     gaussian = bp.create_prior("gaussian")
     rows = []
     for n in counts:
@@ -97,14 +100,16 @@ def kl_cost(dwp: str, counts: list[int], repeats: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dwp", required=True, metavar="PRIOR_FILE", help="a DWP prior file of the U-Net's groups")
+    parser.add_argument("--dwp", default=None, metavar="PRIOR_FILE",
+                        help="a DWP prior file of the U-Net's groups (for the dwp variants and --kl-cost)")
     parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, help="N or AxBxC (default: %(default)s)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma list from %(default)s")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per process (default 3)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--kl-cost", action="store_true", help="time the KL alone against the number of kernels")
+    parser.add_argument("--kl-cost", nargs="*", type=int, default=None, metavar="KERNELS",
+                        help="time the KL alone for these numbers of kernels (default 1000 4000 16000 64000)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # "variant|size": one measurement
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -114,10 +119,12 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure_one(variant, parse_size(size), args.steps, args.warmup, args.dwp,
                                      torch.device(args.device))))
         return
-    if args.kl_cost:
+    if args.kl_cost is not None:
+        if args.dwp is None:
+            parser.error("--kl-cost needs --dwp PRIOR_FILE")
         print(f"# KL forward + backward, torch {torch.__version__}, {args.threads} threads, {args.device}")
         print("| kernels | DWP bound (ms) | per kernel (us) | Gaussian closed form (ms) |\n|---:|---:|---:|---:|")
-        for row in kl_cost(args.dwp, [1_000, 4_000, 16_000, 64_000], repeats=5):
+        for row in kl_cost(args.dwp, args.kl_cost or [1_000, 4_000, 16_000, 64_000]):
             print(f"| {row['kernels']:,} | {row['dwp_ms']:.1f} | {1e3 * row['dwp_ms'] / row['kernels']:.2f} | "
                   f"{row['gaussian_ms']:.1f} |", flush=True)
         return
@@ -130,10 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     for size in args.sizes:
         plain = None
         for name in names:
-            command = [sys.executable, __file__, "--child", f"{name}|{size}", "--dwp", args.dwp,
+            command = [sys.executable, __file__, "--child", f"{name}|{size}", *(["--dwp", args.dwp] if args.dwp else []),
                        "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
                        "--device", args.device]
-            row = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+            child = subprocess.run(command, capture_output=True, text=True)
+            if child.returncode:
+                raise SystemExit(f"{name} at {size} failed:\n{child.stderr[-2000:]}")
+            row = json.loads(child.stdout)
             plain = row["median_s"] if name == "plain" else plain
             ratio = f"{row['median_s'] / plain:.2f}x" if plain else "n/a"
             print(f"| {row['size']} | {name} | {row['median_s']:.3f} | {row['min_s']:.3f} | {ratio} | "

@@ -312,3 +312,21 @@ def test_a_layer_holding_a_sample_can_be_copied_and_pickled(tmp_path):
     assert twin.take_weight_sample() is None and layer.take_weight_sample() is not None
     layer(torch.randn(1, 2, 5, 5, 5))
     torch.save(layer, tmp_path / "layer.pt")
+
+
+@pytest.mark.parametrize("module, shape", [
+    (nn.Conv3d(2, 4, 3, padding=1, padding_mode="reflect"), (2, 2, 5, 5, 5)),
+    (nn.Conv2d(4, 6, 3, groups=2, stride=2), (2, 4, 7, 7)),
+    (nn.ConvTranspose3d(2, 3, 2, stride=2, bias=False), (2, 2, 3, 3, 3)),
+    (nn.ConvTranspose1d(4, 2, 3, groups=2), (2, 4, 5)),
+    (nn.Linear(5, 3), (2, 4, 5)),
+])
+def test_a_stacked_forward_equals_one_forward_per_weight_sample(module, shape):
+    torch.manual_seed(0)
+    layer = BayesianLayer(module, log_variance_init=-2.0)
+    weights = layer.posterior.rsample_n(3).detach()
+    x = torch.randn(shape)
+    stacked = layer.stacked_forward(x.repeat_interleave(3, 0), weights)
+    for s in range(3):
+        expected = layer._apply_op(layer.module, x, weights[s], layer.module.bias)
+        assert torch.allclose(stacked[s::3], expected, atol=1e-5)

@@ -97,6 +97,11 @@ class GaussianPosterior(nn.Module):
         """
         return _Reparameterise.apply(self.loc, self.log_variance, torch.randn_like(self.loc))
 
+    def rsample_n(self, n: int) -> Tensor:
+        """`n` independent reparameterised samples, stacked: (n, *shape)."""
+        noise = torch.randn((n, *self.loc.shape), device=self.loc.device, dtype=self.loc.dtype)
+        return _Reparameterise.apply(self.loc, self.log_variance, noise)
+
     def entropy(self) -> Tensor:
         """Element-wise differential entropy 0.5 * (log(2*pi) + 1 + log_variance)."""
         return 0.5 * (_LOG_2PI + 1.0 + self.log_variance)
