@@ -330,3 +330,11 @@ def test_a_stacked_forward_equals_one_forward_per_weight_sample(module, shape):
     for s in range(3):
         expected = layer._apply_op(layer.module, x, weights[s], layer.module.bias)
         assert torch.allclose(stacked[s::3], expected, atol=1e-5)
+
+
+def test_a_sample_drawn_under_autocast_is_lent_in_float32():
+    # the KL is computed outside autocast from this sample, so it stays float32 (issue 13)
+    layer = _sampling_conv()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(1, 2, 5, 5, 5))
+    assert y.dtype == torch.bfloat16 and layer.take_weight_sample().dtype == torch.float32
