@@ -25,3 +25,34 @@ def test_benchmark_refuses_an_unregistered_architecture():
     bench = runpy.run_path(str(BENCH))
     with pytest.raises(SystemExit, match="not registered"):
         bench["build_network"]("no-such-architecture")
+
+
+SCALING = BENCH.parent / "bench_scaling.py"
+MC_PREDICTION = BENCH.parent / "bench_mc_prediction.py"
+
+
+def test_scaling_benchmark_measures_time_and_memory_in_a_process_per_row(capsys):
+    bench = runpy.run_path(str(SCALING))
+    bench["main"](["--sizes", "16", "--steps", "1", "--warmup", "0", "--variants", "plain,gaussian sample"])
+    out = capsys.readouterr().out
+    assert "| 16x16x16 | plain |" in out and "| 16x16x16 | gaussian sample |" in out and "peak RSS delta" in out
+
+
+def test_scaling_benchmark_times_the_kl_against_the_number_of_kernels(capsys, tmp_path):
+    from test_dwp_prior import _random_vae
+    from bayesprior.kernels import KernelBank
+    from bayesprior_dwp import save_prior_file
+    import numpy as np
+
+    bank = KernelBank({"g1": np.zeros((4, 3, 3, 3), np.float32)},
+                      {"kernel_size": [3, 3, 3], "groups": {"g1": {"layers": ["c"], "kept": 4, "dropped": 0}}})
+    save_prior_file(tmp_path / "prior.pt", {"g1": (_random_vae(latent_dim=6), [-1.0, 0.0])}, bank)
+    runpy.run_path(str(SCALING))["main"](["--dwp", str(tmp_path / "prior.pt"), "--kl-cost", "32", "64", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "| 32 |" in out and "| 64 |" in out
+
+
+def test_mc_prediction_benchmark_compares_stacked_and_sequential_samples(capsys):
+    runpy.run_path(str(MC_PREDICTION))["main"](["--size", "16", "--samples", "2", "--stacks", "1", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "| 1 | 2 |" in out and "| 2 | 1 |" in out

@@ -266,3 +266,75 @@ def test_double_precision_and_unbatched_inputs_work():
     assert layer(x).shape == (2, 5) and layer(x).dtype == torch.float64
     layer.mode = "lrt"
     assert math.isfinite(layer(x).sum().item())
+
+
+# -- the forward's weight sample, lent to the KL
+def _sampling_conv():
+    torch.manual_seed(0)
+    return BayesianLayer(nn.Conv3d(2, 3, 3), log_variance_init=-2.0, mode="sample")
+
+
+def test_a_sample_forward_lends_its_weight_sample_once():
+    layer = _sampling_conv()
+    x = torch.randn(1, 2, 5, 5, 5)
+    y = layer(x)
+    w = layer.take_weight_sample()
+    assert w is not None and torch.allclose(layer.module._conv_forward(x, w, layer.module.bias), y, atol=1e-6)
+    assert layer.take_weight_sample() is None
+
+
+def test_no_weight_sample_is_lent_after_an_optimiser_step_or_without_gradients():
+    layer = _sampling_conv()
+    layer(torch.randn(1, 2, 5, 5, 5)).sum().backward()
+    torch.optim.SGD(layer.parameters(), lr=0.1).step()
+    assert layer.take_weight_sample() is None  # a draw from the old q
+    with torch.no_grad():
+        layer(torch.randn(1, 2, 5, 5, 5))
+    assert layer.take_weight_sample() is None
+    layer.mode = "lrt"
+    layer(torch.randn(1, 2, 5, 5, 5))
+    assert layer.take_weight_sample() is None
+
+
+def test_a_lent_sample_gives_gradients_in_two_separate_backward_passes():
+    layer = _sampling_conv()
+    data = layer(torch.randn(1, 2, 5, 5, 5)).square().mean()
+    kl_like = layer.take_weight_sample().square().sum()
+    first = torch.autograd.grad(data, [layer.posterior.loc, layer.posterior.log_variance])
+    second = torch.autograd.grad(kl_like, [layer.posterior.loc, layer.posterior.log_variance])
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in first + second)
+
+
+def test_a_layer_holding_a_sample_can_be_copied_and_pickled(tmp_path):
+    layer = _sampling_conv()
+    layer(torch.randn(1, 2, 5, 5, 5))
+    twin = copy.deepcopy(layer)
+    assert twin.take_weight_sample() is None and layer.take_weight_sample() is not None
+    layer(torch.randn(1, 2, 5, 5, 5))
+    torch.save(layer, tmp_path / "layer.pt")
+
+
+@pytest.mark.parametrize("module, shape", [
+    (nn.Conv3d(2, 4, 3, padding=1, padding_mode="reflect"), (2, 2, 5, 5, 5)),
+    (nn.Conv2d(4, 6, 3, groups=2, stride=2), (2, 4, 7, 7)),
+    (nn.ConvTranspose3d(2, 3, 2, stride=2, bias=False), (2, 2, 3, 3, 3)),
+    (nn.ConvTranspose1d(4, 2, 3, groups=2), (2, 4, 5)),
+    (nn.Linear(5, 3), (2, 4, 5)),
+])
+def test_a_stacked_forward_equals_one_forward_per_weight_sample(module, shape):
+    torch.manual_seed(0)
+    layer = BayesianLayer(module, log_variance_init=-2.0)
+    weights = layer.posterior.rsample_n(3).detach()
+    x = torch.randn(shape)
+    stacked = layer.stacked_forward(x.repeat_interleave(3, 0), weights)
+    for s in range(3):
+        expected = layer._apply_op(layer.module, x, weights[s], layer.module.bias)
+        assert torch.allclose(stacked[s::3], expected, atol=1e-5)
+
+
+def test_a_sample_drawn_under_autocast_is_lent_in_float32():
+    # the KL is computed outside autocast from this sample, so it stays float32 (issue 13)
+    layer = _sampling_conv()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(1, 2, 5, 5, 5))
+    assert y.dtype == torch.bfloat16 and layer.take_weight_sample().dtype == torch.float32

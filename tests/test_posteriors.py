@@ -56,3 +56,17 @@ def test_the_gaussian_posterior_is_a_posterior_as_priors_see_it():
     assert isinstance(q, Posterior)
     assert not isinstance(torch.randn(2, 3), Posterior)
 
+
+
+def test_rsample_gradients_match_the_reparameterisation_formula():
+    torch.manual_seed(0)
+    q = GaussianPosterior(torch.randn(4, 3), -1.0)
+    torch.manual_seed(1)
+    w = q.rsample()
+    torch.manual_seed(1)
+    noise = torch.randn(4, 3)
+    reference = q.loc + (0.5 * q.log_variance).exp() * noise
+    assert torch.allclose(w, reference)
+    grads = torch.autograd.grad((w * torch.arange(12.0).reshape(4, 3)).sum(), [q.loc, q.log_variance])
+    expected = torch.autograd.grad((reference * torch.arange(12.0).reshape(4, 3)).sum(), [q.loc, q.log_variance])
+    assert all(torch.allclose(a, b) for a, b in zip(grads, expected))

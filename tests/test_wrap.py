@@ -404,9 +404,9 @@ def test_kl_asks_each_shared_prior_once_for_all_its_layers():
     calls = []
 
     class CountingGaussian(bp.create_prior("gaussian").__class__):
-        def kl_layers(self, posteriors):
+        def kl_layers(self, posteriors, weight_samples=None):
             calls.append(len(posteriors))
-            return super().kl_layers(posteriors)
+            return super().kl_layers(posteriors, weight_samples)
 
     net = nn.Sequential(nn.Conv3d(1, 2, 3), nn.Conv3d(2, 2, 3), nn.Conv3d(2, 2, 1))
     bm = bp.bayesianize(net, {bp.by_kernel_size(3): CountingGaussian(), bp.by_kernel_size(1): "gaussian"})
@@ -414,3 +414,24 @@ def test_kl_asks_each_shared_prior_once_for_all_its_layers():
     assert calls == [2]
     expected = sum(bm.prior_of(n).kl(layer.posterior) for n, layer in bm.bayesian_layers())
     assert torch.allclose(total, expected)
+
+
+def test_batched_prediction_has_the_statistics_of_one_forward_per_sample():
+    bm = bp.bayesianize(Net(), {"*": "gaussian"}, strict=False, log_variance_init=-2.0).eval()
+    x = _x()
+    mean, std = bm.predict(x, samples=60, samples_per_forward=20)
+    with bm.sampling("sample"), torch.no_grad():
+        outs = torch.stack([bm(x) for _ in range(400)])
+    assert torch.allclose(mean, outs.mean(0), atol=4 * outs.std(0).max().item() / math.sqrt(60))
+    assert float(((std - outs.std(0)).abs() / outs.std(0)).median()) < 0.3
+    assert all(layer.stacked_samples == 1 for _, layer in bm.bayesian_layers())  # restored
+
+
+def test_batched_prediction_runs_one_forward_per_stack_of_samples():
+    bm = bp.bayesianize(Net(), {"*": "gaussian"}, strict=False).eval()
+    batches = []
+    bm.net.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    bm.predict(_x(), samples=10, samples_per_forward=4)
+    assert batches == [8, 8, 4]
+    with pytest.raises(ConfigError, match="samples_per_forward"):
+        bm.predict(_x(), samples=2, samples_per_forward=0)

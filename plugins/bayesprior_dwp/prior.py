@@ -24,7 +24,7 @@ from bayesprior.errors import ConfigError, PriorMismatchError
 from bayesprior.priors import kernel_view
 
 from .prior_file import load_prior_file
-from .vae import KernelVAE, gaussian_kl_to_standard
+from .vae import KernelVAE
 
 
 class DeepWeightPrior(Prior):
@@ -77,18 +77,19 @@ class DeepWeightPrior(Prior):
             if latent_noise is None else latent_noise
         return -posterior.entropy().sum() + self._chunked_latent_terms(w, noise)
 
-    def kl_layers(self, posteriors: list[Any]) -> Tensor:
+    def kl_layers(self, posteriors: list[Any], weight_samples: list[Tensor | None] | None = None) -> Tensor:
         """The bound summed over every layer of the group, with the kernels of all layers in one VAE pass.
 
         Same estimator as calling `kl` per layer (one weight sample per layer, one latent sample per
-        kernel), but one batched encoder/decoder call per group instead of one per layer.
+        kernel), but one batched encoder/decoder call per group instead of one per layer. A layer's
+        entry in `weight_samples` (the forward's sample, see `Prior.kl_layers`) is scored in place of a
+        fresh draw.
         """
-        if len(posteriors) == 1:
-            return self.kl(posteriors[0])
+        samples = weight_samples or [None] * len(posteriors)
         for q in posteriors:
             if tuple(q.shape[2:]) != self.vae.kernel_size:
                 self.check_compatible(q.shape, "<layer of this group>")
-        kernels = torch.cat([kernel_view(q.rsample()) for q in posteriors])
+        kernels = torch.cat([kernel_view(q.rsample() if w is None else w) for q, w in zip(posteriors, samples)])
         negative_entropy = -torch.stack([q.entropy().sum() for q in posteriors]).sum()
         noise = torch.randn(kernels.shape[0], self.vae.latent_dim, device=kernels.device, dtype=kernels.dtype)
         return negative_entropy + self._chunked_latent_terms(kernels, noise)
@@ -106,9 +107,7 @@ class DeepWeightPrior(Prior):
 
     def _latent_terms(self, w: Tensor, noise: Tensor) -> Tensor:
         """Sum over kernels of KL(r(z|w) || N(0, I)) - log p(w | z), z = one sample of r(z|w)."""
-        mu_z, lv_z = self.vae.encode(w)
-        z = mu_z + (0.5 * lv_z).exp() * noise
-        return gaussian_kl_to_standard(mu_z, lv_z).sum() - self.vae.log_likelihood(w, z).sum()
+        return self.vae.negative_elbo(w, noise).sum()
 
     # -- the rest of the Prior contract
     def sample(self, shape: torch.Size) -> Tensor:

@@ -120,7 +120,9 @@ class KernelVAE(nn.Module):
 
     def whiten(self, w: Tensor) -> Tensor:
         """u = L^-1 (w - mean) for flattened kernels (n, k^d)."""
-        return (w - self.data_mean) @ self.data_whitening.T
+        whitening = self.data_whitening.T
+        # one addmm, u = w L^-T - mean L^-T: no kernel-sized temporary for w - mean
+        return torch.addmm(-(self.data_mean @ whitening), w, whitening)
 
     def encode(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """r(z | w) for flattened kernels w (n, k^d): mean and log-variance, each (n, latent_dim)."""
@@ -132,18 +134,23 @@ class KernelVAE(nn.Module):
 
     def log_likelihood(self, w: Tensor, z: Tensor) -> Tensor:
         """log p(w | z) in raw kernel units, per kernel: (n,)."""
+        return self._whitened_log_likelihood(self.whiten(w), z)
+
+    def _whitened_log_likelihood(self, u: Tensor, z: Tensor) -> Tensor:
         mean, log_variance = self.decoder(z)
-        return gaussian_log_prob(self.whiten(w), mean, log_variance).sum(-1) - self.data_log_det
+        return gaussian_log_prob(u, mean, log_variance).sum(-1) - self.data_log_det
 
     def negative_elbo(self, w: Tensor, noise: Tensor | None = None) -> Tensor:
         """Per-kernel negative ELBO (beta = 1, one latent sample), in nats: (n,).
 
         `noise` (n, latent_dim) is the standard-normal draw of the latent sample (drawn if None).
+        The kernels are whitened once, for the encoder and the likelihood alike.
         """
-        mu_z, lv_z = self.encode(w)
+        u = self.whiten(w)
+        mu_z, lv_z = self.encoder(u)
         noise = torch.randn_like(mu_z) if noise is None else noise
-        z = mu_z + (0.5 * lv_z).exp() * noise
-        return gaussian_kl_to_standard(mu_z, lv_z).sum(-1) - self.log_likelihood(w, z)
+        z = torch.addcmul(mu_z, (0.5 * lv_z).exp(), noise)
+        return gaussian_kl_to_standard(mu_z, lv_z).sum(-1) - self._whitened_log_likelihood(u, z)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

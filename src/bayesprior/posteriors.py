@@ -37,6 +37,27 @@ class Posterior(Protocol):
         """Element-wise log density of `w`."""
 
 
+class _Reparameterise(torch.autograd.Function):
+    """w = loc + exp(log_variance / 2) * noise, with a backward that can run more than once.
+
+    The noise and the standard deviation are kept as plain attributes rather than saved tensors, which
+    autograd would free after the first backward: a layer's weight sample feeds the forward and the KL
+    (`BayesianLayer.take_weight_sample`), and taking their gradients separately must not fail.
+    """
+
+    @staticmethod
+    def forward(ctx, loc: Tensor, log_variance: Tensor, noise: Tensor) -> Tensor:
+        # the noise is the caller's fresh draw, so it may be scaled in place
+        ctx.noise_times_stddev = noise.mul_(log_variance.mul(0.5).exp_())
+        return loc + noise
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        # d w / d log_variance = noise * stddev / 2
+        return grad, torch.mul(grad, ctx.noise_times_stddev).mul_(0.5), None
+
+
 class GaussianPosterior(nn.Module):
     """Fully factorised Gaussian q(w) = prod_i N(w_i | loc_i, exp(log_variance_i)).
 
@@ -69,8 +90,17 @@ class GaussianPosterior(nn.Module):
         return self.loc.shape
 
     def rsample(self) -> Tensor:
-        """One reparameterised sample of the whole tensor (gradients reach loc and log_variance)."""
-        return self.loc + self.stddev * torch.randn_like(self.loc)
+        """One reparameterised sample of the whole tensor (gradients reach loc and log_variance).
+
+        Its graph may be walked by several backward passes (see `_Reparameterise`), so one sample can
+        serve both the data term and the KL even when their gradients are taken one after the other.
+        """
+        return _Reparameterise.apply(self.loc, self.log_variance, torch.randn_like(self.loc))
+
+    def rsample_n(self, n: int) -> Tensor:
+        """`n` independent reparameterised samples, stacked: (n, *shape)."""
+        noise = torch.randn((n, *self.loc.shape), device=self.loc.device, dtype=self.loc.dtype)
+        return _Reparameterise.apply(self.loc, self.log_variance, noise)
 
     def entropy(self) -> Tensor:
         """Element-wise differential entropy 0.5 * (log(2*pi) + 1 + log_variance)."""

@@ -85,15 +85,19 @@ class Prior(nn.Module):
         """KL(q || p) summed over the layer (or an upper bound of it). `weight_sample` is drawn if needed."""
         return resolve_kl(posterior, self, weight_sample)
 
-    def kl_layers(self, posteriors: list[Posterior]) -> Tensor:
+    def kl_layers(self, posteriors: list[Posterior],
+                  weight_samples: list[Tensor | None] | None = None) -> Tensor:
         """The KL summed over several layers that share this prior.
 
-        The default adds `kl` layer by layer; a prior may override it to score all layers in one batch
-        (the result must equal that sum in distribution).
+        `weight_samples`, if given, holds per layer a reparameterised sample of its q to score (the
+        forward's, see `BayesianLayer.take_weight_sample`) or None; an estimator that needs a sample
+        draws one where there is none. The default adds `kl` layer by layer; a prior may override it to
+        score all layers in one batch (the result must equal that sum in distribution).
         """
-        total = self.kl(posteriors[0])
-        for posterior in posteriors[1:]:
-            total = total + self.kl(posterior)
+        samples = weight_samples or [None] * len(posteriors)
+        total = self.kl(posteriors[0], samples[0])
+        for posterior, sample in zip(posteriors[1:], samples[1:]):
+            total = total + self.kl(posterior, sample)
         return total
 
     def log_prob(self, w: Tensor) -> Tensor:

@@ -139,13 +139,19 @@ class BayesianModel(nn.Module):
     def kl(self) -> Tensor:
         """KL(q || p) summed over all Bayesian layers (an upper bound where a prior is implicit).
 
-        Each call draws its own weight samples where an estimator needs them. A prior shared by several
-        layers scores them in one call (`Prior.kl_layers`), so it can batch its work.
+        An estimator that needs a weight sample scores the one the last ``"sample"`` forward drew, while
+        it is still a draw from the current q (`BayesianLayer.take_weight_sample`), and else draws its
+        own. A prior shared by several layers scores them in one call (`Prior.kl_layers`), so it can
+        batch its work.
         """
-        layers_of: dict[str, list] = {}
+        posteriors_of: dict[str, list] = {}
+        samples_of: dict[str, list] = {}
         for name, layer in self.bayesian_layers():
-            layers_of.setdefault(self.assignment[name], []).append(layer.posterior)
-        terms = [self.priors[key].kl_layers(posteriors) for key, posteriors in layers_of.items()]
+            key = self.assignment[name]
+            posteriors_of.setdefault(key, []).append(layer.posterior)
+            samples_of.setdefault(key, []).append(layer.take_weight_sample())
+        terms = [self.priors[key].kl_layers(posteriors, weight_samples=samples_of[key])
+                 for key, posteriors in posteriors_of.items()]
         if not terms:
             return torch.zeros(())
         return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
@@ -172,39 +178,64 @@ class BayesianModel(nn.Module):
     # -- prediction
     @torch.no_grad()
     def predict(self, x: Tensor, samples: int = 8, transform: Callable[[Tensor], Tensor] | None = None,
-                uncertainty: str = "std") -> Predictive:
+                uncertainty: str = "std", samples_per_forward: int = 1) -> Predictive:
         """Monte-Carlo prediction: the mean of `samples` forwards with weights sampled from q.
 
         Args:
             x: input batch.
             samples: number of weight samples (0 uses the posterior mean once; uncertainty is then 0).
-            transform: applied to each output before averaging, e.g. ``lambda y: y.softmax(1)``.
+            transform: applied to each output before averaging, e.g. ``lambda y: y.softmax(1)``; it must
+                treat the rows of a batch independently.
             uncertainty: ``"std"`` (element-wise standard deviation over samples) or ``"entropy"``
                 (predictive entropy over dim 1 of the mean, for class probabilities).
+            samples_per_forward: weight samples that go through one forward together, as a batch S
+                times as large (one grouped convolution per layer, `BayesianLayer.stacked_forward`);
+                the activations need S times the memory. The network's other layers must treat the
+                rows of a batch independently (true of instance, group and layer norms, and of batch
+                norm in eval mode). 1 runs one forward per sample.
         """
         if uncertainty not in ("std", "entropy"):
             raise ConfigError(f"uncertainty must be 'std' or 'entropy', got {uncertainty!r}")
         if samples < 0:
             raise ConfigError(f"samples must be >= 0, got {samples}")
+        if samples_per_forward < 1:
+            raise ConfigError(f"samples_per_forward must be >= 1, got {samples_per_forward}")
         transform = transform or (lambda y: y)
         if samples == 0:
             with self.sampling("mean"):
                 mean = transform(self(x))
             return Predictive(mean, torch.zeros_like(mean))
         mean = m2 = None
+        done = 0
         with self.sampling("sample"):
-            for i in range(1, samples + 1):  # Welford: no need to keep every sample
-                y = transform(self(x)).float()
-                if mean is None:
-                    mean, m2 = y.clone(), torch.zeros_like(y)
-                else:
-                    delta = y - mean
-                    mean += delta / i
-                    m2 += delta * (y - mean)
+            while done < samples:
+                stack = min(samples_per_forward, samples - done)
+                for y in self._stacked_outputs(x, stack, transform):  # Welford: no need to keep every sample
+                    done += 1
+                    if mean is None:
+                        mean, m2 = y.clone(), torch.zeros_like(y)
+                    else:
+                        delta = y - mean
+                        mean += delta / done
+                        m2 += delta * (y - mean)
         if uncertainty == "std":
             return Predictive(mean, (m2 / max(samples - 1, 1)).sqrt())
         p = mean.clamp_min(1e-12)
         return Predictive(mean, -(p * p.log()).sum(dim=1))
+
+    def _stacked_outputs(self, x: Tensor, stack: int, transform: Callable[[Tensor], Tensor]) -> list[Tensor]:
+        """The transformed outputs of `stack` weight samples, from one forward."""
+        if stack == 1:
+            return [transform(self(x)).float()]
+        layers = [layer for _, layer in self.bayesian_layers()]
+        for layer in layers:
+            layer.stacked_samples = stack
+        try:
+            y = transform(self(x.repeat_interleave(stack, 0))).float()
+        finally:
+            for layer in layers:
+                layer.stacked_samples = 1
+        return list(y.unflatten(0, (x.shape[0], stack)).unbind(1))
 
     # -- export and inspection
     def mean_model(self) -> nn.Module:
