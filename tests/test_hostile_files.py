@@ -147,3 +147,34 @@ def test_show_cases_describes_a_dataset_json_that_is_not_an_object(tmp_path):
 
 def test_arch_refuses_a_builder_option_of_the_wrong_kind(tmp_path):
     assert_one_line_error(run("arch", "unet3d", "-c", "widths=[1,2]"), "widths must be four channel counts")
+
+
+def test_demo_refuses_a_folder_another_process_works_in(tmp_path):
+    with folder_lock(tmp_path / "demo", "experiment folder"):
+        assert_one_line_error(run("demo", "--out", tmp_path / "demo", "--quiet"), "experiment folder is in use")
+    assert not (tmp_path / "demo" / "data").exists()
+
+
+class _ExplodingPlugin:
+    from bayesprior import hookimpl
+
+    @hookimpl
+    def register_priors(self, register):
+        raise RuntimeError("boom")
+
+
+def test_plugins_lists_a_plugin_whose_hook_raises_and_still_lists_the_others(fresh_plugins):
+    from bayesprior.plugins import register_plugin
+
+    with pytest.warns(RuntimeWarning, match="boom"):
+        register_plugin(_ExplodingPlugin(), "exploding-test")
+        result = run("plugins", "--json")
+    assert_ok(result)
+    listed = {p["name"]: p for p in json.loads(result.stdout)}
+    assert "boom" in listed["exploding-test"]["error"] and "gaussian" in json.dumps(listed)
+
+
+def test_harvest_refuses_an_input_shape_that_would_be_ignored(tmp_path):
+    model = model_file(tmp_path / "model.pt")
+    assert_one_line_error(run("harvest", model, "--out", tmp_path / "bank.npz", "--input-shape", "16,16,16"),
+                          "--input-shape has no effect with --group-by architecture")

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._deprecation import moved_names
-from ..data.preprocess import PreprocessConfig
 from ..errors import ConfigError
-from ..training.config import TrainConfig, setting_checks
 from ..validation import Check, check_settings
 
 if sys.version_info >= (3, 11):
@@ -196,16 +194,21 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
 
 
 def _preprocess(raw: dict, path: Path) -> dict[str, Any]:
+    # imported on first use: every command imports this module (through the CLI's --shard type), and the
+    # data and training packages bring nibabel, scipy and the trainer
+    from ..data.preprocess import PreprocessConfig
+
     settings = dict(_table(raw, "preprocess"))
     _checked(settings, _PREPROCESS_KEYS, "preprocess", path)
     try:
-        PreprocessConfig(**_tuples(settings))
+        PreprocessConfig(**lists_as_tuples(settings))
     except ConfigError as exc:
         raise ConfigError(f"{path}: [preprocess]: {exc}") from None
     return settings
 
 
-def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+def lists_as_tuples(d: dict[str, Any]) -> dict[str, Any]:
+    """`d` with its list values as tuples (TOML has no tuples; the settings' dataclasses want them)."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
@@ -217,6 +220,8 @@ _RESERVED_TRAIN_KEYS = {"architecture", "architecture_config", "method", "source
 
 def _train_options(options: dict[str, Any], section: str, path: Path) -> dict[str, Any]:
     """Check extra `TrainConfig` settings of a training section: their types, then a `TrainConfig` with them."""
+    from ..training.config import TrainConfig, setting_checks  # on first use, as the preprocessing above
+
     checks = {k: v for k, v in setting_checks().items() if k not in _RESERVED_TRAIN_KEYS}
     bad = sorted(set(options) - set(checks))
     if bad:
@@ -228,7 +233,7 @@ def _train_options(options: dict[str, Any], section: str, path: Path) -> dict[st
             TrainConfig(**{key: tuple(value) if isinstance(value, list) else value})
         except ConfigError as exc:
             raise ConfigError(f"{path}: {section}.{key}: {exc}") from None
-    return _tuples(options)
+    return lists_as_tuples(options)
 
 
 def _prior_options_from_old_keys(prior: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from ..training.config import TrainConfig
 from ..training.methods import TrainingMethod, training_method
 from ..training.splits import validation_split
 from ..training.trainer import train
-from .config import DatasetSpec, ExperimentConfig, _tuples
+from .config import DatasetSpec, ExperimentConfig, lists_as_tuples
 from .report import plot_dsc_vs_train_size, plot_predictions, write_tables
 from .runs import ResultStore, RunSpec, Split, all_runs, make_splits, shard_runs
 
@@ -100,7 +100,7 @@ class Experiment:
 
     def cases(self, spec: DatasetSpec, name: str) -> list[Any]:
         folder = self.dataset_folder(spec, name)
-        preprocess = PreprocessConfig(**_tuples(self.config.preprocess))
+        preprocess = PreprocessConfig(**lists_as_tuples(self.config.preprocess))
         kwargs = {k: v for k, v in (("layout", spec.layout), ("channel", spec.channel)) if v is not None}
         return prepare_dataset(folder, preprocess, cache_dir=self.out / "cache" / name,
                                allow_outside_paths=spec.allow_outside_paths, **kwargs)
@@ -265,15 +265,15 @@ class Experiment:
         """Do every stage of `stage` that is not done yet, for the target runs of `shard`; the report's text.
 
         The experiment folder is locked while it runs: exclusively, except for the shards of a sharded run
-        (``n > 1``, not the source stage), which share it; each training run also locks its own folder.
-        Temporary files a killed run left are removed first.
+        (``n > 1``), which share it with each other; each training run also locks its own folder, so two
+        processes never train in one. Temporary files a killed run left are removed first.
 
         Raises:
             FolderInUseError: another process holds the folder (or a run folder this one needs).
         """
         if stage not in STAGES:
             raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
-        shared = shard[1] > 1 and stage != "source"
+        shared = shard[1] > 1
         with folder_lock(self.out, "experiment folder", shared=shared):
             if shared:  # other shards write beside us: only our own runs' leftovers are ours to remove
                 own = {f"{r.run_id}.{ending}" for r in shard_runs(all_runs(self.config), shard)
