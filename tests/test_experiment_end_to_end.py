@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 
 TINY = """
 [source]
@@ -84,3 +86,74 @@ def test_demo_and_experiment_have_help_with_an_example():
     for command in ("demo", "experiment"):
         result = CliRunner().invoke(cli, [command, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output
+
+
+SMALL = """
+[source]
+synthetic = { kind = "ms", cases = 3, shape = [16, 16, 16], seed = 1 }
+[target]
+synthetic = { kind = "tumour", cases = 3, shape = [16, 16, 16], seed = 2 }
+[preprocess]
+crop_nonzero = false
+[architecture]
+config = { widths = [4, 4, 4, 4] }
+[source_training]
+seeds = [0]
+max_epochs = 2
+val_fraction = 0.0
+[prior]
+max_epochs = 1
+options = { hidden = 4, latent_dim = 2 }
+[target_training]
+max_epochs = 2
+forward_mode = "sample"
+[protocol]
+train_sizes = [1]
+test_size = 1
+splits = 1
+methods = ["dwp", "ri"]
+"""
+
+
+def _results(out: Path) -> dict:
+    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k != "train_seconds"}
+            for p in sorted((out / "results").glob("*.json"))}
+
+
+def _models(out: Path) -> dict:
+    from bayesprior.safe_load import load_plain
+
+    return {str(p.relative_to(out)): load_plain(p, "model")["state_dict"] for p in sorted(out.rglob("model.pt"))}
+
+
+def test_an_experiment_killed_in_each_stage_and_moved_resumes_to_the_uninterrupted_result(tmp_path):
+    from click.testing import CliRunner
+
+    from _kill_at import kill_at, temp_files
+    from bayesprior.cli import cli
+
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL)
+    out = tmp_path / "killed"
+    command = ["experiment", str(config), "--out", str(out), "--quiet"]
+    kill_at("*/data/source/labelsTr/SynMS_0002.nii.gz", 1, command)  # during synthesis
+    assert not (out / "data" / "source" / "dataset.json").exists()
+    kill_at("*/source/runs/seed0/checkpoint.pt", 2, command)  # during the source model's second epoch
+    assert (out / "source" / "runs" / "seed0" / "checkpoint.pt").is_file()
+    kill_at("*/runs/split0_n1_ri/checkpoint.pt", 2, command)  # during the last target run
+    assert temp_files(out) and len(_results(out)) == 1
+    moved = tmp_path / "moved" / "elsewhere"
+    moved.parent.mkdir()
+    out.rename(moved)  # a moved experiment folder resumes from where it lies now
+    result = CliRunner().invoke(cli, ["experiment", str(config), "--out", str(moved), "--quiet"])
+    assert result.exit_code == 0, result.output
+    whole = tmp_path / "whole"
+    result = CliRunner().invoke(cli, ["experiment", str(config), "--out", str(whole), "--quiet"])
+    assert result.exit_code == 0, result.output
+
+    assert _results(moved) == _results(whole) and len(_results(whole)) == 2
+    killed_models, whole_models = _models(moved), _models(whole)
+    assert killed_models.keys() == whole_models.keys() and len(whole_models) == 3
+    for name, state in whole_models.items():
+        assert all(torch.equal(state[k], killed_models[name][k]) for k in state), name
+    assert not temp_files(moved)

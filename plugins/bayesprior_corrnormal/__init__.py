@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from bayesprior import hookimpl
 
-from .prior import (PRIOR_FORMAT, CorrelatedNormalPrior, create_corrnormal_prior, fit_corrnormal_file,
-                    load_corrnormal_file)
+from .prior import (PRIOR_FORMAT, CorrelatedNormalPrior, check_corrnormal_fit_options, create_corrnormal_prior,
+                    fit_corrnormal_file, load_corrnormal_file)
 
 __all__ = ["CorrelatedNormalPrior", "create_corrnormal_prior", "fit_corrnormal_file", "load_corrnormal_file",
            "PRIOR_FORMAT"]
@@ -23,5 +23,6 @@ __all__ = ["CorrelatedNormalPrior", "create_corrnormal_prior", "fit_corrnormal_f
 @hookimpl
 def register_priors(register):
     register("corrnormal", create_corrnormal_prior, fit=fit_corrnormal_file, per_group=True,
+             check_fit_options=check_corrnormal_fit_options,
              description="correlated Gaussian per kernel: one k^d x k^d covariance per layer group "
                          "(path=prior file, group=name); closed-form KL")

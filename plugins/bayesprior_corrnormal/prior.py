@@ -30,6 +30,7 @@ from bayesprior.errors import CheckpointError, ConfigError, PriorMismatchError
 from bayesprior.kernels import KernelBank
 from bayesprior.priors import kernel_view
 from bayesprior.safe_load import load_plain
+from bayesprior.validation import Check, check_settings
 
 PRIOR_FORMAT = "bayesprior.corrnormal-prior/1"
 #: ridge added to each covariance, relative to its mean variance, so that it is safely invertible
@@ -121,6 +122,14 @@ def fit_moments(kernels: np.ndarray, ridge: float = DEFAULT_RIDGE) -> tuple[np.n
     d = rows.shape[1]
     covariance += ridge * max(np.trace(covariance) / d, 1e-30) * np.eye(d)
     return mean, covariance
+
+
+def check_corrnormal_fit_options(options: dict[str, Any]) -> None:
+    """The registry's ``check_fit_options`` for ``corrnormal``: its own options (``ridge``, ``groups``); the
+    generic ones (``max_epochs``, ``seed``, ``progress``) are accepted and ignored by the closed-form fit."""
+    check_settings(options, {"ridge": Check("number", minimum=0), "groups": Check("strs", optional=True),
+                             "max_epochs": Check("int", minimum=1), "seed": Check("int"), "progress": Check("bool")},
+                   "options")
 
 
 def fit_corrnormal_file(bank_path: str, out_path: str, groups: Sequence[str] | None = None,

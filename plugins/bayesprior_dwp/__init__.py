@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from bayesprior import hookimpl
 
-from .fit import fit_and_score, fit_kernel_vae, fit_prior, fit_prior_file
+from .fit import check_fit_options, fit_and_score, fit_kernel_vae, fit_prior, fit_prior_file
 from .prior import DeepWeightPrior, create_dwp_prior
 from .prior_file import PRIOR_FORMAT, PriorFile, load_prior_file, save_prior_file
 from .vae import KernelVAE
@@ -18,7 +18,7 @@ __all__ = ["KernelVAE", "fit_kernel_vae", "fit_prior", "fit_prior_file", "DeepWe
 
 @hookimpl
 def register_priors(register):
-    register("dwp", create_dwp_prior, fit=fit_and_score, per_group=True,
+    register("dwp", create_dwp_prior, fit=fit_and_score, per_group=True, check_fit_options=check_fit_options,
              description="Deep Weight Prior: a kernel VAE per layer group (path=prior file, group=name)")
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from bayesprior.atomic import remove_stale_temp_files_of
 from bayesprior.kernels import KernelBank
 from bayesprior.kernel_structure import structure_rows, structure_table, structure_warnings
 
@@ -34,6 +35,7 @@ def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, hel
 
     Example: bayesprior fit-prior kernels.npz --out prior.pt
     """
+    remove_stale_temp_files_of(out)
     fits = fit_prior_file(bank, out, groups=list(groups) or None, latent_dim=latent_dim, hidden=hidden,
                           max_epochs=max_epochs, batch_size=batch_size, heldout_fraction=heldout_fraction, seed=seed)
     kernel_bank = KernelBank.load(bank)

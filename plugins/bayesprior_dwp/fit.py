@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from bayesprior.errors import ConfigError
 from bayesprior.kernel_structure import HELDOUT_FRACTION, heldout_split
 from bayesprior.kernels import KernelBank
+from bayesprior.validation import Check, check_settings
 
 from .vae import KernelVAE
 
@@ -99,6 +100,21 @@ def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: in
                           "the kernels may be degenerate (all equal, or of wildly different scales)")
     vae.load_state_dict(best_state)
     return vae.eval(), history
+
+
+#: what `fit_prior_file` accepts (the options of `fit_kernel_vae`, and the groups)
+FIT_OPTIONS = {
+    "latent_dim": Check("int", minimum=1), "hidden": Check("int", minimum=1), "depth": Check("int", minimum=1),
+    "max_epochs": Check("int", minimum=1), "batch_size": Check("int", minimum=1), "lr": Check("number", above=0),
+    "patience": Check("int", minimum=0), "factor": Check("number", above=0, below=1),
+    "min_lr": Check("number", above=0), "heldout_fraction": Check("number", above=0, below=1),
+    "seed": Check("int"), "progress": Check("bool"), "groups": Check("strs", optional=True),
+}
+
+
+def check_fit_options(options: dict[str, Any]) -> None:
+    """The registry's ``check_fit_options`` for ``dwp``: raise `ConfigError` naming an option `fit` would refuse."""
+    check_settings(options, FIT_OPTIONS, "options")
 
 
 def fit_prior(bank: KernelBank, groups: Sequence[str] | None = None, **options: Any

@@ -125,19 +125,32 @@ class DeepWeightPrior(Prior):
                 f"{self.describe()} was fitted to {'x'.join(map(str, self.vae.kernel_size))} kernels")
 
     def config(self) -> dict[str, Any]:
-        return {**self.source, "fine_tune_encoder": self.fine_tune_encoder, "chunk_size": self.chunk_size}
+        # the VAE's hyper-parameters, not the prior file's path: a saved model's state carries the VAE's
+        # weights, so the model loads anywhere, without the file (`create_dwp_prior` without `path`)
+        return {"group": self.source.get("group"), "vae": dict(self.vae.hparams),
+                "fine_tune_encoder": self.fine_tune_encoder, "chunk_size": self.chunk_size}
 
 
 def create_dwp_prior(path: str | None = None, group: str | None = None, fine_tune_encoder: bool = True,
-                     chunk_size: int | None = None) -> DeepWeightPrior:
+                     chunk_size: int | None = None, vae: dict[str, Any] | None = None) -> DeepWeightPrior:
     """Registry factory of ``"dwp"``: the prior of `group` in the prior file at `path`.
 
+    Without `path`, `vae` (the VAE's hyper-parameters, as `DeepWeightPrior.config` records them) builds
+    an untrained placeholder whose weights a saved model's state then fills.
+
     Raises:
-        ConfigError: `path` or `group` missing, or `group` not in the file.
+        ConfigError: neither `path` nor `vae`, `group` missing with `path`, or `group` not in the file.
         CheckpointError: the file is missing or not a DWP prior file.
     """
-    if not path:
-        raise ConfigError("dwp prior needs path=<prior file written by `bayesprior fit-prior`>")
-    if not group:
-        raise ConfigError(f"dwp prior needs group=<one of the groups in {path}>")
-    return DeepWeightPrior.from_file(path, group, fine_tune_encoder=fine_tune_encoder, chunk_size=chunk_size)
+    if path:
+        if not group:
+            raise ConfigError(f"dwp prior needs group=<one of the groups in {path}>")
+        return DeepWeightPrior.from_file(path, group, fine_tune_encoder=fine_tune_encoder, chunk_size=chunk_size)
+    if vae is None:
+        raise ConfigError("dwp prior needs path=<prior file written by `bayesprior fit-prior`> (or vae=<its "
+                          "hyper-parameters>, when a saved model's state fills it)")
+    try:
+        placeholder = KernelVAE(**vae)
+    except TypeError as exc:
+        raise ConfigError(f"dwp prior: vae={vae!r} is not a set of KernelVAE hyper-parameters ({exc})") from None
+    return DeepWeightPrior(placeholder, fine_tune_encoder, chunk_size, source={"group": group})

@@ -1,6 +1,7 @@
 """Medical Segmentation Decathlon (v1 dataset.json with a `training` list; images may be 4D)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +22,8 @@ def detect(folder: Path) -> bool:
 def _resolve(folder: Path, relative: object, meta_path: Path) -> Path:
     if not isinstance(relative, str) or not relative:
         raise DataError(meta_path, f"entry {relative!r} is not a file path")
-    path = (folder / relative).resolve() if not Path(relative).is_absolute() else Path(relative)
+    # "../x" is collapsed but symbolic links are kept, so a linked dataset stays inside its folder
+    path = Path(os.path.normpath(folder / relative))
     if not path.is_file():
         raise DataError(path, "listed in dataset.json but missing")
     return path

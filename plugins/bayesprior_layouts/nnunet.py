@@ -32,13 +32,19 @@ def _channel_names(meta: dict, path: Path) -> list[str]:
 
 
 def _case_ids(images_dir: Path, ending: str, n_channels: int) -> list[str]:
+    """The case ids of an images folder; a file of the dataset's ending that belongs to no declared
+    channel is an error, never silently ignored."""
     found: dict[str, set[int]] = {}
-    for path in images_dir.iterdir():
-        if not path.name.endswith(ending):
+    for path in sorted(images_dir.iterdir()):
+        if not path.name.endswith(ending) or path.name.startswith("."):
             continue
         case_id, channel = split_channel_suffix(path.name[: len(path.name) - len(ending)])
-        if channel is not None:
-            found.setdefault(case_id, set()).add(channel)
+        if channel is None:
+            raise DataError(path, f"has no channel suffix (expected names like {channel_file_name('CASE', 0, ending)})")
+        if channel >= n_channels:
+            raise DataError(path, f"is channel {channel}, but dataset.json declares {n_channels} channel(s) "
+                                  "in 'channel_names'")
+        found.setdefault(case_id, set()).add(channel)
     for case_id, channels in sorted(found.items()):
         missing = sorted(set(range(n_channels)) - channels)
         if missing:

@@ -27,7 +27,7 @@ from torch import nn
 from bayesprior import hookimpl
 from bayesprior.errors import ConfigError
 
-from .network import DEFAULT_WIDTHS, ConvBlock, DownBlock, UNet3D, UpBlock
+from .network import DEFAULT_WIDTHS, MIN_INPUT_SIZE, ConvBlock, DownBlock, UNet3D, UpBlock
 
 __all__ = ["UNet3D", "ConvBlock", "DownBlock", "UpBlock", "build_unet3d", "unet3d_groups", "GROUP_LAYERS",
            "FINETUNE_LAYERS"]
@@ -72,5 +72,6 @@ def unet3d_groups(model: nn.Module) -> dict[str, list[str]]:
 @hookimpl
 def register_architectures(register):
     register("unet3d", build_unet3d, groups=unet3d_groups, finetune_layers=list(FINETUNE_LAYERS),
+             min_input_size=MIN_INPUT_SIZE,
              description="the 3D U-Net of Kuzina et al. 2019 (726,480 parameters; 7 kernel groups by "
                          "input resolution; inputs divisible by 8)")

@@ -20,6 +20,8 @@ from bayesprior.errors import ConfigError
 DEFAULT_WIDTHS = (16, 32, 32, 64)
 # the network halves the volume three times, so every spatial size must be a multiple of this
 SIZE_MULTIPLE = 8
+# at 1/8 resolution instance normalisation needs more than one voxel, so one axis must reach this
+MIN_INPUT_SIZE = 2 * SIZE_MULTIPLE
 
 
 class ConvBlock(nn.Sequential):
@@ -85,7 +87,8 @@ class UNet3D(nn.Module):
         widths: four channel widths: the full-resolution level and the levels at 1/2, 1/4 and 1/8.
     Raises:
         ConfigError: a non-positive channel count or not exactly four widths; at forward time, an input
-            that is not 5-D with `in_channels` channels or whose spatial size is not divisible by 8.
+            that is not 5-D with `in_channels` channels, whose spatial size is not divisible by 8, or
+            that is 8 or less on every axis (one voxel at 1/8 resolution).
     """
 
     def __init__(self, in_channels: int = 1, n_classes: int = 2, widths: Sequence[int] = DEFAULT_WIDTHS):
@@ -119,6 +122,11 @@ class UNet3D(nn.Module):
             padded = tuple(-(-s // SIZE_MULTIPLE) * SIZE_MULTIPLE for s in spatial)
             raise ConfigError(f"unet3d: input spatial shape {spatial} is not divisible by {SIZE_MULTIPLE} "
                               f"in every axis (the network halves it three times); pad it, e.g. to {padded}")
+        if all(s < MIN_INPUT_SIZE for s in spatial):
+            raise ConfigError(f"unet3d: input spatial shape {spatial} is below the network's minimum: at 1/8 "
+                              "resolution it is a single voxel, which instance normalisation cannot normalise; "
+                              f"at least one axis must be {MIN_INPUT_SIZE} or more (pad or preprocess to a "
+                              "larger --shape)")
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)

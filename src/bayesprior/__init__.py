@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from .version import __version__  # noqa: F401
-from .errors import (BayespriorError, CheckpointError, ConfigError, DataError, PluginError,  # noqa: E402
-                     PriorMismatchError)
+from .errors import (BayespriorError, CheckpointError, ConfigError, DataError, FolderInUseError,  # noqa: E402
+                     NonFiniteError, PluginError, PriorMismatchError)
 from .layers import MODES, BayesianLayer  # noqa: E402
 from .plugins import build_architecture, create_prior, hookimpl  # noqa: E402
 from .posteriors import GaussianPosterior, Posterior  # noqa: E402
@@ -17,5 +17,5 @@ __all__ = [
     "BayesianLayer", "MODES", "bayesianize", "BayesianModel", "Rule", "Selector", "by_name", "by_type",
     "by_kernel_size", "by_group", "by_layer_names", "save_model", "load_model", "load_bayesian", "ELBO",
     "Predictive", "create_prior", "build_architecture", "BayespriorError", "ConfigError", "DataError",
-    "PluginError", "PriorMismatchError", "CheckpointError",
+    "PluginError", "PriorMismatchError", "CheckpointError", "NonFiniteError", "FolderInUseError",
 ]

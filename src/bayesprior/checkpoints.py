@@ -90,7 +90,41 @@ def read_model_file(path: str | Path, map_location: str | torch.device = "cpu",
         payload = payload["model"]  # a training checkpoint embeds its model payload
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise CheckpointError(path, f"not a bayesprior model file (expected format {MODEL_FORMAT!r})")
+    _check_payload(payload, path)
     return payload
+
+
+def _check_payload(payload: Mapping[str, Any], path: Path) -> None:
+    """The keys every reader of a model payload relies on, with their types."""
+    kind = payload.get("kind")
+    if kind not in ("deterministic", "bayesian"):
+        raise CheckpointError(path, f"model file of unknown kind {kind!r} (expected 'deterministic' or 'bayesian')")
+    expected = {"state_dict": dict, "extra": (dict, type(None)), "architecture": (dict, type(None))}
+    if kind == "bayesian":
+        expected.update(priors=dict, assignment=dict)
+    for key, types in expected.items():
+        if not isinstance(payload.get(key), types):
+            raise CheckpointError(path, f"model file's {key!r} is {type(payload.get(key)).__name__}, "
+                                        "not what a bayesprior model file holds")
+
+
+def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold a NaN or an infinity."""
+    return [name for name, value in state.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+
+
+def require_finite_state(state: Mapping[str, Any], path: str | Path, what: str = "weights") -> None:
+    """Raise `CheckpointError` naming `path` and the tensors if `state` holds NaN or infinite values.
+
+    A network trained into NaN predicts nothing useful (an all-NaN softmax argmaxes to background), and
+    kernels or weights taken from it poison whatever starts from them; such a file is refused, not used.
+    """
+    bad = non_finite_tensors(state)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(path, f"{what} hold NaN or infinite values ({shown}); the run that wrote it "
+                                    "diverged, so it is refused")
 
 
 def load_model(path: str | Path, model: nn.Module | None = None,
@@ -122,7 +156,12 @@ def load_bayesian(path: str | Path, model: nn.Module | None = None,
 
 
 def model_from_payload(payload: Mapping[str, Any], path: str | Path, model: nn.Module | None = None) -> nn.Module:
-    """Rebuild the model a payload (`read_model_file`) describes; `path` only names the file in errors."""
+    """Rebuild the model a payload (`read_model_file`) describes; `path` only names the file in errors.
+
+    Raises:
+        CheckpointError: a state that does not fit, or weights that are NaN or infinite.
+    """
+    require_finite_state(payload["state_dict"], path)
     net = model if model is not None else recorded_architecture(payload, path)
     if payload["kind"] == "bayesian":
         return _bayesian_from_payload(payload, path, net)

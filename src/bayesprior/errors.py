@@ -24,17 +24,8 @@ class PriorMismatchError(BayespriorError):
     """A prior does not fit the layer it was assigned to (shape, kernel size, group)."""
 
 
-class CheckpointError(BayespriorError):
-    """A checkpoint or saved model is missing, corrupt, or does not match the model."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
-
-
-class DataError(BayespriorError):
-    """A data file or dataset folder is unreadable or inconsistent.
+class PathError(BayespriorError):
+    """An error about one file or folder: the message is ``"<path>: <problem>"``.
 
     Attributes:
         path: the file or folder at fault.
@@ -45,3 +36,20 @@ class DataError(BayespriorError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+class CheckpointError(PathError):
+    """A checkpoint or saved model is missing, corrupt, or does not match the model."""
+
+
+class DataError(PathError):
+    """A data file or dataset folder is unreadable or inconsistent."""
+
+
+class FolderInUseError(PathError):
+    """Another process holds the lock of a run, experiment or prediction folder (see `bayesprior.locks`)."""
+
+
+class NonFiniteError(BayespriorError):
+    """A value that must be finite (a loss, weights, kernels, a score) is NaN or infinite; the message
+    names where it was found."""

@@ -22,7 +22,8 @@ class HookSpecs:
     def register_priors(self, register: Callable[..., None]) -> None:
         """Register prior factories.
 
-        Call ``register(name, factory, fit=None, per_group=False, description="")`` once per prior.
+        Call ``register(name, factory, fit=None, per_group=False, check_fit_options=None, description="")``
+        once per prior.
         ``factory(**config)`` must return a `bayesprior.priors.Prior`; ``config`` is JSON-serialisable, so a
         saved model can rebuild its priors by name.
 
@@ -35,6 +36,8 @@ class HookSpecs:
           which the structure report compares with its Gaussian baselines; or None.
         - ``per_group=True``: one prior instance per layer group; the factory then takes the group's name
           as ``group`` (a DWP prior loads that group's VAE).
+        - ``check_fit_options(options)`` (optional, with ``fit``): raises `bayesprior.errors.ConfigError`
+          naming an option that ``fit`` would refuse, so an experiment checks them before any data are made.
 
         Return nothing.
         """
@@ -43,11 +46,13 @@ class HookSpecs:
     def register_architectures(self, register: Callable[..., None]) -> None:
         """Register network architectures.
 
-        Call ``register(name, builder, groups=None, finetune_layers=None, description="")``:
-        ``builder(**config)`` returns an ``nn.Module``; ``groups(model)`` (optional) returns the
-        architecture's named layer groups as ``{group name: [module names]}``; ``finetune_layers``
-        (optional) is a list of module-name globs that stay trainable in frozen fine-tuning (the
-        first and last blocks). Return nothing.
+        Call ``register(name, builder, groups=None, finetune_layers=None, min_input_size=None,
+        description="")``: ``builder(**config)`` returns an ``nn.Module``; ``groups(model)`` (optional)
+        returns the architecture's named layer groups as ``{group name: [module names]}``;
+        ``finetune_layers`` (optional) is a list of module-name globs that stay trainable in frozen
+        fine-tuning (the first and last blocks); ``min_input_size`` (optional, an int or one per axis) is
+        the smallest spatial input the network accepts (prediction pads up to it, training refuses less).
+        Return nothing.
         """
 
     @hookspec

@@ -14,7 +14,6 @@ documented in ``docs/formats.md``. This module knows nothing about the models fi
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
-from .checkpoints import deterministic_state, read_model_file
+from .checkpoints import deterministic_state, read_model_file, require_finite_state
 from .errors import CheckpointError, ConfigError
 from .grouping import group_by_resolution
+from .hashing import file_sha256
 from .plugins import architecture_groups, build_architecture
 from .tables import format_table
 from .version import __version__
@@ -103,8 +103,10 @@ class KernelBank:
             raise
         except Exception as exc:
             raise CheckpointError(path, f"cannot be read as a kernel bank ({type(exc).__name__}: {exc})") from None
-        if header.get("format") != BANK_FORMAT:
-            raise CheckpointError(path, f"not a kernel bank (format {header.get('format')!r}, expected {BANK_FORMAT!r})")
+        if not isinstance(header, dict) or header.get("format") != BANK_FORMAT:
+            found = header.get("format") if isinstance(header, dict) else type(header).__name__
+            raise CheckpointError(path, f"not a kernel bank (format {found!r}, expected {BANK_FORMAT!r})")
+        _check_against_header(path, arrays, header)
         order = [g for g in header.get("group_order", []) if g in arrays] + \
                 [g for g in arrays if g not in header.get("group_order", [])]
         return cls({g: arrays[g] for g in order}, header)
@@ -120,15 +122,6 @@ class KernelBank:
             values = [g, str(len(info["layers"])), str(info["kept"]), str(info["dropped"]), std, norm]
             rows.append(dict(zip(cols, values)))
         return format_table(rows, cols)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "architecture",
@@ -152,8 +145,10 @@ def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "arc
         The bank; groups left with no layer of the kernel size are omitted (and recorded as skipped).
     Raises:
         CheckpointError: unreadable file, no architecture recorded, another architecture than the first
-            file, or a missing or misshaped layer (the message names the file and the layer).
-        ConfigError: bad arguments, or an architecture that declares no groups.
+            file, a missing or misshaped layer (the message names the file and the layer), or NaN or
+            infinite weights.
+        ConfigError: bad arguments, an architecture that declares no groups, or a group left with no
+            kernel above the norm threshold.
     """
     paths = [Path(p) for p in checkpoint_paths]
     if not paths:
@@ -192,6 +187,11 @@ def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "arc
         keep = norms >= norm_threshold
         kernels[g] = np.ascontiguousarray(all_kernels[keep], dtype=np.float32)
         group_info[g] = {"layers": list(layers), "kept": int(keep.sum()), "dropped": int((~keep).sum())}
+    empty = [g for g, info in group_info.items() if info["kept"] == 0]
+    if empty:
+        raise ConfigError(f"no kernel of group(s) {empty} has an L2 norm >= the norm threshold {norm_threshold:g} "
+                          "(the bank would teach a prior nothing about them); lower the threshold "
+                          "(--norm-threshold), or check the models")
     skipped = {name: f"kernel {shape[2:]} is not {size}^{len(shape) - 2}"
                for name, shape in reference_shapes.items() if not _is_cubic(shape, size)}
     header = {
@@ -209,6 +209,27 @@ def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "arc
     return KernelBank(kernels, header)
 
 
+def _check_against_header(path: Path, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
+    """Raise `CheckpointError` unless the bank's arrays are what its header says they are."""
+    size = header.get("kernel_size")
+    if not (isinstance(size, list) and size and all(isinstance(k, int) and k >= 1 for k in size)):
+        raise CheckpointError(path, f"kernel bank header's kernel_size {size!r} is not a list of positive sizes")
+    groups = header.get("groups")
+    if not isinstance(groups, dict) or not all(isinstance(v, dict) for v in groups.values()):
+        raise CheckpointError(path, "kernel bank header's 'groups' is not a mapping of group -> information")
+    unlisted, missing = sorted(set(arrays) - set(groups)), sorted(set(groups) - set(arrays))
+    if unlisted or missing:
+        raise CheckpointError(path, f"kernel bank arrays and header disagree: groups without a header entry "
+                                    f"{unlisted}, header groups without kernels {missing}")
+    for group, kernels in arrays.items():
+        if kernels.dtype.kind != "f" or kernels.shape[1:] != tuple(size):
+            raise CheckpointError(path, f"group {group!r} holds {kernels.dtype} kernels of shape {kernels.shape}, "
+                                        f"but the header says float kernels of size {size}")
+        kept = groups[group].get("kept")
+        if kept is not None and kept != len(kernels):
+            raise CheckpointError(path, f"group {group!r} holds {len(kernels)} kernels, but the header says {kept}")
+
+
 # ------------------------------------------------------------------------------------------ helpers
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     payload = read_model_file(path)
@@ -217,7 +238,9 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise CheckpointError(path, "records no architecture, so its layer groups are unknown; save it with "
                                     "bayesprior.checkpoints.save_model from a network made by build_architecture")
     architecture = {"name": architecture["name"], "config": dict(architecture.get("config") or {})}
-    return deterministic_state(payload), architecture
+    state = deterministic_state(payload)
+    require_finite_state(state, path, "its weights")  # NaN kernels are no kernels, whatever their "norm"
+    return state, architecture
 
 
 def _build(path: Path, architecture: dict[str, Any]) -> nn.Module:

@@ -88,8 +88,8 @@ class PluginInfo:
 
 # registry kind -> (hook name, extra keyword arguments its register callback accepts)
 _REGISTRY_HOOKS = {
-    "prior": ("register_priors", ("fit", "per_group")),
-    "architecture": ("register_architectures", ("groups", "finetune_layers")),
+    "prior": ("register_priors", ("fit", "per_group", "check_fit_options")),
+    "architecture": ("register_architectures", ("groups", "finetune_layers", "min_input_size")),
     "dataset layout": ("register_dataset_layouts", ("detect",)),
 }
 
@@ -313,9 +313,28 @@ def prior_fitter(name: str) -> Callable[..., Any] | None:
     return prior_registry().get(name).extras.get("fit")
 
 
+def check_prior_fit_options(name: str, options: Mapping[str, Any]) -> None:
+    """Check the options of the prior `name`'s ``fit`` before any work, if its plugin says how.
+
+    Raises:
+        ConfigError: an option the prior's ``check_fit_options`` refuses (the message names it).
+    """
+    check = prior_registry().get(name).extras.get("check_fit_options")
+    if check is not None:
+        check(dict(options))
+
+
 def prior_per_group(name: str) -> bool:
     """Whether the prior `name` takes one instance per layer group (its factory then gets ``group``)."""
     return bool(prior_registry().get(name).extras.get("per_group"))
+
+
+def architecture_min_input_size(name: str) -> tuple[int, ...] | None:
+    """The smallest spatial input size, per axis, that the architecture `name` accepts (None if it declares none)."""
+    size = architecture_registry().get(name).extras.get("min_input_size")
+    if size is None:
+        return None
+    return tuple(int(s) for s in size) if isinstance(size, (tuple, list)) else (int(size),) * 3
 
 
 def architecture_finetune_layers(name: str) -> list[str]:

@@ -11,7 +11,7 @@ import functools
 import json
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import click
 import torch
@@ -41,6 +41,8 @@ def reported_errors() -> Iterator[None]:
 def describe_os_error(exc: OSError) -> str:
     """``"runs/x/model.pt: Permission denied"``: the path (both, for a rename) and the reason, on one line."""
     reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    if isinstance(exc, FileExistsError) and exc.filename is not None and not os.path.isdir(exc.filename):
+        reason = "is a file where a folder is needed"  # what mkdir(exist_ok=True) meant by "File exists"
     paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
     return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
@@ -126,6 +128,26 @@ class Shard(click.ParamType):
             return parse_shard(value)
         except BayespriorError as exc:
             self.fail(str(exc), param, ctx)
+
+
+def given(ctx: click.Context, *names: str) -> list[str]:
+    """The options among `names` (parameter names) that the user gave, as they are spelt (``--kl-weight``)."""
+    out = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source not in (click.core.ParameterSource.DEFAULT,
+                                                 click.core.ParameterSource.DEFAULT_MAP):
+            param = next(p for p in ctx.command.params if p.name == name)
+            out.append(param.opts[0] if getattr(param, "opts", None) else name)
+    return out
+
+
+def refuse_without_effect(ctx: click.Context, names: Sequence[str], reason: str) -> None:
+    """A `click.UsageError` if any option of `names` was given although it has no effect, for `reason`."""
+    ineffective = given(ctx, *names)
+    if ineffective:
+        raise click.UsageError(f"{', '.join(ineffective)} {'has' if len(ineffective) == 1 else 'have'} no effect "
+                               f"{reason}; leave {'it' if len(ineffective) == 1 else 'them'} out")
 
 
 def trust_file_option(command: Callable[..., Any]) -> Callable[..., Any]:

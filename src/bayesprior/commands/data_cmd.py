@@ -45,12 +45,14 @@ def synth_command(kind, n_cases, out_dir, shape, spacing, seed, brats_mirror, pr
 @click.option("--channel", default=None, help="Channel / sequence name or index, when there are several.")
 @click.option("--max-cases", type=click.IntRange(min=1), default=8, show_default=True, help="Cases to show.")
 @click.option("--columns", type=click.IntRange(min=1), default=4, show_default=True, help="Grid columns.")
-def show_cases_command(folder, out, layout, channel, max_cases, columns):
+@click.option("--allow-outside-paths", is_flag=True,
+              help="Read files that the dataset names outside FOLDER (absolute or ../ paths in an MSD dataset.json).")
+def show_cases_command(folder, out, layout, channel, max_cases, columns, allow_outside_paths):
     """Render a PNG grid: per case the axial slice with the most foreground and the label contour.
 
     Example: bayesprior show-cases data/SynBraTS --out synth_tumour.png
     """
-    cases = read_dataset(folder, layout, channel=channel)[:max_cases]
+    cases = read_dataset(folder, layout, channel=channel, allow_outside_paths=allow_outside_paths)[:max_cases]
     show_cases(cases, out, columns=columns, title=Path(folder).name)
     click.echo(f"wrote {out} ({len(cases)} cases)")
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..atomic import remove_stale_temp_files_of
 from ..evaluation.folders import evaluate_folders
 from ..evaluation.metrics import EMPTY_GT_POLICIES
 
@@ -16,12 +17,23 @@ from ..evaluation.metrics import EMPTY_GT_POLICIES
               help="Score of a case with an empty label: excluded (NaN, counted), 1 if the prediction is empty, or 0.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where per_case.csv and summary.json go (default: PRED_DIR).")
-def evaluate_command(pred_dir, label_dir, empty_gt, out_dir):
+@click.option("--allow-missing", is_flag=True,
+              help="Score the labelled cases that have a prediction; list the others instead of refusing.")
+def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing):
     """Per-case DSC and IoU (label > 0 is foreground), their means, per_case.csv and summary.json.
+
+    Strict by default, as nnU-Net's evaluator: every label needs a prediction on the same grid (shape and
+    affine) holding label values only.
 
     Example: bayesprior evaluate preds data/Dataset002_Tumour/labelsTs
     """
-    summary = evaluate_folders(pred_dir, label_dir, out_dir, empty_gt=empty_gt)
+    report_dir = out_dir if out_dir is not None else pred_dir
+    remove_stale_temp_files_of(report_dir / "per_case.csv", report_dir / "summary.json")
+    summary = evaluate_folders(pred_dir, label_dir, out_dir, empty_gt=empty_gt, allow_missing=allow_missing)
+    if summary["missing_predictions"]:
+        missing = summary["missing_predictions"]
+        click.echo(f"warning: {len(missing)} labelled case(s) have no prediction and are not scored: "
+                   f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}", err=True)
     mean = summary["mean"]
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     click.echo(f"{summary['n_scored']}/{summary['n_cases']} cases scored "

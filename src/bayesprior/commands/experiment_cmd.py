@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import ConfigError
 from ..experiment.config import load_config, parse_config
 from ..experiment.pipeline import STAGES, Experiment
 from .common import Shard
@@ -24,9 +25,12 @@ DEMO_CONFIG = {
 }
 
 
-def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool) -> None:
+def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, config_name: str) -> None:
     start = time.perf_counter()
-    experiment = Experiment(config, out, progress=not quiet, log=click.echo)
+    try:  # the settings that need the plugins are checked here, before any data are made
+        experiment = Experiment(config, out, progress=not quiet, log=click.echo)
+    except ConfigError as exc:
+        raise ConfigError(f"{config_name}: {exc}") from None
     table = experiment.run(shard=shard, stage=stage)
     if table:
         click.echo("\n" + table)
@@ -51,7 +55,7 @@ def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, in
     Example: bayesprior experiment benchmarks/transfer_cpu.toml --out runs/transfer_cpu --shard 0/2
     """
     config = load_config(config_file)
-    _run(config, out or Path("runs") / config_file.stem, shard, stage, quiet)
+    _run(config, out or Path("runs") / config_file.stem, shard, stage, quiet, str(config_file))
 
 
 @click.command("demo")
@@ -64,7 +68,7 @@ def demo_command(out: Path, quiet: bool) -> None:
 
     Example: bayesprior demo --out bayesprior-demo
     """
-    _run(parse_config(DEMO_CONFIG, Path("<demo>")), out, (0, 1), "all", quiet)
+    _run(parse_config(DEMO_CONFIG, Path("<demo>")), out, (0, 1), "all", quiet, "<demo>")
     click.echo("Synthetic data, CPU scale: the numbers show the pipeline works, not the paper's result.")
 
 

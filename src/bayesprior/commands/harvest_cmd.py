@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import click
 
+from ..atomic import remove_stale_temp_files_of
 from ..kernel_structure import structure_rows, structure_table
 from ..kernels import DEFAULT_NORM_THRESHOLD, harvest_kernels
-from .common import Integers, trust_file_option
+from .common import Integers, refuse_without_effect, trust_file_option
 
 
 @click.command("harvest")
@@ -28,6 +29,10 @@ def harvest_command(checkpoints, out, group_by, input_shape, norm_threshold, ker
 
     Example: bayesprior harvest runs/src*/model.pt --out kernels.npz
     """
+    if group_by == "architecture":
+        refuse_without_effect(click.get_current_context(), ("input_shape",),
+                              "with --group-by architecture (the architecture names the groups)")
+    remove_stale_temp_files_of(out)
     threshold = DEFAULT_NORM_THRESHOLD if norm_threshold is None else norm_threshold
     bank = harvest_kernels(checkpoints, group_by=group_by, example_shape=input_shape,
                            norm_threshold=threshold, kernel_size=kernel_size)

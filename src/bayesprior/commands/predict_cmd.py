@@ -21,18 +21,27 @@ from .common import SHAPE, Device, trust_file_option
               help="Sliding-window overlap in [0, 1).")
 @click.option("--largest-component", is_flag=True,
               help="Keep only the largest connected component (single masses only, never MS lesions).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the Monte-Carlo samples (each case's samples depend on it and the case id only).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files in OUT_DIR with the names of predictions that bayesprior did not write.")
 @click.option("--device", type=Device(), default="cpu", show_default=True)
 @click.option("--no-progress", is_flag=True)
 @trust_file_option
-def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_component, device, no_progress):
+def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_component, seed, overwrite, device,
+                    no_progress):
     """Segment every NIfTI in IN_DIR (or its imagesTs/imagesTr) with MODEL; write masks to OUT_DIR
     with each input's affine and header.
+
+    OUT_DIR keeps a manifest (bayesprior_predictions.json) of the files written, with the model's
+    SHA-256 and the settings. A file there that bayesprior did not write is never replaced without
+    --overwrite, and OUT_DIR may not be the input folder or its labels' folder.
 
     Example: bayesprior predict runs/target/model.pt data/Dataset002_Tumour/imagesTs preds --samples 10
     """
     settings = PredictionSettings(roi=roi, overlap=overlap, samples=samples,
-                                  largest_component=largest_component, device=device)
-    written = predict_folder(model, in_dir, out_dir, settings, progress=not no_progress)
+                                  largest_component=largest_component, device=device, seed=seed)
+    written = predict_folder(model, in_dir, out_dir, settings, progress=not no_progress, overwrite=overwrite)
     click.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 

@@ -10,10 +10,10 @@ from ..data.preprocess import INTENSITY_MODES, PreprocessConfig, prepare_dataset
 from ..errors import ConfigError
 from ..training.config import TrainConfig
 from ..training.distributed import init_from_environment
-from ..training.methods import training_method
+from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, training_method
 from ..training.splits import validation_split
 from ..training.trainer import seed_everything, train
-from .common import SHAPE, Device, Integers, KeyValue, trust_file_option
+from .common import SHAPE, Device, Integers, KeyValue, refuse_without_effect, trust_file_option
 
 
 def _check_method(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -82,6 +82,8 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--amp-dtype", type=click.Choice(["bf16", "fp16"]), default="bf16", show_default=True,
               help="Precision of --amp (fp16 adds a gradient scaler).")
 @click.option("--channels-last", is_flag=True, help="Channels-last-3d memory order (can be faster on GPUs).")
+@click.option("--skip-nonfinite-loss", is_flag=True,
+              help="Skip the step of a batch whose loss is NaN or infinite (counted in log.jsonl) instead of stopping.")
 @click.option("--layout", default=None, help="Dataset layout (detected when omitted).")
 @click.option("--channel", default=None, help="Channel or modality to read (name or index).")
 @click.option("--shape", type=SHAPE, default=None, help="Crop/pad every case to D,H,W after cropping to the brain.")
@@ -91,6 +93,8 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Preprocessing cache (default: $BAYESPRIOR_CACHE_DIR or ~/.cache/bayesprior).")
 @click.option("--no-cache", is_flag=True, help="Preprocess without reading or writing the cache.")
+@click.option("--allow-outside-paths", is_flag=True,
+              help="Read files that the dataset names outside DATA_DIR (absolute or ../ paths in an MSD dataset.json).")
 @click.option("--device", type=Device(), default="cpu", show_default=True)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @trust_file_option
@@ -98,8 +102,8 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                   prior_option, init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction,
                   ce_reduction, dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch,
                   foreground_fraction, steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last,
-                  layout, channel, shape, intensity, no_crop,
-                  cache_dir, no_cache, device, no_progress):
+                  skip_nonfinite_loss, layout, channel, shape, intensity, no_crop,
+                  cache_dir, no_cache, allow_outside_paths, device, no_progress):
     """Train a segmentation model on DATA_DIR; write checkpoints, logs, curves and model.pt to RUN_DIR.
 
     Runs under torchrun for data-parallel training. With several seeds each gets RUN_DIR/seed<S>.
@@ -111,6 +115,8 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     """
     if prior_path is not None and old_prior_path is not None:
         raise click.UsageError("give the prior file once, with --prior-file")
+    _refuse_options_without_effect(click.get_current_context(), training_method(method), source, patch, amp,
+                                   no_cache)
     if training_method(method).needs_source and source is None:
         raise click.UsageError(f"method {method!r} needs a source model: --source MODEL_FILE")
     # every setting is checked here, before the dataset is read and preprocessed
@@ -127,13 +133,15 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
             dice_batch=dice_batch, kl_weight=kl_weight, forward_mode=forward_mode, device=device,
             progress=not no_progress, init_scale=init_scale, weight_decay=weight_decay, patch=patch,
             foreground_fraction=foreground_fraction, steps_per_epoch=steps_per_epoch, augment=augment,
-            patience=patience, kl_warmup=kl_warmup, amp=amp_dtype if amp else None, channels_last=channels_last)
+            patience=patience, kl_warmup=kl_warmup, amp=amp_dtype if amp else None, channels_last=channels_last,
+            skip_nonfinite_loss=skip_nonfinite_loss)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    build_model(base_config)  # the network, source model and prior file are checked before the data are read
 
     ctx = init_from_environment()
     cases = prepare_dataset(data_dir, preprocess_config, cache_dir=False if no_cache else cache_dir,
-                            layout=layout, channel=channel)
+                            allow_outside_paths=allow_outside_paths, layout=layout, channel=channel)
     cases = [c for c in cases if c.label is not None]
     train_cases, val_cases = validation_split(cases, val_fraction, seeds[0])
     for seed in seeds:
@@ -143,6 +151,25 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                      preprocess=preprocess_config.to_dict())
         if ctx.is_main:
             click.echo(f"seed {seed}: {path}")
+
+
+def _refuse_options_without_effect(ctx: click.Context, method: TrainingMethod, source: str | None,
+                                   patch: tuple[int, ...] | None, amp: bool, no_cache: bool) -> None:
+    """An option the chosen method or the other options make meaningless is an error, never ignored."""
+    if not method.bayesian:
+        refuse_without_effect(ctx, ("prior_path", "old_prior_path", "prior_option", "init_from_prior", "kl_weight",
+                                    "forward_mode", "kl_warmup"),
+                              f"with --method {method.name} (a deterministic method has no prior)")
+    if method.source == SOURCE_UNUSED:
+        refuse_without_effect(ctx, ("source",), f"with --method {method.name}, which starts from random weights")
+    if source is not None and method.source != SOURCE_UNUSED:
+        refuse_without_effect(ctx, ("init_scale",), "when the weights start from --source")
+    if patch is None:
+        refuse_without_effect(ctx, ("foreground_fraction",), "without --patch (whole volumes are trained on)")
+    if not amp:
+        refuse_without_effect(ctx, ("amp_dtype",), "without --amp")
+    if no_cache:
+        refuse_without_effect(ctx, ("cache_dir",), "with --no-cache")
 
 
 def register(cli: click.Group) -> None:

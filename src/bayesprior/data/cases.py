@@ -54,14 +54,19 @@ def apply_label_policy(values: np.ndarray, labels: str | Sequence[int]) -> np.nd
     return np.isin(values, chosen).astype(np.uint8)
 
 
+def same_affine(a: np.ndarray, b: np.ndarray) -> bool:
+    """True if two voxel-to-world affines agree within a thousandth of a voxel's size (at least 1e-3 mm)."""
+    scale = max(1.0, float(np.abs(np.asarray(a)[:3, :3]).max()))
+    return bool(np.allclose(a, b, rtol=0, atol=1e-3 * scale))
+
+
 def check_same_grid(image_path: Path, image_shape: tuple, image_affine: np.ndarray, label_path: Path,
                     label_shape: tuple, label_affine: np.ndarray) -> None:
     """Raise DataError (naming the label file) unless the label lies on the image's voxel grid."""
     if tuple(image_shape) != tuple(label_shape):
         raise DataError(label_path, f"label shape {tuple(label_shape)} does not match image shape "
                                     f"{tuple(image_shape)} of {image_path.name}")
-    scale = max(1.0, float(np.abs(image_affine[:3, :3]).max()))
-    if not np.allclose(image_affine, label_affine, rtol=0, atol=1e-3 * scale):
+    if not same_affine(image_affine, label_affine):
         raise DataError(label_path, f"label affine differs from the affine of {image_path.name}:\n"
                                     f"label {np.round(label_affine, 4).tolist()}\n"
                                     f"image {np.round(image_affine, 4).tolist()}")

@@ -54,11 +54,21 @@ def case_ids(paths: Sequence[Path]) -> list[str]:
 
     In a plain folder of ``Case_0001.nii.gz``, ``Case_0002.nii.gz`` the four digits name the case, not a
     channel; stripping them would give every file the same id and overwrite the predictions.
+
+    Raises:
+        DataError: two files that would still share a case id (``a.nii`` and ``a.nii.gz``), naming both.
     """
     stripped = [case_id_of(p) for p in paths]
     if len(set(stripped)) == len(stripped):
         return stripped
-    return [strip_nifti_suffix(p.name) for p in paths]
+    ids = [strip_nifti_suffix(p.name) for p in paths]
+    first: dict[str, Path] = {}
+    for path, case_id in zip(paths, ids):
+        if case_id in first:
+            raise DataError(path, f"and {first[case_id]} both name case {case_id!r}; one of them would overwrite "
+                                  "the other's prediction, so rename or remove one")
+        first[case_id] = path
+    return ids
 
 
 def is_prediction_map(path: Path) -> bool:

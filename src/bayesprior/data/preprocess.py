@@ -14,13 +14,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import nibabel
 import numpy as np
 from scipy import ndimage
 
-from ..atomic import atomic_path, atomic_write_json
+from ..atomic import atomic_path, atomic_write_json, remove_stale_temp_files
 from ..errors import ConfigError, DataError
 from .cases import Case
 from .datasets import check_folder, read_dataset
@@ -281,45 +281,84 @@ def _save_prepared(prepared: Prepared, path: Path) -> None:
 
 
 def _load_prepared(path: Path) -> Prepared:
+    """One cached case; a file holding anything but plain arrays (a pickle) is refused, never run."""
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             record = json.loads(data["record"].tobytes().decode())
             label = data["label"] if "label" in data.files else None
-            return Prepared(record["case_id"], data["image"], label, record)
+            image = data["image"]
     except Exception as exc:
-        raise DataError(path, f"corrupt preprocessing cache entry ({type(exc).__name__}: {exc})") from None
+        raise DataError(path, f"corrupt preprocessing cache entry ({type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no details'})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("case_id"), str) or image.dtype.kind != "f":
+        raise DataError(path, "corrupt preprocessing cache entry (not a preprocessed case)")
+    return Prepared(record["case_id"], image, label, record)
+
+
+def _source_stats(cases: Sequence[Case]) -> dict[str, list[int]]:
+    """Size and modification time of every file the cases were read from (they may lie outside the folder)."""
+    stats = {}
+    for case in cases:
+        for path in (case.image_path, case.label_path):
+            if path is not None:
+                info = Path(path).stat()
+                stats[str(Path(path).absolute())] = [info.st_size, info.st_mtime_ns]
+    return stats
+
+
+def _sources_unchanged(stats: Any) -> bool:
+    if not isinstance(stats, dict) or not stats:
+        return False
+    for path, (size, mtime) in stats.items():
+        try:
+            info = Path(path).stat()
+        except OSError:
+            return False
+        if [info.st_size, info.st_mtime_ns] != [size, mtime]:
+            return False
+    return True
 
 
 def prepare_dataset(folder: str | Path, config: PreprocessConfig, cache_dir: str | Path | None | bool = None,
-                    **read_kwargs: Any) -> list[Prepared]:
+                    allow_outside_paths: bool = False, **read_kwargs: Any) -> list[Prepared]:
     """Read and preprocess every case of a dataset, caching the results on disk.
 
     Args:
         folder: dataset folder (any registered layout).
         config: preprocessing configuration.
         cache_dir: where to cache; None uses `default_cache_dir()`, False disables caching.
+        allow_outside_paths: read files outside `folder` that the dataset names (see `read_dataset`).
         read_kwargs: passed to `read_dataset` (layout, channel, labels, subset).
     Returns:
         the prepared cases, sorted by case id. A second call with the same configuration, options and
-        unchanged files loads them from the cache without reading or preprocessing anything.
+        unchanged files (those in the folder, and every file the cases were read from) loads them from the
+        cache without reading or preprocessing anything.
     Raises:
         DataError, ConfigError: as `read_dataset`.
     """
     folder = check_folder(folder)
+
+    def read() -> list[Case]:
+        return read_dataset(folder, allow_outside_paths=allow_outside_paths, **read_kwargs)
+
     if cache_dir is False:
-        return [preprocess(case, config) for case in read_dataset(folder, **read_kwargs)]
+        return [preprocess(case, config) for case in read()]
     root = Path(default_cache_dir() if cache_dir in (None, True) else cache_dir)
     entry = root / cache_key(folder, config, read_kwargs)
     index = entry / "index.json"
     if index.is_file():
         try:
-            names = json.loads(index.read_text())["cases"]
-            return [_load_prepared(entry / f"{i:05d}.npz") for i in range(len(names))]
-        except (DataError, OSError, ValueError, KeyError):
-            pass  # a damaged cache is rebuilt, never trusted
-    prepared = [preprocess(case, config) for case in read_dataset(folder, **read_kwargs)]
+            meta = json.loads(index.read_text())
+            if _sources_unchanged(meta.get("sources")):
+                return [_load_prepared(entry / f"{i:05d}.npz") for i in range(len(meta["cases"]))]
+        except (DataError, OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged or stale cache is rebuilt, never trusted
+    cases = read()
+    prepared = [preprocess(case, config) for case in cases]
+    # the cache is shared by processes: only temporary files no one has touched for an hour are stale
+    remove_stale_temp_files(entry, older_than=3600)
     for i, item in enumerate(prepared):
         _save_prepared(item, entry / f"{i:05d}.npz")
     atomic_write_json({"folder": str(folder.resolve()), "config": config.to_dict(),
-                       "cases": [p.case_id for p in prepared]}, index)
+                       "cases": [p.case_id for p in prepared], "sources": _source_stats(cases)}, index)
     return prepared

@@ -5,6 +5,11 @@ Files are matched by case id (file name without NIfTI suffix; a mask carries no 
 Both masks are binarised as ``> 0`` (whole tumour for BraTS labels). The empty-reference policy is
 explicit (see `bayesprior.evaluation.metrics`); with ``exclude`` such cases get NaN, are left out of
 the means and are counted in ``n_empty_reference``. Scoring is `bayesprior.evaluation.scoring`'s.
+
+As strict as nnU-Net's evaluator by default: a label without a prediction is an error (``allow_missing``
+scores the others and lists the missing ones in ``summary.json``); a prediction must lie on its label's
+grid (shape and affine) and hold label values only: non-negative integers among 0, 1 and the values
+found in the labels (a float, NaN or negative "mask" is refused, never scored as ``> 0``).
 """
 from __future__ import annotations
 
@@ -13,11 +18,12 @@ import io
 from pathlib import Path
 from typing import Any
 
-import nibabel
 import numpy as np
 
 from ..atomic import atomic_write_json, atomic_write_text
+from ..data.cases import same_affine
 from ..data.naming import is_prediction_map, nifti_inputs, strip_nifti_suffix
+from ..data.nifti import read_label_values
 from ..errors import DataError
 from .scoring import CaseScores
 
@@ -34,20 +40,17 @@ def _nifti_by_case(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _read_mask(path: Path) -> np.ndarray:
-    try:
-        return np.asarray(nibabel.load(str(path)).dataobj)
-    except Exception as exc:
-        raise DataError(path, f"cannot be read as NIfTI ({type(exc).__name__}: {exc})") from None
-
-
 def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str | Path | None = None,
-                     empty_gt: str = "exclude") -> dict[str, Any]:
-    """Score every prediction that has a label; write ``per_case.csv`` and ``summary.json`` to `out_dir`
+                     empty_gt: str = "exclude", allow_missing: bool = False) -> dict[str, Any]:
+    """Score every prediction against its label; write ``per_case.csv`` and ``summary.json`` to `out_dir`
     (default: `pred_dir`) and return the summary.
 
+    Args:
+        allow_missing: score the labelled cases that have a prediction and list the others in the summary
+            (``missing_predictions``) instead of refusing.
     Raises:
-        DataError: a missing folder, a prediction without a label, or shapes that differ.
+        DataError: a missing folder, a prediction without a label, a label without a prediction (unless
+            `allow_missing`), shapes or affines that differ, or a prediction holding other values than labels.
     """
     scores = CaseScores(empty_gt)  # checks the policy before any file is read
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
@@ -57,16 +60,32 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     labels = _nifti_by_case(label_dir)
     if not predictions:
         raise DataError(pred_dir, "holds no prediction")
-    missing = sorted(set(predictions) - set(labels))
-    if missing:
-        raise DataError(label_dir, f"has no label for predicted case(s) {missing[:5]}")
+    unlabelled = sorted(set(predictions) - set(labels))
+    if unlabelled:
+        raise DataError(label_dir, f"has no label for predicted case(s) {unlabelled[:5]}")
+    missing = sorted(set(labels) - set(predictions))
+    if missing and not allow_missing:
+        raise DataError(pred_dir, f"has no prediction for {len(missing)} labelled case(s) {missing[:5]}; pass "
+                                  "--allow-missing (allow_missing=True) to score the others and list these")
+    predicted_values: dict[str, set[int]] = {}
+    label_values = {0, 1}
     for case_id in sorted(predictions):
-        pred, ref = _read_mask(predictions[case_id]), _read_mask(labels[case_id])
+        pred, pred_affine, _ = _read_mask(predictions[case_id], "prediction")
+        ref, ref_affine, _ = _read_mask(labels[case_id], "label")
         if pred.shape != ref.shape:
             raise DataError(predictions[case_id], f"shape {pred.shape} differs from its label's {ref.shape}")
+        if not same_affine(pred_affine, ref_affine):
+            raise DataError(predictions[case_id], f"lies on another grid than its label {labels[case_id]} "
+                                                  "(the affines differ): it was not predicted from this case's image")
+        predicted_values[case_id] = set(np.unique(pred).tolist())
+        label_values |= set(np.unique(ref).tolist())
         scores.add(case_id, pred, ref, prediction_file=str(predictions[case_id]),
                    reference_file=str(labels[case_id]))
-    summary = scores.summary()
+    for case_id, values in predicted_values.items():
+        if values - label_values:
+            raise DataError(predictions[case_id], f"holds values {sorted(values - label_values)} that no label "
+                                                  f"holds (labels: {sorted(label_values)}); is it a mask?")
+    summary = dict(scores.summary(), missing_predictions=missing)
     out_dir = Path(out_dir) if out_dir is not None else pred_dir
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(scores.rows[0]))
@@ -75,3 +94,10 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     atomic_write_text(buffer.getvalue(), out_dir / "per_case.csv")
     atomic_write_json(summary, out_dir / "summary.json")
     return summary
+
+
+def _read_mask(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    try:
+        return read_label_values(path)
+    except DataError as exc:
+        raise DataError(path, f"{what}: {exc.problem}") from None

@@ -1,6 +1,9 @@
 """The experiment configuration (a TOML file), validated up front with errors that name the key.
 
-See `configs/paper.toml` for the paper's settings and `benchmarks/transfer_cpu.toml` for a CPU scale.
+Every value is type-checked when the file is read (``target_training.max_epochs must be an integer, got
+'ten'``), before any data are made; the checks that need the plugins (methods, architecture, the prior's
+options) follow when the `Experiment` is built, still before any work. See `configs/paper.toml` for the
+paper's settings and `benchmarks/transfer_cpu.toml` for a CPU scale.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 
 from .._deprecation import moved_names
 from ..errors import ConfigError
+from ..validation import Check, check_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,6 +33,7 @@ class DatasetSpec:
     synthetic_cases: int = 0
     synthetic_shape: tuple[int, int, int] | None = None
     synthetic_seed: int = 0
+    allow_outside_paths: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,13 +98,23 @@ def _table(raw: dict, key: str) -> dict:
     return value
 
 
+_DATASET_KEYS = {"path": Check("str"), "layout": Check("str"), "channel": Check("str"), "synthetic": Check("table"),
+                 "allow_outside_paths": Check("bool")}
+_SYNTHETIC_KEYS = {"kind": Check("str", choices=("ms", "tumour")), "cases": Check("int", minimum=1),
+                   "shape": Check("ints", length=3, minimum=8), "seed": Check("int")}
+
+
 def _dataset(raw: dict, key: str, path: Path) -> DatasetSpec:
-    t = _table(raw, key)
+    t = dict(_table(raw, key))
+    if isinstance(t.get("channel"), int) and not isinstance(t.get("channel"), bool):
+        t["channel"] = str(t["channel"])  # a channel index
+    _checked(t, _DATASET_KEYS, f"[{key}]", path)
     synth = t.get("synthetic")
     if (t.get("path") is None) == (synth is None):
         raise ConfigError(f"{path}: [{key}] needs exactly one of 'path' or 'synthetic'")
     if synth is not None:
-        if not isinstance(synth, dict) or synth.get("kind") not in ("ms", "tumour"):
+        _checked(synth, _SYNTHETIC_KEYS, f"{key}.synthetic", path)
+        if "kind" not in synth:
             raise ConfigError(f"{path}: [{key}].synthetic needs kind = 'ms' or 'tumour'")
         shape = synth.get("shape")
         return DatasetSpec(channel=t.get("channel"), synthetic_kind=synth["kind"],
@@ -109,31 +124,65 @@ def _dataset(raw: dict, key: str, path: Path) -> DatasetSpec:
     data_path = Path(t["path"])
     if not data_path.is_absolute():
         data_path = (path.parent / data_path).resolve()
-    return DatasetSpec(path=str(data_path), layout=t.get("layout"), channel=t.get("channel"))
+    return DatasetSpec(path=str(data_path), layout=t.get("layout"), channel=t.get("channel"),
+                       allow_outside_paths=bool(t.get("allow_outside_paths", False)))
 
 
-_SCALARS = {
-    "source_training": {"seeds": "source_seeds", "restarts": "source_restarts", "max_epochs": "source_max_epochs",
-                        "val_fraction": "source_val_fraction", "patience": "source_patience"},
-    "prior": {"norm_threshold": "norm_threshold", "max_epochs": "prior_max_epochs", "options": "prior_options"},
-    "target_training": {"max_epochs": "max_epochs", "batch_size": "batch_size", "ce_reduction": "ce_reduction",
-                        "kl_weight": "kl_weight", "lr": "lr", "samples": "samples",
-                        "forward_mode": "forward_mode", "patience": "patience", "prior_init": "prior_init"},
-    "protocol": {"train_sizes": "train_sizes", "test_size": "test_size", "splits": "splits", "methods": "methods",
-                 "first_split_seed": "first_split_seed", "score_on": "score_on"},
-    "architecture": {"name": "architecture", "config": "architecture_config"},
+def _checked(settings: dict, checks: dict[str, Check], where: str, path: Path) -> None:
+    try:
+        check_settings(settings, checks, where)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+# section -> key -> (ExperimentConfig attribute, check)
+_SECTIONS: dict[str, dict[str, tuple[str, Check]]] = {
+    "source_training": {"seeds": ("source_seeds", Check("ints", minimum=0)),
+                        "restarts": ("source_restarts", Check("int", minimum=0)),
+                        "max_epochs": ("source_max_epochs", Check("int", minimum=1)),
+                        "val_fraction": ("source_val_fraction", Check("number", minimum=0, below=1)),
+                        "patience": ("source_patience", Check("int", minimum=0))},
+    "prior": {"norm_threshold": ("norm_threshold", Check("number", minimum=0)),
+              "max_epochs": ("prior_max_epochs", Check("int", minimum=1)),
+              "options": ("prior_options", Check("table"))},
+    "target_training": {"max_epochs": ("max_epochs", Check("int", minimum=1)),
+                        "batch_size": ("batch_size", Check("int", minimum=1)),
+                        "ce_reduction": ("ce_reduction", Check("str", choices=("sum", "mean"))),
+                        "kl_weight": ("kl_weight", Check("number", minimum=0)),
+                        "lr": ("lr", Check("number", above=0)),
+                        "samples": ("samples", Check("int", minimum=0)),
+                        "forward_mode": ("forward_mode", Check("str", choices=("lrt", "sample"))),
+                        "patience": ("patience", Check("int", minimum=0)),
+                        "prior_init": ("prior_init", Check("str", choices=("prior", "source", "random")))},
+    "protocol": {"train_sizes": ("train_sizes", Check("ints", minimum=1)),
+                 "test_size": ("test_size", Check("int", minimum=1)),
+                 "splits": ("splits", Check("int", minimum=1)),
+                 "methods": ("methods", Check("strs")),
+                 "first_split_seed": ("first_split_seed", Check("int")),
+                 "score_on": ("score_on", Check("str", choices=("test", "validation")))},
+    "architecture": {"name": ("architecture", Check("str")), "config": ("architecture_config", Check("table"))},
 }
+_PREPROCESS_KEYS = {"crop_nonzero": Check("bool"), "shape": Check("ints", length=3, minimum=1, optional=True),
+                    "resample_shape": Check("ints", length=3, minimum=1, optional=True),
+                    "spacing": Check("numbers", length=3, above=0, optional=True),
+                    "intensity": Check("str"), "divisible_by": Check("int", minimum=1),
+                    "label_resampling": Check("str")}
 
 
 def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> ExperimentConfig:
-    """Validate a parsed TOML document into an `ExperimentConfig`."""
-    known = {"source", "target", "preprocess", *_SCALARS}
+    """Validate a parsed TOML document into an `ExperimentConfig`.
+
+    Raises:
+        ConfigError: an unknown section or key, or a value of the wrong type or range; the message names
+            the file and the key (``target_training.max_epochs must be an integer, got 'ten'``).
+    """
+    known = {"source", "target", "preprocess", *_SECTIONS}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)} (known: {sorted(known)})")
     kwargs: dict[str, Any] = {"source": _dataset(raw, "source", path), "target": _dataset(raw, "target", path),
-                              "preprocess": dict(_table(raw, "preprocess"))}
-    for section, mapping in _SCALARS.items():
+                              "preprocess": _preprocess(raw, path)}
+    for section, keys in _SECTIONS.items():
         t = _table(raw, section)
         if section == "prior":
             t = _prior_options_from_old_keys(t, path)
@@ -141,19 +190,36 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
             kwargs["target_method_options"] = _per_method_options(t["per_method"], path)
             t = {k: v for k, v in t.items() if k != "per_method"}
         if section in _TRAINING_SECTIONS:  # other TrainConfig settings pass through to the runs
-            options = {k: v for k, v in t.items() if k not in mapping}
+            options = {k: v for k, v in t.items() if k not in keys}
             kwargs[_TRAINING_SECTIONS[section]] = _train_options(options, section, path)
-            t = {k: v for k, v in t.items() if k in mapping}
-        bad = set(t) - set(mapping)
-        if bad:
-            raise ConfigError(f"{path}: unknown key(s) {sorted(bad)} in [{section}] (known: {sorted(mapping)})")
-        for key, attr in mapping.items():
+            t = {k: v for k, v in t.items() if k in keys}
+        _checked(t, {k: check for k, (_, check) in keys.items()}, section, path)
+        for key, (attr, _) in keys.items():
             if key in t:
                 value = t[key]
                 kwargs[attr] = tuple(value) if isinstance(value, list) else value
     config = ExperimentConfig(**kwargs)
     _check(config, path)
     return config
+
+
+def _preprocess(raw: dict, path: Path) -> dict[str, Any]:
+    # imported on first use: every command imports this module (through the CLI's --shard type), and the
+    # data and training packages bring nibabel, scipy and the trainer
+    from ..data.preprocess import PreprocessConfig
+
+    settings = dict(_table(raw, "preprocess"))
+    _checked(settings, _PREPROCESS_KEYS, "preprocess", path)
+    try:
+        PreprocessConfig(**lists_as_tuples(settings))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: [preprocess]: {exc}") from None
+    return settings
+
+
+def lists_as_tuples(d: dict[str, Any]) -> dict[str, Any]:
+    """`d` with its list values as tuples (TOML has no tuples; the settings' dataclasses want them)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 _TRAINING_SECTIONS = {"source_training": "source_train_options", "target_training": "target_train_options"}
@@ -163,22 +229,21 @@ _RESERVED_TRAIN_KEYS = {"architecture", "architecture_config", "method", "source
 
 
 def _train_options(options: dict[str, Any], section: str, path: Path) -> dict[str, Any]:
-    """Check extra `TrainConfig` settings of a training section by building a `TrainConfig` with them."""
-    from ..training.config import TrainConfig
+    """Check extra `TrainConfig` settings of a training section: their types, then a `TrainConfig` with them."""
+    from ..training.config import TrainConfig, setting_checks  # on first use, as the preprocessing above
 
-    known = {f for f in TrainConfig.__dataclass_fields__ if f not in _RESERVED_TRAIN_KEYS}
-    bad = sorted(set(options) - known)
+    checks = {k: v for k, v in setting_checks().items() if k not in _RESERVED_TRAIN_KEYS}
+    bad = sorted(set(options) - set(checks))
     if bad:
         raise ConfigError(f"{path}: unknown key(s) {bad} in [{section}] (known: the experiment's own keys and "
-                          f"the training settings {sorted(known)})")
+                          f"the training settings {sorted(checks)})")
+    _checked(options, checks, section, path)
     for key, value in options.items():
         try:
             TrainConfig(**{key: tuple(value) if isinstance(value, list) else value})
         except ConfigError as exc:
             raise ConfigError(f"{path}: {section}.{key}: {exc}") from None
-        except (TypeError, ValueError):
-            raise ConfigError(f"{path}: {section}.{key} has the wrong type ({value!r})") from None
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    return lists_as_tuples(options)
 
 
 def _per_method_options(per_method: Any, path: Path) -> dict[str, dict[str, Any]]:
@@ -211,16 +276,11 @@ def _prior_options_from_old_keys(prior: dict[str, Any], path: Path) -> dict[str,
 
 
 def _check(c: ExperimentConfig, path: Path) -> None:
-    if c.ce_reduction not in ("sum", "mean"):
-        raise ConfigError(f"{path}: target_training.ce_reduction must be 'sum' or 'mean', got {c.ce_reduction!r}")
-    if not c.train_sizes or any(n < 1 for n in c.train_sizes):
-        raise ConfigError(f"{path}: protocol.train_sizes must be positive integers, got {c.train_sizes}")
-    if c.splits < 1 or c.test_size < 1:
-        raise ConfigError(f"{path}: protocol.splits and protocol.test_size must be >= 1")
+    """What the per-key checks cannot see: empty lists, repeats."""
+    if not c.train_sizes:
+        raise ConfigError(f"{path}: protocol.train_sizes must list at least one size")
     if not c.methods or len(set(c.methods)) != len(c.methods):
-        raise ConfigError(f"{path}: protocol.methods must be a non-empty list without repeats, got {c.methods}")
-    if c.prior_init not in ("prior", "source", "random"):
-        raise ConfigError(f"{path}: target_training.prior_init must be 'prior', 'source' or 'random', got {c.prior_init!r}")
+        raise ConfigError(f"{path}: protocol.methods must be a non-empty list without repeats, got {list(c.methods)}")
     if not c.source_seeds:
         raise ConfigError(f"{path}: source_training.seeds must list at least one seed")
     unknown_methods = sorted(set(c.target_method_options) - set(c.methods))
@@ -235,10 +295,6 @@ def _check(c: ExperimentConfig, path: Path) -> None:
         if options.get("prior_init", "prior") not in ("prior", "source", "random"):
             raise ConfigError(f"{path}: target_training.per_method.{method}.prior_init must be 'prior', 'source' "
                               f"or 'random', got {options['prior_init']!r}")
-    if c.score_on not in ("test", "validation"):
-        raise ConfigError(f"{path}: protocol.score_on must be 'test' or 'validation', got {c.score_on!r}")
-    if not 0 <= c.source_val_fraction < 1:
-        raise ConfigError(f"{path}: source_training.val_fraction must be in [0, 1), got {c.source_val_fraction}")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -17,26 +17,28 @@ Output folder::
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write_json, atomic_write_text
+from ..atomic import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..checkpoints import load_model
 from ..data.preprocess import PreprocessConfig, prepare_dataset
 from ..data.synth import synthesize_dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError, PluginError
 from ..evaluation.scoring import CaseScores
 from ..inference.prediction import PredictionSettings, predict_case
 from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table, structure_warnings
 from ..kernels import KernelBank, harvest_kernels
-from ..plugins import prior_fitter
+from ..locks import folder_lock
+from ..plugins import build_architecture, check_prior_fit_options, prior_fitter
 from ..training.config import TrainConfig
 from ..training.methods import TrainingMethod, training_method
 from ..training.splits import validation_split
 from ..training.trainer import train
-from .config import DatasetSpec, ExperimentConfig
+from .config import DatasetSpec, ExperimentConfig, lists_as_tuples
 from .report import plot_dsc_vs_train_size, plot_predictions, write_tables
 from .runs import ResultStore, RunSpec, Split, all_runs, make_splits, shard_runs
 
@@ -48,13 +50,38 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool = True,
                  log: Callable[[str], None] = print):
-        # the method table's row of every method (an unknown name is a ConfigError here, before any work)
-        self.methods: dict[str, TrainingMethod] = {m: training_method(config.base_method(m)) for m in config.methods}
         self.config = config
         self.out = Path(out_dir)
         self.progress = progress
         self.log = log
         self.store = ResultStore(self.out / "results")
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """What the config file's own checks cannot see, before any data are made: the architecture and its
+        options, every run's training settings, and each learned prior's options.
+
+        Raises:
+            ConfigError, PluginError: naming the setting.
+        """
+        c = self.config
+        with _naming("protocol.methods"):  # the method table's row of every method
+            self.methods: dict[str, TrainingMethod] = {m: training_method(c.base_method(m)) for m in c.methods}
+        with _naming("[architecture]"):
+            build_architecture(c.architecture, **(dict(c.architecture_config) or {"in_channels": 1, "n_classes": 2}))
+        with _naming("[source_training]"):
+            self.train_config(target=False, method="ri", **c.source_train_options)
+        for name, method in self.methods.items():
+            with _naming(f"[target_training] (method {name})"):
+                self.train_config(method=name)
+            if method.learned_prior:
+                with _naming(f"[prior] ({name} prior)"):
+                    check_prior_fit_options(method.name, self.prior_fit_options())
+
+    def prior_fit_options(self) -> dict[str, Any]:
+        """What a learned prior's ``fit`` gets: the generic settings and the prior's own options."""
+        return {"max_epochs": self.config.prior_max_epochs, "seed": self.config.first_split_seed,
+                "progress": self.progress, **self.config.prior_options}
 
     # ------------------------------------------------------------------------------ data
     def dataset_folder(self, spec: DatasetSpec, name: str) -> Path:
@@ -73,9 +100,10 @@ class Experiment:
 
     def cases(self, spec: DatasetSpec, name: str) -> list[Any]:
         folder = self.dataset_folder(spec, name)
-        preprocess = PreprocessConfig(**_tuples(self.config.preprocess))
+        preprocess = PreprocessConfig(**lists_as_tuples(self.config.preprocess))
         kwargs = {k: v for k, v in (("layout", spec.layout), ("channel", spec.channel)) if v is not None}
-        return prepare_dataset(folder, preprocess, cache_dir=self.out / "cache" / name, **kwargs)
+        return prepare_dataset(folder, preprocess, cache_dir=self.out / "cache" / name,
+                               allow_outside_paths=spec.allow_outside_paths, **kwargs)
 
     # ------------------------------------------------------------------------------ source
     def needs_source(self) -> bool:
@@ -152,10 +180,8 @@ class Experiment:
             out = self.out / "source" / f"prior_{method}.pt"
             if not out.is_file():
                 fit = prior_fitter(method)
-                options = {"max_epochs": self.config.prior_max_epochs, "seed": self.config.first_split_seed,
-                           "progress": self.progress, **self.config.prior_options}
                 self.log(f"fitting the {method} prior on {bank_path.name}")
-                scores = fit(str(bank_path), str(out), **options)
+                scores = fit(str(bank_path), str(out), **self.prior_fit_options())
                 if scores:  # held-out scores per group, by the register_priors contract
                     self.structure_report(bank, method, {g: float(v) for g, v in dict(scores).items()})
             priors[method] = out
@@ -243,16 +269,35 @@ class Experiment:
                 continue
             f = self.out / "results" / "figures" / f"split0_n{r['train_size']}_{r['method']}.npz"
             if f.is_file():
-                with np.load(f) as data:
-                    slices[(r["train_size"], r["method"])] = {k: data[k] for k in data.files}
+                slices[(r["train_size"], r["method"])] = _figure_slice(f)
         plot_predictions(slices, c.methods, c.train_sizes, self.out / "predictions.png")
         return text
 
     # ------------------------------------------------------------------------------ driver
     def run(self, shard: tuple[int, int] = (0, 1), stage: str = "all") -> str | None:
+        """Do every stage of `stage` that is not done yet, for the target runs of `shard`; the report's text.
+
+        The experiment folder is locked while it runs: exclusively, except for the shards of a sharded run
+        (``n > 1``), which share it with each other; each training run also locks its own folder, so two
+        processes never train in one. Temporary files a killed run left are removed first.
+
+        Raises:
+            FolderInUseError: another process holds the folder (or a run folder this one needs).
+        """
         if stage not in STAGES:
             raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
-        self.out.mkdir(parents=True, exist_ok=True)
+        shared = shard[1] > 1
+        with folder_lock(self.out, "experiment folder", shared=shared):
+            if shared:  # other shards write beside us: only our own runs' leftovers are ours to remove
+                own = {f"{r.run_id}.{ending}" for r in shard_runs(all_runs(self.config), shard)
+                       for ending in ("json", "npz")}
+                for folder in (self.store.folder, self.store.folder / "figures"):
+                    remove_stale_temp_files(folder, targets=own.__contains__)
+            else:
+                remove_stale_temp_files(self.out, recursive=True)
+            return self._run_stages(shard, stage)
+
+    def _run_stages(self, shard: tuple[int, int], stage: str) -> str | None:
         atomic_write_json(self.config.to_dict(), self.out / "experiment.json")
         source = None
         priors: dict[str, Path] = {}
@@ -287,5 +332,20 @@ class Experiment:
         return None
 
 
-def _tuples(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+def _figure_slice(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a figure slice file (plain arrays only: a pickle is refused, never run)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise DataError(path, f"is not a figure slice of this experiment ({type(exc).__name__}); remove it and "
+                              "its result to redo that run") from None
+
+
+@contextmanager
+def _naming(where: str) -> Iterator[None]:
+    """Say in which part of the experiment's configuration a setting was refused."""
+    try:
+        yield
+    except (ConfigError, PluginError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..atomic import atomic_write_json
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .config import ExperimentConfig
 
 
@@ -106,9 +106,20 @@ class ResultStore:
                           self.path(run))
 
     def read_all(self) -> list[dict[str, Any]]:
+        """Every finished run's result. Raises `DataError` naming a file that is not a result."""
         if not self.folder.is_dir():
             return []
-        return [json.loads(p.read_text()) for p in sorted(self.folder.glob("*.json"))]
+        return [self._read(p) for p in sorted(self.folder.glob("*.json"))]
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
+        try:
+            result = json.loads(path.read_text())
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise DataError(path, f"is not a run result ({exc}); remove it to redo that run") from None
+        if not isinstance(result, dict) or not {"split", "train_size", "method"} <= set(result):
+            raise DataError(path, "is not a run result (no split, train_size, method); remove it to redo that run")
+        return result
 
     def pending(self, runs: Iterable[RunSpec]) -> list[RunSpec]:
         return [r for r in runs if not self.done(r)]

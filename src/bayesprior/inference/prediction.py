@@ -3,10 +3,14 @@ or sliding window), invert the preprocessing, and write masks with the input's a
 
 For Bayesian models with ``samples > 0`` the predictive mean foreground probability
 (``<case>_probability.nii.gz``) and the predictive entropy (``<case>_entropy.nii.gz``, in nats) are
-written beside the mask (``<case>.nii.gz``).
+written beside the mask (``<case>.nii.gz``); the Monte-Carlo samples of a case are seeded by the run's
+``seed`` and the case id, so a rerun gives the same maps. The output folder is locked while a run writes
+to it and keeps a manifest of what was written (`bayesprior.inference.prediction_folder`).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -15,26 +19,32 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..atomic import remove_stale_temp_files
 from ..checkpoints import model_from_payload, read_model_file
 from ..data.cases import Case
 from ..data.naming import ENTROPY_SUFFIX, PROBABILITY_SUFFIX, case_ids, nifti_inputs
 from ..data.nifti import read_image, write_like
 from ..data.preprocess import PreprocessConfig, invert, preprocess
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DataError, PluginError
+from ..hashing import file_sha256
+from ..locks import folder_lock
+from ..plugins import architecture_min_input_size
 from ..wrap import BayesianModel
 from .postprocess import largest_connected_component
+from .prediction_folder import PredictionFolder, refuse_input_folders
 from .sliding_window_prediction import predict_probabilities
 
 
 @dataclass
 class PredictionSettings:
-    """How to predict: window size, overlap, MC samples, post-processing, device."""
+    """How to predict: window size, overlap, MC samples and their seed, post-processing, device."""
 
     roi: tuple[int, int, int] = (40, 48, 40)
     overlap: float = 0.5
     samples: int = 0
     largest_component: bool = False
     device: str = "cpu"
+    seed: int = 0
 
     def __post_init__(self) -> None:
         self.roi = tuple(int(r) for r in self.roi)
@@ -62,26 +72,45 @@ def predictive_entropy(probabilities: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_case(model: nn.Module, image: np.ndarray, settings: PredictionSettings) -> np.ndarray:
-    """Class probabilities (C, D, H, W) of one preprocessed image (D, H, W)."""
+def predict_case(model: nn.Module, image: np.ndarray, settings: PredictionSettings,
+                 min_size: Sequence[int] | None = None) -> np.ndarray:
+    """Class probabilities (C, D, H, W) of one preprocessed image (D, H, W); a whole volume smaller than the
+    network's `min_size` is padded up to it (and cropped back)."""
     device = torch.device(settings.device)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
     probs = predict_probabilities(_probability_predictor(model, settings.samples), x, settings.roi,
-                                  settings.overlap)
+                                  settings.overlap, min_size=min_size)
     return probs[0].cpu().numpy()
+
+
+def case_seed(seed: int, case_id: str) -> int:
+    """The seed of one case's Monte-Carlo samples: fixed by the run's seed and the case, whatever the order."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{case_id}".encode()).digest()[:4], "little")
+
+
+def output_names(case_id: str, with_maps: bool) -> list[str]:
+    """The files a case's prediction writes: its mask, then its probability and entropy maps if asked for."""
+    suffixes = ("", PROBABILITY_SUFFIX, ENTROPY_SUFFIX) if with_maps else ("",)
+    return [f"{case_id}{suffix}.nii.gz" for suffix in suffixes]
 
 
 def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Path,
                    settings: PredictionSettings = PredictionSettings(), progress: bool = True,
-                   preprocess_config: Mapping[str, Any] | None = None) -> list[Path]:
+                   preprocess_config: Mapping[str, Any] | None = None, overwrite: bool = False) -> list[Path]:
     """Segment every NIfTI of `in_dir` into `out_dir`; return the written mask paths.
 
     The preprocessing recorded in the model file is redone (`preprocess_config` overrides it, and
-    is needed for a model trained without a record).
+    is needed for a model trained without a record). Everything is checked before anything is written.
 
+    Args:
+        overwrite: replace files of `out_dir` that bayesprior did not write (refused otherwise).
     Raises:
-        CheckpointError: a model file without a preprocessing record and no `preprocess_config`.
-        DataError: unreadable inputs.
+        CheckpointError: an unreadable model file, NaN weights, no preprocessing record and no
+            `preprocess_config`.
+        ConfigError: ``samples`` for a deterministic model (it would have no effect).
+        DataError: unreadable inputs, two inputs with one case id or one output name, an output folder that
+            is an input or label folder, or one holding same-named files that bayesprior did not write.
+        FolderInUseError: another prediction writes into `out_dir`.
     """
     payload = read_model_file(model_path)  # read once: the preprocessing record and the model come from it
     recorded = payload.get("extra", {}).get("preprocess")
@@ -91,11 +120,46 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
     config = PreprocessConfig(**dict(preprocess_config if preprocess_config is not None else recorded))
     model = model_from_payload(payload, model_path).to(settings.device).eval()
     bayesian = isinstance(model, BayesianModel)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    if settings.samples > 0 and not bayesian:
+        raise ConfigError(f"--samples {settings.samples} has no effect: {model_path} is a deterministic model, "
+                          "which gives one prediction (leave --samples out)")
     files = nifti_inputs(in_dir)
     ids = dict(zip(files, case_ids(files)))
+    outputs = {path: output_names(ids[path], bayesian and settings.samples > 0) for path in files}
+    _refuse_shared_output_names(outputs)
+    out_dir = Path(out_dir)
+    refuse_input_folders(out_dir, files, Path(in_dir))
+    run = {"model": str(model_path), "model_sha256": file_sha256(model_path),
+           "settings": dataclasses.asdict(settings), "preprocess": config.to_dict()}
+    with folder_lock(out_dir, "prediction folder"):
+        remove_stale_temp_files(out_dir)
+        folder = PredictionFolder(out_dir, run)
+        if not overwrite:
+            folder.refuse_foreign([name for names in outputs.values() for name in names])
+        return _predict_files(model, files, ids, outputs, folder, config, settings, _min_size(payload), progress)
+
+
+def _refuse_shared_output_names(outputs: Mapping[Path, Sequence[str]]) -> None:
+    owner: dict[str, Path] = {}
+    for path, names in outputs.items():
+        for name in names:
+            if name in owner:
+                raise DataError(path, f"and {owner[name]} would both be written as {name}; rename one of them")
+            owner[name] = path
+
+
+def _min_size(payload: Mapping[str, Any]) -> tuple[int, ...] | None:
+    architecture = payload.get("architecture") or {}
+    try:
+        return architecture_min_input_size(architecture["name"]) if "name" in architecture else None
+    except PluginError:
+        return None  # rebuilt with a network given by hand
+
+
+def _predict_files(model: nn.Module, files: Sequence[Path], ids: Mapping[Path, str],
+                   outputs: Mapping[Path, Sequence[str]], folder: PredictionFolder, config: PreprocessConfig,
+                   settings: PredictionSettings, min_size: Sequence[int] | None, progress: bool) -> list[Path]:
+    written = []
     iterator: Sequence[Path] | Any = files
     if progress:
         from tqdm.auto import tqdm
@@ -107,17 +171,17 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
         case = Case(case_id=case_id, image=data, label=None, affine=affine, header=header,
                     image_path=path, label_path=None)
         prepared = preprocess(case, config)
-        probs = predict_case(model, prepared.image, settings)
+        torch.manual_seed(case_seed(settings.seed, case_id))
+        probs = predict_case(model, prepared.image, settings, min_size)
         mask = invert(probs.argmax(0).astype(np.uint8), prepared.record, order=0).astype(np.uint8)
         if settings.largest_component:
             mask = largest_connected_component(mask)
-        target = out_dir / f"{case_id}.nii.gz"
-        write_like(mask, affine, header, target, dtype=np.uint8)
-        written.append(target)
-        if bayesian and settings.samples > 0:
+        targets = folder.claim(outputs[path], path)
+        write_like(mask, affine, header, targets[0], dtype=np.uint8)
+        written.append(targets[0])
+        if len(targets) == 3:
             probability = invert(probs[1].astype(np.float32), prepared.record, order=1).astype(np.float32)
             entropy = invert(predictive_entropy(probs).astype(np.float32), prepared.record, order=1)
-            write_like(probability, affine, header, out_dir / f"{case_id}{PROBABILITY_SUFFIX}.nii.gz", dtype=np.float32)
-            write_like(entropy.astype(np.float32), affine, header, out_dir / f"{case_id}{ENTROPY_SUFFIX}.nii.gz",
-                       dtype=np.float32)
+            write_like(probability, affine, header, targets[1], dtype=np.float32)
+            write_like(entropy.astype(np.float32), affine, header, targets[2], dtype=np.float32)
     return written

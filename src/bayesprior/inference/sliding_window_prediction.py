@@ -107,10 +107,14 @@ def _product(axes: list[list[int]]) -> list[tuple[int, ...]]:
     return out
 
 
-def pad_to_multiple(x: Tensor, multiple: int = 8) -> tuple[Tensor, tuple[int, ...]]:
-    """Zero-pad the spatial axes of (B, C, *spatial) at the far end to multiples of `multiple`."""
+def pad_to_multiple(x: Tensor, multiple: int = 8,
+                    minimum: Sequence[int] | None = None) -> tuple[Tensor, tuple[int, ...]]:
+    """Zero-pad the spatial axes of (B, C, *spatial) at the far end to multiples of `multiple`, and to at
+    least `minimum` per axis when given."""
     spatial = tuple(x.shape[2:])
-    target = [int(math.ceil(s / multiple) * multiple) for s in spatial]
+    floor = tuple(minimum) if minimum is not None else (0,) * len(spatial)
+    target = [max(int(math.ceil(s / multiple) * multiple), int(math.ceil(m / multiple) * multiple))
+              for s, m in zip(spatial, floor)]
     pad = []
     for s, t in zip(reversed(spatial), reversed(target)):
         pad += [0, t - s]
@@ -119,17 +123,18 @@ def pad_to_multiple(x: Tensor, multiple: int = 8) -> tuple[Tensor, tuple[int, ..
 
 def predict_probabilities(predictor: Callable[[Tensor], Tensor], image: Tensor,
                           roi: Sequence[int] = (40, 48, 40), overlap: float = 0.5,
-                          multiple: int = 8) -> Tensor:
+                          multiple: int = 8, min_size: Sequence[int] | None = None) -> Tensor:
     """Class probabilities (1, C, *spatial) for one image (1, 1, *spatial).
 
-    The whole volume (padded to multiples of `multiple`, then cropped back) when it fits inside
-    `roi`, else the sliding window; `predictor` maps an input batch to probabilities.
+    The whole volume (padded to multiples of `multiple`, and up to the network's `min_size` per axis,
+    then cropped back) when it fits inside `roi`, else the sliding window; `predictor` maps an input
+    batch to probabilities.
     """
     if any(r % multiple for r in roi):
         raise ConfigError(f"roi {tuple(roi)} must be divisible by {multiple} on every axis")
     spatial = tuple(image.shape[2:])
     if all(s <= r for s, r in zip(spatial, roi)):
-        padded, _ = pad_to_multiple(image, multiple)
+        padded, _ = pad_to_multiple(image, multiple, min_size)
         out = predictor(padded)
         return out[(slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)]
     # axes shorter than the window are padded by the sliding window itself to the roi (a multiple)

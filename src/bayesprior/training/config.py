@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import ConfigError
+from ..validation import Check
 from .losses import LossConfig
 from .precision import AMP_DTYPES
 from .sampling import FOREGROUND_FRACTION, SamplingConfig
@@ -44,6 +45,8 @@ class TrainConfig:
             scaler); the loss and the KL stay in float32. None: float32 throughout.
         channels_last: keep activations in channels-last-3d memory order (faster convolutions on
             some GPUs).
+        skip_nonfinite_loss: skip the step of a batch whose loss is NaN or infinite (counted in the
+            log) instead of stopping the run with `NonFiniteError`.
     """
 
     architecture: str = "unet3d"
@@ -83,6 +86,7 @@ class TrainConfig:
     kl_warmup: int = 0
     amp: str | None = None
     channels_last: bool = False
+    skip_nonfinite_loss: bool = False
 
     def __post_init__(self) -> None:
         if self.forward_mode not in ("lrt", "sample"):
@@ -125,3 +129,17 @@ class TrainConfig:
         out = asdict(self)
         out["patch"] = list(self.patch) if self.patch is not None else None  # JSON has no tuples
         return out
+
+
+_KINDS = {"str": "str", "int": "int", "float": "number", "bool": "bool", "dict": "table", "tuple[int, ...]": "ints"}
+
+
+def setting_checks() -> dict[str, Check]:
+    """The type of every `TrainConfig` setting, as `bayesprior.validation` checks (for settings read from
+    files); the ranges and combinations are checked by `TrainConfig` itself."""
+    checks = {}
+    for f in fields(TrainConfig):
+        annotation = str(f.type)
+        base = annotation.replace(" | None", "")
+        checks[f.name] = Check(_KINDS[base], optional=base != annotation)
+    return checks

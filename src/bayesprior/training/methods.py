@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..checkpoints import deterministic_state, read_model_file
+from ..checkpoints import deterministic_state, read_model_file, require_finite_state
 from ..errors import CheckpointError, ConfigError
 from ..plugins import (architecture_finetune_layers, architecture_groups, build_architecture, prior_fitter,
                        prior_per_group, prior_registry)
@@ -113,9 +113,10 @@ def load_source_weights(net: nn.Module, source: str | Path) -> None:
     """Copy the plain weights of a source model file (deterministic or Bayesian) into `net`.
 
     Raises:
-        CheckpointError: unreadable file, or weights that do not fit `net`.
+        CheckpointError: unreadable file, weights that are NaN or infinite, or that do not fit `net`.
     """
     state = deterministic_state(read_model_file(source))
+    require_finite_state(state, source, "its weights")
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:

@@ -28,9 +28,15 @@ def validation_split(cases: Sequence[T], fraction: float, seed: int) -> tuple[li
     ``numpy.random.default_rng(seed)``; the training cases keep the permuted order of the rest.
 
     Raises:
-        ConfigError: a fraction outside [0, 1).
+        ConfigError: a fraction outside [0, 1), or one that holds out no case, or every case, of these.
     """
     check_validation_fraction(fraction)
     order = np.random.default_rng(seed).permutation(len(cases))
     n_val = int(round(fraction * len(cases)))
+    if fraction > 0 and n_val == 0:
+        raise ConfigError(f"a validation fraction of {fraction:g} holds out no case of {len(cases)} (it rounds to "
+                          f"0); give more than {0.5 / max(len(cases), 1):.3g}, or 0 to monitor the training loss")
+    if cases and n_val >= len(cases):
+        raise ConfigError(f"a validation fraction of {fraction:g} holds out all {len(cases)} case(s), leaving "
+                          "none to train on")
     return [cases[i] for i in order[n_val:]], [cases[i] for i in order[:n_val]]

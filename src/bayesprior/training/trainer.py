@@ -6,9 +6,17 @@ Use `train(TrainConfig(...), train_cases, val_cases, run_dir)`; cases are any ob
 A run directory holds:
 - ``config.json``: the training configuration, the monitored quantity, seed and versions;
 - ``checkpoint.pt``: the state after the last finished epoch (model payload under ``"model"``,
-  optimiser, scheduler, RNG states, epoch), written atomically; a run started again in the same
-  directory resumes from it and ends with the same weights as an uninterrupted run;
+  optimiser, scheduler, RNG states, epoch, the data and input files it was made from; see
+  `bayesprior.training.run_folder`), written atomically; a run started again in the same directory
+  resumes from it, if its settings, data and input files match, and ends with the same weights as an
+  uninterrupted run;
 - ``log.jsonl``: one line per epoch (loss, data term, KL, learning rate, validation metrics);
+- ``.bayesprior.lock`` while it runs: a second process on the same folder is refused
+  (`bayesprior.locks`).
+
+A loss that is NaN or infinite stops the run with `NonFiniteError` (the last checkpoint stays), or, with
+``skip_nonfinite_loss``, skips that batch's step and counts it in the log (``skipped``). A network that
+starts from NaN weights (a diverged source model or prior) is refused before the first step.
 - ``curves.png``: loss, KL and validation DSC; ``model.pt``: the final model (`save_model` format,
   ``extra`` holds the training and preprocessing configurations).
 
@@ -18,10 +26,9 @@ falls below `min_lr` (cyclical restarts, paper section 2.7.1); every minimum rea
 """
 from __future__ import annotations
 
-import json
 import math
 import random
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -31,12 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text
-from ..checkpoints import model_payload, save_model
-from ..errors import CheckpointError, ConfigError, DataError
+from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text, remove_stale_temp_files
+from ..checkpoints import model_payload, non_finite_tensors, save_model
+from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from ..evaluation.metrics import confusion_counts, dice_score
 from ..inference.sliding_window_prediction import sliding_window
-from ..safe_load import load_plain
+from ..locks import folder_lock
 from ..version import __version__
 from ..wrap import BayesianModel
 from .config import TrainConfig
@@ -44,12 +51,10 @@ from .distributed import DistContext, barrier, current_context, global_mean_floa
 from .losses import LossConfig, dice_from_statistics, dice_statistics, segmentation_loss
 from .methods import build_model
 from .precision import MixedPrecision
-from .sampling import BatchSampler, as_arrays, stack
 from .plots import plot_curves
-
-CHECKPOINT_FORMAT = "bayesprior.train-checkpoint/1"
-# settings that may change between a run and its resumption without changing its result
-_RESUMABLE_KEYS = ("max_epochs", "progress", "device", "zoo_dir")
+from .run_folder import (CHECKPOINT_FORMAT, check_resumable, data_record, input_files, log_text,  # noqa: F401
+                         portable_settings, read_checkpoint, read_log, rng_state, set_rng_state)
+from .sampling import BatchSampler, as_arrays, stack
 
 
 class TrainingStopped(Exception):
@@ -64,27 +69,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict[str, Any]:
-    # plain types only (see bayesprior.safe_load): numpy's state array goes in as a tensor
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(),
-             "numpy": [str(name), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
-                       float(cached)],
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    name, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _check_cases(cases: Sequence[Any], what: str) -> None:
     if not cases:
         raise DataError(what, "no cases to train on" if what == "training cases" else "is empty")
@@ -95,6 +79,9 @@ def _check_cases(cases: Sequence[Any], what: str) -> None:
                             f"image of case {case.case_id!r} has shape {image.shape}, expected 3D (D, H, W)")
         if case.label is None:
             raise DataError(getattr(case, "label_path", case.case_id), f"case {case.case_id!r} has no label")
+        if not np.isfinite(image).all():
+            raise DataError(getattr(case, "image_path", case.case_id),
+                            f"image of case {case.case_id!r} holds NaN or infinite values")
         if np.asarray(case.label).shape != image.shape:
             raise DataError(getattr(case, "label_path", case.case_id),
                             f"label shape {np.asarray(case.label).shape} differs from image shape {image.shape}")
@@ -154,20 +141,6 @@ def _new_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
         optimizer, mode="min", factor=config.factor, patience=config.patience, threshold=config.threshold)
 
 
-def _config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    # a setting an older checkpoint does not record had its default value then
-    defaults = TrainConfig().to_dict()
-    keys = (set(saved) | set(current)) - set(_RESUMABLE_KEYS)
-    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
-
-
-def _read_log(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["epoch"] <= up_to_epoch]
-
-
 # -------------------------------------------------------------------------------------------- train
 @dataclass
 class _Run:
@@ -200,9 +173,13 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
             prediction must then be told the preprocessing).
         epoch_callback: called as ``callback(epoch, record)`` after each epoch's checkpoint; may raise
             `TrainingStopped` (or anything) to stop the run.
-        resume: continue from ``run_dir/checkpoint.pt`` if present (its configuration must match).
+        resume: continue from ``run_dir/checkpoint.pt`` if present (its settings, data and input files
+            must match; see `bayesprior.training.run_folder`).
     Raises:
-        ConfigError, DataError, CheckpointError: bad settings, cases or checkpoint.
+        ConfigError, DataError, CheckpointError: bad settings, cases or checkpoint, or a checkpoint of
+            another run.
+        NonFiniteError: NaN or infinite start weights, loss (unless ``skip_nonfinite_loss``) or weights.
+        FolderInUseError: another process trains in `run_dir`.
     """
     _check_cases(train_cases, "training cases")
     if val_cases:
@@ -211,12 +188,26 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     if config.batch_size % ctx.world_size:
         raise ConfigError(f"batch_size {config.batch_size} is not divisible by the {ctx.world_size} processes")
     run_dir = Path(run_dir)
+    with ExitStack() as stack:
+        if ctx.is_main:  # one process at a time in a run folder (the DDP ranks of one run are one run)
+            stack.enter_context(folder_lock(run_dir, "run folder"))
+            _remove_stale_temp_files(run_dir, config)
+        try:
+            return _train_in(run_dir, config, train_cases, val_cases, preprocess, epoch_callback, resume, ctx)
+        except NonFiniteError as exc:  # say which run
+            raise NonFiniteError(f"{run_dir}: {exc}") from None
+
+
+def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[Any] | None,
+              preprocess: Mapping[str, Any] | None, epoch_callback: Callable[[int, dict[str, Any]], None] | None,
+              resume: bool, ctx: DistContext) -> Path:
     device = torch.device(config.device if config.device != "cuda" or not ctx.distributed
                           else f"cuda:{ctx.local_rank}")
-    record = _run_record(config, train_cases, val_cases, preprocess, ctx)
+    record = _run_record(config, run_dir, train_cases, val_cases, preprocess, ctx)
 
     seed_everything(config.seed)
     model = build_model(config).to(device)
+    _refuse_non_finite_start(model, config)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -225,7 +216,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     run = _Run(model, optimizer, _new_scheduler(optimizer, config), MixedPrecision(config.amp, device),
                BatchSampler(train_cases, config.sampling_config(), config.seed, device, ctx))
     if resume and (run_dir / "checkpoint.pt").is_file():
-        _resume(run, run_dir, config, ctx)
+        _resume(run, run_dir, config, record, ctx)
     elif ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "log.jsonl").unlink(missing_ok=True)
@@ -239,11 +230,12 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     progress = _progress(epochs, config.progress and ctx.is_main, initial=run.epoch, total=config.max_epochs)
     for epoch in progress:
         entry = _train_epoch(run, net, train_cases, config, epoch, device, ctx)
+        _refuse_non_finite_weights(run, epoch + 1)
         if val_cases:
             entry.update(evaluate_cases(net, val_cases, config, device))
         _end_of_epoch(run, entry, config, record, ctx)
         if ctx.is_main:
-            _write_checkpoint(run, entry, run_dir, config)
+            _write_checkpoint(run, entry, run_dir, config, record)
         if hasattr(progress, "set_postfix"):
             progress.set_postfix(loss=f"{entry['loss']:.4g}", lr=f"{entry['lr']:.1e}")
         if epoch_callback is not None:
@@ -255,43 +247,68 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     return _finish(run, run_dir, config, record, ctx)
 
 
-def _run_record(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[Any] | None,
+def _remove_stale_temp_files(run_dir: Path, config: TrainConfig) -> None:
+    """Temporary files a killed run of this folder left: its own, and its seed's in the model zoo."""
+    remove_stale_temp_files(run_dir)
+    if config.zoo_dir:
+        remove_stale_temp_files(config.zoo_dir, targets=lambda name: name.startswith(f"seed{config.seed}_min"))
+
+
+def _refuse_non_finite_start(model: nn.Module, config: TrainConfig) -> None:
+    bad = non_finite_tensors(model.state_dict())
+    if bad:
+        origins = [f"{what} {path}" for what, path in (("source model", config.source),
+                                                        ("prior file", config.prior_path)) if path]
+        raise NonFiniteError(f"the network of method {config.method!r} would start from NaN or infinite values "
+                             f"({', '.join(bad[:3])}){' taken from the ' + ' or '.join(origins) if origins else ''}; "
+                             "refusing to train from them")
+
+
+def _refuse_non_finite_weights(run: _Run, epoch: int) -> None:
+    bad = non_finite_tensors(run.model.state_dict())
+    if bad:
+        raise NonFiniteError(f"after epoch {epoch} the weights hold NaN or infinite values "
+                             f"({', '.join(bad[:3])}); the checkpoint of epoch {epoch - 1} is kept. Lower the "
+                             "learning rate or check the data")
+
+
+def _run_record(config: TrainConfig, run_dir: Path, train_cases: Sequence[Any], val_cases: Sequence[Any] | None,
                 preprocess: Mapping[str, Any] | None, ctx: DistContext) -> dict[str, Any]:
-    """What ``config.json`` and every saved model record about the run."""
-    return {"train_config": config.to_dict(), "monitor": "validation loss" if val_cases else "training loss",
+    """What ``config.json``, the checkpoint and every saved model record about the run."""
+    data = data_record(train_cases, val_cases)
+    return {"train_config": portable_settings(config, run_dir),
+            "monitor": "validation loss" if val_cases else "training loss",
             "preprocess": dict(preprocess) if preprocess is not None else None,
             "n_train": len(train_cases), "n_val": len(val_cases or []),
-            "train_cases": [str(c.case_id) for c in train_cases],
-            "val_cases": [str(c.case_id) for c in val_cases or []], "world_size": ctx.world_size,
+            "train_cases": data["train_cases"], "val_cases": data["val_cases"],
+            "data": data, "inputs": input_files(config), "world_size": ctx.world_size,
             "bayesprior_version": __version__, "torch_version": str(torch.__version__),
             "loss": {"ce_reduction": config.ce_reduction, "kl_weight": config.kl_weight,
                      "dice_weight": config.dice_weight, "ce_weight": config.ce_weight,
                      "dice_batch": config.dice_batch, "dice_epsilon": config.dice_epsilon}}
 
 
-def _resume(run: _Run, run_dir: Path, config: TrainConfig, ctx: DistContext) -> None:
-    """Restore model, optimiser, scheduler, RNG and log from ``run_dir/checkpoint.pt`` (settings must match)."""
+def _resume(run: _Run, run_dir: Path, config: TrainConfig, record: Mapping[str, Any], ctx: DistContext) -> None:
+    """Restore model, optimiser, scheduler, RNG and log from ``run_dir/checkpoint.pt``; its settings, data
+    and input files must be the run's (`run_folder.check_resumable`)."""
     checkpoint_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
-    state = load_plain(checkpoint_path, "a training checkpoint")
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(checkpoint_path, f"not a training checkpoint (expected {CHECKPOINT_FORMAT!r})")
-    differences = _config_differences(state["train_config"], config.to_dict())
-    if differences:
-        raise ConfigError(f"{checkpoint_path} was written with different settings ({', '.join(differences)}); "
-                          "use another run directory or the same settings")
+    state = read_checkpoint(checkpoint_path)
+    check_resumable(state, checkpoint_path, config, record["data"], record["inputs"])
     try:
         run.model.load_state_dict(state["model"]["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(checkpoint_path, f"model state does not fit: {exc}") from None
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    run.precision.load_state_dict(state.get("grad_scaler") or {})
-    run.epoch, run.minimum = state["epoch"], state["minimum"]
-    run.finished = state.get("finished", False)
-    _set_rng_state(state["rng"])
-    run.history = _read_log(log_path, run.epoch)
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.precision.load_state_dict(state.get("grad_scaler") or {})
+        run.epoch, run.minimum = int(state["epoch"]), int(state["minimum"])
+        run.finished = bool(state.get("finished", False))
+        set_rng_state(state["rng"])
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise CheckpointError(checkpoint_path, f"state does not fit this run ({type(exc).__name__}: "
+                                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no details'}); "
+                                               "remove it to start the run afresh") from None
+    run.history = read_log(log_path, run.epoch)
     if ctx.is_main:  # drop lines of an epoch that was logged but not checkpointed before the kill
-        atomic_write_text("".join(json.dumps(r) + "\n" for r in run.history), log_path)
+        atomic_write_text(log_text(run.history), log_path)
 
 
 def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: TrainConfig, epoch: int,
@@ -302,7 +319,7 @@ def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: 
     n_train = len(train_cases)
     kl_weight = config.kl_weight * (min(1.0, (epoch + 1) / config.kl_warmup) if config.kl_warmup else 1.0)
     totals = {"loss": 0.0, "data": 0.0, "kl": 0.0}
-    steps = 0
+    steps = skipped = 0
     for images, labels in run.sampler.epoch(epoch):
         steps += 1
         if config.channels_last:
@@ -316,13 +333,26 @@ def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: 
             loss, data_term, kl = elbo.loss, elbo.data, elbo.kl
         else:
             loss, data_term, kl = data_loss, data_loss, torch.zeros(())
+        if not torch.isfinite(loss.detach()):  # its step would turn every weight into NaN
+            if not config.skip_nonfinite_loss:
+                raise NonFiniteError(
+                    f"epoch {epoch + 1}, step {steps}: the loss is {float(loss.detach())} (data term "
+                    f"{float(data_term.detach()):.4g}, KL {float(kl.detach()):.4g}); stopped, the checkpoint of epoch {epoch} is kept. Lower the learning "
+                    "rate, check the data, or skip such batches (train --skip-nonfinite-loss)")
+            skipped += 1
+            continue
         run.optimizer.zero_grad(set_to_none=True)
         run.precision.backward_and_step(loss, run.optimizer)
         totals["loss"] += float(loss.detach())
         totals["data"] += float(data_term.detach())
         totals["kl"] += float(kl.detach())
+    if steps and skipped == steps:
+        raise NonFiniteError(f"epoch {epoch + 1}: the loss of every batch ({steps}) is NaN or infinite; "
+                             "nothing to learn from")
     entry: dict[str, Any] = {"epoch": epoch + 1, "minimum": run.minimum, "lr": run.optimizer.param_groups[0]["lr"]}
-    entry.update({k: global_mean_float(v / max(steps, 1)) for k, v in totals.items()})
+    entry.update({k: global_mean_float(v / max(steps - skipped, 1)) for k, v in totals.items()})
+    if skipped:
+        entry["skipped"] = skipped
     return entry
 
 
@@ -344,22 +374,24 @@ def _end_of_epoch(run: _Run, entry: dict[str, Any], config: TrainConfig, record:
     run.history.append(entry)
 
 
-def _write_checkpoint(run: _Run, entry: Mapping[str, Any], run_dir: Path, config: TrainConfig) -> None:
+def _write_checkpoint(run: _Run, entry: Mapping[str, Any], run_dir: Path, config: TrainConfig,
+                      record: Mapping[str, Any]) -> None:
     """Append the epoch to ``log.jsonl`` and write ``checkpoint.pt`` atomically (main process only)."""
     with open(run_dir / "log.jsonl", "a") as log:
-        log.write(json.dumps(entry) + "\n")
-    config_dict = config.to_dict()
+        log.write(log_text([entry]))
     atomic_torch_save({
         "format": CHECKPOINT_FORMAT,
-        "model": model_payload(run.model, {"train_config": config_dict}),
+        "model": model_payload(run.model, {"train_config": record["train_config"]}),
         "optimizer": run.optimizer.state_dict(),
         "grad_scaler": run.precision.state_dict(),
         "scheduler": run.scheduler.state_dict(),
-        "rng": _rng_state(),
+        "rng": rng_state(),
         "epoch": run.epoch,
         "minimum": run.minimum,
         "finished": run.finished,
-        "train_config": config_dict,
+        "train_config": record["train_config"],
+        "data": record["data"],
+        "inputs": record["inputs"],
     }, run_dir / "checkpoint.pt")
 
 

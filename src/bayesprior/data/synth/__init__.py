@@ -12,8 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from ...atomic import atomic_path, atomic_write_json
+from ...atomic import atomic_path, atomic_write_json, remove_stale_temp_files
 from ...errors import ConfigError
+from ...locks import LOCK_NAME, folder_lock
 from ..naming import channel_file_name
 from ..nifti import nifti_bytes
 from .anatomy import MNI_NOTICE, atlas_folder, healthy_anatomy
@@ -33,13 +34,18 @@ def _write(path: Path, array, affine, dtype) -> None:
         tmp.write_bytes(payload)
 
 
+#: written first into the output folder, with the settings: a killed run's folder is recognised as ours, and
+#: a rerun with the same settings keeps the cases already finished
+SETTINGS_FILE = ".bayesprior-synth.json"
+
+
 def _check_output_folder(out_dir: Path) -> None:
-    """Refuse to write into a non-empty folder unless it holds an earlier synthetic dataset."""
+    """Refuse to write into a non-empty folder unless it holds an earlier (finished or killed) synthetic dataset."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: output exists and is not a folder")
-    if not any(out_dir.iterdir()):
+    if not any(p.name != LOCK_NAME for p in out_dir.iterdir()) or (out_dir / SETTINGS_FILE).is_file():
         return
     try:
         release = json.loads((out_dir / "dataset.json").read_text()).get("release", "")
@@ -48,6 +54,23 @@ def _check_output_folder(out_dir: Path) -> None:
     if not str(release).startswith("bayesprior-synth"):
         raise ConfigError(f"{out_dir}: folder is not empty and is not a bayesprior synthetic dataset; "
                           f"choose an empty or new folder")
+
+
+def _read_settings(out_dir: Path) -> dict | None:
+    try:
+        settings = json.loads((out_dir / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
+def _finished_case(out_dir: Path, case_id: str) -> dict | None:
+    """The manifest of a case a previous run finished (written last, after its images), or None."""
+    try:
+        manifest = json.loads((out_dir / "manifests" / f"{case_id}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("case_id") == case_id else None
 
 
 def _remove_stale_cases(out_dir: Path, name: str, n_cases: int) -> None:
@@ -85,7 +108,12 @@ def synthesize_dataset(kind: str, n_cases: int, out_dir: str | Path, shape: tupl
     Returns:
         out_dir as a Path.
     Raises:
-        ConfigError: bad kind, count, shape/spacing, or a BRATS mirror for MS.
+        ConfigError: bad kind, count, shape/spacing, a BRATS mirror for MS, or a non-empty folder that
+            is not a synthetic dataset.
+        FolderInUseError: another process writes into `out_dir`.
+
+    The settings are written first (``.bayesprior-synth.json``), so a killed run's folder is recognised:
+    rerunning the same command keeps the cases it finished, makes the rest, and removes its temporary files.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
@@ -100,16 +128,35 @@ def synthesize_dataset(kind: str, n_cases: int, out_dir: str | Path, shape: tupl
     if brats_mirror and kind != "tumour":
         raise ConfigError("a BRATS mirror is only written for kind 'tumour'")
     out_dir = Path(out_dir)
-    name = DATASET_NAMES[kind]
     _check_output_folder(out_dir)
+    with folder_lock(out_dir, "dataset folder"):
+        remove_stale_temp_files(out_dir, recursive=True)
+        settings = {"release": GENERATOR_VERSION, "kind": kind, "seed": int(seed),
+                    "shape": None if shape is None else [int(v) for v in shape], "spacing": spacing,
+                    "brats_mirror": bool(brats_mirror), "procedural": bool(procedural)}
+        keep_finished = _read_settings(out_dir) == settings
+        atomic_write_json(settings, out_dir / SETTINGS_FILE)
+        _write_cases(kind, int(n_cases), out_dir, settings, keep_finished, progress)
+    return out_dir
+
+
+def _write_cases(kind: str, n_cases: int, out_dir: Path, settings: dict, keep_finished: bool,
+                 progress: Callable | None) -> None:
+    name = DATASET_NAMES[kind]
     sequence = KINDS[kind]
+    brats_mirror, shape, spacing, seed = settings["brats_mirror"], settings["shape"], settings["spacing"], settings["seed"]
     sequences = (sequence, "FLAIR") if brats_mirror else (sequence,)
-    indices = range(1, int(n_cases) + 1)
+    indices = range(1, n_cases + 1)
     loop = progress(indices) if progress else indices
     anatomy_source = None
     for index in loop:
         case_id = f"{name}_{index:04d}"
-        case = generate_case(kind, index, seed, shape, spacing, sequences, procedural)
+        finished = _finished_case(out_dir, case_id) if keep_finished else None
+        if finished is not None:  # a killed run with the same settings made it; it is the same case
+            anatomy_source = finished.get("anatomy")
+            continue
+        case = generate_case(kind, index, seed, None if shape is None else tuple(shape), spacing, sequences,
+                             settings["procedural"])
         anatomy_source = case.manifest["anatomy"]
         _write(out_dir / "imagesTr" / channel_file_name(case_id, 0), case.images[sequence], case.affine, "int16")
         _write(out_dir / "labelsTr" / f"{case_id}.nii.gz", case.label, case.affine, "uint8")
@@ -119,19 +166,18 @@ def synthesize_dataset(kind: str, n_cases: int, out_dir: str | Path, shape: tupl
                 _write(patient / f"{case_id}_{seq_name.lower()}.nii.gz", image, case.affine, "int16")
             _write(patient / f"{case_id}_seg.nii.gz", case.label, case.affine, "uint8")
         atomic_write_json({"case_id": case_id, **case.manifest}, out_dir / "manifests" / f"{case_id}.json")
-    _remove_stale_cases(out_dir, name, int(n_cases))
+    _remove_stale_cases(out_dir, name, n_cases)
     atomic_write_json({
         "name": name,
         "description": f"Synthetic {'MS-like lesions (FLAIR)' if kind == 'ms' else 'glioma-like tumours (T2)'} "
                        f"made by bayesprior; all values are synthetic.",
         "channel_names": {"0": sequence},
         "labels": LABELS[kind],
-        "numTraining": int(n_cases),
+        "numTraining": n_cases,
         "file_ending": ".nii.gz",
         "release": GENERATOR_VERSION,
-        "generator": {"kind": kind, "seed": int(seed), "shape": None if shape is None else list(shape),
-                      "spacing": spacing, "anatomy": anatomy_source, "brats_mirror": bool(brats_mirror)},
+        "generator": {"kind": kind, "seed": seed, "shape": shape, "spacing": spacing, "anatomy": anatomy_source,
+                      "brats_mirror": brats_mirror},
         "label_convention": "binary lesion" if kind == "ms" else "BraTS {1 NCR/NET, 2 edema, 4 enhancing}; whole tumour = label > 0",
         "licence": "synthetic; anatomy from the MNI ICBM152 2009a template. " + MNI_NOTICE,
     }, out_dir / "dataset.json")
-    return out_dir

@@ -1,0 +1,87 @@
+"""Hostile and bad inputs to `bayesprior evaluate`: strict by default, as nnU-Net's evaluator. A missing
+prediction, another grid or a value that is no label is an error, never scored."""
+import json
+
+import numpy as np
+import pytest
+
+from hostile import assert_ok, assert_one_line_error, nifti, run
+from training_fixtures import oblique_lps_affine
+
+
+@pytest.fixture
+def folders(tmp_path):
+    labels, preds = tmp_path / "labels", tmp_path / "preds"
+    for i in range(3):
+        label = np.zeros((8, 8, 8), np.uint8)
+        label[2:5, 2:5, 2:5] = 1
+        nifti(labels / f"case{i}.nii.gz", label)
+        nifti(preds / f"case{i}.nii.gz", label)
+    return preds, labels
+
+
+def test_matching_folders_are_scored(folders):
+    preds, labels = folders
+    assert_ok(run("evaluate", preds, labels))
+    assert json.loads((preds / "summary.json").read_text())["mean"]["dsc"] == 1.0
+
+
+def test_a_label_without_a_prediction_is_an_error(folders):
+    preds, labels = folders
+    (preds / "case2.nii.gz").unlink()
+    assert_one_line_error(run("evaluate", preds, labels), "no prediction for 1 labelled case(s) ['case2']",
+                          "--allow-missing")
+
+
+def test_allow_missing_scores_the_others_and_lists_the_missing_ones(folders):
+    preds, labels = folders
+    (preds / "case2.nii.gz").unlink()
+    result = run("evaluate", preds, labels, "--allow-missing")
+    assert_ok(result)
+    assert "1 labelled case(s) have no prediction" in result.stderr and "case2" in result.stderr
+    summary = json.loads((preds / "summary.json").read_text())
+    assert summary["missing_predictions"] == ["case2"] and summary["n_cases"] == 2
+
+
+def test_a_prediction_on_another_grid_is_an_error(folders):
+    preds, labels = folders
+    shifted = oblique_lps_affine()
+    shifted[:3, 3] += 5.0
+    nifti(preds / "case1.nii.gz", np.zeros((8, 8, 8), np.uint8), affine=shifted)
+    assert_one_line_error(run("evaluate", preds, labels), "case1.nii.gz", "another grid")
+
+
+def test_a_prediction_of_another_shape_is_an_error(folders):
+    preds, labels = folders
+    nifti(preds / "case1.nii.gz", np.zeros((8, 8, 9), np.uint8))
+    assert_one_line_error(run("evaluate", preds, labels), "case1.nii.gz", "differs from its label's")
+
+
+@pytest.mark.parametrize("values, fragment", [
+    (np.full((8, 8, 8), 0.7, np.float32), "non-integer"),
+    (np.full((8, 8, 8), np.nan, np.float32), "NaN or infinite"),
+    (np.full((8, 8, 8), -1, np.int16), "negative"),
+    (np.full((8, 8, 8), 3, np.uint8), "holds values [3] that no label holds"),
+])
+def test_a_prediction_that_is_not_a_mask_of_label_values_is_an_error(folders, values, fragment):
+    preds, labels = folders
+    nifti(preds / "case0.nii.gz", values)
+    assert_one_line_error(run("evaluate", preds, labels), "case0.nii.gz", fragment)
+
+
+def test_a_prediction_without_a_label_is_an_error(folders):
+    preds, labels = folders
+    nifti(preds / "extra.nii.gz", np.zeros((8, 8, 8), np.uint8))
+    assert_one_line_error(run("evaluate", preds, labels), "no label for predicted case(s) ['extra']")
+
+
+def test_a_prediction_that_is_not_nifti_is_an_error(folders):
+    preds, labels = folders
+    (preds / "case0.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    assert_one_line_error(run("evaluate", preds, labels), "case0.nii.gz", "prediction:")
+
+
+def test_an_output_folder_under_a_regular_file_is_one_line_naming_it(folders, tmp_path):
+    preds, labels = folders
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(run("evaluate", preds, labels, "--out-dir", tmp_path / "file" / "eval"), "Not a directory")

@@ -1,0 +1,199 @@
+"""Hostile and bad inputs to `bayesprior predict`: each ends in one clear error line, or in a documented,
+correct result. Nothing that is not ours is overwritten."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from bayesprior.checkpoints import save_model
+from bayesprior.inference.prediction_folder import MANIFEST_NAME
+from bayesprior.kernels import KernelBank
+from bayesprior.locks import folder_lock
+from bayesprior.plugins import architecture_groups, build_architecture
+from bayesprior.training.methods import prior_rules
+from bayesprior.wrap import bayesianize
+from hostile import (SMALL_UNET, assert_ok, assert_one_line_error, bayesian_model_file, dataset, model_file, nifti,
+                     run)
+
+NO_PROGRESS = "--no-progress"
+
+
+@pytest.fixture
+def data(tmp_path):
+    return dataset(tmp_path / "ds", n=2)
+
+
+@pytest.fixture
+def model(tmp_path):
+    return model_file(tmp_path / "model.pt")
+
+
+def _mtimes(folder):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
+
+
+def test_the_input_folder_is_refused_as_output(data, model):
+    before = _mtimes(data / "imagesTr")
+    assert_one_line_error(run("predict", model, data / "imagesTr", data / "imagesTr", NO_PROGRESS),
+                          "folder of the input images")
+    assert _mtimes(data / "imagesTr") == before
+
+
+def test_the_label_folder_beside_the_inputs_is_refused_and_every_label_stays(data, model):
+    before = _mtimes(data / "labelsTr")
+    assert_one_line_error(run("predict", model, data / "imagesTr", data / "labelsTr", NO_PROGRESS), "label folder")
+    assert _mtimes(data / "labelsTr") == before
+
+
+def test_the_label_folder_of_a_dataset_given_by_its_root_is_refused(data, model):
+    assert_one_line_error(run("predict", model, data, data / "labelsTr", NO_PROGRESS), "label folder")
+
+
+def test_a_same_named_file_that_bayesprior_did_not_write_is_refused_and_kept(data, model, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "case00.nii.gz").write_bytes(b"someone's work")
+    assert_one_line_error(run("predict", model, data / "imagesTr", out, NO_PROGRESS), "did not write", "--overwrite")
+    assert (out / "case00.nii.gz").read_bytes() == b"someone's work"
+    assert not (out / "case01.nii.gz").exists()  # refused before anything was written
+
+
+def test_overwrite_replaces_a_foreign_file_and_records_it(data, model, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "case00.nii.gz").write_bytes(b"someone's work")
+    assert_ok(run("predict", model, data / "imagesTr", out, NO_PROGRESS, "--overwrite"))
+    assert (out / "case00.nii.gz").read_bytes()[:2] == b"\x1f\x8b"
+    assert set(json.loads((out / MANIFEST_NAME).read_text())["files"]) == {"case00.nii.gz", "case01.nii.gz"}
+
+
+def test_the_manifest_records_the_model_hash_and_settings_and_a_rerun_replaces_our_own_files(data, model, tmp_path):
+    out = tmp_path / "out"
+    assert_ok(run("predict", model, data / "imagesTr", out, NO_PROGRESS, "--roi", "16,16,16"))
+    assert_ok(run("predict", model, data / "imagesTr", out, NO_PROGRESS))  # ours: replaced without --overwrite
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    (run_record,) = manifest["runs"].values()  # the first run wrote nothing that is still there
+    from bayesprior.hashing import file_sha256
+
+    assert run_record["model_sha256"] == file_sha256(model) and run_record["settings"]["roi"] == [40, 48, 40]
+    assert manifest["files"]["case00.nii.gz"]["input"].endswith("case00_0000.nii.gz")
+
+
+def test_two_inputs_with_one_case_id_are_an_error_naming_both(model, tmp_path):
+    images = tmp_path / "images"
+    nifti(images / "a.nii", np.ones((16, 16, 16), np.float32))
+    nifti(images / "a.nii.gz", np.ones((16, 16, 16), np.float32))
+    line = assert_one_line_error(run("predict", model, images, tmp_path / "out", NO_PROGRESS), "both name case 'a'")
+    assert "a.nii " in line + " " and "a.nii.gz" in line
+
+
+def test_an_input_named_like_another_inputs_probability_map_is_an_error(tmp_path):
+    images = tmp_path / "images"
+    nifti(images / "x.nii.gz", np.ones((16, 16, 16), np.float32))
+    nifti(images / "x_probability.nii.gz", np.ones((16, 16, 16), np.float32))
+    model = bayesian_model_file(tmp_path / "bayes.pt")
+    assert_one_line_error(run("predict", model, images, tmp_path / "out", NO_PROGRESS, "--samples", "2"),
+                          "would both be written as x_probability.nii.gz")
+
+
+def test_a_model_with_nan_weights_is_refused(data, tmp_path):
+    model = model_file(tmp_path / "nan.pt", nan=True)
+    assert_one_line_error(run("predict", model, data / "imagesTr", tmp_path / "out", NO_PROGRESS),
+                          "NaN or infinite", "init_conv.weight")
+    assert not (tmp_path / "out").exists()
+
+
+def test_samples_for_a_deterministic_model_are_an_error_not_ignored(data, model, tmp_path):
+    assert_one_line_error(run("predict", model, data / "imagesTr", tmp_path / "out", NO_PROGRESS, "--samples", "4"),
+                          "--samples 4 has no effect")
+
+
+def test_a_damaged_manifest_is_an_error_not_a_fresh_start(data, model, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST_NAME).write_text("{not json")
+    assert_one_line_error(run("predict", model, data / "imagesTr", out, NO_PROGRESS), "prediction manifest")
+
+
+def test_seeded_samples_repeat_and_another_seed_differs(data, tmp_path):
+    model = bayesian_model_file(tmp_path / "bayes.pt")
+    maps = {}
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        assert_ok(run("predict", model, data / "imagesTr", tmp_path / name, NO_PROGRESS, "--samples", "2", "--seed", seed))
+        maps[name] = (tmp_path / name / "case00_probability.nii.gz").read_bytes()
+    assert maps["a"] == maps["b"] and maps["a"] != maps["c"]
+
+
+def test_an_input_below_the_networks_minimum_size_is_padded_and_predicted_on_its_grid(model, tmp_path):
+    images = tmp_path / "images"
+    nifti(images / "tiny.nii.gz", np.random.default_rng(0).random((5, 6, 7)).astype(np.float32))
+    assert_ok(run("predict", model, images, tmp_path / "out", NO_PROGRESS))
+    import nibabel as nib
+
+    mask = nib.load(tmp_path / "out" / "tiny.nii.gz")
+    assert mask.shape == (5, 6, 7) and np.allclose(mask.affine, nib.load(images / "tiny.nii.gz").affine)
+
+
+def test_a_folder_without_nifti_files_is_an_error(model, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run("predict", model, tmp_path / "empty", tmp_path / "out", NO_PROGRESS), "holds no NIfTI")
+
+
+def test_a_truncated_model_file_is_an_error(data, model, tmp_path):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(model.read_bytes()[:1000])
+    assert_one_line_error(run("predict", cut, data / "imagesTr", tmp_path / "out", NO_PROGRESS), "cannot be read")
+
+
+def test_a_model_file_with_a_wrong_state_is_an_error(data, tmp_path):
+    path = tmp_path / "odd.pt"
+    torch.save({"format": "bayesprior.model/1", "kind": "deterministic", "architecture": None,
+                "state_dict": [1, 2, 3], "extra": {}}, path)
+    assert_one_line_error(run("predict", path, data / "imagesTr", tmp_path / "out", NO_PROGRESS), "'state_dict'")
+
+
+def test_an_output_folder_under_a_regular_file_is_one_line_naming_it(data, model, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run("predict", model, data / "imagesTr", blocker / "out", NO_PROGRESS),
+                          str(blocker), "Not a directory")
+
+
+def test_an_unwritable_output_is_one_line_naming_it(data, model, tmp_path, monkeypatch):
+    real = os.replace
+
+    def refuse(src, dst, *args, **kwargs):
+        if str(dst).endswith(".nii.gz"):
+            raise PermissionError(13, "Permission denied", str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    assert_one_line_error(run("predict", model, data / "imagesTr", tmp_path / "out", NO_PROGRESS),
+                          "case00.nii.gz", "Permission denied")
+
+
+def test_a_folder_another_prediction_writes_into_is_refused(data, model, tmp_path):
+    with folder_lock(tmp_path / "out", "prediction folder"):
+        assert_one_line_error(run("predict", model, data / "imagesTr", tmp_path / "out", NO_PROGRESS),
+                              "in use by another bayesprior process", f"pid {os.getpid()}")
+    assert_ok(run("predict", model, data / "imagesTr", tmp_path / "out", NO_PROGRESS))  # free again
+
+
+def test_a_dwp_model_predicts_from_any_folder_without_its_prior_file(data, tmp_path, monkeypatch):
+    from bayesprior_dwp import KernelVAE, save_prior_file
+
+    net = build_architecture("unet3d", **SMALL_UNET)
+    groups = architecture_groups("unet3d", net)
+    prior_path = tmp_path / "prior.pt"
+    save_prior_file(prior_path, {g: (KernelVAE((3, 3, 3), latent_dim=2, hidden=4), [0.0]) for g in groups},
+                    KernelBank({}, {"groups": {}}))
+    model = bayesianize(net, prior_rules("dwp", groups, str(prior_path)), groups=groups, init_from_prior=True)
+    save_model(model, tmp_path / "dwp.pt", extra={"preprocess": {"crop_nonzero": False}})
+    prior_path.unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert_ok(run("predict", tmp_path / "dwp.pt", data / "imagesTr", "out", NO_PROGRESS, "--samples", "2"))
+    assert (elsewhere / "out" / "case01_entropy.nii.gz").is_file()
