@@ -25,13 +25,14 @@ DEMO_CONFIG = {
 }
 
 
-def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, config_name: str) -> None:
+def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, config_name: str,
+         rerun_changed: bool = False) -> None:
     start = time.perf_counter()
     try:  # the settings that need the plugins are checked here, before any data are made
         experiment = Experiment(config, out, progress=not quiet, log=click.echo)
     except ConfigError as exc:
         raise ConfigError(f"{config_name}: {exc}") from None
-    table = experiment.run(shard=shard, stage=stage)
+    table = experiment.run(shard=shard, stage=stage, rerun_changed=rerun_changed)
     if table:
         click.echo("\n" + table)
         click.echo(f"tables, plots and figures in {out}  ({time.perf_counter() - start:.0f} s)")
@@ -44,18 +45,23 @@ def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, con
 @click.option("--shard", type=Shard(), default="0/1", metavar="I/N", help="Run only shard I of N of the target runs.")
 @click.option("--stage", type=click.Choice(STAGES), default="all",
               show_default=True, help="Do one stage only (run 'source' once before parallel shards).")
+@click.option("--rerun-changed", is_flag=True,
+              help="Redo the runs (and source stage) whose settings changed since they were made; the old "
+                   "outputs move to OUT/superseded/. Without it, changed settings are refused.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, int], stage: str, quiet: bool) -> None:
+def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, int], stage: str,
+                       rerun_changed: bool, quiet: bool) -> None:
     """Run the paper's protocol (its Algorithms 2-3, Tables 3-4) from CONFIG_FILE.
 
     Source data -> source model zoo -> harvested kernels -> fitted priors; then, on the target, every
     split x train size x method is trained and evaluated on the split's fixed test set. Each run's
-    result is written atomically, so a killed experiment resumes and skips finished runs.
+    result is written atomically with the settings that made it, so a killed experiment resumes and
+    skips finished runs; a result made with other settings is refused, or redone with --rerun-changed.
 
     Example: bayesprior experiment benchmarks/transfer_cpu.toml --out runs/transfer_cpu --shard 0/2
     """
     config = load_config(config_file)
-    _run(config, out or Path("runs") / config_file.stem, shard, stage, quiet, str(config_file))
+    _run(config, out or Path("runs") / config_file.stem, shard, stage, quiet, str(config_file), rerun_changed)
 
 
 @click.command("demo")

@@ -82,6 +82,18 @@ class ExperimentConfig:
     # "test": score on each split's test set; "validation": on the split's pool cases that the run did
     # not train on (for choosing settings without ever looking at the test set)
     score_on: str = "test"
+    # explicit case lists: a fixed test set for every split (test_size is then its length), and the cases
+    # the training subsets are drawn from (default: every other case); each split shuffles the pool
+    test_cases: tuple[str, ...] = ()
+    train_cases: tuple[str, ...] = ()
+    # where DSC/IoU are computed: "preprocessed" (the network's grid) or "original" (each image's own grid,
+    # the prediction mapped back by the exact inverse of the preprocessing)
+    score_grid: str = "preprocessed"
+    # write every scored case's prediction as NIfTI with its image's affine (predictions/<run id>/)
+    write_predictions: bool = False
+    # an existing source model zoo ([source] models) and an existing prior file ([prior] file), absolute
+    source_models: tuple[str, ...] = ()
+    prior_file: str | None = None
 
     def base_method(self, name: str) -> str:
         """The training method behind a method name of the protocol (itself, or the variant's ``method``)."""
@@ -104,12 +116,15 @@ _SYNTHETIC_KEYS = {"kind": Check("str", choices=("ms", "tumour")), "cases": Chec
                    "shape": Check("ints", length=3, minimum=8), "seed": Check("int")}
 
 
-def _dataset(raw: dict, key: str, path: Path) -> DatasetSpec:
+def _dataset(raw: dict, key: str, path: Path, optional: bool = False) -> DatasetSpec:
+    """A dataset table; with `optional` (the source, when its models or prior are given) it may be empty."""
     t = dict(_table(raw, key))
     if isinstance(t.get("channel"), int) and not isinstance(t.get("channel"), bool):
         t["channel"] = str(t["channel"])  # a channel index
     _checked(t, _DATASET_KEYS, f"[{key}]", path)
     synth = t.get("synthetic")
+    if optional and t.get("path") is None and synth is None:
+        return DatasetSpec(channel=t.get("channel"))
     if (t.get("path") is None) == (synth is None):
         raise ConfigError(f"{path}: [{key}] needs exactly one of 'path' or 'synthetic'")
     if synth is not None:
@@ -128,6 +143,36 @@ def _dataset(raw: dict, key: str, path: Path) -> DatasetSpec:
                        allow_outside_paths=bool(t.get("allow_outside_paths", False)))
 
 
+def _source_models(raw: dict, path: Path) -> tuple[dict, tuple[str, ...]]:
+    """``[source] models = [...]``: an existing zoo instead of source data; the rest of the table, and the
+    models as absolute paths. Raises ConfigError naming the key or the missing file."""
+    t = dict(_table(raw, "source"))
+    if "models" not in t:
+        return t, ()
+    models = t.pop("models")
+    _checked({"models": models}, {"models": Check("strs")}, "[source]", path)
+    if not models:
+        raise ConfigError(f"{path}: [source] models must list at least one model file")
+    if t.get("path") is not None or t.get("synthetic") is not None:
+        raise ConfigError(f"{path}: [source] gives models (an existing zoo) and data to train one; give one of them")
+    return t, tuple(str(_existing_file(m, "[source] models", path)) for m in models)
+
+
+def _names_prior_file(raw: dict) -> bool:
+    prior = raw.get("prior")
+    return isinstance(prior, dict) and prior.get("file") is not None
+
+
+def _existing_file(name: str, key: str, path: Path) -> Path:
+    """`name` relative to the config file's folder, which must be a file. Raises ConfigError naming `key`."""
+    file = Path(name).expanduser()
+    if not file.is_absolute():
+        file = (path.parent / file).resolve()
+    if not file.is_file():
+        raise ConfigError(f"{path}: {key}: {file} is not a file")
+    return file
+
+
 def _checked(settings: dict, checks: dict[str, Check], where: str, path: Path) -> None:
     try:
         check_settings(settings, checks, where)
@@ -142,7 +187,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, Check]]] = {
                         "max_epochs": ("source_max_epochs", Check("int", minimum=1)),
                         "val_fraction": ("source_val_fraction", Check("number", minimum=0, below=1)),
                         "patience": ("source_patience", Check("int", minimum=0))},
-    "prior": {"norm_threshold": ("norm_threshold", Check("number", minimum=0)),
+    "prior": {"file": ("prior_file", Check("str")),
+              "norm_threshold": ("norm_threshold", Check("number", minimum=0)),
               "max_epochs": ("prior_max_epochs", Check("int", minimum=1)),
               "options": ("prior_options", Check("table"))},
     "target_training": {"max_epochs": ("max_epochs", Check("int", minimum=1)),
@@ -159,7 +205,11 @@ _SECTIONS: dict[str, dict[str, tuple[str, Check]]] = {
                  "splits": ("splits", Check("int", minimum=1)),
                  "methods": ("methods", Check("strs")),
                  "first_split_seed": ("first_split_seed", Check("int")),
-                 "score_on": ("score_on", Check("str", choices=("test", "validation")))},
+                 "score_on": ("score_on", Check("str", choices=("test", "validation"))),
+                 "test_cases": ("test_cases", Check("strs")),
+                 "train_cases": ("train_cases", Check("strs")),
+                 "score_grid": ("score_grid", Check("str", choices=("preprocessed", "original"))),
+                 "write_predictions": ("write_predictions", Check("bool"))},
     "architecture": {"name": ("architecture", Check("str")), "config": ("architecture_config", Check("table"))},
 }
 _PREPROCESS_KEYS = {"crop_nonzero": Check("bool"), "shape": Check("ints", length=3, minimum=1, optional=True),
@@ -180,8 +230,11 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)} (known: {sorted(known)})")
-    kwargs: dict[str, Any] = {"source": _dataset(raw, "source", path), "target": _dataset(raw, "target", path),
-                              "preprocess": _preprocess(raw, path)}
+    source_table, source_models = _source_models(raw, path)
+    kwargs: dict[str, Any] = {"source": _dataset({**raw, "source": source_table}, "source", path,
+                                                 optional=bool(source_models) or _names_prior_file(raw)),
+                              "target": _dataset(raw, "target", path), "preprocess": _preprocess(raw, path),
+                              "source_models": source_models}
     for section, keys in _SECTIONS.items():
         t = _table(raw, section)
         if section == "prior":
@@ -198,6 +251,8 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
             if key in t:
                 value = t[key]
                 kwargs[attr] = tuple(value) if isinstance(value, list) else value
+    if kwargs.get("prior_file") is not None:
+        kwargs["prior_file"] = str(_existing_file(kwargs["prior_file"], "[prior] file", path))
     config = ExperimentConfig(**kwargs)
     _check(config, path)
     return config
@@ -283,6 +338,17 @@ def _check(c: ExperimentConfig, path: Path) -> None:
         raise ConfigError(f"{path}: protocol.methods must be a non-empty list without repeats, got {list(c.methods)}")
     if not c.source_seeds:
         raise ConfigError(f"{path}: source_training.seeds must list at least one seed")
+    for key in ("test_cases", "train_cases"):
+        ids = getattr(c, key)
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ConfigError(f"{path}: protocol.{key} lists {repeated} more than once")
+    both = sorted(set(c.test_cases) & set(c.train_cases))
+    if both:
+        raise ConfigError(f"{path}: protocol.test_cases and protocol.train_cases share {both[:5]}")
+    if c.train_cases and len(c.train_cases) < max(c.train_sizes):
+        raise ConfigError(f"{path}: protocol.train_cases lists {len(c.train_cases)} cases; the largest train "
+                          f"size is {max(c.train_sizes)}")
     unknown_methods = sorted(set(c.target_method_options) - set(c.methods))
     if unknown_methods:
         raise ConfigError(f"{path}: [target_training.per_method] names {unknown_methods}, which are not in "

@@ -10,12 +10,22 @@ Output folder::
     cache/                       preprocessed cases
     source/runs/seed<k>/         source training runs;  source/zoo/*.pt  every minimum (harvested)
     source/bank.npz              harvested kernels;  source/prior_<method>.pt  fitted priors
+    source/settings.json         the source stage's settings (zoo, data digest, prior fit)
     runs/<run id>/               target training runs
-    results/<run id>.json        one result per finished run;  results/figures/<run id>.npz
+    results/<run id>.json        one result per finished run, with its settings and their digest;
+                                 results/figures/<run id>.npz
+    predictions/<run id>/        the scored cases' masks as NIfTI (``write_predictions``)
+    superseded/<what>.<digest>/  results and runs made with settings changed since (``rerun_changed``)
     table.md, table.csv, dsc_vs_train_size.png, predictions.png, experiment.json
+
+Results belong to their settings: a run whose stored result (or the source stage, whose settings.json)
+was made with other settings is refused with a line naming what changed, or, with ``rerun_changed``,
+done again, the old outputs moved under ``superseded/`` rather than deleted.
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +35,12 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..checkpoints import load_model
-from ..data.preprocess import PreprocessConfig, prepare_dataset
+from ..data.cases import apply_label_policy
+from ..data.nifti import read_label_values, write_like
+from ..data.preprocess import PreprocessConfig, affine_from_record, header_from_record, invert, prepare_dataset
 from ..data.synth import synthesize_dataset
 from ..errors import ConfigError, DataError, PluginError
+from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
 from ..evaluation.scoring import CaseScores
 from ..inference.prediction import PredictionSettings, predict_case
 from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table, structure_warnings
@@ -36,6 +49,7 @@ from ..locks import folder_lock
 from ..plugins import build_architecture, check_prior_fit_options, prior_fitter
 from ..training.config import TrainConfig
 from ..training.methods import TrainingMethod, training_method
+from ..training.run_folder import input_files
 from ..training.splits import validation_split
 from ..training.trainer import train
 from .config import DatasetSpec, ExperimentConfig, lists_as_tuples
@@ -43,6 +57,12 @@ from .report import plot_dsc_vs_train_size, plot_predictions, write_tables
 from .runs import ResultStore, RunSpec, Split, all_runs, make_splits, shard_runs
 
 STAGES = ("all", "source", "target", "report")
+#: run settings that do not change a run's result: left out of the settings a result is keyed by (the
+#: files behind ``source`` and ``prior_path`` are keyed by their content instead)
+NOT_RESULT_SETTINGS = ("progress", "device", "zoo_dir", "source", "prior_path")
+#: settings only Bayesian runs read: left out of the (deterministic) source runs' settings
+BAYESIAN_SETTINGS = ("kl_weight", "forward_mode", "kl_warmup", "prior_options", "log_variance_init",
+                     "init_from_prior")
 
 
 class Experiment:
@@ -55,6 +75,8 @@ class Experiment:
         self.progress = progress
         self.log = log
         self.store = ResultStore(self.out / "results")
+        self._cases: dict[str, list[Any]] = {}
+        self._case_digests: dict[str, str] = {}
         self.check_settings()
 
     def check_settings(self) -> None:
@@ -74,9 +96,16 @@ class Experiment:
         for name, method in self.methods.items():
             with _naming(f"[target_training] (method {name})"):
                 self.train_config(method=name)
-            if method.learned_prior:
+            if method.learned_prior and c.prior_file is None:
                 with _naming(f"[prior] ({name} prior)"):
                     check_prior_fit_options(method.name, self.prior_fit_options())
+        learned = self.learned_prior_methods()
+        if c.prior_file is not None and len(learned) != 1:
+            raise ConfigError(f"[prior] file serves the one method that learns its prior; protocol.methods has "
+                              f"{len(learned)} ({', '.join(learned) or 'none'})")
+        if self.needs_source() and not c.source_models and c.source.path is None and c.source.synthetic_kind is None:
+            raise ConfigError("[source] needs path, synthetic or models: a method in protocol.methods starts from "
+                              "the source models or learns its prior from them")
 
     def prior_fit_options(self) -> dict[str, Any]:
         """What a learned prior's ``fit`` gets: the generic settings and the prior's own options."""
@@ -99,18 +128,23 @@ class Experiment:
         return folder
 
     def cases(self, spec: DatasetSpec, name: str) -> list[Any]:
-        folder = self.dataset_folder(spec, name)
-        preprocess = PreprocessConfig(**lists_as_tuples(self.config.preprocess))
-        kwargs = {k: v for k, v in (("layout", spec.layout), ("channel", spec.channel)) if v is not None}
-        return prepare_dataset(folder, preprocess, cache_dir=self.out / "cache" / name,
-                               allow_outside_paths=spec.allow_outside_paths, **kwargs)
+        """The preprocessed cases of `spec` (read once per experiment object, cached on disk)."""
+        if name not in self._cases:
+            folder = self.dataset_folder(spec, name)
+            preprocess = PreprocessConfig(**lists_as_tuples(self.config.preprocess))
+            kwargs = {k: v for k, v in (("layout", spec.layout), ("channel", spec.channel)) if v is not None}
+            self._cases[name] = prepare_dataset(folder, preprocess, cache_dir=self.out / "cache" / name,
+                                                allow_outside_paths=spec.allow_outside_paths, **kwargs)
+        return self._cases[name]
 
     # ------------------------------------------------------------------------------ source
     def needs_source(self) -> bool:
-        """Whether a method starts from the source model, learns its prior from it, or is told to start there."""
+        """Whether a method starts from the source model, learns its prior from it (unless ``[prior] file``
+        gives the prior), or is told to start there."""
         c = self.config
-        return any(m.needs_source or m.learned_prior or (m.bayesian and c.target_method_options.get(
-            name, {}).get("prior_init", c.prior_init) == "source") for name, m in self.methods.items())
+        return any(m.needs_source or (m.learned_prior and c.prior_file is None) or (
+            m.bayesian and c.target_method_options.get(name, {}).get("prior_init", c.prior_init) == "source")
+            for name, m in self.methods.items())
 
     def learned_prior_methods(self) -> list[str]:
         """The methods whose prior is fitted to the source models' kernels first (e.g. DWP)."""
@@ -136,6 +170,9 @@ class Experiment:
         networks of an experiment can train in n processes at once.
         """
         c = self.config
+        if c.source_models:  # an existing zoo: the first model is the source of PR and PRf
+            models = [Path(m) for m in c.source_models]
+            return models[:1], models
         # the same cases `bayesprior train --val-fraction F --seeds S` holds out for F and S = first_split_seed
         train_cases, val = validation_split(self.cases(c.source, "source"), c.source_val_fraction, c.first_split_seed)
         zoo = self.out / "source" / "zoo"
@@ -146,14 +183,78 @@ class Experiment:
             if not model.is_file() and k % shard[1] == shard[0]:
                 self.log(f"source model seed {seed}: {len(train_cases)} training cases, "
                          f"{len(val)} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
-                config = self.train_config(method="ri", seed=seed, max_epochs=c.source_max_epochs,
-                                           restarts=c.source_restarts, patience=c.source_patience,
-                                           zoo_dir=str(zoo / f"seed{seed}"), target=False,
-                                           **c.source_train_options)
+                config = self.source_train_config(seed, zoo)
                 train(config, train_cases, val or None, run_dir=run_dir, preprocess=c.preprocess)
             finals.append(model)
         minima = sorted(zoo.glob("seed*/*.pt"))
         return finals, (minima or finals)
+
+    def source_train_config(self, seed: int, zoo: Path) -> TrainConfig:
+        """The settings of the source run of `seed`, its minima saved under `zoo`."""
+        c = self.config
+        return self.train_config(method="ri", seed=seed, max_epochs=c.source_max_epochs, restarts=c.source_restarts,
+                                 patience=c.source_patience, zoo_dir=str(zoo / f"seed{seed}"), target=False,
+                                 **c.source_train_options)
+
+    def source_settings(self) -> dict[str, Any]:
+        """What the source stage's outputs depend on: the zoo (its models' digests, or its training settings
+        and data digest) and the prior (its file's digest, or its fit settings)."""
+        c = self.config
+        if c.source_models:
+            zoo: dict[str, Any] = {"models": [file_sha256(m) for m in c.source_models]}
+        else:
+            train_config = _result_settings(self.source_train_config(0, self.out), drop=("seed", *BAYESIAN_SETTINGS))
+            zoo = {"train_config": train_config, "seeds": list(c.source_seeds), "val_fraction": c.source_val_fraction,
+                   "split_seed": c.first_split_seed, "preprocess": dict(c.preprocess),
+                   "data": cases_sha256(self.cases(c.source, "source"))}
+        prior = ({"file": file_sha256(c.prior_file)} if c.prior_file is not None else
+                 {"norm_threshold": c.norm_threshold,
+                  **{k: v for k, v in self.prior_fit_options().items() if k != "progress"}})
+        return {"zoo": zoo, "prior": prior}
+
+    def _settle_source(self, shard: tuple[int, int], rerun_changed: bool) -> None:
+        """Record the source stage's settings, or refuse (or with `rerun_changed` set aside) a source stage
+        made with other settings, so that models of two settings never mix in one zoo."""
+        path = self.out / "source" / "settings.json"
+        settings = self.source_settings()
+        if not path.is_file():
+            if (self.out / "source").is_dir() and any((self.out / "source").iterdir()):
+                self.log(f"{self.out / 'source'} records no settings (made by an older bayesprior); taking it as "
+                         "made with this configuration's")
+            atomic_write_json(settings, path)
+            return
+        stored = _read_json(path, "the source stage's settings")
+        changed = settings_differences(stored, settings)
+        if not changed:
+            return
+        if not rerun_changed:
+            raise ConfigError(f"{self.out / 'source'} was made with other source settings ({_few(changed)}); run "
+                              "again with --rerun-changed to redo the source stage (the old one is kept in "
+                              "superseded/), or use another --out")
+        if shard[1] > 1:
+            raise ConfigError(f"{self.out / 'source'} was made with other source settings ({_few(changed)}); redo "
+                              "the source stage in one process first (--stage source --rerun-changed, no --shard)")
+        moved = self._set_aside("source", settings_sha256(stored), self.out / "source")
+        self.log(f"source settings changed ({_few(changed)}): the old source stage is in {moved}")
+        atomic_write_json(settings, path)
+
+    def _set_aside(self, name: str, digest: str, paths: dict[str, Path] | Path) -> Path:
+        """Move `paths` (new name -> path, those that exist), or one folder, to ``superseded/<name>.<digest
+        head>/``; return that folder."""
+        folder = self.out / "superseded" / f"{name}.{digest[:12]}"
+        k = 1
+        while folder.exists():
+            k += 1
+            folder = self.out / "superseded" / f"{name}.{digest[:12]}.{k}"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(paths, Path):
+            os.replace(paths, folder)
+            return folder
+        folder.mkdir()
+        for new_name, old in paths.items():
+            if old.exists():
+                os.replace(old, folder / new_name)
+        return folder
 
     def source_done(self) -> bool:
         """Whether the source stage has finished: every source network trained and every prior fitted."""
@@ -168,6 +269,8 @@ class Experiment:
         methods = self.learned_prior_methods()
         if not methods:
             return {}
+        if self.config.prior_file is not None:  # an existing prior (one learned-prior method, checked up front)
+            return {methods[0]: Path(self.config.prior_file)}
         bank_path = self.out / "source" / "bank.npz"
         if not bank_path.is_file():
             self.log(f"harvesting kernels from {len(zoo)} source model(s)")
@@ -199,16 +302,74 @@ class Experiment:
                             "learned": r.learned} for r in rows], self.out / "source" / f"structure_{method}.json")
 
     # ------------------------------------------------------------------------------ target
-    def target_run(self, run: RunSpec, split: Split, by_id: dict[str, Any], source: Path | None,
-                   priors: dict[str, Path]) -> dict[str, Any]:
-        c = self.config
-        method = self.methods[run.method]
-        train_cases = [by_id[i] for i in split.train_cases(run.train_size)]
-        scored_ids = split.test if c.score_on == "test" else split.unused_pool(run.train_size)
-        if not scored_ids:
+    def scored_ids(self, run: RunSpec, split: Split) -> tuple[str, ...]:
+        """The cases `run` is scored on: its split's test set, or (``score_on = 'validation'``) its unused pool."""
+        scored = split.test if self.config.score_on == "test" else split.unused_pool(run.train_size)
+        if not scored:
             raise ConfigError(f"score_on = 'validation' needs target cases beyond test_size + {run.train_size} "
                               "training cases to validate on")
-        test_cases = [by_id[i] for i in scored_ids]
+        return scored
+
+    def run_settings(self, run: RunSpec, split: Split, by_id: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+        """What `run`'s result depends on, the key of its result: its training settings, the digests of the
+        files it starts from and of its training and scored cases, and how it is scored."""
+        c = self.config
+        scored = self.scored_ids(run, split)
+        return {"method": run.method, "train_config": _result_settings(config), "inputs": input_files(config),
+                "train_data": cases_sha256([by_id[i] for i in split.train_cases(run.train_size)]),
+                "scored": {"on": c.score_on, "cases": list(scored), "grid": c.score_grid, "samples": c.samples,
+                           "data": settings_sha256([self._case_digest(by_id[i]) for i in scored])},
+                "preprocess": dict(c.preprocess)}
+
+    def _case_digest(self, case: Any) -> str:
+        if case.case_id not in self._case_digests:
+            self._case_digests[case.case_id] = cases_sha256([case])
+        return self._case_digests[case.case_id]
+
+    def _legacy_settings(self, run: RunSpec) -> dict[str, Any] | None:
+        """The settings a run folder recorded (``config.json``), in `run_settings`' terms; None if none."""
+        try:
+            record = json.loads((self.out / "runs" / run.run_id / "config.json").read_text())
+            train_config = {**TrainConfig().to_dict(), **record["train_config"]}
+            return {"train_config": _result_settings(train_config), "inputs": record.get("inputs", {}),
+                    "train_data": record["data"]["train_sha256"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _settle_target_runs(self, runs: Sequence[RunSpec], settings: dict[RunSpec, dict[str, Any]],
+                            rerun_changed: bool) -> None:
+        """Refuse (or with `rerun_changed` set aside) the runs whose result, or unfinished run folder, was
+        made with settings other than `settings`."""
+        changed = {}
+        for run in runs:
+            legacy = self._legacy_settings(run)
+            differences = self.store.changes(run, settings[run], legacy)
+            if not differences and not self.store.done(run) and legacy is not None and rerun_changed:
+                # an unfinished run of other settings: its checkpoint cannot be resumed
+                differences = settings_differences(legacy, {k: settings[run].get(k) for k in legacy})
+            if differences:
+                changed[run] = differences
+        if not changed:
+            return
+        first, differences = next(iter(changed.items()))
+        if not rerun_changed:
+            raise ConfigError(f"{self.out}: {len(changed)} finished target run(s) were made with other settings "
+                              f"({first.run_id}: {_few(differences)}); run again with --rerun-changed to redo them "
+                              "(the old results are kept in superseded/), or use another --out")
+        for run, differences in changed.items():
+            stored = self.store.path(run)
+            digest = (_read_json(stored, "a run result").get("settings_sha256") if stored.is_file() else None) or \
+                settings_sha256(self._legacy_settings(run) or "unrecorded")
+            moved = self._set_aside(run.run_id, digest, {
+                "result.json": stored, "figure.npz": self.store.folder / "figures" / f"{run.run_id}.npz",
+                "run": self.out / "runs" / run.run_id, "predictions": self.out / "predictions" / run.run_id})
+            self.log(f"{run.run_id}: settings changed ({_few(differences)}); redoing it, the old one is in {moved}")
+
+    def run_train_config(self, run: RunSpec, split: Split, source: Path | None,
+                         priors: dict[str, Path]) -> TrainConfig:
+        """The training settings of target run `run`."""
+        c = self.config
+        method = self.methods[run.method]
         own = dict(c.target_method_options.get(run.method, {}))
         prior_init = own.pop("prior_init", c.prior_init)
         own.pop("method", None)
@@ -222,25 +383,47 @@ class Experiment:
                 overrides["init_from_prior"] = True  # e.g. DWP: samples of the fitted kernel VAE
         if method.name in priors:
             overrides["prior_path"] = str(priors[method.name])
+        return self.train_config(**overrides)
+
+    def target_run(self, run: RunSpec, split: Split, by_id: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+        """Train target run `run` with `config` and score it; its result (scores, cases, time, settings summary)."""
+        c = self.config
+        train_cases = [by_id[i] for i in split.train_cases(run.train_size)]
+        scored_ids = self.scored_ids(run, split)
         start = time.perf_counter()
-        model_path = train(self.train_config(**overrides), train_cases, None, run_dir=self.out / "runs" / run.run_id,
-                           preprocess=c.preprocess)
+        model_path = train(config, train_cases, None, run_dir=self.out / "runs" / run.run_id, preprocess=c.preprocess)
         seconds = time.perf_counter() - start
         model = load_model(model_path)
-        scores = self.score(model, test_cases, run)
+        scores = self.score(model, [by_id[i] for i in scored_ids], run, config.patch)
         return {**scores, "train_cases": list(split.train_cases(run.train_size)), "scored_on": c.score_on,
-                "test_cases": list(scored_ids),
-                "train_seconds": round(seconds, 1), "ce_reduction": c.ce_reduction,
-                "kl_weight": overrides.get("kl_weight", c.kl_weight)}
+                "test_cases": list(scored_ids), "score_grid": c.score_grid,
+                "train_seconds": round(seconds, 1), "ce_reduction": config.ce_reduction,
+                "kl_weight": config.kl_weight}
 
-    def score(self, model: Any, cases: Sequence[Any], run: RunSpec) -> dict[str, Any]:
-        """Per-case DSC/IoU on the preprocessed test cases, averaged; the figure slice of the first case."""
+    def score(self, model: Any, cases: Sequence[Any], run: RunSpec,
+              patch: Sequence[int] | None = None) -> dict[str, Any]:
+        """Per-case DSC/IoU of `cases`, averaged; the figure slice of the first case.
+
+        Scored on the preprocessed grid, or (``score_grid = 'original'``) on each image's own grid against
+        the label file, the mask mapped back by the exact inverse of the preprocessing. With
+        ``write_predictions`` each mask is written on the original grid with its image's affine and header.
+        """
+        c = self.config
         scores = CaseScores()
         for k, case in enumerate(cases):
-            # whole-volume prediction, as the paper
-            settings = PredictionSettings(roi=tuple(case.image.shape), samples=self.config.samples)
+            # whole-volume prediction, as the paper; windows of the training patch for patch-trained runs
+            settings = PredictionSettings(roi=_prediction_window(case.image.shape, patch), samples=c.samples)
             prediction = predict_case(model, case.image, settings).argmax(0).astype(np.uint8)
-            row = scores.add(case.case_id, prediction, case.label)
+            original = None
+            if c.score_grid == "original" or c.write_predictions:
+                original = invert(prediction, case.record, order=0).astype(np.uint8)
+            if c.score_grid == "original":
+                row = scores.add(case.case_id, original, _original_label(case))
+            else:
+                row = scores.add(case.case_id, prediction, case.label)
+            if c.write_predictions:
+                write_like(original, affine_from_record(case.record), header_from_record(case.record),
+                           self.out / "predictions" / run.run_id / f"{case.case_id}.nii.gz", dtype=np.uint8)
             if k == 0:
                 self._save_figure_slice(run, case, prediction, row["dsc"])
         return {**scores.mean(), "per_case": scores.per_case("dsc", "iou")}
@@ -259,7 +442,7 @@ class Experiment:
         results = self.store.read_all()
         if not results:
             return None
-        note = (f"CE reduction '{c.ce_reduction}', KL weight {c.kl_weight}; "
+        note = (f"{_settings_note(results)}; {_grid_note(results)}; "
                 f"{len(all_runs(c)) - len(results)} run(s) not finished yet.")
         text = write_tables(results, c.methods, c.train_sizes, self.out, note=note)
         plot_dsc_vs_train_size(results, c.methods, c.train_sizes, self.out / "dsc_vs_train_size.png")
@@ -274,8 +457,11 @@ class Experiment:
         return text
 
     # ------------------------------------------------------------------------------ driver
-    def run(self, shard: tuple[int, int] = (0, 1), stage: str = "all") -> str | None:
+    def run(self, shard: tuple[int, int] = (0, 1), stage: str = "all", rerun_changed: bool = False) -> str | None:
         """Do every stage of `stage` that is not done yet, for the target runs of `shard`; the report's text.
+
+        Outputs made with settings other than the configuration's are refused (`ConfigError` naming what
+        changed), or with `rerun_changed` set aside under ``superseded/`` and made again.
 
         The experiment folder is locked while it runs: exclusively, except for the shards of a sharded run
         (``n > 1``), which share it with each other; each training run also locks its own folder, so two
@@ -295,9 +481,9 @@ class Experiment:
                     remove_stale_temp_files(folder, targets=own.__contains__)
             else:
                 remove_stale_temp_files(self.out, recursive=True)
-            return self._run_stages(shard, stage)
+            return self._run_stages(shard, stage, rerun_changed)
 
-    def _run_stages(self, shard: tuple[int, int], stage: str) -> str | None:
+    def _run_stages(self, shard: tuple[int, int], stage: str, rerun_changed: bool = False) -> str | None:
         atomic_write_json(self.config.to_dict(), self.out / "experiment.json")
         source = None
         priors: dict[str, Path] = {}
@@ -305,6 +491,7 @@ class Experiment:
             if stage == "target" and shard[1] > 1 and not self.source_done():
                 raise ConfigError(f"{self.out}: the source stage is not finished; run --stage source (with every "
                                   "--shard i/n it was started with) before parallel target shards")
+            self._settle_source(shard, rerun_changed)
             finals, zoo = self.source_models(shard if stage == "source" else (0, 1))
             missing = [p for p in finals if not p.is_file()]
             if missing:  # other shards' source networks are still training
@@ -314,22 +501,86 @@ class Experiment:
             source = finals[0]  # Algorithm 2: PR and PRf start from one source network
             priors = self.fit_priors(zoo)
             atomic_write_json({"priors": sorted(priors)}, self.out / "source" / "done.json")
+        elif stage in ("all", "target"):
+            priors = self.fit_priors([])  # an existing prior file, if the config gives one
         if stage == "source":  # make (and cache) the target data too, so parallel shards never race on it
             self.cases(self.config.target, "target")
         if stage in ("all", "target"):
             cases = self.cases(self.config.target, "target")
             by_id = {c.case_id: c for c in cases}
             splits = make_splits(list(by_id), self.config)
-            todo = self.store.pending(shard_runs(all_runs(self.config), shard))
+            runs = shard_runs(all_runs(self.config), shard)
+            configs = {run: self.run_train_config(run, splits[run.split], source, priors) for run in runs}
+            settings = {run: self.run_settings(run, splits[run.split], by_id, configs[run]) for run in runs}
+            self._settle_target_runs(runs, settings, rerun_changed)
+            todo = self.store.pending(runs)
             self.log(f"{len(todo)} target run(s) to do in shard {shard[0]}/{shard[1]}")
             for k, run in enumerate(todo, start=1):
                 self.log(f"[{k}/{len(todo)}] {run.run_id}")
-                result = self.target_run(run, splits[run.split], by_id, source, priors)
-                self.store.write(run, result)
+                result = self.target_run(run, splits[run.split], by_id, configs[run])
+                self.store.write(run, result, settings[run])
                 self.log(f"    DSC {result['dsc']:.3f}  IoU {result['iou']:.3f}  ({result['train_seconds']:.0f} s)")
         if stage in ("all", "report", "target"):
             return self.report()
         return None
+
+
+def _result_settings(config: TrainConfig | dict[str, Any], drop: Sequence[str] = ()) -> dict[str, Any]:
+    """A run's training settings less those that do not change its result (`NOT_RESULT_SETTINGS`) and `drop`."""
+    settings = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
+    return {k: v for k, v in settings.items() if k not in NOT_RESULT_SETTINGS and k not in drop}
+
+
+def _few(differences: Sequence[str], n: int = 4) -> str:
+    """The first `n` differences, and how many more."""
+    more = f"; {len(differences) - n} more" if len(differences) > n else ""
+    return "; ".join(differences[:n]) + more
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(path, f"is not {what} ({exc}); remove it to redo what it belongs to") from None
+    if not isinstance(value, dict):
+        raise DataError(path, f"is not {what}; remove it to redo what it belongs to")
+    return value
+
+
+def _prediction_window(shape: Sequence[int], patch: Sequence[int] | None) -> tuple[int, ...]:
+    """The whole volume, or windows of the training patch where it is smaller (both divisible by 8)."""
+    if patch is None or any(int(p) % 8 for p in patch):
+        return tuple(shape)
+    return tuple(min(int(p), int(n)) for p, n in zip(patch, shape))
+
+
+def _original_label(case: Any) -> np.ndarray:
+    """The label of a prepared case on its file's grid (the experiment's whole-foreground policy)."""
+    label_path = case.record.get("label_path")
+    if label_path is None:
+        raise DataError(case.case_id, "has no label file to score on the original grid")
+    values, _, _ = read_label_values(label_path)
+    return apply_label_policy(values, "whole")
+
+
+def _settings_note(results: Sequence[dict[str, Any]]) -> str:
+    """The loss settings the results were made with, as the results record them (not as the config says)."""
+    parts = []
+    for key, name in (("ce_reduction", "CE reduction"), ("kl_weight", "KL weight")):
+        values = {m: sorted({str(r.get(key)) for r in results if r["method"] == m})
+                  for m in dict.fromkeys(r["method"] for r in results)}
+        if len({v for vs in values.values() for v in vs}) == 1:
+            parts.append(f"{name} {next(iter(values.values()))[0]}")
+        else:
+            parts.append(f"{name} " + ", ".join(f"{m} {'/'.join(v)}" for m, v in values.items()))
+    return ", ".join(parts)
+
+
+def _grid_note(results: Sequence[dict[str, Any]]) -> str:
+    grids = {r.get("score_grid", "preprocessed") for r in results}
+    where = {"preprocessed": "the preprocessed grid (the network's input)",
+             "original": "each image's original grid (predictions mapped back)"}
+    return "DSC and IoU computed on " + " and ".join(where.get(g, str(g)) for g in sorted(grids))
 
 
 def _figure_slice(path: Path) -> dict[str, np.ndarray]:

@@ -1,7 +1,9 @@
 """The runs of an experiment: splits x train sizes x methods, sharding, and resumable results.
 
-Each run writes its result as one JSON file, atomically; a run whose result exists is skipped, so a
-killed experiment restarts where it stopped and every run appears exactly once.
+Each run writes its result as one JSON file, atomically, with the settings that made it (training
+settings, input files' and data digests) and their digest; a run whose result exists with the same
+settings is skipped, so a killed experiment restarts where it stopped and every run appears exactly once.
+A result made with other settings is never taken for the run asked for (see `ResultStore.changes`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from ..atomic import atomic_write_json
 from ..errors import ConfigError, DataError
+from ..hashing import settings_differences, settings_sha256
 from .config import ExperimentConfig
 
 
@@ -49,7 +52,13 @@ class Split:
 
 
 def make_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Split]:
-    """Seeded splits (seed first_split_seed + i): a random test set of test_size, the rest shuffled as the pool."""
+    """Seeded splits (seed first_split_seed + i): a random test set of test_size, the rest shuffled as the pool.
+
+    With ``protocol.test_cases`` every split tests on those cases and shuffles the others (or
+    ``protocol.train_cases``) as its pool. Raises ConfigError naming the key of a case the data lack.
+    """
+    if config.test_cases or config.train_cases:
+        return _listed_splits(case_ids, config)
     ids = sorted(case_ids)
     need = config.test_size + max(config.train_sizes)
     if len(ids) < need:
@@ -62,6 +71,34 @@ def make_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Split
         test = tuple(sorted(ids[j] for j in order[: config.test_size]))
         pool = tuple(ids[j] for j in order[config.test_size:])
         splits.append(Split(i, seed, test, pool))
+    return splits
+
+
+def _listed_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Split]:
+    known = set(case_ids)
+    for key in ("test_cases", "train_cases"):
+        missing = [i for i in getattr(config, key) if i not in known]
+        if missing:
+            raise ConfigError(f"protocol.{key}: {len(missing)} case(s) not in the target dataset: {missing[:5]} "
+                              f"(it has {sorted(known)[:3]}...)")
+    if config.test_cases:
+        test = tuple(sorted(config.test_cases))
+    else:  # a random test set of test_size from the cases not listed for training
+        rest = sorted(known - set(config.train_cases))
+        if len(rest) < config.test_size:
+            raise ConfigError(f"protocol.train_cases leaves {len(rest)} cases to test on; test_size is "
+                              f"{config.test_size}")
+        order = np.random.default_rng(config.first_split_seed).permutation(len(rest))
+        test = tuple(sorted(rest[j] for j in order[: config.test_size]))
+    pool = sorted(config.train_cases or known - set(test))
+    if len(pool) < max(config.train_sizes):
+        raise ConfigError(f"protocol.test_cases leaves {len(pool)} cases to train on; the largest train size is "
+                          f"{max(config.train_sizes)}")
+    splits = []
+    for i in range(config.splits):
+        seed = config.first_split_seed + i
+        order = np.random.default_rng(seed).permutation(len(pool))
+        splits.append(Split(i, seed, test, tuple(pool[j] for j in order)))
     return splits
 
 
@@ -90,7 +127,7 @@ def shard_runs(runs: Sequence[RunSpec], shard: tuple[int, int]) -> list[RunSpec]
 
 
 class ResultStore:
-    """Results as `results/<run_id>.json`, one file per finished run."""
+    """Results as `results/<run_id>.json`, one file per finished run, each with the settings that made it."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -101,9 +138,29 @@ class ResultStore:
     def done(self, run: RunSpec) -> bool:
         return self.path(run).is_file()
 
-    def write(self, run: RunSpec, result: dict[str, Any]) -> None:
-        atomic_write_json({"split": run.split, "train_size": run.train_size, "method": run.method, **result},
-                          self.path(run))
+    def write(self, run: RunSpec, result: dict[str, Any], settings: dict[str, Any] | None = None) -> None:
+        """Write `run`'s result; `settings` (what made it) are stored with their digest, `settings_sha256`."""
+        keyed = {} if settings is None else {"settings": settings, "settings_sha256": settings_sha256(settings)}
+        atomic_write_json({"split": run.split, "train_size": run.train_size, "method": run.method, **result,
+                           **keyed}, self.path(run))
+
+    def changes(self, run: RunSpec, settings: dict[str, Any],
+                legacy: dict[str, Any] | None = None) -> list[str]:
+        """What differs between the settings of `run`'s stored result and `settings` ([] if the same or no result).
+
+        A result written before results were keyed records no settings: then `legacy` (the settings its run
+        folder recorded, None if none) is compared with the same keys of `settings`.
+        """
+        if not self.done(run):
+            return []
+        stored = self._read(self.path(run))
+        if "settings_sha256" in stored:
+            if stored["settings_sha256"] == settings_sha256(settings):
+                return []
+            return settings_differences(stored.get("settings", {}), settings) or ["settings digest"]
+        if legacy is None:
+            return ["settings (not recorded)"]
+        return settings_differences(legacy, {k: settings.get(k) for k in legacy})
 
     def read_all(self) -> list[dict[str, Any]]:
         """Every finished run's result. Raises `DataError` naming a file that is not a result."""

@@ -1,0 +1,129 @@
+"""An experiment's results belong to their settings: changed settings are refused or redone, never reused;
+an existing zoo or prior is used as given; explicit case lists; scoring on the original grid."""
+import json
+
+import nibabel
+import numpy as np
+import pytest
+
+from bayesprior.errors import ConfigError
+from bayesprior.experiment.config import parse_config
+from bayesprior.experiment.pipeline import Experiment
+
+TINY = {
+    "source": {"synthetic": {"kind": "ms", "cases": 2, "shape": [16, 16, 16], "seed": 1}},
+    "target": {"synthetic": {"kind": "tumour", "cases": 3, "shape": [16, 24, 16], "seed": 2}},
+    "preprocess": {"crop_nonzero": False},
+    "architecture": {"config": {"widths": [4, 4, 4, 4]}},
+    "source_training": {"seeds": [0], "max_epochs": 1, "val_fraction": 0.0},
+    "prior": {"max_epochs": 1},
+    "target_training": {"max_epochs": 1, "forward_mode": "sample"},
+    "protocol": {"train_sizes": [1], "test_size": 1, "splits": 1, "methods": ["ri"]},
+}
+
+
+def _config(**sections):
+    raw = json.loads(json.dumps(TINY))
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+def _experiment(out, raw, config_path=None):
+    from pathlib import Path
+
+    return Experiment(parse_config(raw, Path(config_path or "<test>")), out, progress=False, log=lambda line: None)
+
+
+def _result(out, run_id="split0_n1_ri"):
+    return json.loads((out / "results" / f"{run_id}.json").read_text())
+
+
+def test_a_changed_target_setting_is_refused_naming_what_changed(tmp_path):
+    out = tmp_path / "out"
+    _experiment(out, _config()).run()
+    before = (out / "results" / "split0_n1_ri.json").read_text()
+    changed = _config(target_training={"max_epochs": 2, "kl_weight": 0.5})
+    with pytest.raises(ConfigError, match=r"split0_n1_ri: .*kl_weight 1.0 -> 0.5; .*max_epochs 1 -> 2.*--rerun-changed"):
+        _experiment(out, changed).run()
+    assert (out / "results" / "split0_n1_ri.json").read_text() == before
+    _experiment(out, _config()).run()  # the same settings again: nothing to redo, nothing refused
+    assert (out / "results" / "split0_n1_ri.json").read_text() == before
+
+
+def test_rerun_changed_redoes_the_run_and_keeps_the_old_result(tmp_path):
+    out = tmp_path / "out"
+    _experiment(out, _config()).run()
+    old = _result(out)
+    text = _experiment(out, _config(target_training={"kl_weight": 0.25})).run(rerun_changed=True)
+    new = _result(out)
+    assert new["settings"]["train_config"]["kl_weight"] == 0.25 and new["settings_sha256"] != old["settings_sha256"]
+    kept = out / "superseded" / f"split0_n1_ri.{old['settings_sha256'][:12]}"
+    assert json.loads((kept / "result.json").read_text()) == old and (kept / "run" / "model.pt").is_file()
+    assert "KL weight 0.25" in text and "preprocessed grid" in text
+
+
+def test_a_changed_source_setting_is_refused(tmp_path):
+    out = tmp_path / "out"
+    raw = _config(protocol={"methods": ["pr"]})
+    _experiment(out, raw).run(stage="source")
+    raw["source_training"]["max_epochs"] = 2
+    with pytest.raises(ConfigError, match=r"other source settings \(zoo.train_config.max_epochs 1 -> 2\)"):
+        _experiment(out, raw).run(stage="source")
+    _experiment(out, raw).run(stage="source", rerun_changed=True)
+    assert json.loads((out / "source" / "settings.json").read_text())["zoo"]["train_config"]["max_epochs"] == 2
+    assert len(list((out / "superseded").glob("source.*/runs/seed0/model.pt"))) == 1
+
+
+def test_an_existing_zoo_and_prior_are_used_without_training_the_source(tmp_path):
+    first = tmp_path / "first"
+    _experiment(first, _config(protocol={"methods": ["corrnormal"]})).run(stage="source")
+    models = [str(first / "source" / "runs" / "seed0" / "model.pt")]
+    prior = str(first / "source" / "prior_corrnormal.pt")
+    raw = _config(protocol={"methods": ["corrnormal", "pr"]}, prior={"file": prior})
+    raw["source"] = {"models": models}
+    out = tmp_path / "second"
+    _experiment(out, raw).run()
+    assert not (out / "source" / "runs").exists() and not (out / "source" / "bank.npz").exists()
+    result = _result(out, "split0_n1_corrnormal")
+    assert set(result["settings"]["inputs"]) == {"prior_path"}
+    assert _result(out, "split0_n1_pr")["settings"]["inputs"]["source"] == json.loads(
+        (out / "source" / "settings.json").read_text())["zoo"]["models"][0]
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"source": {"models": ["missing.pt"]}}, "[source] models: "),
+    ({"prior": {"file": "missing.pt"}}, "[prior] file: "),
+    ({"protocol": {"test_cases": ["a", "a"]}}, "protocol.test_cases lists ['a'] more than once"),
+    ({"protocol": {"test_cases": ["a"], "train_cases": ["a"]}}, "share ['a']"),
+    ({"protocol": {"score_grid": "native"}}, "protocol.score_grid must be one of"),
+])
+def test_bad_reuse_and_case_settings_are_refused_naming_the_key(tmp_path, change, fragment):
+    raw = _config()
+    for section, values in change.items():
+        raw[section] = values if section == "source" else {**raw.get(section, {}), **values}
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+        parse_config(raw, tmp_path / "x.toml")
+
+
+def test_explicit_test_cases_are_every_splits_test_set_and_unknown_ones_are_refused(tmp_path):
+    raw = _config(protocol={"test_cases": ["SynBraTS_0002"], "splits": 2})
+    experiment = _experiment(tmp_path / "out", raw)
+    experiment.run()
+    assert [r["test_cases"] for r in experiment.store.read_all()] == [["SynBraTS_0002"]] * 2
+    raw["protocol"]["test_cases"] = ["SynBraTS_0009"]
+    with pytest.raises(ConfigError, match=r"protocol.test_cases: 1 case\(s\) not in the target dataset"):
+        _experiment(tmp_path / "other", raw).run()
+
+
+def test_scoring_on_the_original_grid_writes_predictions_shaped_and_placed_as_the_images(tmp_path):
+    out = tmp_path / "out"
+    raw = _config(preprocess={"crop_nonzero": False, "shape": [16, 16, 16]},
+                  protocol={"score_grid": "original", "write_predictions": True})
+    text = _experiment(out, raw).run()
+    result = _result(out)
+    case = result["test_cases"][0]
+    written = nibabel.load(str(out / "predictions" / "split0_n1_ri" / f"{case}.nii.gz"))
+    image = nibabel.load(str(out / "data" / "target" / "imagesTr" / f"{case}_0000.nii.gz"))
+    assert written.shape == image.shape == (16, 24, 16) and np.allclose(written.affine, image.affine)
+    assert result["score_grid"] == "original" and "original grid" in text
