@@ -116,7 +116,10 @@ methods = ["dwp", "ri"]
 
 
 def _results(out: Path) -> dict:
-    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k != "train_seconds"}
+    # the settings name the prior file by its SHA-256, and two experiments' prior files differ in their bytes
+    # (their provenance names their own folders); a moved folder's results keep theirs (it resumed, not refused)
+    ignored = {"train_seconds", "settings", "settings_sha256"}
+    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in ignored}
             for p in sorted((out / "results").glob("*.json"))}
 
 

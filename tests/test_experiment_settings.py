@@ -127,3 +127,42 @@ def test_scoring_on_the_original_grid_writes_predictions_shaped_and_placed_as_th
     image = nibabel.load(str(out / "data" / "target" / "imagesTr" / f"{case}_0000.nii.gz"))
     assert written.shape == image.shape == (16, 24, 16) and np.allclose(written.affine, image.affine)
     assert result["score_grid"] == "original" and "original grid" in text
+
+
+def test_a_result_that_records_no_settings_is_compared_by_what_its_run_folder_recorded(tmp_path):
+    from bayesprior.atomic import atomic_write_json
+    from bayesprior.experiment.runs import ResultStore, RunSpec
+
+    store, run = ResultStore(tmp_path), RunSpec(0, 1, "ri")
+    atomic_write_json({"split": 0, "train_size": 1, "method": "ri", "dsc": 0.5}, store.path(run))
+    settings = {"train_config": {"kl_weight": 1.0}, "inputs": {}, "train_data": "abc", "scored": {"on": "test"}}
+    assert store.changes(run, settings, None) == ["settings (not recorded)"]
+    assert store.changes(run, settings, {"train_config": {"kl_weight": 1.0}, "inputs": {}, "train_data": "abc"}) == []
+    assert store.changes(run, settings, {"train_config": {"kl_weight": 0.02}, "inputs": {}, "train_data": "abc"}) == [
+        "train_config.kl_weight 0.02 -> 1.0"]
+
+
+def test_the_command_refuses_changed_settings_in_one_line_and_reruns_them_when_asked(tmp_path):
+    from hostile import assert_one_line_error, run
+
+    def write(max_epochs):
+        path = tmp_path / "experiment.toml"
+        path.write_text(_toml(_config(target_training={"max_epochs": max_epochs})))
+        return path
+
+    out = tmp_path / "out"
+    assert run("experiment", write(1), "--out", out, "--quiet").exit_code == 0
+    assert_one_line_error(run("experiment", write(2), "--out", out, "--quiet"),
+                          "train_config.max_epochs 1 -> 2); run again with --rerun-changed")
+    result = run("experiment", write(2), "--out", out, "--quiet", "--rerun-changed")
+    assert result.exit_code == 0 and "settings changed" in result.output
+    assert _result(out)["settings"]["train_config"]["max_epochs"] == 2
+
+
+def _toml(raw):
+    """A config dict as TOML (JSON's strings, numbers, booleans and lists are TOML's)."""
+    def value(v):
+        return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }" if isinstance(v, dict) else json.dumps(v)
+
+    return "\n".join(f"[{name}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in table.items())
+                     for name, table in raw.items())

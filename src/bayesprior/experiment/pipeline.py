@@ -344,8 +344,8 @@ class Experiment:
         for run in runs:
             legacy = self._legacy_settings(run)
             differences = self.store.changes(run, settings[run], legacy)
-            if not differences and not self.store.done(run) and legacy is not None and rerun_changed:
-                # an unfinished run of other settings: its checkpoint cannot be resumed
+            if not differences and not self.store.done(run) and legacy is not None:
+                # an unfinished run started with other settings: it is not resumed as this run
                 differences = settings_differences(legacy, {k: settings[run].get(k) for k in legacy})
             if differences:
                 changed[run] = differences
@@ -353,7 +353,7 @@ class Experiment:
             return
         first, differences = next(iter(changed.items()))
         if not rerun_changed:
-            raise ConfigError(f"{self.out}: {len(changed)} finished target run(s) were made with other settings "
+            raise ConfigError(f"{self.out}: {len(changed)} target run(s) were made (or started) with other settings "
                               f"({first.run_id}: {_few(differences)}); run again with --rerun-changed to redo them "
                               "(the old results are kept in superseded/), or use another --out")
         for run, differences in changed.items():
