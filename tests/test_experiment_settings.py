@@ -166,3 +166,20 @@ def _toml(raw):
 
     return "\n".join(f"[{name}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in table.items())
                      for name, table in raw.items())
+
+
+@pytest.mark.parametrize("methods, source, fragment", [
+    (["dwp", "corrnormal"], None, r"\[prior\] file serves the one method that learns its prior; protocol.methods has 2"),
+    (["ri"], None, r"\[prior\] file serves the one method .* has 0"),
+    (["dwp", "pr"], {}, r"\[source\] needs path, synthetic or models"),
+])
+def test_a_prior_file_must_serve_one_method_and_a_source_must_be_given_where_needed(tmp_path, methods, source,
+                                                                                     fragment):
+    prior = tmp_path / "prior.pt"
+    prior.write_bytes(b"not read before the run")
+    raw = _config(protocol={"methods": methods}, prior={"file": str(prior)})
+    if source is not None:
+        raw["source"] = source
+    with pytest.raises(ConfigError, match=fragment):
+        _experiment(tmp_path / "out", raw)
+    assert not (tmp_path / "out").exists()
