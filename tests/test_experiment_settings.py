@@ -183,3 +183,13 @@ def test_a_prior_file_must_serve_one_method_and_a_source_must_be_given_where_nee
     with pytest.raises(ConfigError, match=fragment):
         _experiment(tmp_path / "out", raw)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_source_model_that_is_no_model_file_is_refused_before_any_work(tmp_path):
+    bad = tmp_path / "zoo.pt"
+    bad.write_bytes(b"not a model")
+    raw = _config(protocol={"methods": ["pr"]})
+    raw["source"] = {"models": [str(bad)]}
+    with pytest.raises(ConfigError, match=r"\[source\] models: .*zoo.pt"):
+        _experiment(tmp_path / "out", raw)
+    assert not (tmp_path / "out").exists()

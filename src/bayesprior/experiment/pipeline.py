@@ -34,12 +34,12 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..atomic import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temp_files
-from ..checkpoints import load_model
+from ..checkpoints import load_model, read_model_file
 from ..data.cases import apply_label_policy
 from ..data.nifti import read_label_values, write_like
 from ..data.preprocess import PreprocessConfig, affine_from_record, header_from_record, invert, prepare_dataset
 from ..data.synth import synthesize_dataset
-from ..errors import ConfigError, DataError, PluginError
+from ..errors import CheckpointError, ConfigError, DataError, PluginError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
 from ..evaluation.scoring import CaseScores
 from ..inference.prediction import PredictionSettings, predict_case
@@ -103,6 +103,9 @@ class Experiment:
         if c.prior_file is not None and len(learned) != 1:
             raise ConfigError(f"[prior] file serves the one method that learns its prior; protocol.methods has "
                               f"{len(learned)} ({', '.join(learned) or 'none'})")
+        for model in c.source_models:  # an existing zoo is read before any work: a bad file is named now
+            with _naming("[source] models"):
+                read_model_file(model)
         if self.needs_source() and not c.source_models and c.source.path is None and c.source.synthetic_kind is None:
             raise ConfigError("[source] needs path, synthetic or models: a method in protocol.methods starts from "
                               "the source models or learns its prior from them")
@@ -595,8 +598,8 @@ def _figure_slice(path: Path) -> dict[str, np.ndarray]:
 
 @contextmanager
 def _naming(where: str) -> Iterator[None]:
-    """Say in which part of the experiment's configuration a setting was refused."""
+    """Say in which part of the experiment's configuration a setting (or a file it names) was refused."""
     try:
         yield
-    except (ConfigError, PluginError) as exc:
+    except (ConfigError, PluginError, CheckpointError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
