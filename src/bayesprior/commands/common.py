@@ -85,6 +85,23 @@ class Integers(click.ParamType):
 SHAPE = Integers(length=3, minimum=1)
 
 
+class Spacing(click.ParamType):
+    """Voxel spacing in mm: one positive number for all three axes (``4``) or one per axis (``4,4,2.5``)."""
+
+    name = "mm"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            values = tuple(float(v) for v in str(value).replace("x", ",").split(","))
+        except ValueError:
+            self.fail(f"expected a spacing in mm like 4 or 4,4,2.5, got {value!r}", param, ctx)
+        if len(values) not in (1, 3) or not all(0 < v < float("inf") for v in values):
+            self.fail(f"expected one or three positive numbers (mm), got {value!r}", param, ctx)
+        return values * 3 if len(values) == 1 else values
+
+
 class KeyValue(click.ParamType):
     """``KEY=VALUE`` -> ``(key, value)``; VALUE is read as JSON when it parses (``-c 'widths=[8,16]'``),
     else kept as a string. Use with ``multiple=True`` and ``dict(...)`` the result."""
