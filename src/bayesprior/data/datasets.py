@@ -168,7 +168,9 @@ def prediction_files(folder: str | Path, layout: str | None = None, *, channel: 
         DataError: no image, two images with one case id, unreadable dataset files.
         ConfigError: several channels and no `channel`, or an unknown one.
     """
-    folder = check_folder(folder)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "is not a folder" if folder.exists() else "does not exist")
     name = layout or find_layout(folder)
     if name is not None:
         try:
