@@ -28,6 +28,8 @@ from .common import SHAPE, Device, Spacing, trust_file_option
               help="Replace files in OUT_DIR with the names of predictions that bayesprior did not write.")
 @click.option("--layout", default=None, help="Dataset layout of IN_DIR (detected when omitted).")
 @click.option("--channel", default=None, help="Channel or sequence to segment (name or index), as in train.")
+@click.option("--allow-outside-paths", is_flag=True,
+              help="Read files that the dataset names outside IN_DIR (absolute or ../ paths in an MSD dataset.json).")
 @click.option("--spacing", type=Spacing(), default=None,
               help="Only for a model file that records no preprocessing: resample to this spacing (mm).")
 @click.option("--resample-shape", type=SHAPE, default=None,
@@ -40,7 +42,7 @@ from .common import SHAPE, Device, Spacing, trust_file_option
 @click.option("--no-progress", is_flag=True)
 @trust_file_option
 def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_component, seed, overwrite, layout,
-                    channel, spacing, resample_shape, shape, intensity, device, no_progress):
+                    channel, allow_outside_paths, spacing, resample_shape, shape, intensity, device, no_progress):
     """Segment every case in IN_DIR with MODEL; write masks <case id>.nii.gz to OUT_DIR with each input's
     affine and header, on the input's grid.
 
@@ -62,7 +64,8 @@ def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_compo
     values = {"spacing": spacing, "resample_shape": resample_shape, "shape": shape, "intensity": intensity}
     options = {name: value for name, value in values.items() if value is not None}  # PreprocessConfig fields
     written = predict_folder(model, in_dir, out_dir, settings, progress=not no_progress, overwrite=overwrite,
-                             layout=layout, channel=channel, preprocess_options=options or None)
+                             layout=layout, channel=channel, allow_outside_paths=allow_outside_paths,
+                             preprocess_options=options or None)
     click.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 

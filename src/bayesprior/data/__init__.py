@@ -14,7 +14,8 @@ from .naming import (case_id_of, case_ids, channel_file_name, is_nifti_name, nif
 from .nifti import read_image, read_label_values, read_volume, write_like
 
 __all__ = [
-    "Case", "CaseFiles", "read_dataset", "detect_layout", "read_image", "read_volume", "read_label_values", "write_like",
+    "Case", "CaseFiles", "read_dataset", "detect_layout", "read_image", "read_volume", "read_label_values",
+    "write_like",
     "load_case", "apply_label_policy", "check_same_grid", "resolve_channel", "check_folder", "is_nifti_name",
     "strip_nifti_suffix", "channel_file_name", "split_channel_suffix", "case_id_of", "case_ids", "nifti_inputs",
 ]

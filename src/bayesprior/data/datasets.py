@@ -103,12 +103,7 @@ def read_dataset(folder: str | Path, layout: str | None = None, *, channel: str 
                                allow_outside_paths=allow_outside_paths, cases=cases)
         return [files.load(labels) for files in listed]
     found = entry.obj(folder, channel=channel, labels=labels, subset=subset)
-    if not found:
-        raise DataError(folder, f"no {subset} cases found ({name} layout)")
-    _refuse_duplicate_ids(found)
-    if not allow_outside_paths:
-        _refuse_outside_files(folder, found)
-    return sorted(_chosen(found, cases, folder), key=lambda c: c.case_id)
+    return _checked_cases(found, folder, f"no {subset} cases found ({name} layout)", allow_outside_paths, cases)
 
 
 def dataset_files(folder: str | Path, layout: str | None = None, *, channel: str | int | None = None,
@@ -123,8 +118,15 @@ def dataset_files(folder: str | Path, layout: str | None = None, *, channel: str
         raise DataError(folder, f"the {name} layout cannot list its files without reading them (its plugin "
                                 "registers no files=)")
     found = lister(folder, channel=channel, subset=subset)
+    return _checked_cases(found, folder, f"no {subset} cases found ({name} layout)", allow_outside_paths, cases)
+
+
+def _checked_cases(found: Sequence, folder: Path, none_found: str, allow_outside_paths: bool,
+                   cases: Sequence[str] | None) -> list:
+    """The cases (or case files) a layout found, checked (some, one id each, inside the folder unless allowed),
+    those that `cases` names, sorted by case id."""
     if not found:
-        raise DataError(folder, f"no {subset} cases found ({name} layout)")
+        raise DataError(folder, none_found)
     _refuse_duplicate_ids(found)
     if not allow_outside_paths:
         _refuse_outside_files(folder, found)

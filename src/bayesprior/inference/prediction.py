@@ -104,7 +104,7 @@ def output_names(case_id: str, with_maps: bool) -> list[str]:
 def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Path,
                    settings: PredictionSettings = PredictionSettings(), progress: bool = True,
                    preprocess_config: Mapping[str, Any] | None = None, overwrite: bool = False,
-                   layout: str | None = None, channel: str | int | None = None,
+                   layout: str | None = None, channel: str | int | None = None, allow_outside_paths: bool = False,
                    preprocess_options: Mapping[str, Any] | None = None) -> list[Path]:
     """Segment every case of `in_dir` into `out_dir`; return the written mask paths.
 
@@ -115,6 +115,7 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
         in_dir: a folder of NIfTI images, or a dataset folder of any registered layout (`prediction_files`).
         overwrite: replace files of `out_dir` that bayesprior did not write (refused otherwise).
         layout, channel: the dataset layout (detected when None) and the sequence or channel to segment.
+        allow_outside_paths: read images that a dataset names outside `in_dir` (see `read_dataset`).
         preprocess_options: `PreprocessConfig` fields from the command line (``spacing``, ``shape`` ...): the
             preprocessing of a model file that records none; for one that records it, they must agree.
     Raises:
@@ -142,7 +143,7 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
         raise ConfigError(f"--samples {settings.samples} has no effect: {model_path} is a deterministic model, "
                           "which gives one prediction and writes no uncertainty (probability or entropy) maps; "
                           "leave --samples out")
-    inputs = prediction_files(in_dir, layout, channel=channel)
+    inputs = prediction_files(in_dir, layout, channel=channel, allow_outside_paths=allow_outside_paths)
     files = [item.image_path for item in inputs]
     outputs = {item.image_path: output_names(item.case_id, bayesian and settings.samples > 0) for item in inputs}
     _refuse_shared_output_names(outputs)
