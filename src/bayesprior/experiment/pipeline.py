@@ -25,7 +25,7 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..checkpoints import load_model
-from ..data.preprocess import PreprocessConfig, prepare_dataset
+from ..data.preprocess import PreprocessConfig, prepare_dataset, recorded_config
 from ..data.synth import synthesize_dataset
 from ..errors import ConfigError, DataError, PluginError
 from ..evaluation.scoring import CaseScores
@@ -150,7 +150,8 @@ class Experiment:
                                            restarts=c.source_restarts, patience=c.source_patience,
                                            zoo_dir=str(zoo / f"seed{seed}"), target=False,
                                            **c.source_train_options)
-                train(config, train_cases, val or None, run_dir=run_dir, preprocess=c.preprocess)
+                train(config, train_cases, val or None, run_dir=run_dir,
+                      preprocess=recorded_config(train_cases))  # with ct statistics, if any
             finals.append(model)
         minima = sorted(zoo.glob("seed*/*.pt"))
         return finals, (minima or finals)
@@ -224,7 +225,7 @@ class Experiment:
             overrides["prior_path"] = str(priors[method.name])
         start = time.perf_counter()
         model_path = train(self.train_config(**overrides), train_cases, None, run_dir=self.out / "runs" / run.run_id,
-                           preprocess=c.preprocess)
+                           preprocess=recorded_config(train_cases))
         seconds = time.perf_counter() - start
         model = load_model(model_path)
         scores = self.score(model, test_cases, run)
