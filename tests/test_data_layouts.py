@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bayesprior.data import detect_layout, read_dataset, write_like
+from bayesprior.data.datasets import label_files, prediction_files
 from bayesprior.errors import ConfigError, DataError
 
 LPS = np.array([[-1.0, 0, 0, 10], [0, -1.0, 0, 20], [0, 0, 2.0, -5], [0, 0, 0, 1]])
@@ -218,3 +219,26 @@ def test_layouts_are_registered_by_the_builtin_plugin():
     registry = dataset_layout_registry()
     for name in ("nnunet", "msd", "brats"):
         assert registry.get(name).plugin == "layouts" and callable(registry.get(name).extras["detect"])
+
+
+@pytest.mark.parametrize("make, channel, to_predict", [
+    (make_nnunet, "FLAIR", [("test0", "test0_0001.nii.gz", None)]),
+    (make_msd, "T2w", [("BRATS_900", "BRATS_900.nii.gz", 3)]),
+    (make_brats, "flair", [("Brats18_X_0_1", "Brats18_X_0_1_flair.nii.gz", None),
+                           ("Brats18_X_1_1", "Brats18_X_1_1_flair.nii.gz", None)]),
+])
+def test_every_layout_gives_its_images_to_predict_and_its_labels_by_case_id(tmp_path, make, channel, to_predict):
+    root = make(tmp_path)
+    listed = prediction_files(root, channel=channel)
+    assert [(f.case_id, f.image_path.name, f.channel_index) for f in listed] == to_predict
+    assert all(f.label_path is None for f in listed)
+    labels = label_files(root)
+    assert sorted(labels) == [c.case_id for c in read_dataset(root, channel=channel)]
+    assert all(path.is_file() for path in labels.values())
+
+
+def test_read_dataset_reads_only_the_cases_asked_for(tmp_path):
+    root = make_nnunet(tmp_path, n=3)
+    assert [c.case_id for c in read_dataset(root, channel="T2", cases=["case2", "case0"])] == ["case0", "case2"]
+    with pytest.raises(DataError, match="has no case 'case7'"):
+        read_dataset(root, channel="T2", cases=["case0", "case7"])

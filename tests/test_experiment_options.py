@@ -92,3 +92,11 @@ def test_source_networks_train_in_shards_and_the_priors_wait_for_all_of_them(tmp
     Experiment(config, tmp_path / "out", progress=False, log=lines.append).run(shard=(0, 2), stage="source")
     assert (runs / "seed0" / "model.pt").is_file() and (tmp_path / "out" / "source" / "prior_corrnormal.pt").is_file()
     assert first.source_done()
+
+
+def test_source_networks_start_small_unless_the_config_says_otherwise():
+    base = {"source": {"synthetic": {"kind": "ms"}}, "target": {"synthetic": {"kind": "tumour"}}}
+    assert parse_config(base).source_train_options["init_scale"] == 0.03
+    he = parse_config({**base, "source_training": {"init_scale": 1.0}})
+    assert he.source_train_options["init_scale"] == 1.0
+    assert "init_scale" not in parse_config(base).target_train_options  # target runs keep He init

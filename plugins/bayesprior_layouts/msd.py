@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from bayesprior.data import Case, load_case, resolve_channel, strip_nifti_suffix
+from bayesprior.data import Case, CaseFiles, resolve_channel, strip_nifti_suffix
 from bayesprior.errors import DataError
 
 from ._common import declared_label_values, read_dataset_json, try_dataset_json
@@ -29,9 +29,8 @@ def _resolve(folder: Path, relative: object, meta_path: Path) -> Path:
     return path
 
 
-def read(folder: Path, *, channel: str | int | None = None, labels: str | Sequence[int] = "whole",
-         subset: str = "train") -> list[Case]:
-    """Read the `training` (with labels) or `test` (images only) entries of an MSD task folder."""
+def files(folder: Path, *, channel: str | int | None = None, subset: str = "train") -> list[CaseFiles]:
+    """The `training` (with labels) or `test` (images only) entries of an MSD task folder."""
     folder = Path(folder)
     meta_path = folder / "dataset.json"
     meta = read_dataset_json(folder, REQUIRED_KEYS + (("test",) if subset == "test" else ()))
@@ -45,7 +44,7 @@ def read(folder: Path, *, channel: str | int | None = None, labels: str | Sequen
     index = resolve_channel(channel, names, folder)
     # a single-modality task stores 3D images; read them as such
     channel_index = index if len(names) > 1 else None
-    allowed = declared_label_values(meta["labels"], meta_path)
+    allowed = tuple(sorted(declared_label_values(meta["labels"], meta_path)))
     cases = []
     if subset == "train":
         for entry in meta["training"]:
@@ -54,13 +53,30 @@ def read(folder: Path, *, channel: str | int | None = None, labels: str | Sequen
             image_path = _resolve(folder, entry["image"], meta_path)
             label_path = _resolve(folder, entry["label"], meta_path)
             case_id = strip_nifti_suffix(image_path.name)
-            cases.append(load_case(case_id, image_path, label_path, channel_index=channel_index, labels=labels,
-                                   allowed_values=allowed))
+            cases.append(CaseFiles(case_id, image_path, label_path, channel_index, allowed))
     else:
         if not isinstance(meta["test"], list):
             raise DataError(meta_path, "'test' must be a list of image paths")
         for entry in meta["test"]:
             image_path = _resolve(folder, entry, meta_path)
-            cases.append(load_case(strip_nifti_suffix(image_path.name), image_path, None,
-                                   channel_index=channel_index, labels=labels))
+            cases.append(CaseFiles(strip_nifti_suffix(image_path.name), image_path, None, channel_index))
     return cases
+
+
+def label_files(folder: Path) -> dict[str, Path]:
+    """The label of every `training` entry, by case id (the image's file name without its suffix)."""
+    folder = Path(folder)
+    meta = read_dataset_json(folder, ("training",))
+    meta_path = folder / "dataset.json"
+    found = {}
+    for entry in meta["training"]:
+        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+            raise DataError(meta_path, f"training entry {entry!r} lacks 'image' or 'label'")
+        found[strip_nifti_suffix(Path(str(entry["image"])).name)] = _resolve(folder, entry["label"], meta_path)
+    return found
+
+
+def read(folder: Path, *, channel: str | int | None = None, labels: str | Sequence[int] = "whole",
+         subset: str = "train") -> list[Case]:
+    """Read the `training` or `test` entries of an MSD task folder (`files`), with the label policy `labels`."""
+    return [case.load(labels) for case in files(folder, channel=channel, subset=subset)]

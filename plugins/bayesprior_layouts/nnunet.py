@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from bayesprior.data import Case, channel_file_name, load_case, resolve_channel, split_channel_suffix
+from bayesprior.data import Case, CaseFiles, channel_file_name, resolve_channel, split_channel_suffix
 from bayesprior.errors import DataError
 
 from ._common import declared_label_values, read_dataset_json, try_dataset_json
@@ -53,16 +53,15 @@ def _case_ids(images_dir: Path, ending: str, n_channels: int) -> list[str]:
     return sorted(found)
 
 
-def read(folder: Path, *, channel: str | int | None = None, labels: str | Sequence[int] = "whole",
-         subset: str = "train") -> list[Case]:
-    """Read the training (imagesTr + labelsTr) or test (imagesTs) cases of an nnU-Net v2 dataset."""
+def files(folder: Path, *, channel: str | int | None = None, subset: str = "train") -> list[CaseFiles]:
+    """The training (imagesTr + labelsTr) or test (imagesTs) cases of an nnU-Net v2 dataset."""
     folder = Path(folder)
     meta_path = folder / "dataset.json"
     meta = read_dataset_json(folder, REQUIRED_KEYS)
     names = _channel_names(meta, meta_path)
     index = resolve_channel(channel, names, folder)
     ending = str(meta["file_ending"])
-    allowed = declared_label_values(meta["labels"], meta_path)
+    allowed = tuple(sorted(declared_label_values(meta["labels"], meta_path)))
     images_dir = folder / ("imagesTr" if subset == "train" else "imagesTs")
     if not images_dir.is_dir():
         raise DataError(images_dir, "folder is missing")
@@ -79,5 +78,20 @@ def read(folder: Path, *, channel: str | int | None = None, labels: str | Sequen
             label_path = folder / "labelsTr" / f"{case_id}{ending}"
             if not label_path.is_file():
                 raise DataError(label_path, f"label of case {case_id!r} is missing")
-        cases.append(load_case(case_id, image_path, label_path, labels=labels, allowed_values=allowed))
+        cases.append(CaseFiles(case_id, image_path, label_path, allowed_values=allowed))
     return cases
+
+
+def label_files(folder: Path) -> dict[str, Path]:
+    """The labelsTr files by case id."""
+    folder = Path(folder)
+    ending = str(read_dataset_json(folder, REQUIRED_KEYS)["file_ending"])
+    labels_dir = folder / "labelsTr"
+    found = sorted(labels_dir.glob(f"*{ending}")) if labels_dir.is_dir() else []
+    return {path.name[: len(path.name) - len(ending)]: path for path in found if not path.name.startswith(".")}
+
+
+def read(folder: Path, *, channel: str | int | None = None, labels: str | Sequence[int] = "whole",
+         subset: str = "train") -> list[Case]:
+    """Read the training or test cases of an nnU-Net v2 dataset (`files`), with the label policy `labels`."""
+    return [case.load(labels) for case in files(folder, channel=channel, subset=subset)]

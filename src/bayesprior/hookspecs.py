@@ -59,9 +59,13 @@ class HookSpecs:
     def register_dataset_layouts(self, register: Callable[..., None]) -> None:
         """Register readers of dataset folders.
 
-        Call ``register(name, reader, detect=None, description="")``: ``reader(folder, **options)``
-        returns the cases of the folder (see `bayesprior.data`); ``detect(folder) -> bool`` (optional)
-        says whether a folder looks like this layout, for automatic detection. Return nothing.
+        Call ``register(name, reader, detect=None, files=None, label_files=None, description="")``:
+        ``reader(folder, **options)`` returns the cases of the folder (see `bayesprior.data`);
+        ``detect(folder) -> bool`` (optional) says whether a folder looks like this layout, for automatic
+        detection. Optional, and what lets `train --cases`, `predict` and `evaluate` use the layout without
+        reading every case: ``files(folder, channel=None, subset="train")`` lists the cases as
+        `bayesprior.data.CaseFiles` without reading them, and ``label_files(folder)`` returns the label files
+        by case id. Return nothing.
         """
 
     @hookspec

@@ -90,7 +90,7 @@ class PluginInfo:
 _REGISTRY_HOOKS = {
     "prior": ("register_priors", ("fit", "per_group", "check_fit_options")),
     "architecture": ("register_architectures", ("groups", "finetune_layers", "min_input_size")),
-    "dataset layout": ("register_dataset_layouts", ("detect",)),
+    "dataset layout": ("register_dataset_layouts", ("detect", "files", "label_files")),
 }
 
 

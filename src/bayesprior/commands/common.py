@@ -58,6 +58,15 @@ def report_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _comma_separated(param_type: click.ParamType, value: Any, number: type, expected: str,
+                     param: click.Parameter | None, ctx: click.Context | None) -> tuple:
+    """``"40,48,40"`` (or ``"40x48x40"``) as a tuple of `number`; a click usage error saying what was `expected`."""
+    try:
+        return tuple(number(v) for v in str(value).replace("x", ",").split(","))
+    except ValueError:
+        param_type.fail(f"expected {expected}, got {value!r}", param, ctx)
+
+
 class Integers(click.ParamType):
     """Comma-separated integers (``40,48,40``; ``40x48x40`` also reads), checked for count and minimum."""
 
@@ -70,10 +79,7 @@ class Integers(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
         if isinstance(value, tuple):
             return value
-        try:
-            values = tuple(int(v) for v in str(value).replace("x", ",").split(","))
-        except ValueError:
-            self.fail(f"expected comma-separated integers like 40,48,40, got {value!r}", param, ctx)
+        values = _comma_separated(self, value, int, "comma-separated integers like 40,48,40", param, ctx)
         if self.length is not None and len(values) != self.length:
             self.fail(f"expected {self.length} integers, got {value!r}", param, ctx)
         if self.minimum is not None and any(v < self.minimum for v in values):
@@ -83,6 +89,20 @@ class Integers(click.ParamType):
 
 #: a spatial shape: three positive sizes
 SHAPE = Integers(length=3, minimum=1)
+
+
+class Spacing(click.ParamType):
+    """Voxel spacing in mm: one positive number for all three axes (``4``) or one per axis (``4,4,2.5``)."""
+
+    name = "mm"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        values = _comma_separated(self, value, float, "a spacing in mm like 4 or 4,4,2.5", param, ctx)
+        if len(values) not in (1, 3) or not all(0 < v < float("inf") for v in values):
+            self.fail(f"expected one or three positive numbers (mm), got {value!r}", param, ctx)
+        return values * 3 if len(values) == 1 else values
 
 
 class KeyValue(click.ParamType):

@@ -25,6 +25,9 @@ def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing):
     Strict by default, as nnU-Net's evaluator: every label needs a prediction on the same grid (shape and
     affine) holding label values only.
 
+    LABEL_DIR is a folder of labels <case id>.nii.gz, or a dataset folder of any registered layout (nnU-Net,
+    MSD, BRATS), whose labels the layout finds.
+
     Example: bayesprior evaluate preds data/Dataset002_Tumour/labelsTs
     """
     report_dir = out_dir if out_dir is not None else pred_dir

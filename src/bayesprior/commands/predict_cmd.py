@@ -5,8 +5,9 @@ from pathlib import Path
 
 import click
 
+from ..data.preprocess import INTENSITY_MODES
 from ..inference.prediction import PredictionSettings, predict_folder
-from .common import SHAPE, Device, trust_file_option
+from .common import SHAPE, Device, Spacing, trust_file_option
 
 
 @click.command("predict")
@@ -25,23 +26,46 @@ from .common import SHAPE, Device, trust_file_option
               help="Seed of the Monte-Carlo samples (each case's samples depend on it and the case id only).")
 @click.option("--overwrite", is_flag=True,
               help="Replace files in OUT_DIR with the names of predictions that bayesprior did not write.")
+@click.option("--layout", default=None, help="Dataset layout of IN_DIR (detected when omitted).")
+@click.option("--channel", default=None, help="Channel or sequence to segment (name or index), as in train.")
+@click.option("--allow-outside-paths", is_flag=True,
+              help="Read files that the dataset names outside IN_DIR (absolute or ../ paths in an MSD dataset.json).")
+@click.option("--spacing", type=Spacing(), default=None,
+              help="Only for a model file that records no preprocessing: resample to this spacing (mm).")
+@click.option("--resample-shape", type=SHAPE, default=None,
+              help="Only for a model file that records no preprocessing: resample to D,H,W.")
+@click.option("--shape", type=SHAPE, default=None,
+              help="Only for a model file that records no preprocessing: crop/pad to D,H,W.")
+@click.option("--intensity", type=click.Choice(INTENSITY_MODES), default=None,
+              help="Only for a model file that records no preprocessing: the intensity normalisation.")
 @click.option("--device", type=Device(), default="cpu", show_default=True)
 @click.option("--no-progress", is_flag=True)
 @trust_file_option
-def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_component, seed, overwrite, device,
-                    no_progress):
-    """Segment every NIfTI in IN_DIR (or its imagesTs/imagesTr) with MODEL; write masks to OUT_DIR
-    with each input's affine and header.
+def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_component, seed, overwrite, layout,
+                    channel, allow_outside_paths, spacing, resample_shape, shape, intensity, device, no_progress):
+    """Segment every case in IN_DIR with MODEL; write masks <case id>.nii.gz to OUT_DIR with each input's
+    affine and header, on the input's grid.
+
+    IN_DIR is a folder of NIfTI images (or its imagesTs/imagesTr), or a dataset folder of any registered
+    layout: an nnU-Net or MSD dataset, a BRATS folder or one patient's folder (--channel picks the sequence).
+    The preprocessing the model file records (spacing, shape, intensities and their statistics) is redone
+    by itself; the preprocessing options are for model files that record none.
 
     OUT_DIR keeps a manifest (bayesprior_predictions.json) of the files written, with the model's
     SHA-256 and the settings. A file there that bayesprior did not write is never replaced without
     --overwrite, and OUT_DIR may not be the input folder or its labels' folder.
 
     Example: bayesprior predict runs/target/model.pt data/Dataset002_Tumour/imagesTs preds --samples 10
+
+    Example: bayesprior predict runs/t2/model.pt data/BRATS2018/HGG preds --channel t2
     """
     settings = PredictionSettings(roi=roi, overlap=overlap, samples=samples,
                                   largest_component=largest_component, device=device, seed=seed)
-    written = predict_folder(model, in_dir, out_dir, settings, progress=not no_progress, overwrite=overwrite)
+    values = {"spacing": spacing, "resample_shape": resample_shape, "shape": shape, "intensity": intensity}
+    options = {name: value for name, value in values.items() if value is not None}  # PreprocessConfig fields
+    written = predict_folder(model, in_dir, out_dir, settings, progress=not no_progress, overwrite=overwrite,
+                             layout=layout, channel=channel, allow_outside_paths=allow_outside_paths,
+                             preprocess_options=options or None)
     click.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 

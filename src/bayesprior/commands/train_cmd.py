@@ -6,14 +6,15 @@ from pathlib import Path
 
 import click
 
-from ..data.preprocess import INTENSITY_MODES, PreprocessConfig, prepare_dataset
+from ..data.datasets import dataset_case_ids
+from ..data.preprocess import INTENSITY_MODES, PreprocessConfig, prepare_dataset, recorded_config
 from ..errors import ConfigError
 from ..training.config import TrainConfig
 from ..training.distributed import init_from_environment
 from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, training_method
-from ..training.splits import validation_split
+from ..training.splits import CaseSplit, check_known_cases, read_split_file, validation_split
 from ..training.trainer import seed_everything, train
-from .common import SHAPE, Device, Integers, KeyValue, refuse_without_effect, trust_file_option
+from .common import SHAPE, Device, Integers, KeyValue, Spacing, refuse_without_effect, trust_file_option
 
 
 def _check_method(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -86,9 +87,19 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
               help="Skip the step of a batch whose loss is NaN or infinite (counted in log.jsonl) instead of stopping.")
 @click.option("--layout", default=None, help="Dataset layout (detected when omitted).")
 @click.option("--channel", default=None, help="Channel or modality to read (name or index).")
-@click.option("--shape", type=SHAPE, default=None, help="Crop/pad every case to D,H,W after cropping to the brain.")
+@click.option("--cases", "case_list", default=None,
+              help="Train on these cases only: comma-separated case ids (with --split-file, some of its 'train').")
+@click.option("--split-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="JSON with case-id lists 'train', 'val', 'test': train on 'train', monitor on 'val'.")
+@click.option("--spacing", type=Spacing(), default=None,
+              help="Resample to this voxel spacing in mm: 4 (isotropic) or 4,4,2.5 (per axis).")
+@click.option("--resample-shape", type=SHAPE, default=None, help="Resample every case to D,H,W voxels.")
+@click.option("--shape", type=SHAPE, default=None,
+              help="Crop/pad every case to D,H,W after cropping to the brain (and resampling).")
 @click.option("--intensity", type=click.Choice(INTENSITY_MODES), default="minmax", show_default=True,
-              help="Intensity normalisation.")
+              help="Intensity normalisation: minmax to [0,1]; zscore over each case's non-zero voxels; ct: clip "
+                   "to the training cases' foreground 0.5-99.5 percentiles, z-score with their mean and std "
+                   "(stored in model.pt); none.")
 @click.option("--no-crop", is_flag=True, help="Do not crop to the non-zero bounding box.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Preprocessing cache (default: $BAYESPRIOR_CACHE_DIR or ~/.cache/bayesprior).")
@@ -102,13 +113,17 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                   prior_option, init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction,
                   ce_reduction, dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch,
                   foreground_fraction, steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last,
-                  skip_nonfinite_loss, layout, channel, shape, intensity, no_crop,
+                  skip_nonfinite_loss, layout, channel, case_list, split_file, spacing, resample_shape, shape,
+                  intensity, no_crop,
                   cache_dir, no_cache, allow_outside_paths, device, no_progress):
     """Train a segmentation model on DATA_DIR; write checkpoints, logs, curves and model.pt to RUN_DIR.
 
     Runs under torchrun for data-parallel training. With several seeds each gets RUN_DIR/seed<S>.
 
     Example: bayesprior train data/Dataset001_MS runs/ms --method ri --seeds 0,1,2 --restarts 2
+
+    A BRATS folder at 4 mm on the cases of a split file:
+    bayesprior train data/BRATS2018 runs/t2 --channel t2 --spacing 4 --split-file split.json
 
     Source networks whose kernels carry structure (benchmarks/RESULTS.md, "Source recipe"):
     bayesprior train data/SynMS2mm runs/src --init-scale 0.03 --patch 48,48,48 --augment --steps-per-epoch 50
@@ -119,10 +134,17 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                                    no_cache)
     if training_method(method).needs_source and source is None:
         raise click.UsageError(f"method {method!r} needs a source model: --source MODEL_FILE")
+    if spacing is not None and resample_shape is not None:
+        raise click.UsageError("give --spacing or --resample-shape, not both")
+    split = _case_split(case_list, split_file)
+    if split is not None and split.val and val_fraction > 0:
+        raise click.UsageError(f"--val-fraction has no effect: {split_file} lists the validation cases ('val'); "
+                               "leave --val-fraction out")
     # every setting is checked here, before the dataset is read and preprocessed
     many = len(seeds) > 1
     try:
-        preprocess_config = PreprocessConfig(crop_nonzero=not no_crop, shape=shape, intensity=intensity)
+        preprocess_config = PreprocessConfig(crop_nonzero=not no_crop, shape=shape, intensity=intensity,
+                                             spacing=spacing, resample_shape=resample_shape)
         base_config = TrainConfig(
             architecture=architecture,
             architecture_config={"in_channels": 1, "n_classes": 2, **dict(arch_option)},
@@ -140,17 +162,49 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     build_model(base_config)  # the network, source model and prior file are checked before the data are read
 
     ctx = init_from_environment()
+    read_options = {"layout": layout, "channel": channel}
+    if split is not None:
+        known = dataset_case_ids(data_dir, allow_outside_paths=allow_outside_paths, **read_options)
+        check_known_cases(split.all_ids(), known, split_file if split_file is not None else "--cases")
+        read_options["cases"] = sorted({*split.train, *split.val})
     cases = prepare_dataset(data_dir, preprocess_config, cache_dir=False if no_cache else cache_dir,
-                            allow_outside_paths=allow_outside_paths, layout=layout, channel=channel)
+                            allow_outside_paths=allow_outside_paths, **read_options)
     cases = [c for c in cases if c.label is not None]
-    train_cases, val_cases = validation_split(cases, val_fraction, seeds[0])
+    if split is not None and split.val:
+        train_cases = [c for c in cases if c.case_id in split.train]
+        val_cases = [c for c in cases if c.case_id in split.val]
+    else:
+        train_cases, val_cases = validation_split(cases, val_fraction, seeds[0])
+    preprocess = recorded_config(cases)  # with the dataset statistics the intensity scheme needs (ct)
     for seed in seeds:
         config = dataclasses.replace(base_config, seed=seed)
         seed_everything(seed)
         path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
-                     preprocess=preprocess_config.to_dict())
+                     preprocess=preprocess)
         if ctx.is_main:
             click.echo(f"seed {seed}: {path}")
+
+
+def _case_split(case_list: str | None, split_file: Path | None) -> CaseSplit | None:
+    """The cases `--cases` and `--split-file` choose (None: every case of the dataset).
+
+    With both, `--cases` picks training cases among the split file's 'train' list.
+    """
+    split = read_split_file(split_file) if split_file is not None else None
+    if case_list is None:
+        return split
+    ids = [c.strip() for c in case_list.split(",") if c.strip()]
+    if not ids:
+        raise click.UsageError(f"--cases {case_list!r} names no case id")
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise click.UsageError(f"--cases lists {', '.join(twice)} twice")
+    if split is None:
+        return CaseSplit(train=tuple(ids))
+    outside = [i for i in ids if i not in split.train]
+    if outside:
+        raise click.UsageError(f"--cases {','.join(outside[:5])}: not in the 'train' list of {split_file}")
+    return CaseSplit(train=tuple(ids), val=split.val, test=split.test)
 
 
 def _refuse_options_without_effect(ctx: click.Context, method: TrainingMethod, source: str | None,

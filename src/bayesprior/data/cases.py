@@ -34,6 +34,30 @@ class Case:
     label_path: Path | None
 
 
+@dataclass(frozen=True)
+class CaseFiles:
+    """Where one case's image (one channel) and label lie, before anything is read: what a layout's
+    ``files`` lists, so that a subset of cases, or one case to predict, costs only its own files.
+
+    Attributes:
+        case_id: identifier from the layout (file stem or patient folder name).
+        image_path: the image file; `channel_index` picks a channel of a 4D file (None: a 3D file).
+        label_path: the label file, or None (test cases, or images to predict).
+        allowed_values: label values the dataset declares (None: any non-negative integer).
+    """
+
+    case_id: str
+    image_path: Path
+    label_path: Path | None = None
+    channel_index: int | None = None
+    allowed_values: tuple[int, ...] | None = None
+
+    def load(self, labels: str | Sequence[int] = "whole") -> Case:
+        """Read the files into a `Case` (`load_case`, with the label policy `labels`)."""
+        return load_case(self.case_id, self.image_path, self.label_path, channel_index=self.channel_index,
+                         labels=labels, allowed_values=self.allowed_values)
+
+
 def label_policy_values(labels: str | Sequence[int]) -> tuple[int, ...] | None:
     """Validate a label policy: "whole" (None: every value > 0) or a non-empty set of integer values."""
     if isinstance(labels, str):
@@ -108,7 +132,8 @@ def resolve_channel(channel: str | int | None, names: Sequence[str], where: Path
     if channel is None:
         if len(names) == 1:
             return 0
-        raise ConfigError(f"{where}: several channels ({listing}); choose one with channel=NAME or index")
+        raise ConfigError(f"{where}: several channels ({listing}); choose one by name or index with "
+                          f"--channel (e.g. --channel {names[0]}), or channel= in Python")
     if isinstance(channel, (int, np.integer)) and not isinstance(channel, bool):
         if 0 <= int(channel) < len(names):
             return int(channel)

@@ -194,8 +194,15 @@ def nifti_bytes(array: np.ndarray, affine: np.ndarray, header=None, dtype=None, 
     # stored values are written as they are, never rescaled by a slope inherited from the reference header
     image.header["scl_slope"] = 1.0
     image.header["scl_inter"] = 0.0
-    image.set_qform(affine, code=int(new_header["qform_code"]) or 1)
-    image.set_sform(affine, code=int(new_header["sform_code"]) or 1)
+    # the reference's qform and sform codes are kept (a scanner's 1 and a template's 4 mean different spaces);
+    # without a reference, or when its codes (both 0) could not carry this affine, both are set to 1
+    affine = np.asarray(affine, dtype=np.float64)
+    codes = (1, 1) if header is None else (int(new_header["qform_code"]), int(new_header["sform_code"]))
+    image.set_qform(affine, code=codes[0])
+    image.set_sform(affine, code=codes[1])
+    if codes == (0, 0) and not np.allclose(image.header.get_best_affine(), affine, atol=1e-5):
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
     raw = image.to_bytes()
     return gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
 

@@ -2,8 +2,12 @@
 
 Steps, in order, each optional: crop to the non-zero bounding box (holes filled, as nnU-Net), resample to a
 shape or spacing (images cubic, labels nearest or linear-then-threshold), centre crop/pad to a fixed shape
-(the paper), pad to a multiple of `divisible_by`, intensity normalisation (min-max to [0,1] as the paper,
-or z-score inside the brain mask as nnU-Net). `invert` walks the record backwards onto the file's grid.
+(the paper), pad to a multiple of `divisible_by`, intensity normalisation: min-max to [0,1] as the paper,
+`zscore` over each case's non-zero voxels, or `ct` as nnU-Net: clip to the dataset's foreground 0.5-99.5
+percentiles, then z-score with the dataset's foreground mean and standard deviation. The `ct` statistics are
+computed once from the training cases (`ct_statistics`) and kept in the configuration, so the model file that
+records the configuration preprocesses new cases the same way. `invert` walks the record backwards onto the
+file's grid.
 """
 from __future__ import annotations
 
@@ -25,7 +29,12 @@ from ..errors import ConfigError, DataError
 from .cases import Case
 from .datasets import check_folder, read_dataset
 
-INTENSITY_MODES = ("minmax", "zscore", "none")
+INTENSITY_MODES = ("minmax", "zscore", "ct", "none")
+#: what the `ct` scheme needs from the training cases (`ct_statistics`)
+CT_STATISTICS = ("clip_low", "clip_high", "mean", "std")
+#: nnU-Net's clipping percentiles of the foreground intensities, and its sample of foreground voxels per case
+CT_PERCENTILES = (0.5, 99.5)
+CT_VOXELS_PER_CASE = 10_000
 LABEL_RESAMPLING = ("nearest", "linear")
 RECORD_VERSION = 1
 
@@ -41,6 +50,8 @@ class PreprocessConfig:
     intensity: str = "minmax"
     divisible_by: int = 8
     label_resampling: str = "nearest"
+    #: the `ct` scheme's dataset statistics (`CT_STATISTICS`, plain floats); None until computed
+    intensity_statistics: dict[str, float] | None = None
 
     def __post_init__(self):
         for name in ("shape", "resample_shape"):
@@ -64,9 +75,88 @@ class PreprocessConfig:
                               f"got {self.label_resampling!r}")
         if int(self.divisible_by) < 1:
             raise ConfigError(f"PreprocessConfig.divisible_by must be >= 1, got {self.divisible_by!r}")
+        if self.intensity_statistics is not None:
+            object.__setattr__(self, "intensity_statistics", _checked_statistics(self.intensity_statistics,
+                                                                                 self.intensity))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        """Plain types only; `intensity_statistics` is left out while it is None (the key of older records)."""
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        if out["intensity_statistics"] is None:
+            del out["intensity_statistics"]
+        return out
+
+
+def _checked_statistics(statistics: Any, intensity: str) -> dict[str, float]:
+    if intensity != "ct":
+        raise ConfigError(f"PreprocessConfig.intensity_statistics are for intensity 'ct', not {intensity!r}")
+    if not isinstance(statistics, dict) or set(statistics) != set(CT_STATISTICS):
+        raise ConfigError(f"PreprocessConfig.intensity_statistics must hold exactly {list(CT_STATISTICS)}, "
+                          f"got {statistics!r}")
+    try:
+        values = {key: float(statistics[key]) for key in CT_STATISTICS}
+    except (TypeError, ValueError):
+        raise ConfigError(f"PreprocessConfig.intensity_statistics must be numbers, got {statistics!r}") from None
+    if not all(np.isfinite(v) for v in values.values()) or values["clip_low"] > values["clip_high"] \
+            or values["std"] < 0:
+        raise ConfigError(f"PreprocessConfig.intensity_statistics are inconsistent: {values}")
+    return values
+
+
+def ct_statistics(cases: Sequence[Case], where: str | Path = "dataset",
+                  voxels_per_case: int = CT_VOXELS_PER_CASE, seed: int = 0) -> dict[str, float]:
+    """The `ct` scheme's dataset statistics, as nnU-Net computes them: the 0.5 and 99.5 percentiles, mean and
+    standard deviation of the image intensities under the labels' foreground (label > 0) of `cases`.
+
+    A case with more than `voxels_per_case` foreground voxels contributes a random sample of that many
+    (seeded by `seed`), so a large dataset costs no more memory than a small one.
+
+    Returns:
+        ``{"clip_low", "clip_high", "mean", "std"}`` as plain floats (the mean and standard deviation of the
+        unclipped foreground intensities, as nnU-Net's).
+    Raises:
+        DataError: no case has a labelled foreground voxel (`where` names the dataset).
+    """
+    rng = np.random.default_rng(seed)
+    samples = []
+    for case in cases:
+        if case.label is None:
+            continue
+        values = np.asarray(case.image)[np.asarray(case.label) > 0]
+        if values.size > voxels_per_case:
+            values = rng.choice(values, voxels_per_case, replace=False)
+        samples.append(values.astype(np.float64))
+    voxels = np.concatenate(samples) if samples else np.zeros(0)
+    if voxels.size == 0:
+        raise DataError(where, "intensity 'ct' needs the dataset's foreground intensities, but no training case "
+                               "has a labelled foreground voxel")
+    low, high = np.percentile(voxels, CT_PERCENTILES)
+    return {"clip_low": float(low), "clip_high": float(high), "mean": float(voxels.mean()),
+            "std": float(voxels.std())}
+
+
+def with_dataset_statistics(config: PreprocessConfig, cases: Sequence[Case],
+                            where: str | Path = "dataset") -> PreprocessConfig:
+    """`config` with the dataset statistics its intensity scheme needs (`ct`) computed from `cases`; the
+    same `config` when it needs none or already holds them."""
+    if config.intensity != "ct" or config.intensity_statistics is not None:
+        return config
+    return dataclasses.replace(config, intensity_statistics=ct_statistics(cases, where))
+
+
+def recorded_config(prepared: Sequence[Prepared]) -> dict[str, Any]:
+    """The preprocessing configuration the prepared cases were made with, dataset statistics included:
+    what a model trained on them must record (`train(..., preprocess=...)`).
+
+    Raises:
+        ConfigError: no cases, or cases prepared with different configurations.
+    """
+    configs = [p.record["config"] for p in prepared]
+    if not configs:
+        raise ConfigError("no prepared cases, so no preprocessing configuration to record")
+    if any(c != configs[0] for c in configs[1:]):
+        raise ConfigError("the prepared cases were made with different preprocessing configurations")
+    return dict(configs[0])
 
 
 @dataclass
@@ -123,9 +213,19 @@ def _apply_crop_pad(array: np.ndarray, crops: list, pads: list) -> np.ndarray:
     return np.pad(cropped, [tuple(p) for p in pads])
 
 
-def _normalise(image: np.ndarray, mode: str, brain: np.ndarray) -> tuple[np.ndarray, dict]:
+def _normalise(image: np.ndarray, config: PreprocessConfig, brain: np.ndarray,
+               inside: np.ndarray) -> tuple[np.ndarray, dict]:
+    """`image` normalised by `config.intensity`; `brain` marks its non-zero voxels, `inside` the voxels that
+    came from the file (not padding), and the statistics used are returned for the record."""
+    mode = config.intensity
     if mode == "none":
         return image.astype(np.float32), {}
+    if mode == "ct":
+        stats = config.intensity_statistics
+        out = np.zeros_like(image, dtype=np.float32)
+        clipped = np.clip(image[inside], stats["clip_low"], stats["clip_high"])
+        out[inside] = (clipped - stats["mean"]) / max(stats["std"], 1e-8)  # padding stays 0, as nnU-Net pads
+        return out, dict(stats)
     if mode == "minmax":
         low, high = float(image.min()), float(image.max())
         scale = high - low if high > low else 1.0
@@ -161,6 +261,9 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
         uint8 (same shape), and whose record holds everything `invert` needs (original shape, affine, header,
         crop box, resampling shapes, crops and pads, intensity statistics, the configuration).
     """
+    if config.intensity == "ct" and config.intensity_statistics is None:
+        raise ConfigError("intensity 'ct' needs the dataset's statistics (`with_dataset_statistics`, which "
+                          "`prepare_dataset` applies to the training cases; a model file records them)")
     image = np.asarray(case.image, dtype=np.float32)
     label = None if case.label is None else np.asarray(case.label, dtype=np.uint8)
     zooms = [float(z) for z in np.sqrt((np.asarray(case.affine)[:3, :3] ** 2).sum(axis=0))]
@@ -191,6 +294,7 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
             else:
                 label = (_resample(label.astype(np.float32), target, order=1) >= 0.5).astype(np.uint8)
     record["shape_after_resample"] = list(image.shape)
+    inside = np.ones(image.shape, dtype=bool)
     record["output_zooms"] = [z * a / b for z, a, b in zip(zooms, record["shape_before_resample"], image.shape)]
 
     steps = []
@@ -204,11 +308,12 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
         steps.append({"input_shape": list(image.shape), "crop": crops, "pad": pads})
         image = _apply_crop_pad(image, crops, pads)
         brain = _apply_crop_pad(brain, crops, pads)
+        inside = _apply_crop_pad(inside, crops, pads)
         if label is not None:
             label = _apply_crop_pad(label, crops, pads)
     record["crop_pad_steps"] = steps
 
-    image, stats = _normalise(image, config.intensity, brain)
+    image, stats = _normalise(image, config, brain, inside)
     record["intensity"] = {"mode": config.intensity, **stats}
     record["final_shape"] = list(image.shape)
     return Prepared(case.case_id, np.ascontiguousarray(image, dtype=np.float32),
@@ -277,7 +382,7 @@ def _save_prepared(prepared: Prepared, path: Path) -> None:
         arrays["label"] = prepared.label
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez_compressed(handle, **arrays)  # np.load reads these and the older uncompressed entries
 
 
 def _load_prepared(path: Path) -> Prepared:
@@ -328,9 +433,10 @@ def prepare_dataset(folder: str | Path, config: PreprocessConfig, cache_dir: str
         config: preprocessing configuration.
         cache_dir: where to cache; None uses `default_cache_dir()`, False disables caching.
         allow_outside_paths: read files outside `folder` that the dataset names (see `read_dataset`).
-        read_kwargs: passed to `read_dataset` (layout, channel, labels, subset).
+        read_kwargs: passed to `read_dataset` (layout, channel, labels, subset, cases).
     Returns:
-        the prepared cases, sorted by case id. A second call with the same configuration, options and
+        the prepared cases, sorted by case id. Dataset statistics the intensity scheme needs (`ct`) are
+        computed from these cases and kept in each record's configuration (`recorded_config`). A second call with the same configuration, options and
         unchanged files (those in the folder, and every file the cases were read from) loads them from the
         cache without reading or preprocessing anything.
     Raises:
@@ -341,8 +447,12 @@ def prepare_dataset(folder: str | Path, config: PreprocessConfig, cache_dir: str
     def read() -> list[Case]:
         return read_dataset(folder, allow_outside_paths=allow_outside_paths, **read_kwargs)
 
+    def prepared_from(cases: list[Case]) -> list[Prepared]:
+        complete = with_dataset_statistics(config, cases, folder)
+        return [preprocess(case, complete) for case in cases]
+
     if cache_dir is False:
-        return [preprocess(case, config) for case in read()]
+        return prepared_from(read())
     root = Path(default_cache_dir() if cache_dir in (None, True) else cache_dir)
     entry = root / cache_key(folder, config, read_kwargs)
     index = entry / "index.json"
@@ -354,7 +464,7 @@ def prepare_dataset(folder: str | Path, config: PreprocessConfig, cache_dir: str
         except (DataError, OSError, ValueError, KeyError, TypeError):
             pass  # a damaged or stale cache is rebuilt, never trusted
     cases = read()
-    prepared = [preprocess(case, config) for case in cases]
+    prepared = prepared_from(cases)
     # the cache is shared by processes: only temporary files no one has touched for an hour are stale
     remove_stale_temp_files(entry, older_than=3600)
     for i, item in enumerate(prepared):

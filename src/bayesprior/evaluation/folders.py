@@ -1,7 +1,9 @@
 """Evaluate predicted masks against labels: per-case DSC and IoU, means, ``per_case.csv`` and
 ``summary.json`` (keys in the spirit of nnU-Net's summary: ``mean``, ``metric_per_case``).
 
-Files are matched by case id (file name without NIfTI suffix; a mask carries no channel suffix).
+Files are matched by case id (file name without NIfTI suffix; a mask carries no channel suffix). The labels
+may be a folder of NIfTI files or a dataset folder of any registered layout, whose labels the layout finds
+(`bayesprior.data.datasets.label_files`: BRATS ``<case>/<case>_seg``, nnU-Net ``labelsTr``, MSD).
 Both masks are binarised as ``> 0`` (whole tumour for BraTS labels). The empty-reference policy is
 explicit (see `bayesprior.evaluation.metrics`); with ``exclude`` such cases get NaN, are left out of
 the means and are counted in ``n_empty_reference``. Scoring is `bayesprior.evaluation.scoring`'s.
@@ -22,22 +24,10 @@ import numpy as np
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data.cases import same_affine
-from ..data.naming import is_prediction_map, nifti_inputs, strip_nifti_suffix
+from ..data.datasets import label_files, nifti_by_case
 from ..data.nifti import read_label_values
 from ..errors import DataError
 from .scoring import CaseScores
-
-
-def _nifti_by_case(folder: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for path in nifti_inputs(folder) if folder.is_dir() else []:
-        if is_prediction_map(path):
-            continue
-        case_id = strip_nifti_suffix(path.name)  # masks carry no channel suffix: "Case_0001" is the case
-        if case_id in files:
-            raise DataError(path, f"names the same case {case_id!r} as {files[case_id].name}")
-        files[case_id] = path
-    return files
 
 
 def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str | Path | None = None,
@@ -54,10 +44,8 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     """
     scores = CaseScores(empty_gt)  # checks the policy before any file is read
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
-    predictions = _nifti_by_case(pred_dir)
-    if (label_dir / "labelsTr").is_dir() and not any(label_dir.glob("*.nii*")):
-        label_dir = label_dir / "labelsTr"
-    labels = _nifti_by_case(label_dir)
+    predictions = nifti_by_case(pred_dir)
+    labels = label_files(label_dir)
     if not predictions:
         raise DataError(pred_dir, "holds no prediction")
     unlabelled = sorted(set(predictions) - set(labels))

@@ -244,6 +244,8 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
             t = {k: v for k, v in t.items() if k != "per_method"}
         if section in _TRAINING_SECTIONS:  # other TrainConfig settings pass through to the runs
             options = {k: v for k, v in t.items() if k not in keys}
+            if section == "source_training":
+                options = {**SOURCE_DEFAULTS, **options}
             kwargs[_TRAINING_SECTIONS[section]] = _train_options(options, section, path)
             t = {k: v for k, v in t.items() if k in keys}
         _checked(t, {k: check for k, (_, check) in keys.items()}, section, path)
@@ -277,6 +279,10 @@ def lists_as_tuples(d: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+# Source networks start small: every 3x3x3 conv of the U-Net sits behind a non-affine instance norm, so a
+# 0.03 x He start changes only how far Adam moves the kernels relative to their size. From He init they stay
+# where they started and the kernel prior learns an i.i.d. Gaussian (benchmarks/RESULTS.md, "Source recipe").
+SOURCE_DEFAULTS: dict[str, Any] = {"init_scale": 0.03}
 _TRAINING_SECTIONS = {"source_training": "source_train_options", "target_training": "target_train_options"}
 # settings the experiment itself decides for every run
 _RESERVED_TRAIN_KEYS = {"architecture", "architecture_config", "method", "source", "prior_path", "seed", "zoo_dir",

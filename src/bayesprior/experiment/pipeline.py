@@ -37,12 +37,13 @@ from ..atomic import atomic_path, atomic_write_json, atomic_write_text, remove_s
 from ..checkpoints import load_model, read_model_file
 from ..data.cases import apply_label_policy
 from ..data.nifti import read_label_values, write_like
-from ..data.preprocess import PreprocessConfig, affine_from_record, header_from_record, invert, prepare_dataset
+from ..data.preprocess import (PreprocessConfig, affine_from_record, header_from_record, prepare_dataset,
+                               recorded_config)
 from ..data.synth import synthesize_dataset
 from ..errors import CheckpointError, ConfigError, DataError, PluginError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
 from ..evaluation.scoring import CaseScores
-from ..inference.prediction import PredictionSettings, predict_case
+from ..inference.prediction import PredictionSettings, mask_and_probability, predict_case
 from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table, structure_warnings
 from ..kernels import KernelBank, harvest_kernels
 from ..locks import folder_lock
@@ -187,7 +188,8 @@ class Experiment:
                 self.log(f"source model seed {seed}: {len(train_cases)} training cases, "
                          f"{len(val)} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
                 config = self.source_train_config(seed, zoo)
-                train(config, train_cases, val or None, run_dir=run_dir, preprocess=c.preprocess)
+                train(config, train_cases, val or None, run_dir=run_dir,
+                      preprocess=recorded_config(train_cases))  # with ct statistics, if any
             finals.append(model)
         minima = sorted(zoo.glob("seed*/*.pt"))
         return finals, (minima or finals)
@@ -394,7 +396,8 @@ class Experiment:
         train_cases = [by_id[i] for i in split.train_cases(run.train_size)]
         scored_ids = self.scored_ids(run, split)
         start = time.perf_counter()
-        model_path = train(config, train_cases, None, run_dir=self.out / "runs" / run.run_id, preprocess=c.preprocess)
+        model_path = train(config, train_cases, None, run_dir=self.out / "runs" / run.run_id,
+                           preprocess=recorded_config(train_cases))
         seconds = time.perf_counter() - start
         model = load_model(model_path)
         scores = self.score(model, [by_id[i] for i in scored_ids], run, config.patch)
@@ -408,7 +411,8 @@ class Experiment:
         """Per-case DSC/IoU of `cases`, averaged; the figure slice of the first case.
 
         Scored on the preprocessed grid, or (``score_grid = 'original'``) on each image's own grid against
-        the label file, the mask mapped back by the exact inverse of the preprocessing. With
+        the label file, with the mask `predict` writes (the probabilities mapped back by the exact inverse of
+        the preprocessing, then thresholded). With
         ``write_predictions`` each mask is written on the original grid with its image's affine and header.
         """
         c = self.config
@@ -416,10 +420,11 @@ class Experiment:
         for k, case in enumerate(cases):
             # whole-volume prediction, as the paper; windows of the training patch for patch-trained runs
             settings = PredictionSettings(roi=_prediction_window(case.image.shape, patch), samples=c.samples)
-            prediction = predict_case(model, case.image, settings).argmax(0).astype(np.uint8)
+            probabilities = predict_case(model, case.image, settings)
+            prediction = probabilities.argmax(0).astype(np.uint8)
             original = None
-            if c.score_grid == "original" or c.write_predictions:
-                original = invert(prediction, case.record, order=0).astype(np.uint8)
+            if c.score_grid == "original" or c.write_predictions:  # the mask `predict` writes for this case
+                original, _ = mask_and_probability(probabilities, case.record)
             if c.score_grid == "original":
                 row = scores.add(case.case_id, original, _original_label(case))
             else:

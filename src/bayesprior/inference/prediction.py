@@ -1,9 +1,15 @@
 """Predict NIfTI volumes with a trained model: redo the recorded preprocessing, predict (whole volume
 or sliding window), invert the preprocessing, and write masks with the input's affine and header.
 
+The inputs may be a folder of NIfTI files or a dataset folder of any registered layout (one BRATS patient's
+folder included), read through `bayesprior.data.datasets.prediction_files`: one image per case, in the
+sequence or channel chosen, and the mask is named by the case id (``<case>.nii.gz``), as the labels are.
+
 For Bayesian models with ``samples > 0`` the predictive mean foreground probability
 (``<case>_probability.nii.gz``) and the predictive entropy (``<case>_entropy.nii.gz``, in nats) are
-written beside the mask (``<case>.nii.gz``); the Monte-Carlo samples of a case are seeded by the run's
+written beside the mask. The class probabilities are mapped back to the file's grid (linear interpolation
+where the preprocessing resampled) before the mask is taken from them, so the mask is exactly the written
+probability map above 0.5; the Monte-Carlo samples of a case are seeded by the run's
 ``seed`` and the case id, so a rerun gives the same maps. The output folder is locked while a run writes
 to it and keeps a manifest of what was written (`bayesprior.inference.prediction_folder`).
 """
@@ -21,9 +27,10 @@ from torch import Tensor, nn
 
 from ..atomic import remove_stale_temp_files
 from ..checkpoints import model_from_payload, read_model_file
-from ..data.cases import Case
-from ..data.naming import ENTROPY_SUFFIX, PROBABILITY_SUFFIX, case_ids, nifti_inputs
-from ..data.nifti import read_image, write_like
+from ..data.cases import CaseFiles
+from ..data.datasets import prediction_files
+from ..data.naming import ENTROPY_SUFFIX, PROBABILITY_SUFFIX
+from ..data.nifti import write_like
 from ..data.preprocess import PreprocessConfig, invert, preprocess
 from ..errors import CheckpointError, ConfigError, DataError, PluginError
 from ..hashing import file_sha256
@@ -96,36 +103,49 @@ def output_names(case_id: str, with_maps: bool) -> list[str]:
 
 def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Path,
                    settings: PredictionSettings = PredictionSettings(), progress: bool = True,
-                   preprocess_config: Mapping[str, Any] | None = None, overwrite: bool = False) -> list[Path]:
-    """Segment every NIfTI of `in_dir` into `out_dir`; return the written mask paths.
+                   preprocess_config: Mapping[str, Any] | None = None, overwrite: bool = False,
+                   layout: str | None = None, channel: str | int | None = None, allow_outside_paths: bool = False,
+                   preprocess_options: Mapping[str, Any] | None = None) -> list[Path]:
+    """Segment every case of `in_dir` into `out_dir`; return the written mask paths.
 
     The preprocessing recorded in the model file is redone (`preprocess_config` overrides it, and
     is needed for a model trained without a record). Everything is checked before anything is written.
 
     Args:
+        in_dir: a folder of NIfTI images, or a dataset folder of any registered layout (`prediction_files`).
         overwrite: replace files of `out_dir` that bayesprior did not write (refused otherwise).
+        layout, channel: the dataset layout (detected when None) and the sequence or channel to segment.
+        allow_outside_paths: read images that a dataset names outside `in_dir` (see `read_dataset`).
+        preprocess_options: `PreprocessConfig` fields from the command line (``spacing``, ``shape`` ...): the
+            preprocessing of a model file that records none; for one that records it, they must agree.
     Raises:
         CheckpointError: an unreadable model file, NaN weights, no preprocessing record and no
-            `preprocess_config`.
-        ConfigError: ``samples`` for a deterministic model (it would have no effect).
+            `preprocess_config` or `preprocess_options`.
+        ConfigError: ``samples`` for a deterministic model (it would have no effect); a preprocessing option
+            that differs from the model's record.
         DataError: unreadable inputs, two inputs with one case id or one output name, an output folder that
             is an input or label folder, or one holding same-named files that bayesprior did not write.
         FolderInUseError: another prediction writes into `out_dir`.
     """
     payload = read_model_file(model_path)  # read once: the preprocessing record and the model come from it
     recorded = payload.get("extra", {}).get("preprocess")
+    if recorded is not None and preprocess_options:
+        _refuse_other_preprocessing(PreprocessConfig(**dict(recorded)), preprocess_options, model_path)
     if preprocess_config is None and recorded is None:
-        raise CheckpointError(model_path, "records no preprocessing configuration (train it with `preprocess=` "
-                                          "or pass the preprocessing to predict)")
+        if not preprocess_options:
+            raise CheckpointError(model_path, "records no preprocessing configuration (train it with "
+                                              "`preprocess=`, or give predict --spacing, --shape, --intensity ...)")
+        preprocess_config = preprocess_options
     config = PreprocessConfig(**dict(preprocess_config if preprocess_config is not None else recorded))
     model = model_from_payload(payload, model_path).to(settings.device).eval()
     bayesian = isinstance(model, BayesianModel)
     if settings.samples > 0 and not bayesian:
         raise ConfigError(f"--samples {settings.samples} has no effect: {model_path} is a deterministic model, "
-                          "which gives one prediction (leave --samples out)")
-    files = nifti_inputs(in_dir)
-    ids = dict(zip(files, case_ids(files)))
-    outputs = {path: output_names(ids[path], bayesian and settings.samples > 0) for path in files}
+                          "which gives one prediction and writes no uncertainty (probability or entropy) maps; "
+                          "leave --samples out")
+    inputs = prediction_files(in_dir, layout, channel=channel, allow_outside_paths=allow_outside_paths)
+    files = [item.image_path for item in inputs]
+    outputs = {item.image_path: output_names(item.case_id, bayesian and settings.samples > 0) for item in inputs}
     _refuse_shared_output_names(outputs)
     out_dir = Path(out_dir)
     refuse_input_folders(out_dir, files, Path(in_dir))
@@ -136,7 +156,20 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
         folder = PredictionFolder(out_dir, run)
         if not overwrite:
             folder.refuse_foreign([name for names in outputs.values() for name in names])
-        return _predict_files(model, files, ids, outputs, folder, config, settings, _min_size(payload), progress)
+        return _predict_files(model, inputs, outputs, folder, config, settings, _min_size(payload), progress)
+
+
+def _refuse_other_preprocessing(recorded: PreprocessConfig, options: Mapping[str, Any], model_path: Path) -> None:
+    """A preprocessing option that contradicts the model file's record is an error: the model would see other
+    inputs than it was trained on. One that repeats the record is harmless."""
+    for name, value in options.items():
+        if getattr(PreprocessConfig(**{name: value}), name) != getattr(recorded, name):
+            value = getattr(recorded, name)
+            shown = "none" if value is None else ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) \
+                else value
+            raise ConfigError(f"--{name.replace('_', '-')} differs from the preprocessing {model_path} records "
+                              f"({name.replace('_', '-')} {shown}); predict redoes the model's preprocessing by "
+                              f"itself, so leave --{name.replace('_', '-')} out")
 
 
 def _refuse_shared_output_names(outputs: Mapping[Path, Sequence[str]]) -> None:
@@ -156,32 +189,40 @@ def _min_size(payload: Mapping[str, Any]) -> tuple[int, ...] | None:
         return None  # rebuilt with a network given by hand
 
 
-def _predict_files(model: nn.Module, files: Sequence[Path], ids: Mapping[Path, str],
-                   outputs: Mapping[Path, Sequence[str]], folder: PredictionFolder, config: PreprocessConfig,
-                   settings: PredictionSettings, min_size: Sequence[int] | None, progress: bool) -> list[Path]:
+def mask_and_probability(probs: np.ndarray, record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The mask (uint8) and the foreground probability (float32) on the file's grid, from class probabilities
+    (C, D, H, W) on the preprocessed grid: the probabilities are inverted with linear interpolation first and
+    the mask is taken from them (foreground probability > 0.5 for two classes), so thresholding the written
+    probability map gives the written mask."""
+    if probs.shape[0] == 2:
+        probability = invert(probs[1].astype(np.float32), record, order=1).astype(np.float32)
+        return (probability > 0.5).astype(np.uint8), probability
+    inverted = invert(probs.astype(np.float32), record, order=1)
+    return inverted.argmax(0).astype(np.uint8), inverted[1].astype(np.float32)
+
+
+def _predict_files(model: nn.Module, inputs: Sequence[CaseFiles], outputs: Mapping[Path, Sequence[str]],
+                   folder: PredictionFolder, config: PreprocessConfig, settings: PredictionSettings,
+                   min_size: Sequence[int] | None, progress: bool) -> list[Path]:
     written = []
-    iterator: Sequence[Path] | Any = files
+    iterator: Sequence[CaseFiles] | Any = inputs
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(files, desc="predicting", unit="case")
-    for path in iterator:
-        data, affine, header = read_image(path)
-        case_id = ids[path]
-        case = Case(case_id=case_id, image=data, label=None, affine=affine, header=header,
-                    image_path=path, label_path=None)
+        iterator = tqdm(inputs, desc="predicting", unit="case")
+    for item in iterator:
+        case = item.load()
         prepared = preprocess(case, config)
-        torch.manual_seed(case_seed(settings.seed, case_id))
+        torch.manual_seed(case_seed(settings.seed, case.case_id))
         probs = predict_case(model, prepared.image, settings, min_size)
-        mask = invert(probs.argmax(0).astype(np.uint8), prepared.record, order=0).astype(np.uint8)
+        mask, probability = mask_and_probability(probs, prepared.record)
         if settings.largest_component:
             mask = largest_connected_component(mask)
-        targets = folder.claim(outputs[path], path)
-        write_like(mask, affine, header, targets[0], dtype=np.uint8)
+        targets = folder.claim(outputs[item.image_path], item.image_path)
+        write_like(mask, case.affine, case.header, targets[0], dtype=np.uint8)
         written.append(targets[0])
         if len(targets) == 3:
-            probability = invert(probs[1].astype(np.float32), prepared.record, order=1).astype(np.float32)
             entropy = invert(predictive_entropy(probs).astype(np.float32), prepared.record, order=1)
-            write_like(probability, affine, header, targets[1], dtype=np.float32)
-            write_like(entropy.astype(np.float32), affine, header, targets[2], dtype=np.float32)
+            write_like(probability, case.affine, case.header, targets[1], dtype=np.float32)
+            write_like(entropy.astype(np.float32), case.affine, case.header, targets[2], dtype=np.float32)
     return written

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The transfer benchmark of issue 10 on a 2-core CPU, in the order that never looks at the test set.
+# Every step resumes where a kill left it: run the same line again (the source stage alone takes ~5 hours).
+#
+#   benchmarks/run_transfer_cpu.sh tuning [RUNS]   # source networks + priors, then the tuning grid on validation cases
+#   benchmarks/run_transfer_cpu.sh test   [RUNS]   # the benchmark itself, once its target settings are chosen
+#
+# RUNS defaults to runs/; the benchmark lives in RUNS/transfer_cpu, the tuning grid in RUNS/transfer_cpu_tuning
+# (it shares the source networks, priors and data, copied once). Two shards run side by side, one torch thread
+# each: two-thread processes on a shared 2-core machine spend their time waiting at OpenMP barriers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+phase=${1:?usage: $0 tuning|test [RUNS]}
+runs=${2:-runs}
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+
+two_shards() {  # config, folder, stage
+    bayesprior experiment "$1" --out "$2" --stage "$3" --shard 0/2 --quiet &
+    bayesprior experiment "$1" --out "$2" --stage "$3" --shard 1/2 --quiet &
+    wait
+}
+
+case "$phase" in
+tuning)
+    two_shards benchmarks/transfer_cpu.toml "$runs/transfer_cpu" source
+    # both shards may stop before the priors are fitted (the other's network was not done): once more, alone
+    bayesprior experiment benchmarks/transfer_cpu.toml --out "$runs/transfer_cpu" --stage source --quiet
+    mkdir -p "$runs/transfer_cpu_tuning"
+    for part in data cache source; do
+        [ -e "$runs/transfer_cpu_tuning/$part" ] || cp -r "$runs/transfer_cpu/$part" "$runs/transfer_cpu_tuning/"
+    done
+    two_shards benchmarks/transfer_cpu_tuning.toml "$runs/transfer_cpu_tuning" target
+    bayesprior experiment benchmarks/transfer_cpu_tuning.toml --out "$runs/transfer_cpu_tuning" --stage report
+    echo "Choose the target settings from this validation table, set them in benchmarks/transfer_cpu.toml, then: $0 test"
+    ;;
+test)
+    two_shards benchmarks/transfer_cpu.toml "$runs/transfer_cpu" target
+    bayesprior experiment benchmarks/transfer_cpu.toml --out "$runs/transfer_cpu" --stage report
+    ;;
+*)
+    echo "usage: $0 tuning|test [RUNS]" >&2
+    exit 2
+    ;;
+esac
