@@ -193,3 +193,16 @@ def test_a_source_model_that_is_no_model_file_is_refused_before_any_work(tmp_pat
     with pytest.raises(ConfigError, match=r"\[source\] models: .*zoo.pt"):
         _experiment(tmp_path / "out", raw)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_split_file_gives_the_case_lists_and_its_val_cases_are_refused(tmp_path):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["SynBraTS_0001"], "test": ["SynBraTS_0002"]}))
+    config = parse_config(_config(protocol={"split_file": "split.json"}), tmp_path / "x.toml")
+    assert config.train_cases == ("SynBraTS_0001",) and config.test_cases == ("SynBraTS_0002",)
+    split.write_text(json.dumps({"train": ["SynBraTS_0001"], "val": ["SynBraTS_0003"]}))
+    with pytest.raises(ConfigError, match=r"protocol.split_file: .*split.json lists 'val' cases"):
+        parse_config(_config(protocol={"split_file": "split.json"}), tmp_path / "x.toml")
+    split.write_text("[")
+    with pytest.raises(ConfigError, match=r"protocol.split_file: .*not valid JSON"):
+        parse_config(_config(protocol={"split_file": "split.json"}), tmp_path / "x.toml")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._deprecation import moved_names
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..validation import Check, check_settings
 
 if sys.version_info >= (3, 11):
@@ -83,9 +83,11 @@ class ExperimentConfig:
     # not train on (for choosing settings without ever looking at the test set)
     score_on: str = "test"
     # explicit case lists: a fixed test set for every split (test_size is then its length), and the cases
-    # the training subsets are drawn from (default: every other case); each split shuffles the pool
+    # the training subsets are drawn from (default: every other case); each split shuffles the pool. A split
+    # file (`bayesprior train --split-file`'s JSON) gives both: its 'train' and 'test' lists
     test_cases: tuple[str, ...] = ()
     train_cases: tuple[str, ...] = ()
+    split_file: str | None = None
     # where DSC/IoU are computed: "preprocessed" (the network's grid) or "original" (each image's own grid,
     # the prediction mapped back by the exact inverse of the preprocessing)
     score_grid: str = "preprocessed"
@@ -158,6 +160,25 @@ def _source_models(raw: dict, path: Path) -> tuple[dict, tuple[str, ...]]:
     return t, tuple(str(_existing_file(m, "[source] models", path)) for m in models)
 
 
+def _split_file_cases(kwargs: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``[protocol] split_file``: its 'train' list as train_cases and 'test' as test_cases. Raises ConfigError
+    naming the key: a bad file, lists given twice, or 'val' cases (an experiment validates on the pool)."""
+    from ..training.splits import read_split_file  # on first use, as the preprocessing below
+
+    file = _existing_file(kwargs["split_file"], "protocol.split_file", path)
+    if kwargs.get("test_cases") or kwargs.get("train_cases"):
+        raise ConfigError(f"{path}: protocol.split_file and protocol.test_cases/train_cases both list cases; "
+                          "give one of them")
+    try:
+        split = read_split_file(file)
+    except DataError as exc:
+        raise ConfigError(f"{path}: protocol.split_file: {exc}") from None
+    if split.val:
+        raise ConfigError(f"{path}: protocol.split_file: {file} lists 'val' cases; an experiment validates on "
+                          "the pool cases a run does not train on (protocol.score_on = 'validation')")
+    return {"split_file": str(file), "train_cases": split.train, "test_cases": split.test}
+
+
 def _names_prior_file(raw: dict) -> bool:
     prior = raw.get("prior")
     return isinstance(prior, dict) and prior.get("file") is not None
@@ -208,6 +229,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Check]]] = {
                  "score_on": ("score_on", Check("str", choices=("test", "validation"))),
                  "test_cases": ("test_cases", Check("strs")),
                  "train_cases": ("train_cases", Check("strs")),
+                 "split_file": ("split_file", Check("str")),
                  "score_grid": ("score_grid", Check("str", choices=("preprocessed", "original"))),
                  "write_predictions": ("write_predictions", Check("bool"))},
     "architecture": {"name": ("architecture", Check("str")), "config": ("architecture_config", Check("table"))},
@@ -255,6 +277,8 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
                 kwargs[attr] = tuple(value) if isinstance(value, list) else value
     if kwargs.get("prior_file") is not None:
         kwargs["prior_file"] = str(_existing_file(kwargs["prior_file"], "[prior] file", path))
+    if kwargs.get("split_file") is not None:
+        kwargs.update(_split_file_cases(kwargs, path))
     config = ExperimentConfig(**kwargs)
     _check(config, path)
     return config
