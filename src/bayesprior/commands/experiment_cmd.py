@@ -44,7 +44,7 @@ def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, con
 @click.option("--shard", type=Shard(), default="0/1", metavar="I/N", help="Run only shard I of N of the target runs.")
 @click.option("--stage", type=click.Choice(STAGES), default="all",
               show_default=True, help="Do one stage only (run 'source' once before parallel shards).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars and no per-epoch lines (the stages' log stays).")
 def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, int], stage: str, quiet: bool) -> None:
     """Run the paper's protocol (its Algorithms 2-3, Tables 3-4) from CONFIG_FILE.
 
@@ -61,7 +61,7 @@ def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, in
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bayesprior-demo"),
               show_default=True, help="Output folder; everything the demo writes goes here.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars and no per-epoch lines (the stages' log stays).")
 def demo_command(out: Path, quiet: bool) -> None:
     """Synthesise an MS-like source and a tumour-like target, run a CPU-scale version of the paper's
     experiment (DWP, PR, PRf, RI) and print the table. About 10 minutes on 2 CPU cores; no data needed.

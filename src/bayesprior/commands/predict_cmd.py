@@ -1,11 +1,13 @@
 """`bayesprior predict`: segment NIfTI volumes with a trained model."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
 from ..inference.prediction import PredictionSettings, predict_folder
+from ..progress import plain_lines
 from .common import SHAPE, Device, trust_file_option
 
 
@@ -26,10 +28,12 @@ from .common import SHAPE, Device, trust_file_option
 @click.option("--overwrite", is_flag=True,
               help="Replace files in OUT_DIR with the names of predictions that bayesprior did not write.")
 @click.option("--device", type=Device(), default="cpu", show_default=True)
-@click.option("--no-progress", is_flag=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar: one plain line per case (the default where "
+                                                   "stderr is not a terminal).")
+@click.option("--quiet", is_flag=True, help="No progress bar and no per-case lines.")
 @trust_file_option
 def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_component, seed, overwrite, device,
-                    no_progress):
+                    no_progress, quiet):
     """Segment every NIfTI in IN_DIR (or its imagesTs/imagesTr) with MODEL; write masks to OUT_DIR
     with each input's affine and header.
 
@@ -41,7 +45,8 @@ def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_compo
     """
     settings = PredictionSettings(roi=roi, overlap=overlap, samples=samples,
                                   largest_component=largest_component, device=device, seed=seed)
-    written = predict_folder(model, in_dir, out_dir, settings, progress=not no_progress, overwrite=overwrite)
+    with plain_lines() if no_progress else nullcontext():
+        written = predict_folder(model, in_dir, out_dir, settings, progress=not quiet, overwrite=overwrite)
     click.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 

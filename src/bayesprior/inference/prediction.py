@@ -29,6 +29,7 @@ from ..errors import CheckpointError, ConfigError, DataError, PluginError
 from ..hashing import file_sha256
 from ..locks import folder_lock
 from ..plugins import architecture_min_input_size
+from ..progress import Progress
 from ..wrap import BayesianModel
 from .postprocess import largest_connected_component
 from .prediction_folder import PredictionFolder, refuse_input_folders
@@ -160,12 +161,7 @@ def _predict_files(model: nn.Module, files: Sequence[Path], ids: Mapping[Path, s
                    outputs: Mapping[Path, Sequence[str]], folder: PredictionFolder, config: PreprocessConfig,
                    settings: PredictionSettings, min_size: Sequence[int] | None, progress: bool) -> list[Path]:
     written = []
-    iterator: Sequence[Path] | Any = files
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(files, desc="predicting", unit="case")
-    for path in iterator:
+    for path in Progress(files, "predicting", "case", enabled=progress, line_per_item=True):
         data, affine, header = read_image(path)
         case_id = ids[path]
         case = Case(case_id=case_id, image=data, label=None, affine=affine, header=header,
