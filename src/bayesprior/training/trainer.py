@@ -45,7 +45,7 @@ from ..evaluation.metrics import confusion_counts, dice_score
 from ..inference.sliding_window_prediction import sliding_window
 from ..locks import folder_lock
 from ..progress import Progress
-from ..version import __version__
+from ..version import __version__, command_line
 from ..wrap import BayesianModel
 from .config import TrainConfig
 from .distributed import DistContext, barrier, current_context, global_mean_float, global_sum
@@ -286,7 +286,7 @@ def _run_record(config: TrainConfig, run_dir: Path, train_cases: Sequence[Any], 
             "n_train": len(train_cases), "n_val": len(val_cases or []),
             "train_cases": data["train_cases"], "val_cases": data["val_cases"],
             "data": data, "inputs": input_files(config), "world_size": ctx.world_size,
-            "bayesprior_version": __version__, "torch_version": str(torch.__version__),
+            "bayesprior_version": __version__, "torch_version": str(torch.__version__), "command": command_line(),
             "loss": {"ce_reduction": config.ce_reduction, "kl_weight": config.kl_weight,
                      "dice_weight": config.dice_weight, "ce_weight": config.ce_weight,
                      "dice_batch": config.dice_batch, "dice_epsilon": config.dice_epsilon}}
@@ -396,6 +396,8 @@ def _write_checkpoint(run: _Run, entry: Mapping[str, Any], run_dir: Path, config
         "train_config": record["train_config"],
         "data": record["data"],
         "inputs": record["inputs"],
+        "versions": {"bayesprior": __version__, "torch": str(torch.__version__)},
+        "command": record["command"],
     }, run_dir / "checkpoint.pt")
 
 
