@@ -11,7 +11,8 @@ from ..experiment.config import load_config, parse_config
 from ..experiment.pipeline import STAGES, Experiment
 from .common import Shard
 
-# The demo: the whole protocol on synthetic data, sized for a few minutes on 2 CPU cores (2 min 20 s, measured 2026-11-25; see its --help).
+# The demo: the whole protocol on synthetic data, sized for a few minutes on 2 CPU cores
+# (2 min 20 s, measured 2026-11-25; its --help says so).
 DEMO_CONFIG = {
     "source": {"synthetic": {"kind": "ms", "cases": 16, "shape": [40, 48, 40], "seed": 1000}},
     "target": {"synthetic": {"kind": "tumour", "cases": 18, "shape": [40, 48, 40], "seed": 2000}},

@@ -420,4 +420,3 @@ def _save_minimum(model: nn.Module, config: TrainConfig, minimum: int, epoch: in
         return
     path = Path(config.zoo_dir) / f"seed{config.seed}_min{minimum}.pt"
     save_model(model, path, extra=dict(record, epoch=epoch, minimum=minimum, converged=converged))
-
