@@ -136,7 +136,10 @@ def test_the_demo_log_redirected_to_a_file_has_no_carriage_return_and_one_line_p
     assert done.returncode == 0, text
     assert "\r" not in text
     assert [line.split(":")[0] for line in text.splitlines() if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
-    assert "ECE" in (tmp_path / "demo" / "table.md").read_text().replace("expected calibration error", "ECE")
+    assert "expected calibration error" in (tmp_path / "demo" / "table.md").read_text()
+    result = json.loads((tmp_path / "demo" / "results" / "split0_n1_ri.json").read_text())
+    assert 0 <= result["ece"] <= 1 and 0 <= result["brier"] <= 1 and result["nll"] > 0
+    assert all({"dsc", "ece", "brier", "nll", "ueo"} <= set(case) for case in result["per_case"].values())
 
 
 def test_demo_help_states_its_measured_time():
