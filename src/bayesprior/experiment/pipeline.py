@@ -235,16 +235,23 @@ class Experiment:
                 "kl_weight": overrides.get("kl_weight", c.kl_weight)}
 
     def score(self, model: Any, cases: Sequence[Any], run: RunSpec) -> dict[str, Any]:
-        """Per-case DSC/IoU on the preprocessed test cases, averaged; the figure slice of the first case."""
+        """Per-case DSC/IoU and calibration (ECE, Brier, NLL, UEO) on the preprocessed test cases, averaged;
+        the figure slice of the first case.
+
+        The calibration is that of the foreground probability the method predicts with: the Monte-Carlo
+        mean over ``samples`` weight samples (the posterior mean for 0) of a Bayesian network, the softmax
+        of a deterministic one.
+        """
         scores = CaseScores()
         for k, case in enumerate(cases):
             # whole-volume prediction, as the paper
             settings = PredictionSettings(roi=tuple(case.image.shape), samples=self.config.samples)
-            prediction = predict_case(model, case.image, settings).argmax(0).astype(np.uint8)
-            row = scores.add(case.case_id, prediction, case.label)
+            probabilities = predict_case(model, case.image, settings)
+            prediction = probabilities.argmax(0).astype(np.uint8)
+            row = scores.add(case.case_id, prediction, case.label, probability=probabilities[1])
             if k == 0:
                 self._save_figure_slice(run, case, prediction, row["dsc"])
-        return {**scores.mean(), "per_case": scores.per_case("dsc", "iou")}
+        return {**scores.mean(), "per_case": scores.per_case(*scores.metrics())}
 
     def _save_figure_slice(self, run: RunSpec, case: Any, prediction: np.ndarray, dsc: float) -> None:
         z = int(np.argmax(case.label.reshape(-1, case.label.shape[-1]).sum(0)))  # slice with most foreground
@@ -327,7 +334,8 @@ class Experiment:
                 self.log(f"[{k}/{len(todo)}] {run.run_id}")
                 result = self.target_run(run, splits[run.split], by_id, source, priors)
                 self.store.write(run, result)
-                self.log(f"    DSC {result['dsc']:.3f}  IoU {result['iou']:.3f}  ({result['train_seconds']:.0f} s)")
+                self.log(f"    DSC {result['dsc']:.3f}  IoU {result['iou']:.3f}  ECE {result['ece']:.4f}  "
+                         f"({result['train_seconds']:.0f} s)")
         if stage in ("all", "report", "target"):
             return self.report()
         return None
