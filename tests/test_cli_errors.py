@@ -22,6 +22,7 @@ def _bad_invocations(tmp_path):
         "experiment": (["experiment", str(missing / "config.toml")], 1),
         "fit-prior": (["fit-prior", str(missing / "bank.npz"), "--out", str(tmp_path / "prior.pt")], 1),
         "harvest": (["harvest", str(missing / "model.pt"), "--out", str(tmp_path / "bank.npz")], 1),
+        "info": (["info", str(a_file)], 1),
         "plugins": (["plugins", "--no-such-option"], 2),
         "predict": (["predict", str(missing / "model.pt"), str(tmp_path), str(tmp_path / "out")], 2),
         "show-cases": (["show-cases", str(missing), "--out", str(tmp_path / "cases.png")], 1),
@@ -41,8 +42,8 @@ def test_every_command_is_in_the_table_of_bad_invocations(tmp_path):
     assert commands == set(_bad_invocations(tmp_path)) == set(COMMANDS)
 
 
-COMMANDS = ["arch", "demo", "evaluate", "experiment", "fit-prior", "harvest", "plugins", "predict", "show-cases",
-            "show-kernels", "synth", "train"]
+COMMANDS = ["arch", "demo", "evaluate", "experiment", "fit-prior", "harvest", "info", "plugins", "predict",
+            "show-cases", "show-kernels", "synth", "train"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

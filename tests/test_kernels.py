@@ -119,6 +119,14 @@ def test_harvest_command_prints_a_group_table_and_writes_the_bank(tmp_path, tiny
     assert KernelBank.load(tmp_path / "bank.npz").counts()["half"]["kept"] == 32
 
 
+def test_harvest_command_quiet_prints_only_the_file_it_wrote(tmp_path, tiny_dwp_architecture):
+    _checkpoint(tmp_path / "s1.pt", 1)
+    result = CliRunner().invoke(cli, ["harvest", str(tmp_path / "s1.pt"), "--out", str(tmp_path / "bank.npz"),
+                                      "--norm-threshold", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote {tmp_path / 'bank.npz'}\n"
+
+
 def test_harvest_command_reports_bad_checkpoints_without_traceback(tmp_path):
     (tmp_path / "junk.pt").write_text("not a model")
     result = CliRunner().invoke(cli, ["harvest", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "b.npz")])

@@ -27,7 +27,9 @@ from .prior_file import load_prior_file
               show_default=True, help="Share of kernels held out.")
 @click.option("--group", "groups", multiple=True, help="Fit only this group (repeatable; default: all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of split, initialisation and sampling.")
-def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, heldout_fraction, groups, seed) -> None:
+@click.option("--quiet", is_flag=True, help="No progress bar and no per-group lines.")
+def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, heldout_fraction, groups, seed,
+                      quiet) -> None:
     """Fit one kernel VAE per group of a kernel bank and write the DWP prior file.
 
     Adam 1e-3, ReduceLROnPlateau (patience 15, factor 0.1) on the held-out loss, stop at lr 1e-6 or
@@ -37,7 +39,8 @@ def fit_prior_command(bank, out, latent_dim, hidden, max_epochs, batch_size, hel
     """
     remove_stale_temp_files_of(out)
     fits = fit_prior_file(bank, out, groups=list(groups) or None, latent_dim=latent_dim, hidden=hidden,
-                          max_epochs=max_epochs, batch_size=batch_size, heldout_fraction=heldout_fraction, seed=seed)
+                          max_epochs=max_epochs, batch_size=batch_size, heldout_fraction=heldout_fraction, seed=seed,
+                          progress=not quiet)
     kernel_bank = KernelBank.load(bank)
     rows = structure_rows({g: kernel_bank.kernels[g] for g in fits}, heldout_fraction, seed,
                           learned=heldout_scores(fits))

@@ -11,11 +11,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bayesprior.errors import ConfigError
 from bayesprior.kernel_structure import HELDOUT_FRACTION, heldout_split
 from bayesprior.kernels import KernelBank
+from bayesprior.progress import Progress, progress_line
 from bayesprior.validation import Check, check_settings
 
 from .vae import KernelVAE
@@ -40,7 +40,7 @@ def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: in
             has been reduced to `min_lr`.
         heldout_fraction: share of kernels held out to evaluate (and schedule) on.
         seed: fixes the split, the initialisation and the sampling.
-        progress: show a tqdm bar over epochs.
+        progress: report the fit (a bar on a terminal, one line per group elsewhere; `bayesprior.progress`).
     Returns:
         ``(vae, heldout_elbo)``: the VAE at its best held-out ELBO (on CPU, in eval mode), and the
         held-out ELBO per kernel (nats) before training and after each epoch.
@@ -78,7 +78,8 @@ def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: in
 
     history = [heldout_elbo()]
     best_elbo, best_state = history[0], _copy_state(vae)
-    bar = tqdm(range(max_epochs), desc=f"fit {group}", unit="epoch", disable=not progress, leave=False)
+    # a line per group where no bar shows (a log file): a line per epoch of every group would bury the rest
+    bar = Progress(range(max_epochs), f"fit {group}", "epoch", enabled=progress, lines=False, leave=False)
     for _ in bar:
         for batch in torch.randperm(len(train), generator=generator).split(batch_size):
             loss = vae.negative_elbo(train[batch]).mean()
@@ -91,10 +92,11 @@ def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: in
             best_elbo, best_state = elbo, _copy_state(vae)
         scheduler.step(-elbo)
         rate = optimizer.param_groups[0]["lr"]
-        bar.set_postfix(heldout_elbo=f"{elbo:.3f}", lr=f"{rate:.0e}")
+        bar.report(heldout_elbo=elbo, lr=rate)
         if rate <= min_lr * (1 + 1e-6):
             break
     bar.close()
+    progress_line(f"fit {group}: {len(history) - 1} epoch(s), best held-out ELBO {best_elbo:.3f}", enabled=progress)
     if not math.isfinite(best_elbo):
         raise ConfigError(f"group {group!r}: the VAE's held-out ELBO is not finite ({best_elbo}); "
                           "the kernels may be degenerate (all equal, or of wildly different scales)")

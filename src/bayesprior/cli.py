@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "bayesprior.commands.train_cmd",
     "bayesprior.commands.predict_cmd",
     "bayesprior.commands.evaluate_cmd",
+    "bayesprior.commands.info_cmd",
 )
 
 

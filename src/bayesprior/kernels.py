@@ -31,7 +31,7 @@ from .grouping import group_by_resolution
 from .hashing import file_sha256
 from .plugins import architecture_groups, build_architecture
 from .tables import format_table
-from .version import __version__
+from .version import __version__, command_line
 
 BANK_FORMAT = "bayesprior.kernel-bank/1"
 KERNEL_KEY_PREFIX = "kernels__"
@@ -197,6 +197,7 @@ def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "arc
     header = {
         "format": BANK_FORMAT,
         "bayesprior_version": __version__,
+        "command": command_line(),
         "kernel_size": [size] * _spatial_dims(reference_shapes, size),
         "norm_threshold": float(norm_threshold),
         "group_by": group_by,

@@ -5,11 +5,11 @@ import time
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from ..data import read_dataset
 from ..data.show import show_cases
 from ..data.synth import synthesize_dataset
+from ..progress import Progress
 from .common import SHAPE
 
 
@@ -25,7 +25,8 @@ from .common import SHAPE
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed; each case depends only on seed, kind, index.")
 @click.option("--brats-mirror", is_flag=True, help="Tumour only: also write OUT/brats/HGG/<ID>/<ID>_{t2,flair,seg}.nii.gz.")
 @click.option("--procedural", is_flag=True, help="Use the procedural brain instead of the MNI152 template.")
-def synth_command(kind, n_cases, out_dir, shape, spacing, seed, brats_mirror, procedural):
+@click.option("--quiet", is_flag=True, help="No progress bar and no per-case lines.")
+def synth_command(kind, n_cases, out_dir, shape, spacing, seed, brats_mirror, procedural, quiet):
     """Write a synthetic brain-MRI dataset in nnU-Net v2 layout (dataset.json, imagesTr, labelsTr, manifests).
 
     Example: bayesprior synth --kind tumour --cases 20 --out data/SynBraTS --shape 40,48,40 --seed 0
@@ -33,7 +34,8 @@ def synth_command(kind, n_cases, out_dir, shape, spacing, seed, brats_mirror, pr
     start = time.perf_counter()
     synthesize_dataset(kind, n_cases, out_dir, shape=shape, spacing=spacing, seed=seed,
                        brats_mirror=brats_mirror, procedural=procedural,
-                       progress=lambda it: tqdm(it, desc=f"synth {kind}", unit="case"))
+                       progress=lambda it: Progress(it, f"synth {kind}", "case", enabled=not quiet,
+                                                    line_per_item=True))
     elapsed = time.perf_counter() - start
     click.echo(f"wrote {n_cases} {kind} cases to {out_dir} in {elapsed:.1f} s ({n_cases / elapsed:.2f} cases/s)")
 

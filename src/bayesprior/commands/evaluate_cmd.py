@@ -1,4 +1,4 @@
-"""`bayesprior evaluate`: DSC and IoU of predicted masks against labels."""
+"""`bayesprior evaluate`: DSC and IoU of predicted masks against labels; calibration of probability maps."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..atomic import remove_stale_temp_files_of
-from ..evaluation.folders import evaluate_folders
+from ..evaluation.folders import RELIABILITY_FIGURE, evaluate_folders
 from ..evaluation.metrics import EMPTY_GT_POLICIES
 
 
@@ -19,7 +19,10 @@ from ..evaluation.metrics import EMPTY_GT_POLICIES
               help="Where per_case.csv and summary.json go (default: PRED_DIR).")
 @click.option("--allow-missing", is_flag=True,
               help="Score the labelled cases that have a prediction; list the others instead of refusing.")
-def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing):
+@click.option("--probabilities", "probability_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Folder of the <case>_probability maps (predict --samples writes them beside the "
+                                 "masks): adds ECE, Brier score, voxel NLL and UEO, and reliability.png.")
+def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, probability_dir):
     """Per-case DSC and IoU (label > 0 is foreground), their means, per_case.csv and summary.json.
 
     Strict by default, as nnU-Net's evaluator: every label needs a prediction on the same grid (shape and
@@ -28,11 +31,16 @@ def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing):
     LABEL_DIR is a folder of labels <case id>.nii.gz, or a dataset folder of any registered layout (nnU-Net,
     MSD, BRATS), whose labels the layout finds.
 
-    Example: bayesprior evaluate preds data/Dataset002_Tumour/labelsTs
+    With --probabilities, whether the uncertainty is any good: expected calibration error (15 bins), Brier
+    score, voxel NLL and the uncertainty-error overlap, per case and on average, and a reliability diagram.
+
+    Example: bayesprior evaluate preds data/Dataset002_Tumour/labelsTs --probabilities preds
     """
     report_dir = out_dir if out_dir is not None else pred_dir
-    remove_stale_temp_files_of(report_dir / "per_case.csv", report_dir / "summary.json")
-    summary = evaluate_folders(pred_dir, label_dir, out_dir, empty_gt=empty_gt, allow_missing=allow_missing)
+    remove_stale_temp_files_of(report_dir / "per_case.csv", report_dir / "summary.json",
+                               report_dir / RELIABILITY_FIGURE)
+    summary = evaluate_folders(pred_dir, label_dir, out_dir, empty_gt=empty_gt, allow_missing=allow_missing,
+                               probability_dir=probability_dir)
     if summary["missing_predictions"]:
         missing = summary["missing_predictions"]
         click.echo(f"warning: {len(missing)} labelled case(s) have no prediction and are not scored: "
@@ -42,6 +50,9 @@ def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing):
     click.echo(f"{summary['n_scored']}/{summary['n_cases']} cases scored "
                f"({summary['n_empty_reference']} with empty reference, policy {empty_gt}): "
                f"DSC {fmt(mean['dsc'])}, IoU {fmt(mean['iou'])}")
+    if "calibration" in summary:
+        click.echo(f"calibration over {summary['n_cases']} cases: ECE {fmt(mean['ece'])}, Brier {fmt(mean['brier'])}, "
+                   f"NLL {fmt(mean['nll'])}, UEO {fmt(mean['ueo'])}; {report_dir / RELIABILITY_FIGURE}")
 
 
 def register(cli: click.Group) -> None:

@@ -11,7 +11,8 @@ from ..experiment.config import load_config, parse_config
 from ..experiment.pipeline import STAGES, Experiment
 from .common import Shard
 
-# The demo: the whole protocol on synthetic data, sized to finish in about 10 minutes on 2 CPU cores.
+# The demo: the whole protocol on synthetic data, sized for a few minutes on 2 CPU cores
+# (2 min 20 s, measured 2026-11-25; its --help says so).
 DEMO_CONFIG = {
     "source": {"synthetic": {"kind": "ms", "cases": 16, "shape": [40, 48, 40], "seed": 1000}},
     "target": {"synthetic": {"kind": "tumour", "cases": 18, "shape": [40, 48, 40], "seed": 2000}},
@@ -48,7 +49,7 @@ def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, con
 @click.option("--rerun-changed", is_flag=True,
               help="Redo the runs (and source stage) whose settings changed since they were made; the old "
                    "outputs move to OUT/superseded/. Without it, changed settings are refused.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars and no per-epoch lines (the stages' log stays).")
 def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, int], stage: str,
                        rerun_changed: bool, quiet: bool) -> None:
     """Run the paper's protocol (its Algorithms 2-3, Tables 3-4) from CONFIG_FILE.
@@ -67,10 +68,11 @@ def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, in
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bayesprior-demo"),
               show_default=True, help="Output folder; everything the demo writes goes here.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars and no per-epoch lines (the stages' log stays).")
 def demo_command(out: Path, quiet: bool) -> None:
     """Synthesise an MS-like source and a tumour-like target, run a CPU-scale version of the paper's
-    experiment (DWP, PR, PRf, RI) and print the table. About 10 minutes on 2 CPU cores; no data needed.
+    experiment (DWP, PR, PRf, RI) and print the table. It took 2 min 20 s on 2 CPU cores (measured
+    2026-11-25, recorded in the README; slower on a busy machine); no data needed.
 
     Example: bayesprior demo --out bayesprior-demo
     """

@@ -20,8 +20,9 @@ from .common import Integers, refuse_without_effect, trust_file_option
               help="Drop kernels whose L2 norm is below this (default 1e-2).")
 @click.option("--kernel-size", type=click.IntRange(min=1), default=None,
               help="Harvest layers with this cubic kernel size (default: the most common > 1).")
+@click.option("--quiet", is_flag=True, help="Print no tables, only the file written (and warnings).")
 @trust_file_option
-def harvest_command(checkpoints, out, group_by, input_shape, norm_threshold, kernel_size) -> None:
+def harvest_command(checkpoints, out, group_by, input_shape, norm_threshold, kernel_size, quiet) -> None:
     """Collect the k x k x k kernels of one or more model files into a kernel bank, grouped.
 
     Kernels with a small L2 norm are dropped and counted. The bank records the checkpoints (with
@@ -37,6 +38,9 @@ def harvest_command(checkpoints, out, group_by, input_shape, norm_threshold, ker
     bank = harvest_kernels(checkpoints, group_by=group_by, example_shape=input_shape,
                            norm_threshold=threshold, kernel_size=kernel_size)
     bank.save(out)
+    if quiet:
+        click.echo(f"wrote {out}")
+        return
     click.echo(f"harvested {len(checkpoints)} checkpoint(s) of {bank.header['architecture']['name']}, "
                f"kernel {'x'.join(map(str, bank.kernel_size))}, norm threshold {threshold:g}")
     click.echo(bank.table())

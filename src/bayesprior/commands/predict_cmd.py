@@ -1,12 +1,14 @@
 """`bayesprior predict`: segment NIfTI volumes with a trained model."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
 from ..data.preprocess import INTENSITY_MODES
 from ..inference.prediction import PredictionSettings, predict_folder
+from ..progress import plain_lines
 from .common import SHAPE, Device, Spacing, trust_file_option
 
 
@@ -39,10 +41,13 @@ from .common import SHAPE, Device, Spacing, trust_file_option
 @click.option("--intensity", type=click.Choice(INTENSITY_MODES), default=None,
               help="Only for a model file that records no preprocessing: the intensity normalisation.")
 @click.option("--device", type=Device(), default="cpu", show_default=True)
-@click.option("--no-progress", is_flag=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar: one plain line per case (the default where "
+                                                   "stderr is not a terminal).")
+@click.option("--quiet", is_flag=True, help="No progress bar and no per-case lines.")
 @trust_file_option
 def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_component, seed, overwrite, layout,
-                    channel, allow_outside_paths, spacing, resample_shape, shape, intensity, device, no_progress):
+                    channel, allow_outside_paths, spacing, resample_shape, shape, intensity, device, no_progress,
+                    quiet):
     """Segment every case in IN_DIR with MODEL; write masks <case id>.nii.gz to OUT_DIR with each input's
     affine and header, on the input's grid.
 
@@ -63,9 +68,10 @@ def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_compo
                                   largest_component=largest_component, device=device, seed=seed)
     values = {"spacing": spacing, "resample_shape": resample_shape, "shape": shape, "intensity": intensity}
     options = {name: value for name, value in values.items() if value is not None}  # PreprocessConfig fields
-    written = predict_folder(model, in_dir, out_dir, settings, progress=not no_progress, overwrite=overwrite,
-                             layout=layout, channel=channel, allow_outside_paths=allow_outside_paths,
-                             preprocess_options=options or None)
+    with plain_lines() if no_progress else nullcontext():
+        written = predict_folder(model, in_dir, out_dir, settings, progress=not quiet, overwrite=overwrite,
+                                 layout=layout, channel=channel, allow_outside_paths=allow_outside_paths,
+                                 preprocess_options=options or None)
     click.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 

@@ -9,10 +9,12 @@ import click
 from ..data.datasets import dataset_case_ids
 from ..data.preprocess import INTENSITY_MODES, PreprocessConfig, prepare_dataset, recorded_config
 from ..errors import ConfigError
+from ..progress import plain_lines
 from ..training.config import TrainConfig
 from ..training.distributed import init_from_environment
 from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, training_method
 from ..training.splits import CaseSplit, check_known_cases, read_split_file, validation_split
+from ..training.tensorboard import TensorBoardLog, summary_writer_class
 from ..training.trainer import seed_everything, train
 from .common import SHAPE, Device, Integers, KeyValue, Spacing, refuse_without_effect, trust_file_option
 
@@ -107,7 +109,12 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--allow-outside-paths", is_flag=True,
               help="Read files that the dataset names outside DATA_DIR (absolute or ../ paths in an MSD dataset.json).")
 @click.option("--device", type=Device(), default="cpu", show_default=True)
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write TensorBoard event files here (loss, data term, KL, validation loss and DSC, lr per "
+                   "epoch; needs `pip install tensorboard`). Each seed of several gets DIR/seed<S>.")
+@click.option("--no-progress", is_flag=True, help="No progress bar: one plain line per epoch (the default where "
+                                                   "stderr is not a terminal).")
+@click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @trust_file_option
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, old_prior_path,
                   prior_option, init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction,
@@ -115,7 +122,7 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                   foreground_fraction, steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last,
                   skip_nonfinite_loss, layout, channel, case_list, split_file, spacing, resample_shape, shape,
                   intensity, no_crop,
-                  cache_dir, no_cache, allow_outside_paths, device, no_progress):
+                  cache_dir, no_cache, allow_outside_paths, device, tensorboard_dir, no_progress, quiet):
     """Train a segmentation model on DATA_DIR; write checkpoints, logs, curves and model.pt to RUN_DIR.
 
     Runs under torchrun for data-parallel training. With several seeds each gets RUN_DIR/seed<S>.
@@ -153,13 +160,17 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, seed=seeds[0], restarts=restarts,
             zoo_dir=str(run_dir / "zoo") if (restarts > 0 or many) else None, ce_reduction=ce_reduction,
             dice_batch=dice_batch, kl_weight=kl_weight, forward_mode=forward_mode, device=device,
-            progress=not no_progress, init_scale=init_scale, weight_decay=weight_decay, patch=patch,
+            progress=not quiet, init_scale=init_scale, weight_decay=weight_decay, patch=patch,
             foreground_fraction=foreground_fraction, steps_per_epoch=steps_per_epoch, augment=augment,
             patience=patience, kl_warmup=kl_warmup, amp=amp_dtype if amp else None, channels_last=channels_last,
             skip_nonfinite_loss=skip_nonfinite_loss)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     build_model(base_config)  # the network, source model and prior file are checked before the data are read
+    if tensorboard_dir is not None:
+        summary_writer_class()  # installed? said before the data are read
+    if no_progress:
+        click.get_current_context().with_resource(plain_lines())
 
     ctx = init_from_environment()
     read_options = {"layout": layout, "channel": channel}
@@ -179,8 +190,14 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     for seed in seeds:
         config = dataclasses.replace(base_config, seed=seed)
         seed_everything(seed)
-        path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
-                     preprocess=preprocess)
+        curves = (TensorBoardLog(tensorboard_dir / f"seed{seed}" if many else tensorboard_dir)
+                  if tensorboard_dir is not None and ctx.is_main else None)
+        try:
+            path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
+                         preprocess=preprocess, epoch_callback=curves)
+        finally:
+            if curves is not None:
+                curves.close()
         if ctx.is_main:
             click.echo(f"seed {seed}: {path}")
 

@@ -12,6 +12,11 @@ As strict as nnU-Net's evaluator by default: a label without a prediction is an 
 scores the others and lists the missing ones in ``summary.json``); a prediction must lie on its label's
 grid (shape and affine) and hold label values only: non-negative integers among 0, 1 and the values
 found in the labels (a float, NaN or negative "mask" is refused, never scored as ``> 0``).
+
+With ``probability_dir`` (the ``<case>_probability.nii.gz`` maps `bayesprior predict --samples` writes) each
+case is also scored for calibration (`bayesprior.evaluation.calibration`: ECE, Brier, NLL, UEO), the summary
+gets the pooled reliability bins, and ``reliability.png`` is drawn. Every predicted case needs its map, on
+its label's grid, holding probabilities in [0, 1].
 """
 from __future__ import annotations
 
@@ -25,22 +30,30 @@ import numpy as np
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data.cases import same_affine
 from ..data.datasets import label_files, nifti_by_case
-from ..data.nifti import read_label_values
+from ..data.naming import NIFTI_SUFFIXES, PROBABILITY_SUFFIX
+from ..data.nifti import read_image, read_label_values
 from ..errors import DataError
+from .calibration import plot_reliability_diagram
 from .scoring import CaseScores
+
+RELIABILITY_FIGURE = "reliability.png"
 
 
 def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str | Path | None = None,
-                     empty_gt: str = "exclude", allow_missing: bool = False) -> dict[str, Any]:
+                     empty_gt: str = "exclude", allow_missing: bool = False,
+                     probability_dir: str | Path | None = None) -> dict[str, Any]:
     """Score every prediction against its label; write ``per_case.csv`` and ``summary.json`` to `out_dir`
     (default: `pred_dir`) and return the summary.
 
     Args:
         allow_missing: score the labelled cases that have a prediction and list the others in the summary
             (``missing_predictions``) instead of refusing.
+        probability_dir: the folder of the cases' foreground-probability maps: adds the calibration
+            metrics per case and in the summary, and writes ``reliability.png`` to `out_dir`.
     Raises:
         DataError: a missing folder, a prediction without a label, a label without a prediction (unless
-            `allow_missing`), shapes or affines that differ, or a prediction holding other values than labels.
+            `allow_missing`), shapes or affines that differ, or a prediction holding other values than labels;
+            with `probability_dir`, a missing, unreadable or off-grid map, or one holding values outside [0, 1].
     """
     scores = CaseScores(empty_gt)  # checks the policy before any file is read
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
@@ -67,7 +80,9 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
                                                   "(the affines differ): it was not predicted from this case's image")
         predicted_values[case_id] = set(np.unique(pred).tolist())
         label_values |= set(np.unique(ref).tolist())
-        scores.add(case_id, pred, ref, prediction_file=str(predictions[case_id]),
+        probability = None if probability_dir is None else _read_probability(Path(probability_dir), case_id, ref.shape,
+                                                                            ref_affine, labels[case_id])
+        scores.add(case_id, pred, ref, probability, prediction_file=str(predictions[case_id]),
                    reference_file=str(labels[case_id]))
     for case_id, values in predicted_values.items():
         if values - label_values:
@@ -81,7 +96,36 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     writer.writerows(scores.rows)
     atomic_write_text(buffer.getvalue(), out_dir / "per_case.csv")
     atomic_write_json(summary, out_dir / "summary.json")
+    if probability_dir is not None:
+        plot_reliability_diagram(scores.reliability, out_dir / RELIABILITY_FIGURE,
+                                 title=f"{len(scores.rows)} case(s), pooled ECE {scores.reliability.ece():.4f}")
     return summary
+
+
+def probability_file(folder: Path, case_id: str) -> Path:
+    """The probability map of `case_id` in `folder` (``<case>_probability.nii.gz`` or ``.nii``); the
+    ``.nii.gz`` name when neither exists."""
+    for suffix in NIFTI_SUFFIXES:
+        path = folder / f"{case_id}{PROBABILITY_SUFFIX}{suffix}"
+        if path.is_file():
+            return path
+    return folder / f"{case_id}{PROBABILITY_SUFFIX}{NIFTI_SUFFIXES[0]}"
+
+
+def _read_probability(folder: Path, case_id: str, shape: tuple[int, ...], affine: np.ndarray,
+                      label: Path) -> np.ndarray:
+    path = probability_file(folder, case_id)
+    if not path.is_file():
+        raise DataError(path, f"no probability map for case {case_id!r} (predict with --samples writes one)")
+    probability, probability_affine, _ = read_image(path)  # refuses NaN and infinite values
+    if probability.shape != shape:
+        raise DataError(path, f"shape {probability.shape} differs from its label's {shape}")
+    if not same_affine(probability_affine, affine):
+        raise DataError(path, f"lies on another grid than its label {label} (the affines differ)")
+    if probability.size and (probability.min() < 0 or probability.max() > 1):
+        raise DataError(path, f"holds values outside [0, 1] ({float(probability.min()):.3g} to "
+                              f"{float(probability.max()):.3g}); is it a probability map?")
+    return probability
 
 
 def _read_mask(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, Any]:

@@ -408,12 +408,15 @@ class Experiment:
 
     def score(self, model: Any, cases: Sequence[Any], run: RunSpec,
               patch: Sequence[int] | None = None) -> dict[str, Any]:
-        """Per-case DSC/IoU of `cases`, averaged; the figure slice of the first case.
+        """Per-case DSC/IoU and calibration (ECE, Brier, NLL, UEO) of `cases`, averaged; the figure slice of the
+        first case.
 
         Scored on the preprocessed grid, or (``score_grid = 'original'``) on each image's own grid against
-        the label file, with the mask `predict` writes (the probabilities mapped back by the exact inverse of
-        the preprocessing, then thresholded). With
-        ``write_predictions`` each mask is written on the original grid with its image's affine and header.
+        the label file, with the mask and probability `predict` writes (the probabilities mapped back by the
+        exact inverse of the preprocessing, then thresholded). With ``write_predictions`` each mask is written
+        on the original grid with its image's affine and header. The calibration is that of the foreground
+        probability the method predicts with: the Monte-Carlo mean over ``samples`` weight samples (the
+        posterior mean for 0) of a Bayesian network, the softmax of a deterministic one.
         """
         c = self.config
         scores = CaseScores()
@@ -422,19 +425,19 @@ class Experiment:
             settings = PredictionSettings(roi=_prediction_window(case.image.shape, patch), samples=c.samples)
             probabilities = predict_case(model, case.image, settings)
             prediction = probabilities.argmax(0).astype(np.uint8)
-            original = None
-            if c.score_grid == "original" or c.write_predictions:  # the mask `predict` writes for this case
-                original, _ = mask_and_probability(probabilities, case.record)
+            original = original_probability = None
+            if c.score_grid == "original" or c.write_predictions:  # what `predict` writes for this case
+                original, original_probability = mask_and_probability(probabilities, case.record)
             if c.score_grid == "original":
-                row = scores.add(case.case_id, original, _original_label(case))
+                row = scores.add(case.case_id, original, _original_label(case), probability=original_probability)
             else:
-                row = scores.add(case.case_id, prediction, case.label)
+                row = scores.add(case.case_id, prediction, case.label, probability=probabilities[1])
             if c.write_predictions:
                 write_like(original, affine_from_record(case.record), header_from_record(case.record),
                            self.out / "predictions" / run.run_id / f"{case.case_id}.nii.gz", dtype=np.uint8)
             if k == 0:
                 self._save_figure_slice(run, case, prediction, row["dsc"])
-        return {**scores.mean(), "per_case": scores.per_case("dsc", "iou")}
+        return {**scores.mean(), "per_case": scores.per_case(*scores.metrics())}
 
     def _save_figure_slice(self, run: RunSpec, case: Any, prediction: np.ndarray, dsc: float) -> None:
         z = int(np.argmax(case.label.reshape(-1, case.label.shape[-1]).sum(0)))  # slice with most foreground
@@ -527,7 +530,8 @@ class Experiment:
                 self.log(f"[{k}/{len(todo)}] {run.run_id}")
                 result = self.target_run(run, splits[run.split], by_id, configs[run])
                 self.store.write(run, result, settings[run])
-                self.log(f"    DSC {result['dsc']:.3f}  IoU {result['iou']:.3f}  ({result['train_seconds']:.0f} s)")
+                self.log(f"    DSC {result['dsc']:.3f}  IoU {result['iou']:.3f}  ECE {result['ece']:.4f}  "
+                         f"({result['train_seconds']:.0f} s)")
         if stage in ("all", "report", "target"):
             return self.report()
         return None

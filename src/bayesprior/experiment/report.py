@@ -16,6 +16,11 @@ from .statistics import Comparison, compare, comparison_markdown
 METHOD_LABELS = {"dwp": "UNet-DWP", "pr": "UNet-PR", "prf": "UNet-PRf", "ri": "UNet-RI",
                  "gaussian": "UNet-Gaussian", "loguniform": "UNet-LogU", "corrnormal": "UNet-CorrNormal"}
 METRICS = (("dsc", "Mean Dice Similarity Coefficient"), ("iou", "Mean Intersection over Union"))
+#: calibration of the predicted foreground probability (`bayesprior.evaluation.calibration`); lower is better.
+#: Tabled when the results hold them (results written before they were measured do not)
+CALIBRATION_METRICS = (("ece", "Mean expected calibration error (15 bins; lower is better)"),
+                       ("brier", "Mean Brier score (lower is better)"),
+                       ("nll", "Mean voxel negative log-likelihood in nats (lower is better)"))
 
 
 def label(method: str) -> str:
@@ -26,6 +31,8 @@ def summarise(results: Sequence[dict[str, Any]], metric: str) -> dict[tuple[int,
     """(train size, method) -> (mean over splits, std over splits, number of splits)."""
     by_key: dict[tuple[int, str], list[float]] = defaultdict(list)
     for r in results:
+        if r.get(metric) is None:
+            continue  # a result written before the metric was measured
         by_key[(r["train_size"], r["method"])].append(float(r[metric]))
     out = {}
     for key, values in by_key.items():
@@ -35,14 +42,15 @@ def summarise(results: Sequence[dict[str, Any]], metric: str) -> dict[tuple[int,
 
 
 def markdown_table(results: Sequence[dict[str, Any]], metric: str, methods: Sequence[str],
-                   train_sizes: Sequence[int]) -> str:
-    """One metric as 'mean (std)' over splits: a row per train size, a column per method; best mean in bold."""
+                   train_sizes: Sequence[int], lower_is_better: bool = False) -> str:
+    """One metric as 'mean (std)' over splits: a row per train size, a column per method; best mean in bold
+    (the highest, or the lowest with `lower_is_better`)."""
     stats = summarise(results, metric)
     lines = ["| Train size | " + " | ".join(label(m) for m in methods) + " |",
              "|---|" + "---|" * len(methods)]
     for n in train_sizes:
         means = {m: stats[(n, m)][0] for m in methods if (n, m) in stats}
-        best = max(means.values()) if means else None
+        best = (min if lower_is_better else max)(means.values()) if means else None
         cells = []
         for m in methods:
             if (n, m) not in stats:
@@ -59,8 +67,11 @@ def write_tables(results: Sequence[dict[str, Any]], methods: Sequence[str], trai
                  out_dir: Path, note: str = "") -> str:
     """Write table.md and table.csv; return the Markdown."""
     parts = []
-    for metric, title in METRICS:
-        parts.append(f"**{title}** (mean (std) over splits)\n\n" + markdown_table(results, metric, methods, train_sizes))
+    calibration = [(m, t) for m, t in CALIBRATION_METRICS if any(r.get(m) is not None for r in results)]
+    for metric, title in [*METRICS, *calibration]:
+        lower = (metric, title) in calibration
+        parts.append(f"**{title}** (mean (std) over splits)\n\n"
+                     + markdown_table(results, metric, methods, train_sizes, lower_is_better=lower))
     n_splits = len({r["split"] for r in results})
     comparisons = compare(results, methods, train_sizes)
     if comparisons:
@@ -75,13 +86,18 @@ def write_tables(results: Sequence[dict[str, Any]], methods: Sequence[str], trai
     write_comparisons_csv(comparisons, out_dir / "comparisons.csv")
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["train_size", "method", "dsc_mean", "dsc_std", "iou_mean", "iou_std", "splits"])
+    extra = [m for m, _ in CALIBRATION_METRICS]
+    writer.writerow(["train_size", "method", "dsc_mean", "dsc_std", "iou_mean", "iou_std", "splits",
+                     *[f"{m}_{s}" for m in extra for s in ("mean", "std")]])
     dsc, iou = summarise(results, "dsc"), summarise(results, "iou")
+    calibrated = {m: summarise(results, m) for m in extra}
     for n in train_sizes:
         for m in methods:
             if (n, m) in dsc:
+                cells = [f"{v:.4f}" if (n, m) in calibrated[c] else "" for c in extra
+                         for v in calibrated[c].get((n, m), (0.0, 0.0))[:2]]
                 writer.writerow([n, m, f"{dsc[(n, m)][0]:.4f}", f"{dsc[(n, m)][1]:.4f}",
-                                 f"{iou[(n, m)][0]:.4f}", f"{iou[(n, m)][1]:.4f}", dsc[(n, m)][2]])
+                                 f"{iou[(n, m)][0]:.4f}", f"{iou[(n, m)][1]:.4f}", dsc[(n, m)][2], *cells])
     atomic_write_text(buf.getvalue(), out_dir / "table.csv")
     return text
 

@@ -36,6 +36,7 @@ from ..errors import CheckpointError, ConfigError, DataError, PluginError
 from ..hashing import file_sha256
 from ..locks import folder_lock
 from ..plugins import architecture_min_input_size
+from ..progress import Progress
 from ..wrap import BayesianModel
 from .postprocess import largest_connected_component
 from .prediction_folder import PredictionFolder, refuse_input_folders
@@ -205,12 +206,7 @@ def _predict_files(model: nn.Module, inputs: Sequence[CaseFiles], outputs: Mappi
                    folder: PredictionFolder, config: PreprocessConfig, settings: PredictionSettings,
                    min_size: Sequence[int] | None, progress: bool) -> list[Path]:
     written = []
-    iterator: Sequence[CaseFiles] | Any = inputs
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(inputs, desc="predicting", unit="case")
-    for item in iterator:
+    for item in Progress(inputs, "predicting", "case", enabled=progress, line_per_item=True):
         case = item.load()
         prepared = preprocess(case, config)
         torch.manual_seed(case_seed(settings.seed, case.case_id))

@@ -3,7 +3,8 @@
 ``checkpoint.pt`` (format ``bayesprior.train-checkpoint/1``, plain types only) holds the model payload,
 optimiser, scheduler, gradient scaler and RNG states, epoch, minimum, whether the run finished, the
 settings (`TrainConfig`, paths made portable), the ``data`` it trains on (case ids and a SHA-256 of the
-cases' contents) and the SHA-256 of the files it starts from (``inputs``: source model, prior file).
+cases' contents) and the SHA-256 of the files it starts from (``inputs``: source model, prior file); the
+versions and command line that wrote it are recorded too, for `bayesprior info`, and never compared.
 
 A run is resumed only when all of these match the run asked for; a path may differ (a moved or copied
 experiment folder), the content behind it may not. ``log.jsonl`` has one line per epoch; a line torn by

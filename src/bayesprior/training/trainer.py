@@ -44,7 +44,8 @@ from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from ..evaluation.metrics import confusion_counts, dice_score
 from ..inference.sliding_window_prediction import sliding_window
 from ..locks import folder_lock
-from ..version import __version__
+from ..progress import Progress
+from ..version import __version__, command_line
 from ..wrap import BayesianModel
 from .config import TrainConfig
 from .distributed import DistContext, barrier, current_context, global_mean_float, global_sum
@@ -55,6 +56,10 @@ from .plots import plot_curves
 from .run_folder import (CHECKPOINT_FORMAT, check_resumable, data_record, input_files, log_text,  # noqa: F401
                          portable_settings, read_checkpoint, read_log, rng_state, set_rng_state)
 from .sampling import BatchSampler, as_arrays, stack
+
+
+#: what each epoch reports: on a bar's postfix on a terminal, else as one plain line per epoch
+EPOCH_REPORT = ("loss", "data", "kl", "val_loss", "val_dsc", "lr")
 
 
 class TrainingStopped(Exception):
@@ -227,7 +232,8 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     epochs = range(run.epoch, run.epoch if run.finished else config.max_epochs)
-    progress = _progress(epochs, config.progress and ctx.is_main, initial=run.epoch, total=config.max_epochs)
+    progress = Progress(epochs, "epochs", "epoch", enabled=config.progress and ctx.is_main, initial=run.epoch,
+                        total=config.max_epochs)
     for epoch in progress:
         entry = _train_epoch(run, net, train_cases, config, epoch, device, ctx)
         _refuse_non_finite_weights(run, epoch + 1)
@@ -236,14 +242,12 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
         _end_of_epoch(run, entry, config, record, ctx)
         if ctx.is_main:
             _write_checkpoint(run, entry, run_dir, config, record)
-        if hasattr(progress, "set_postfix"):
-            progress.set_postfix(loss=f"{entry['loss']:.4g}", lr=f"{entry['lr']:.1e}")
+        progress.report(**{k: entry[k] for k in EPOCH_REPORT if k in entry})
         if epoch_callback is not None:
             epoch_callback(epoch + 1, entry)
         if run.finished:
             break
-    if hasattr(progress, "close"):
-        progress.close()
+    progress.close()
     return _finish(run, run_dir, config, record, ctx)
 
 
@@ -282,7 +286,7 @@ def _run_record(config: TrainConfig, run_dir: Path, train_cases: Sequence[Any], 
             "n_train": len(train_cases), "n_val": len(val_cases or []),
             "train_cases": data["train_cases"], "val_cases": data["val_cases"],
             "data": data, "inputs": input_files(config), "world_size": ctx.world_size,
-            "bayesprior_version": __version__, "torch_version": str(torch.__version__),
+            "bayesprior_version": __version__, "torch_version": str(torch.__version__), "command": command_line(),
             "loss": {"ce_reduction": config.ce_reduction, "kl_weight": config.kl_weight,
                      "dice_weight": config.dice_weight, "ce_weight": config.ce_weight,
                      "dice_batch": config.dice_batch, "dice_epsilon": config.dice_epsilon}}
@@ -392,6 +396,8 @@ def _write_checkpoint(run: _Run, entry: Mapping[str, Any], run_dir: Path, config
         "train_config": record["train_config"],
         "data": record["data"],
         "inputs": record["inputs"],
+        "versions": {"bayesprior": __version__, "torch": str(torch.__version__)},
+        "command": record["command"],
     }, run_dir / "checkpoint.pt")
 
 
@@ -414,11 +420,3 @@ def _save_minimum(model: nn.Module, config: TrainConfig, minimum: int, epoch: in
         return
     path = Path(config.zoo_dir) / f"seed{config.seed}_min{minimum}.pt"
     save_model(model, path, extra=dict(record, epoch=epoch, minimum=minimum, converged=converged))
-
-
-def _progress(iterable, enabled: bool, **kwargs):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc="epochs", unit="epoch", **kwargs)

@@ -1,0 +1,182 @@
+"""Is the predicted uncertainty any good? Calibration and uncertainty-error overlap of foreground probabilities.
+
+Every function takes the foreground probability `p` of each voxel (any shape, values in [0, 1]) and the
+reference mask (binarised as ``> 0``, the same shape):
+
+- expected calibration error (ECE): the voxels are put into `N_BINS` = 15 equal-width bins of ``p``
+  (``[0, 1/15), [1/15, 2/15), ..., [14/15, 1]``); ECE = sum over bins of (voxels in bin / all voxels) x
+  |mean ``p`` in the bin - foreground frequency in the bin| (Guo et al. 2017, applied voxel-wise);
+- Brier score: the mean of (p - y)^2 over voxels;
+- voxel negative log-likelihood (NLL): the mean of -[y log p + (1 - y) log(1 - p)], with ``p`` clipped to
+  ``[EPS, 1 - EPS]`` so a confident mistake costs -log(EPS) (about 16.1 nats) rather than infinity;
+- uncertainty-error overlap (UEO, Jungo & Reyes 2019): the Dice between the thresholded uncertainty
+  ``u > t`` and the error mask (prediction != reference), where ``u`` is the binary entropy of ``p`` in bits
+  (0 for p in {0, 1}, 1 for p = 0.5). Reported as the **maximum over the fixed thresholds**
+  `UEO_THRESHOLDS` = 0.05, 0.10, ..., 0.95, as Jungo & Reyes do; when a case has no error and no
+  uncertain voxel at any threshold the overlap is perfect (1.0).
+
+All metrics are defined for an empty reference (an all-background case is scored, unlike its DSC).
+`ReliabilityBins` holds the per-bin counts, so the ECE of many cases pooled and the reliability diagram
+(`plot_reliability_diagram`) come from the same numbers as each case's ECE.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..figures import pyplot, save_figure
+
+N_BINS = 15
+#: probabilities are clipped to [EPS, 1 - EPS] for the NLL
+EPS = 1e-7
+#: thresholds of the normalised uncertainty over which the UEO is maximised
+UEO_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+#: the per-case columns `calibration_scores` gives (lower is better for all but ``ueo``)
+CALIBRATION_METRICS = ("ece", "brier", "nll", "ueo")
+
+
+def _checked(probability: Any, reference: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(probability, dtype=np.float64)
+    y = np.asarray(reference) > 0
+    if p.shape != y.shape:
+        raise ConfigError(f"probability shape {p.shape} differs from reference shape {y.shape}")
+    if p.size and not (np.isfinite(p).all() and p.min() >= 0.0 and p.max() <= 1.0):
+        raise ConfigError("probabilities must be finite and in [0, 1]")
+    return p.ravel(), y.ravel()
+
+
+class ReliabilityBins:
+    """Counts, summed probabilities and summed foreground voxels in `n_bins` equal-width bins of ``p``.
+
+    ``add`` may be called for several cases; `ece` and `plot_reliability_diagram` use the pooled counts.
+    """
+
+    def __init__(self, n_bins: int = N_BINS):
+        if n_bins < 1:
+            raise ConfigError(f"n_bins must be >= 1, got {n_bins}")
+        self.edges = np.linspace(0.0, 1.0, n_bins + 1)
+        self.count = np.zeros(n_bins, dtype=np.int64)
+        self.probability_sum = np.zeros(n_bins)
+        self.foreground_sum = np.zeros(n_bins)
+
+    def add(self, probability: Any, reference: Any) -> "ReliabilityBins":
+        """Add the voxels of one case; returns self."""
+        p, y = _checked(probability, reference)
+        # bin b holds edges[b] <= p < edges[b + 1]; p = 1 falls into the last bin
+        index = np.minimum(np.searchsorted(self.edges, p, side="right") - 1, len(self.count) - 1)
+        n = len(self.count)
+        self.count += np.bincount(index, minlength=n)
+        self.probability_sum += np.bincount(index, weights=p, minlength=n)
+        self.foreground_sum += np.bincount(index, weights=y.astype(np.float64), minlength=n)
+        return self
+
+    def confidence(self) -> np.ndarray:
+        """Mean ``p`` per bin (NaN for an empty bin)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.probability_sum / self.count
+
+    def frequency(self) -> np.ndarray:
+        """Foreground frequency per bin (NaN for an empty bin)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.foreground_sum / self.count
+
+    def ece(self) -> float:
+        """Expected calibration error of the voxels added so far (NaN if none)."""
+        total = int(self.count.sum())
+        if total == 0:
+            return float("nan")
+        filled = self.count > 0
+        gaps = np.abs(self.probability_sum[filled] - self.foreground_sum[filled]) / self.count[filled]
+        return float((self.count[filled] / total * gaps).sum())
+
+
+def expected_calibration_error(probability: Any, reference: Any, n_bins: int = N_BINS) -> float:
+    """ECE of one case over `n_bins` equal-width bins (see the module docstring). NaN for an empty array."""
+    return ReliabilityBins(n_bins).add(probability, reference).ece()
+
+
+def brier_score(probability: Any, reference: Any) -> float:
+    """Mean squared difference between ``p`` and the reference (0 or 1) over voxels."""
+    p, y = _checked(probability, reference)
+    return float(np.mean((p - y) ** 2)) if p.size else float("nan")
+
+
+def voxel_nll(probability: Any, reference: Any, eps: float = EPS) -> float:
+    """Mean negative log-likelihood (nats) of the reference under ``p``, clipped to ``[eps, 1 - eps]``."""
+    p, y = _checked(probability, reference)
+    if not p.size:
+        return float("nan")
+    p = np.clip(p, eps, 1.0 - eps)
+    return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
+
+
+def normalised_entropy(probability: Any) -> np.ndarray:
+    """Binary entropy of ``p`` in bits: in [0, 1], 0 at p in {0, 1}, 1 at p = 0.5."""
+    p = np.asarray(probability, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = -(p * np.log2(p) + (1.0 - p) * np.log2(1.0 - p))
+    return np.nan_to_num(terms, nan=0.0)  # 0 log 0 = 0
+
+
+def uncertainty_error_overlap(probability: Any, reference: Any, prediction: Any | None = None,
+                              thresholds: tuple[float, ...] = UEO_THRESHOLDS) -> float:
+    """UEO: the largest Dice over `thresholds` between ``normalised_entropy(p) > t`` and the error mask.
+
+    Args:
+        prediction: the predicted mask (``> 0`` is foreground); default ``p > 0.5``.
+    """
+    p, y = _checked(probability, reference)
+    predicted = (p > 0.5) if prediction is None else (np.asarray(prediction) > 0).ravel()
+    if predicted.shape != y.shape:
+        raise ConfigError(f"prediction shape {np.shape(prediction)} differs from reference shape "
+                          f"{np.shape(reference)}")
+    errors = predicted != y
+    n_errors = int(errors.sum())
+    uncertainty = normalised_entropy(p)
+    best = 0.0
+    for t in thresholds:
+        uncertain = uncertainty > t
+        n_uncertain = int(uncertain.sum())
+        if n_errors + n_uncertain == 0:
+            return 1.0  # no error and no uncertain voxel: the uncertainty says exactly where the errors are
+        best = max(best, 2.0 * int((uncertain & errors).sum()) / (n_errors + n_uncertain))
+    return best
+
+
+def calibration_scores(probability: Any, reference: Any, prediction: Any | None = None) -> dict[str, float]:
+    """ECE, Brier score, voxel NLL and UEO of one case (keys `CALIBRATION_METRICS`)."""
+    return {"ece": expected_calibration_error(probability, reference),
+            "brier": brier_score(probability, reference),
+            "nll": voxel_nll(probability, reference),
+            "ueo": uncertainty_error_overlap(probability, reference, prediction)}
+
+
+def plot_reliability_diagram(bins: ReliabilityBins, path: str | Path, title: str = "") -> Path:
+    """The reliability diagram of `bins` as a PNG: foreground frequency against mean ``p`` per bin, the
+    diagonal of perfect calibration, and the share of voxels per bin (log scale) below."""
+    plt = pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.5, 5.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    centres = (bins.edges[:-1] + bins.edges[1:]) / 2
+    width = bins.edges[1] - bins.edges[0]
+    filled = bins.count > 0
+    top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
+    top.bar(centres[filled], bins.frequency()[filled], width=width * 0.9, color="#1f77b4", alpha=0.8,
+            label="foreground frequency")
+    top.plot(bins.confidence()[filled], bins.frequency()[filled], "o", color="#d62728", markersize=3,
+             label="mean probability")
+    top.set_ylabel("foreground frequency")
+    top.set_ylim(0, 1)
+    top.legend(fontsize=7, loc="upper left")
+    top.set_title(title or f"reliability (ECE {bins.ece():.4f})", fontsize=9)
+    total = max(int(bins.count.sum()), 1)
+    bottom.bar(centres[filled], bins.count[filled] / total, width=width * 0.9, color="0.5")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("predicted foreground probability")
+    bottom.set_ylabel("share of voxels")
+    bottom.set_xlim(0, 1)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)

@@ -1,0 +1,109 @@
+"""How long loops report their progress: the one place that decides between a bar, plain lines and silence.
+
+- On a terminal (``sys.stderr.isatty()``): a tqdm bar.
+- Anywhere else (a file, a pipe, CI, a cluster job's log): no bar, whose redraws would fill the log with
+  carriage returns; a loop that reports values (the trainer's epochs) prints one plain line per step
+  instead, and a loop over cases one line per case.
+- ``enabled=False`` (a command's ``--quiet``): nothing.
+
+``with plain_lines(): ...`` asks for lines even on a terminal (``train --no-progress``). Everything goes to
+stderr, so a command's results on stdout stay clean.
+
+    progress = Progress(range(epochs), "epochs", "epoch", enabled=not quiet)
+    for epoch in progress:
+        ...
+        progress.report(loss=0.41, lr=1e-3)    # the bar's postfix, or one line "epoch 3/30: loss 0.41 lr 0.001"
+    progress.close()
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterable, Iterator
+
+_PLAIN_LINES = ContextVar("bayesprior_plain_lines", default=False)
+
+
+@contextmanager
+def plain_lines() -> Iterator[None]:
+    """Within this block, progress is reported as plain lines even on a terminal."""
+    token = _PLAIN_LINES.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN_LINES.reset(token)
+
+
+def bars_wanted() -> bool:
+    """True where a progress bar belongs: stderr is a terminal and `plain_lines` is not in force."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return not _PLAIN_LINES.get() and bool(isatty and isatty())
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class Progress:
+    """Iterate `iterable`, reporting progress as the module docstring says.
+
+    Args:
+        iterable: what to loop over.
+        desc, unit: the bar's label and unit (``"epochs"``, ``"epoch"``).
+        enabled: False reports nothing.
+        total, initial: the bar's length and start (a resumed run starts at its epoch); `total` defaults to
+            ``len(iterable)`` where it has one.
+        line_per_item: without a bar, print a line after each item (``"predicting 3/10 case"``); for a loop
+            that calls `report` itself, leave it False.
+        lines: without a bar, `report` prints its line (False: a loop of many short steps, which says
+            its result in one `progress_line` at the end instead).
+        leave: keep the bar on screen when it closes.
+    """
+
+    def __init__(self, iterable: Iterable[Any], desc: str, unit: str, enabled: bool = True,
+                 total: int | None = None, initial: int = 0, line_per_item: bool = False, lines: bool = True,
+                 leave: bool = True):
+        self.desc, self.unit, self.enabled, self.lines = desc, unit, enabled, lines
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.position = initial
+        self.line_per_item = line_per_item
+        self._bar = None
+        if enabled and bars_wanted():
+            from tqdm.auto import tqdm  # imported on first use: most commands draw no bar
+
+            self._bar = tqdm(iterable, desc=desc, unit=unit, total=self.total, initial=initial, leave=leave)
+            self._iterable: Iterable[Any] = self._bar
+        else:
+            self._iterable = iterable
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self._iterable:
+            self.position += 1
+            yield item
+            if self.line_per_item and self.enabled and self._bar is None:
+                self._line("")
+
+    def report(self, **values: Any) -> None:
+        """The values of the step just done: the bar's postfix, or one plain line."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.set_postfix({k: _number(v) for k, v in values.items()})
+        elif self.lines:
+            self._line(" ".join(f"{k} {_number(v)}" for k, v in values.items()))
+
+    def _line(self, text: str) -> None:
+        count = f"{self.position}/{self.total}" if self.total is not None else str(self.position)
+        line = f"{self.unit} {count}: {text}" if text else f"{self.desc} {count} {self.unit}"
+        print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def progress_line(text: str, enabled: bool = True) -> None:
+    """One plain progress line on stderr (where no bar shows the same), unless disabled."""
+    if enabled and not bars_wanted():
+        print(text, file=sys.stderr, flush=True)
