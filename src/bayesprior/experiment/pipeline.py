@@ -139,6 +139,10 @@ class Experiment:
             kwargs = {k: v for k, v in (("layout", spec.layout), ("channel", spec.channel)) if v is not None}
             self._cases[name] = prepare_dataset(folder, preprocess, cache_dir=self.out / "cache" / name,
                                                 allow_outside_paths=spec.allow_outside_paths, **kwargs)
+            if preprocess.intensity == "ct" and name == "target":
+                # per-split statistics would mean preprocessing every case once per split; labels are not used
+                self.log("note: the ct intensity statistics of the target come from all its cases, test cases "
+                         "included (intensities only, no labels)")
         return self._cases[name]
 
     # ------------------------------------------------------------------------------ source
