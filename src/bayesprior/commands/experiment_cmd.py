@@ -17,10 +17,10 @@ DEMO_CONFIG = {
     "source": {"synthetic": {"kind": "ms", "cases": 16, "shape": [40, 48, 40], "seed": 1000}},
     "target": {"synthetic": {"kind": "tumour", "cases": 18, "shape": [40, 48, 40], "seed": 2000}},
     "preprocess": {"crop_nonzero": False, "intensity": "minmax", "divisible_by": 8},
-    "source_training": {"seeds": [0], "restarts": 1, "max_epochs": 30, "patience": 4, "val_fraction": 0.0},
+    "source_training": {"seeds": [0], "restarts": 0, "max_epochs": 24, "patience": 4, "val_fraction": 0.0},
     "prior": {"max_epochs": 100, "norm_threshold": 0.01, "options": {"latent_dim": 6}},
     # the settings of benchmarks/transfer_cpu.toml, at one split and one train size
-    "target_training": {"max_epochs": 30, "batch_size": 2, "ce_reduction": "sum", "kl_weight": 0.02,
+    "target_training": {"max_epochs": 20, "batch_size": 2, "ce_reduction": "sum", "kl_weight": 0.02,
                         "forward_mode": "sample", "prior_init": "prior"},
     "protocol": {"train_sizes": [8], "test_size": 10, "splits": 1, "methods": ["dwp", "pr", "prf", "ri"]},
 }
