@@ -63,6 +63,7 @@ def test_a_brats_folder_trains_on_a_split_at_4mm_predicts_on_the_original_grid_a
     record = read_model_file(tmp_path / "run" / "model.pt")["extra"]
     assert record["preprocess"]["spacing"] == [4.0, 4.0, 4.0]
     assert (record["train_cases"], record["val_cases"]) == (ids[:2], ids[2:3])
+    assert record["channel"] == "t2"  # predict reads this sequence of a dataset folder without being told
 
     predicted = run("predict", tmp_path / "run" / "model.pt", data, tmp_path / "preds", "--channel", "t2",
                     "--no-progress")
@@ -79,8 +80,7 @@ def test_a_brats_folder_trains_on_a_split_at_4mm_predicts_on_the_original_grid_a
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["n_cases"] == summary["n_scored"] == 4
 
-    one = run("predict", tmp_path / "run" / "model.pt", data / "HGG" / ids[0], tmp_path / "one", "--channel",
-              "t2", "--no-progress")
+    one = run("predict", tmp_path / "run" / "model.pt", data / "HGG" / ids[0], tmp_path / "one", "--no-progress")
     assert one.exit_code == 0, one.output
     assert [p.name for p in (tmp_path / "one").glob("*.nii.gz")] == [f"{ids[0]}.nii.gz"]
 

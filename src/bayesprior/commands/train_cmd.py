@@ -194,7 +194,7 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                   if tensorboard_dir is not None and ctx.is_main else None)
         try:
             path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
-                         preprocess=preprocess, epoch_callback=curves)
+                         preprocess=preprocess, epoch_callback=curves, channel=channel)
         finally:
             if curves is not None:
                 curves.close()

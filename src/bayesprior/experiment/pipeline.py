@@ -193,7 +193,7 @@ class Experiment:
                          f"{len(val)} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
                 config = self.source_train_config(seed, zoo)
                 train(config, train_cases, val or None, run_dir=run_dir,
-                      preprocess=recorded_config(train_cases))  # with ct statistics, if any
+                      preprocess=recorded_config(train_cases), channel=c.source.channel)  # with ct statistics
             finals.append(model)
         minima = sorted(zoo.glob("seed*/*.pt"))
         return finals, (minima or finals)
@@ -401,7 +401,7 @@ class Experiment:
         scored_ids = self.scored_ids(run, split)
         start = time.perf_counter()
         model_path = train(config, train_cases, None, run_dir=self.out / "runs" / run.run_id,
-                           preprocess=recorded_config(train_cases))
+                           preprocess=recorded_config(train_cases), channel=self.config.target.channel)
         seconds = time.perf_counter() - start
         model = load_model(model_path)
         scores = self.score(model, [by_id[i] for i in scored_ids], run, config.patch)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..atomic import remove_stale_temp_files
 from ..checkpoints import model_from_payload, read_model_file
 from ..data.cases import CaseFiles
-from ..data.datasets import prediction_files
+from ..data.datasets import find_layout, prediction_files
 from ..data.naming import ENTROPY_SUFFIX, PROBABILITY_SUFFIX
 from ..data.nifti import write_like
 from ..data.preprocess import PreprocessConfig, invert, preprocess
@@ -115,7 +115,8 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
     Args:
         in_dir: a folder of NIfTI images, or a dataset folder of any registered layout (`prediction_files`).
         overwrite: replace files of `out_dir` that bayesprior did not write (refused otherwise).
-        layout, channel: the dataset layout (detected when None) and the sequence or channel to segment.
+        layout, channel: the dataset layout (detected when None) and the sequence or channel to segment (None:
+            for a dataset folder, the one the model file records it was trained on).
         allow_outside_paths: read images that a dataset names outside `in_dir` (see `read_dataset`).
         preprocess_options: `PreprocessConfig` fields from the command line (``spacing``, ``shape`` ...): the
             preprocessing of a model file that records none; for one that records it, they must agree.
@@ -144,6 +145,8 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
         raise ConfigError(f"--samples {settings.samples} has no effect: {model_path} is a deterministic model, "
                           "which gives one prediction and writes no uncertainty (probability or entropy) maps; "
                           "leave --samples out")
+    if channel is None and (layout or find_layout(in_dir)) is not None:
+        channel = payload.get("extra", {}).get("channel")  # a dataset folder: the sequence the model was trained on
     inputs = prediction_files(in_dir, layout, channel=channel, allow_outside_paths=allow_outside_paths)
     files = [item.image_path for item in inputs]
     outputs = {item.image_path: output_names(item.case_id, bayesian and settings.samples > 0) for item in inputs}

@@ -165,7 +165,7 @@ class _Run:
 def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[Any] | None = None,
           run_dir: str | Path = "run", preprocess: Mapping[str, Any] | None = None,
           epoch_callback: Callable[[int, dict[str, Any]], None] | None = None,
-          resume: bool = True) -> Path:
+          resume: bool = True, channel: str | int | None = None) -> Path:
     """Train a segmentation model; return the path of the final ``model.pt``.
 
     Args:
@@ -178,6 +178,8 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
             prediction must then be told the preprocessing).
         epoch_callback: called as ``callback(epoch, record)`` after each epoch's checkpoint; may raise
             `TrainingStopped` (or anything) to stop the run.
+        channel: the sequence or channel the cases were read in (e.g. ``"t2"``), recorded so that prediction
+            on a dataset folder reads the same one without being told.
         resume: continue from ``run_dir/checkpoint.pt`` if present (its settings, data and input files
             must match; see `bayesprior.training.run_folder`).
     Raises:
@@ -198,17 +200,19 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
             stack.enter_context(folder_lock(run_dir, "run folder"))
             _remove_stale_temp_files(run_dir, config)
         try:
-            return _train_in(run_dir, config, train_cases, val_cases, preprocess, epoch_callback, resume, ctx)
+            return _train_in(run_dir, config, train_cases, val_cases, preprocess, epoch_callback, resume, ctx,
+                             channel)
         except NonFiniteError as exc:  # say which run
             raise NonFiniteError(f"{run_dir}: {exc}") from None
 
 
 def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[Any] | None,
               preprocess: Mapping[str, Any] | None, epoch_callback: Callable[[int, dict[str, Any]], None] | None,
-              resume: bool, ctx: DistContext) -> Path:
+              resume: bool, ctx: DistContext, channel: str | int | None = None) -> Path:
     device = torch.device(config.device if config.device != "cuda" or not ctx.distributed
                           else f"cuda:{ctx.local_rank}")
     record = _run_record(config, run_dir, train_cases, val_cases, preprocess, ctx)
+    record["channel"] = None if channel is None else str(channel)
 
     seed_everything(config.seed)
     model = build_model(config).to(device)
