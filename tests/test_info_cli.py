@@ -94,6 +94,30 @@ def test_a_corrnormal_prior_file_shows_its_groups(tmp_path):
     assert all(f"{g}: " in text for g in bank.groups)
 
 
+@pytest.mark.parametrize("kind", ["dwp", "corrnormal"])
+def test_a_prior_file_shows_the_command_that_fitted_it_not_the_banks_harvest_command(tmp_path, monkeypatch, kind):
+    from test_dwp_prior import _random_vae
+    from bayesprior_corrnormal import fit_corrnormal_file
+    from bayesprior_dwp import save_prior_file
+
+    monkeypatch.setattr("sys.argv", ["bayesprior", "harvest", "src0.pt", "--out", "kernels.npz"])
+    bank = _bank(tmp_path)
+    monkeypatch.setattr("sys.argv", ["bayesprior", "fit-prior", "kernels.npz", "--out", "prior.pt"])
+    if kind == "dwp":
+        save_prior_file(tmp_path / "prior.pt", {bank.groups[0]: (_random_vae(latent_dim=6), [-1.0])}, bank)
+    else:
+        fit_corrnormal_file(str(tmp_path / "kernels.npz"), str(tmp_path / "prior.pt"))
+    text = info(tmp_path / "prior.pt")
+    assert _row(text, "command") == "bayesprior fit-prior kernels.npz --out prior.pt"
+    assert _row(text, "bank command") == "bayesprior harvest src0.pt --out kernels.npz"
+
+
+def _row(text: str, label: str) -> str:
+    """The text of the row labelled `label` in the output of `bayesprior info`."""
+    return next(line.strip()[len(label):].strip() for line in text.splitlines()[1:]
+                if line.strip().startswith(label + "  "))
+
+
 def test_a_pickle_payload_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "ran"
     torch.save({"format": "bayesprior.model/1", "x": Payload(marker)}, tmp_path / "model.pt")

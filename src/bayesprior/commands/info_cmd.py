@@ -81,8 +81,10 @@ def _prior_file(payload: Mapping[str, Any]) -> Rows:
     if isinstance(payload.get("vae"), dict):
         settings["vae"] = payload["vae"]
     rows = [("format", f"{payload['format']}, a prior file"),
-            *_written_by(payload.get("bayesprior_version"), None, provenance.get("command")),
+            *_written_by(payload.get("bayesprior_version"), None, payload.get("command")),
             ("settings", _mapping(settings))]
+    if isinstance(provenance.get("command"), str) and provenance["command"]:
+        rows.append(("bank command", provenance["command"]))
     for group, info in groups.items():
         info = info if isinstance(info, dict) else {}
         parts = [f"{info['n_kernels']:,} kernels" if isinstance(info.get("n_kernels"), int) else None,
