@@ -58,6 +58,15 @@ def test_a_training_checkpoint_says_after_which_epoch(trained_run):
     assert f"torch {torch.__version__}" in text and "not recorded" not in text.split("command", 1)[1].splitlines()[0]
 
 
+def test_the_checkpoint_of_a_deterministic_run_shows_the_bayesprior_version(tiny_architecture, tmp_path):
+    write_nnunet_dataset(tmp_path / "data", n=2)
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "data"), str(tmp_path / "run"), "--architecture",
+                                      tiny_architecture, "--epochs", "1", "--quiet", "--no-cache"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"bayesprior 0.1.0, torch {torch.__version__}" in info(tmp_path / "run" / "checkpoint.pt")
+
+
 def _bank(tmp_path: Path):
     sources = [model_file(tmp_path / f"src{i}.pt") for i in range(2)]
     bank = harvest_kernels(sources, norm_threshold=0.0)

@@ -65,7 +65,8 @@ def _checkpoint(state: Mapping[str, Any], model: Mapping[str, Any], path: Path) 
                        f"{' (finished)' if state.get('finished') else ''}")]
     versions = state.get("versions") if isinstance(state.get("versions"), dict) else {}
     model = dict(model, extra={**(model.get("extra") or {}), "command": state.get("command"),
-                               "torch_version": versions.get("torch")})
+                               "torch_version": versions.get("torch"),
+                               "bayesprior_version": versions.get("bayesprior")})
     rows += [(label, text) for label, text in _model(model, path) if label != "format"]
     record = {"train_config": state.get("train_config"), "data": state.get("data"), "inputs": state.get("inputs")}
     have = {label for label, _ in rows}
