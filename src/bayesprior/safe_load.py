@@ -65,16 +65,22 @@ def load_plain(path: str | Path, what: str, map_location: Any = "cpu", trust: bo
                                         "trust=True) only if you trust where it came from") from None
         raise CheckpointError(path, f"cannot be read as {what} (not a torch file, or a damaged one)") from None
     except Exception as exc:
-        if not _looks_like_torch_file(path):  # a log or text file: the unpickler's own error would only confuse
-            raise CheckpointError(path, f"cannot be read as {what} (not a torch file)") from None
+        if not _looks_like_torch_file(path):  # a log, a text file, an .npz: torch's own error would only confuse
+            kind = "a zip archive such as a kernel bank .npz, " if zipfile.is_zipfile(path) else ""
+            raise CheckpointError(path, f"cannot be read as {what} ({kind}not a torch file)") from None
         raise CheckpointError(path, f"cannot be read as {what} ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
 def _looks_like_torch_file(path: Path) -> bool:
-    # torch.save writes a zip archive; files of torch < 1.6 are pickles, which start with the PROTO opcode
+    # torch.save writes a zip archive holding <name>/data.pkl; files of torch < 1.6 are pickles, which start
+    # with the PROTO opcode
     with open(path, "rb") as stream:
-        first = stream.read(1)
-    return first == b"\x80" or zipfile.is_zipfile(path)
+        if stream.read(1) == b"\x80":
+            return True
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/data.pkl") for name in archive.namelist())
 
 
 def is_plain(obj: Any) -> bool:
