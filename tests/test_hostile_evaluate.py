@@ -26,6 +26,15 @@ def test_matching_folders_are_scored(folders):
     assert json.loads((preds / "summary.json").read_text())["mean"]["dsc"] == 1.0
 
 
+def test_the_images_of_a_label_folders_imagests_are_never_read_as_labels(folders):
+    preds, labels = folders
+    images = labels.parent / "test_images" / "imagesTs"
+    for path in labels.iterdir():
+        (images / path.name).parent.mkdir(parents=True, exist_ok=True)
+        path.rename(images / path.name)
+    assert_one_line_error(run("evaluate", preds, images.parent), "has no label for predicted case(s)")
+
+
 def test_a_label_without_a_prediction_is_an_error(folders):
     preds, labels = folders
     (preds / "case2.nii.gz").unlink()

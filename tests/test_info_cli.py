@@ -58,6 +58,15 @@ def test_a_training_checkpoint_says_after_which_epoch(trained_run):
     assert f"torch {torch.__version__}" in text and "not recorded" not in text.split("command", 1)[1].splitlines()[0]
 
 
+def test_the_checkpoint_of_a_deterministic_run_shows_the_bayesprior_version(tiny_architecture, tmp_path):
+    write_nnunet_dataset(tmp_path / "data", n=2)
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "data"), str(tmp_path / "run"), "--architecture",
+                                      tiny_architecture, "--epochs", "1", "--quiet", "--no-cache"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"bayesprior 0.1.0, torch {torch.__version__}" in info(tmp_path / "run" / "checkpoint.pt")
+
+
 def _bank(tmp_path: Path):
     sources = [model_file(tmp_path / f"src{i}.pt") for i in range(2)]
     bank = harvest_kernels(sources, norm_threshold=0.0)
@@ -92,6 +101,30 @@ def test_a_corrnormal_prior_file_shows_its_groups(tmp_path):
     text = info(tmp_path / "prior.pt")
     assert "bayesprior.corrnormal-prior/1, a prior file" in text and "ridge=" in text
     assert all(f"{g}: " in text for g in bank.groups)
+
+
+@pytest.mark.parametrize("kind", ["dwp", "corrnormal"])
+def test_a_prior_file_shows_the_command_that_fitted_it_not_the_banks_harvest_command(tmp_path, monkeypatch, kind):
+    from test_dwp_prior import _random_vae
+    from bayesprior_corrnormal import fit_corrnormal_file
+    from bayesprior_dwp import save_prior_file
+
+    monkeypatch.setattr("sys.argv", ["bayesprior", "harvest", "src0.pt", "--out", "kernels.npz"])
+    bank = _bank(tmp_path)
+    monkeypatch.setattr("sys.argv", ["bayesprior", "fit-prior", "kernels.npz", "--out", "prior.pt"])
+    if kind == "dwp":
+        save_prior_file(tmp_path / "prior.pt", {bank.groups[0]: (_random_vae(latent_dim=6), [-1.0])}, bank)
+    else:
+        fit_corrnormal_file(str(tmp_path / "kernels.npz"), str(tmp_path / "prior.pt"))
+    text = info(tmp_path / "prior.pt")
+    assert _row(text, "command") == "bayesprior fit-prior kernels.npz --out prior.pt"
+    assert _row(text, "bank command") == "bayesprior harvest src0.pt --out kernels.npz"
+
+
+def _row(text: str, label: str) -> str:
+    """The text of the row labelled `label` in the output of `bayesprior info`."""
+    return next(line.strip()[len(label):].strip() for line in text.splitlines()[1:]
+                if line.strip().startswith(label + "  "))
 
 
 def test_a_pickle_payload_is_refused_and_never_run(tmp_path):

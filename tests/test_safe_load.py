@@ -130,6 +130,21 @@ def test_corrupt_files_get_a_one_line_error(tmp_path, content, problem):
     assert "\n" not in str(info.value)
 
 
+def test_a_text_file_is_called_not_a_torch_file_without_the_unpicklers_internal_error(tmp_path):
+    path = tmp_path / "train.log"
+    path.write_text("epoch 1/1: loss 463.9 data 463.9 kl 0 lr 0.001\nseed 0: ri/model.pt\n")
+    with pytest.raises(CheckpointError, match=r"not a torch file\)$") as info:
+        load_plain(path, "a model file")
+    assert "Error" not in str(info.value).split(":", 1)[1]
+
+
+def test_a_kernel_bank_npz_read_as_a_torch_file_is_called_a_zip_archive_not_a_torch_file(tmp_path):
+    path = tmp_path / "kernels.npz"
+    np.savez(path, kernels__enc_full=np.zeros((2, 27), np.float32))
+    with pytest.raises(CheckpointError, match=r"kernel bank \.npz, not a torch file\)$"):
+        load_plain(path, "a DWP prior file")
+
+
 def test_is_plain_rejects_objects_and_accepts_nested_plain_values():
     assert is_plain({"a": [1, 2.0, "x", None, True, (torch.zeros(2),)], "b": {"c": torch.ones(1)}})
     assert not is_plain({"a": np.zeros(2)})

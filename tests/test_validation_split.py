@@ -22,6 +22,13 @@ def test_the_split_is_seeded_disjoint_and_holds_out_the_rounded_fraction():
         validation_split(cases, 1.0, seed=4)
 
 
+@pytest.mark.parametrize("fraction", [0.5, 0.9])
+def test_a_fraction_of_a_single_case_suggests_zero_not_another_fraction(fraction):
+    with pytest.raises(ConfigError, match="cannot split a single case") as info:
+        validation_split(["case0"], fraction, seed=0)
+    assert "give 0 to monitor the training loss" in str(info.value) and "more than" not in str(info.value)
+
+
 def test_train_and_experiment_hold_out_the_same_cases_for_the_same_seed(tiny_architecture, tmp_path):
     data = tmp_path / "Dataset009_Split"
     write_nnunet_dataset(data, n=8, size=8)

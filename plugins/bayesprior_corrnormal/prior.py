@@ -7,7 +7,7 @@ prior p(w_k) = N(mu, S) with S = L L^T,
 
 Prior file format ``bayesprior.corrnormal-prior/1`` (plain types, read with weights_only=True)::
 
-    {"format": ..., "bayesprior_version": ..., "kernel_size": [3, 3, 3], "ridge": 1e-3,
+    {"format": ..., "bayesprior_version": ..., "command": ..., "kernel_size": [3, 3, 3], "ridge": 1e-3,
      "groups": {"enc_full": {"mean": tensor (d,), "covariance": tensor (d, d), "n_kernels": 10560}, ...},
      "provenance": {...the kernel bank's header...}}
 
@@ -31,6 +31,7 @@ from bayesprior.kernels import KernelBank
 from bayesprior.priors import kernel_view
 from bayesprior.safe_load import load_plain
 from bayesprior.validation import Check, check_settings
+from bayesprior.version import command_line
 
 PRIOR_FORMAT = "bayesprior.corrnormal-prior/1"
 #: ridge added to each covariance, relative to its mean variance, so that it is safely invertible
@@ -148,7 +149,7 @@ def fit_corrnormal_file(bank_path: str, out_path: str, groups: Sequence[str] | N
         mean, covariance = fit_moments(bank.kernels[g], ridge)
         fits[g] = {"mean": torch.from_numpy(mean).float(), "covariance": torch.from_numpy(covariance).float(),
                    "n_kernels": int(len(bank.kernels[g]))}
-    atomic_torch_save({"format": PRIOR_FORMAT, "bayesprior_version": __version__,
+    atomic_torch_save({"format": PRIOR_FORMAT, "bayesprior_version": __version__, "command": command_line(),
                        "kernel_size": list(bank.kernel_size), "ridge": float(ridge), "groups": fits,
                        "provenance": dict(bank.header)}, out_path)
 

@@ -2,7 +2,7 @@
 
 Format ``bayesprior.dwp-prior/1``::
 
-    {"format": "bayesprior.dwp-prior/1", "bayesprior_version": "0.1.0",
+    {"format": "bayesprior.dwp-prior/1", "bayesprior_version": "0.1.0", "command": "bayesprior fit-prior ...",
      "kernel_size": [3, 3, 3], "latent_dim": 6,
      "vae": {"kernel_size": [3, 3, 3], "latent_dim": 6, "hidden": 32, "depth": 2, "min_variance": 1e-06},
      "groups": {"enc_full": {"state_dict": {...}, "heldout_elbo": [...], "layers": [...],
@@ -24,6 +24,7 @@ from bayesprior.atomic import atomic_torch_save
 from bayesprior.errors import CheckpointError, ConfigError
 from bayesprior.kernels import KernelBank
 from bayesprior.safe_load import load_plain
+from bayesprior.version import command_line
 
 from .vae import KernelVAE
 
@@ -74,6 +75,7 @@ def save_prior_file(path: str | Path, fits: Mapping[str, tuple[KernelVAE, list[f
     payload = {
         "format": PRIOR_FORMAT,
         "bayesprior_version": __version__,
+        "command": command_line(),
         "kernel_size": list(first.kernel_size),
         "latent_dim": first.latent_dim,
         "vae": dict(first.hparams),

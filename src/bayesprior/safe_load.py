@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+import zipfile
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -64,7 +65,22 @@ def load_plain(path: str | Path, what: str, map_location: Any = "cpu", trust: bo
                                         "trust=True) only if you trust where it came from") from None
         raise CheckpointError(path, f"cannot be read as {what} (not a torch file, or a damaged one)") from None
     except Exception as exc:
+        if not _looks_like_torch_file(path):  # a log, a text file, an .npz: torch's own error would only confuse
+            kind = "a zip archive such as a kernel bank .npz, " if zipfile.is_zipfile(path) else ""
+            raise CheckpointError(path, f"cannot be read as {what} ({kind}not a torch file)") from None
         raise CheckpointError(path, f"cannot be read as {what} ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    # torch.save writes a zip archive holding <name>/data.pkl; files of torch < 1.6 are pickles, which start
+    # with the PROTO opcode
+    with open(path, "rb") as stream:
+        if stream.read(1) == b"\x80":
+            return True
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/data.pkl") for name in archive.namelist())
 
 
 def is_plain(obj: Any) -> bool:

@@ -65,7 +65,8 @@ def _checkpoint(state: Mapping[str, Any], model: Mapping[str, Any], path: Path) 
                        f"{' (finished)' if state.get('finished') else ''}")]
     versions = state.get("versions") if isinstance(state.get("versions"), dict) else {}
     model = dict(model, extra={**(model.get("extra") or {}), "command": state.get("command"),
-                               "torch_version": versions.get("torch")})
+                               "torch_version": versions.get("torch"),
+                               "bayesprior_version": versions.get("bayesprior")})
     rows += [(label, text) for label, text in _model(model, path) if label != "format"]
     record = {"train_config": state.get("train_config"), "data": state.get("data"), "inputs": state.get("inputs")}
     have = {label for label, _ in rows}
@@ -81,8 +82,10 @@ def _prior_file(payload: Mapping[str, Any]) -> Rows:
     if isinstance(payload.get("vae"), dict):
         settings["vae"] = payload["vae"]
     rows = [("format", f"{payload['format']}, a prior file"),
-            *_written_by(payload.get("bayesprior_version"), None, provenance.get("command")),
+            *_written_by(payload.get("bayesprior_version"), None, payload.get("command")),
             ("settings", _mapping(settings))]
+    if isinstance(provenance.get("command"), str) and provenance["command"]:
+        rows.append(("bank command", provenance["command"]))
     for group, info in groups.items():
         info = info if isinstance(info, dict) else {}
         parts = [f"{info['n_kernels']:,} kernels" if isinstance(info.get("n_kernels"), int) else None,

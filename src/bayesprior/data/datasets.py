@@ -10,7 +10,7 @@ from typing import Sequence
 from ..errors import ConfigError, DataError
 from ..plugins import dataset_layout_registry
 from .cases import Case, CaseFiles, label_policy_values
-from .naming import case_ids, is_prediction_map, nifti_inputs, split_channel_suffix, strip_nifti_suffix
+from .naming import case_ids, is_nifti_name, is_prediction_map, nifti_inputs, split_channel_suffix, strip_nifti_suffix
 
 SUBSETS = ("train", "test")
 
@@ -235,14 +235,15 @@ def label_files(folder: str | Path) -> dict[str, Path]:
 
 def nifti_by_case(folder: Path) -> dict[str, Path]:
     """The NIfTI files of `folder` (not the probability or entropy maps beside predicted masks) by case id:
-    the file name without its suffix (a mask carries no channel suffix, so ``Case_0001`` is the case).
+    the file name without its suffix (a mask carries no channel suffix, so ``Case_0001`` is the case). Only
+    `folder` itself is read: its imagesTs/imagesTr hold images, never masks, so they are not looked into.
 
     Raises:
         DataError: two files name one case.
     """
     files: dict[str, Path] = {}
-    for path in nifti_inputs(folder) if folder.is_dir() else []:
-        if is_prediction_map(path):
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not (path.is_file() and is_nifti_name(path)) or is_prediction_map(path):
             continue
         case_id = strip_nifti_suffix(path.name)
         if case_id in files:

@@ -37,6 +37,9 @@ def validation_split(cases: Sequence[T], fraction: float, seed: int) -> tuple[li
     check_validation_fraction(fraction)
     order = np.random.default_rng(seed).permutation(len(cases))
     n_val = int(round(fraction * len(cases)))
+    if fraction > 0 and len(cases) == 1:  # no fraction splits one case, so do not suggest one
+        raise ConfigError(f"a validation fraction of {fraction:g} cannot split a single case into training and "
+                          "validation; give 0 to monitor the training loss")
     if fraction > 0 and n_val == 0:
         raise ConfigError(f"a validation fraction of {fraction:g} holds out no case of {len(cases)} (it rounds to "
                           f"0); give more than {0.5 / max(len(cases), 1):.3g}, or 0 to monitor the training loss")
