@@ -15,7 +15,7 @@ import torch
 
 from ..checkpoints import MODEL_FORMAT, read_model_file
 from ..errors import CheckpointError
-from ..kernels import BANK_FORMAT, KernelBank
+from ..kernels import KernelBank
 from ..safe_load import load_plain
 from ..training.run_folder import CHECKPOINT_FORMAT, read_checkpoint
 
