@@ -156,3 +156,11 @@ def test_a_torch_file_of_another_kind_is_a_one_line_error_naming_its_format(tmp_
                           "'someone-else/3'")
     torch.save([torch.zeros(2)], tmp_path / "list.pt")
     assert_one_line_error(run("info", tmp_path / "list.pt"), "list.pt", "a list without a 'format'")
+
+
+def test_a_file_is_read_by_its_content_whatever_its_name(tmp_path):
+    _bank(tmp_path)
+    (tmp_path / "kernels.npz").rename(tmp_path / "bank.pt")
+    assert "a kernel bank" in info(tmp_path / "bank.pt")
+    model_file(tmp_path / "model.pt").rename(tmp_path / "model.npz")
+    assert "a deterministic model" in info(tmp_path / "model.npz")

@@ -65,13 +65,14 @@ def load_plain(path: str | Path, what: str, map_location: Any = "cpu", trust: bo
                                         "trust=True) only if you trust where it came from") from None
         raise CheckpointError(path, f"cannot be read as {what} (not a torch file, or a damaged one)") from None
     except Exception as exc:
-        if not _looks_like_torch_file(path):  # a log, a text file, an .npz: torch's own error would only confuse
+        if not looks_like_torch_file(path):  # a log, a text file, an .npz: torch's own error would only confuse
             kind = "a zip archive such as a kernel bank .npz, " if zipfile.is_zipfile(path) else ""
             raise CheckpointError(path, f"cannot be read as {what} ({kind}not a torch file)") from None
         raise CheckpointError(path, f"cannot be read as {what} ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
-def _looks_like_torch_file(path: Path) -> bool:
+def looks_like_torch_file(path: Path) -> bool:
+    """Whether the file at `path` (which must exist) is what `torch.save` writes, whatever its name."""
     # torch.save writes a zip archive holding <name>/data.pkl; files of torch < 1.6 are pickles, which start
     # with the PROTO opcode
     with open(path, "rb") as stream:

@@ -7,6 +7,7 @@ line. What is shown is what the file records: older files record less (no comman
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,7 +17,7 @@ import torch
 from ..checkpoints import MODEL_FORMAT, read_model_file
 from ..errors import CheckpointError
 from ..kernels import KernelBank
-from ..safe_load import load_plain
+from ..safe_load import load_plain, looks_like_torch_file
 from ..training.run_folder import CHECKPOINT_FORMAT, read_checkpoint
 
 #: case ids shown per list; the rest are counted
@@ -32,7 +33,7 @@ def describe_file(path: str | Path) -> Rows:
             bayesprior model, checkpoint, prior file or kernel bank.
     """
     path = Path(path)
-    if path.suffix.lower() == ".npz":
+    if path.is_file() and zipfile.is_zipfile(path) and not looks_like_torch_file(path):  # by content, not name
         return _kernel_bank(KernelBank.load(path))
     payload = load_plain(path, "a bayesprior model, checkpoint or prior file", trust=False)
     found = payload.get("format") if isinstance(payload, dict) else None
@@ -201,7 +202,7 @@ def format_info(path: str | Path, rows: Rows) -> str:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def info_command(file: Path) -> None:
     """Say what FILE is before you use it: a model file (model.pt), a training checkpoint (checkpoint.pt),
-    a prior file (fit-prior, corrnormal) or a kernel bank (.npz).
+    a prior file (fit-prior, corrnormal) or a kernel bank (.npz); the kind is read from the content, not the name.
 
     Prints the format and version; the architecture, priors and layer groups; the preprocessing; the training
     data (SHA-256 and case ids); the versions and the command that made it, as far as the file records them.
