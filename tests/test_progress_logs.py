@@ -85,7 +85,6 @@ def test_train_quiet_prints_no_epoch_line(tiny_architecture, tmp_path):
 
 
 def test_train_writes_tensorboard_scalars_per_epoch(tiny_architecture, tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     result = _train(tiny_architecture, tmp_path, "--quiet", "--val-fraction", "0.5", "--tensorboard", tmp_path / "tb")
