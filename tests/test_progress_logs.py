@@ -78,6 +78,13 @@ def test_train_prints_one_plain_line_per_epoch_outside_a_terminal_or_with_no_pro
     assert all(" loss " in line and " kl " in line and " lr " in line for line in epochs)
 
 
+def test_train_with_several_seeds_names_the_seed_on_every_epoch_line(tiny_architecture, tmp_path):
+    result = _train(tiny_architecture, tmp_path, "--seeds", "0,1", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    epochs = [line.split(":")[0] for line in result.stderr.splitlines() if " epoch " in line]
+    assert epochs == ["seed 0 epoch 1/2", "seed 0 epoch 2/2", "seed 1 epoch 1/2", "seed 1 epoch 2/2"]
+
+
 def test_train_quiet_prints_no_epoch_line(tiny_architecture, tmp_path):
     result = _train(tiny_architecture, tmp_path, "--quiet")
     assert result.exit_code == 0, result.output

@@ -6,8 +6,9 @@
   instead, and a loop over cases one line per case.
 - ``enabled=False`` (a command's ``--quiet``): nothing.
 
-``with plain_lines(): ...`` asks for lines even on a terminal (``train --no-progress``). Everything goes to
-stderr, so a command's results on stdout stay clean.
+``with plain_lines(): ...`` asks for lines even on a terminal (``train --no-progress``), and
+``with labelled("seed 2"): ...`` starts every bar and line with a label (``train --seeds 0,1,2``, whose runs
+would otherwise print the same lines). Everything goes to stderr, so a command's results on stdout stay clean.
 
     progress = Progress(range(epochs), "epochs", "epoch", enabled=not quiet)
     for epoch in progress:
@@ -23,6 +24,7 @@ from contextvars import ContextVar
 from typing import Any, Iterable, Iterator
 
 _PLAIN_LINES = ContextVar("bayesprior_plain_lines", default=False)
+_LABEL = ContextVar("bayesprior_progress_label", default="")
 
 
 @contextmanager
@@ -33,6 +35,16 @@ def plain_lines() -> Iterator[None]:
         yield
     finally:
         _PLAIN_LINES.reset(token)
+
+
+@contextmanager
+def labelled(label: str) -> Iterator[None]:
+    """Within this block, every bar and plain line starts with `label` (which run is talking)."""
+    token = _LABEL.set(f"{label} ")
+    try:
+        yield
+    finally:
+        _LABEL.reset(token)
 
 
 def bars_wanted() -> bool:
@@ -68,11 +80,12 @@ class Progress:
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.position = initial
         self.line_per_item = line_per_item
+        self.label = _LABEL.get()
         self._bar = None
         if enabled and bars_wanted():
             from tqdm.auto import tqdm  # imported on first use: most commands draw no bar
 
-            self._bar = tqdm(iterable, desc=desc, unit=unit, total=self.total, initial=initial, leave=leave)
+            self._bar = tqdm(iterable, desc=self.label + desc, unit=unit, total=self.total, initial=initial, leave=leave)
             self._iterable: Iterable[Any] = self._bar
         else:
             self._iterable = iterable
@@ -96,7 +109,7 @@ class Progress:
     def _line(self, text: str) -> None:
         count = f"{self.position}/{self.total}" if self.total is not None else str(self.position)
         line = f"{self.unit} {count}: {text}" if text else f"{self.desc} {count} {self.unit}"
-        print(line, file=sys.stderr, flush=True)
+        print(self.label + line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

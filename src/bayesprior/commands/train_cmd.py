@@ -1,6 +1,7 @@
 """`bayesprior train`: train a segmentation model on a NIfTI dataset (any method, any prior)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import click
 from ..data.datasets import dataset_case_ids
 from ..data.preprocess import INTENSITY_MODES, PreprocessConfig, prepare_dataset, recorded_config
 from ..errors import ConfigError
-from ..progress import plain_lines
+from ..progress import labelled, plain_lines
 from ..training.config import TrainConfig
 from ..training.distributed import init_from_environment
 from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, training_method
@@ -193,8 +194,9 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
         curves = (TensorBoardLog(tensorboard_dir / f"seed{seed}" if many else tensorboard_dir)
                   if tensorboard_dir is not None and ctx.is_main else None)
         try:
-            path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
-                         preprocess=preprocess, epoch_callback=curves, channel=channel)
+            with labelled(f"seed {seed}") if many else contextlib.nullcontext():
+                path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
+                             preprocess=preprocess, epoch_callback=curves, channel=channel)
         finally:
             if curves is not None:
                 curves.close()
