@@ -5,6 +5,7 @@ import json
 import nibabel
 import numpy as np
 import pytest
+import torch
 
 from bayesprior.errors import ConfigError
 from bayesprior.experiment.config import parse_config
@@ -35,6 +36,10 @@ def _experiment(out, raw, config_path=None):
     return Experiment(parse_config(raw, Path(config_path or "<test>")), out, progress=False, log=lambda line: None)
 
 
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
 def _result(out, run_id="split0_n1_ri"):
     return json.loads((out / "results" / f"{run_id}.json").read_text())
 
@@ -61,6 +66,26 @@ def test_rerun_changed_redoes_the_run_and_keeps_the_old_result(tmp_path):
     kept = out / "superseded" / f"split0_n1_ri.{old['settings_sha256'][:12]}"
     assert json.loads((kept / "result.json").read_text()) == old and (kept / "run" / "model.pt").is_file()
     assert "KL weight 0.25" in text and "preprocessed grid" in text
+
+
+def test_a_scoring_change_rescores_the_trained_network_without_training_it_again(tmp_path):
+    out = tmp_path / "out"
+    _experiment(out, _config()).run()
+    old = _result(out)
+    run = out / "runs" / "split0_n1_ri"
+    trained = ((run / "log.jsonl").read_text(), (run / "checkpoint.pt").read_bytes(), _weights(run / "model.pt"))
+    rescored = _config(protocol={"score_grid": "original"})
+    with pytest.raises(ConfigError, match=r"scored.grid \"preprocessed\" -> \"original\".*--rerun-changed to rescore them"):
+        _experiment(out, rescored).run()
+    _experiment(out, rescored).run(rerun_changed=True)
+    new = _result(out)
+    log, checkpoint, weights = trained
+    assert (run / "log.jsonl").read_text() == log and (run / "checkpoint.pt").read_bytes() == checkpoint
+    assert all(torch.equal(weights[k], v) for k, v in _weights(run / "model.pt").items())  # not trained again
+    assert new["score_grid"] == "original" and new["train_seconds"] == old["train_seconds"]
+    assert new["settings"]["train_config"] == old["settings"]["train_config"]
+    kept = out / "superseded" / f"split0_n1_ri.{old['settings_sha256'][:12]}"
+    assert json.loads((kept / "result.json").read_text()) == old and not (kept / "run").exists()
 
 
 def test_a_changed_source_setting_is_refused(tmp_path):

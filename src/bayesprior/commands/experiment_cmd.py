@@ -48,7 +48,8 @@ def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, con
               show_default=True, help="Do one stage only (run 'source' once before parallel shards).")
 @click.option("--rerun-changed", is_flag=True,
               help="Redo the runs (and source stage) whose settings changed since they were made; the old "
-                   "outputs move to OUT/superseded/. Without it, changed settings are refused.")
+                   "outputs move to OUT/superseded/; a run whose scoring alone changed is scored again, not "
+                   "retrained. Without it, changed settings are refused.")
 @click.option("--quiet", is_flag=True, help="No progress bars and no per-epoch lines (the stages' log stays).")
 def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, int], stage: str,
                        rerun_changed: bool, quiet: bool) -> None:

@@ -20,7 +20,8 @@ Output folder::
 
 Results belong to their settings: a run whose stored result (or the source stage, whose settings.json)
 was made with other settings is refused with a line naming what changed, or, with ``rerun_changed``,
-done again, the old outputs moved under ``superseded/`` rather than deleted.
+done again, the old outputs moved under ``superseded/`` rather than deleted. A run whose scoring alone changed
+(``score_on``, ``test_size``, ``samples``, ``score_grid``) keeps its trained network and is only scored again.
 """
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ class Experiment:
         self.store = ResultStore(self.out / "results")
         self._cases: dict[str, list[Any]] = {}
         self._case_digests: dict[str, str] = {}
+        self._train_seconds: dict[RunSpec, float | None] = {}  # runs rescored, not retrained: their first time
         self.check_settings()
 
     def check_settings(self) -> None:
@@ -363,16 +365,23 @@ class Experiment:
         first, differences = next(iter(changed.items()))
         if not rerun_changed:
             raise ConfigError(f"{self.out}: {len(changed)} target run(s) were made (or started) with other settings "
-                              f"({first.run_id}: {_few(differences)}); run again with --rerun-changed to redo them "
+                              f"({first.run_id}: {_few(differences)}); run again with --rerun-changed to "
+                              f"{'rescore them' if all(map(_scoring_only, changed.values())) else 'redo them'} "
                               "(the old results are kept in superseded/), or use another --out")
         for run, differences in changed.items():
             stored = self.store.path(run)
-            digest = (_read_json(stored, "a run result").get("settings_sha256") if stored.is_file() else None) or \
-                settings_sha256(self._legacy_settings(run) or "unrecorded")
-            moved = self._set_aside(run.run_id, digest, {
-                "result.json": stored, "figure.npz": self.store.folder / "figures" / f"{run.run_id}.npz",
-                "run": self.out / "runs" / run.run_id, "predictions": self.out / "predictions" / run.run_id})
-            self.log(f"{run.run_id}: settings changed ({_few(differences)}); redoing it, the old one is in {moved}")
+            old = _read_json(stored, "a run result") if stored.is_file() else {}
+            digest = old.get("settings_sha256") or settings_sha256(self._legacy_settings(run) or "unrecorded")
+            rescore = _scoring_only(differences) and (self.out / "runs" / run.run_id / "model.pt").is_file()
+            outputs = {"result.json": stored, "figure.npz": self.store.folder / "figures" / f"{run.run_id}.npz",
+                       "predictions": self.out / "predictions" / run.run_id}
+            if rescore:  # the trained network stays: only its scores are made again
+                self._train_seconds[run] = old.get("train_seconds")
+            else:
+                outputs["run"] = self.out / "runs" / run.run_id
+            moved = self._set_aside(run.run_id, digest, outputs)
+            self.log(f"{run.run_id}: settings changed ({_few(differences)}); "
+                     f"{'rescoring its trained network' if rescore else 'redoing it'}, the old one is in {moved}")
 
     def run_train_config(self, run: RunSpec, split: Split, source: Path | None,
                          priors: dict[str, Path]) -> TrainConfig:
@@ -402,7 +411,7 @@ class Experiment:
         start = time.perf_counter()
         model_path = train(config, train_cases, None, run_dir=self.out / "runs" / run.run_id,
                            preprocess=recorded_config(train_cases), channel=self.config.target.channel)
-        seconds = time.perf_counter() - start
+        seconds = self._train_seconds.get(run) or time.perf_counter() - start  # a rescored run keeps its own
         model = load_model(model_path)
         scores = self.score(model, [by_id[i] for i in scored_ids], run, config.patch)
         return {**scores, "train_cases": list(split.train_cases(run.train_size)), "scored_on": c.score_on,
@@ -551,6 +560,11 @@ def _few(differences: Sequence[str], n: int = 4) -> str:
     """The first `n` differences, and how many more."""
     more = f"; {len(differences) - n} more" if len(differences) > n else ""
     return "; ".join(differences[:n]) + more
+
+
+def _scoring_only(differences: Sequence[str]) -> bool:
+    """True if only how a run is scored changed (its trained network stands)."""
+    return bool(differences) and all(d.startswith("scored.") for d in differences)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
