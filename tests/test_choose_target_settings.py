@@ -1,0 +1,64 @@
+"""The rule that turns the tuning grid into the benchmark's settings: best mean validation DSC, ties to the cheaper
+and simpler variant, shared Bayesian settings to [target_training]; an unfinished grid or a test-scored one refused."""
+import json
+import runpy
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bayesprior.experiment.config import parse_config
+from bayesprior.experiment.runs import all_runs
+
+REPO = Path(__file__).parents[1]
+GRID = REPO / "benchmarks" / "transfer_cpu_tuning.toml"
+choose = runpy.run_path(str(REPO / "benchmarks" / "choose_target_settings.py"))
+
+
+def _write_results(out, dsc_of, skip=()):
+    config = parse_config(tomllib.loads(GRID.read_text()), GRID)
+    (out / "results").mkdir(parents=True)
+    for run in all_runs(config):
+        if run.method not in skip:
+            result = {"split": run.split, "train_size": run.train_size, "method": run.method,
+                      "dsc": dsc_of(run.method, run.split)}
+            (out / "results" / f"{run.run_id}.json").write_text(json.dumps(result))
+
+
+def test_the_variant_with_the_best_mean_validation_dsc_is_chosen_and_its_settings_printed(tmp_path, capsys):
+    _write_results(tmp_path, lambda m, s: {"dwp_source_narrow": 0.70, "dwp_narrow": 0.66}.get(m, 0.5) + 0.01 * s)
+    choose["main"]([str(GRID), str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "chosen: dwp_source_narrow" in out
+    assert 'prior_init = "source"' in out and "log_variance_init = -14.0" in out
+    lines = [line.split()[0] for line in out.splitlines() if "mean validation DSC" in line]
+    assert lines[:2] == ["dwp_source_narrow", "dwp_narrow"] and lines[-2:] == ["ri", "pr"]
+
+
+def test_within_the_tie_margin_sample_beats_lrt_and_fewer_changes_win(tmp_path, capsys):
+    _write_results(tmp_path, lambda m, s: {"dwp_lrt": 0.702, "dwp_source_narrow": 0.701, "dwp_narrow": 0.699}.get(m, 0.5))
+    choose["main"]([str(GRID), str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "chosen: dwp_narrow" in out  # one change, sample, within 0.005 of the lrt variant
+    assert "per_method.dwp" not in out
+
+
+def test_dwp_only_settings_go_to_the_dwp_section(tmp_path, capsys):
+    _write_results(tmp_path, lambda m, s: 0.8 if m == "dwp_frozen" else 0.5)
+    choose["main"]([str(GRID), str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "chosen: dwp_frozen" in out
+    assert "[target_training.per_method.dwp]\nprior_options = { fine_tune_encoder = false }" in out
+
+
+def test_an_unfinished_grid_is_refused(tmp_path):
+    _write_results(tmp_path, lambda m, s: 0.5, skip=("dwp_warmup",))
+    with pytest.raises(SystemExit, match="not finished.*dwp_warmup"):
+        choose["main"]([str(GRID), str(tmp_path)])
+
+
+def test_a_grid_scored_on_the_test_set_is_refused(tmp_path):
+    config = tmp_path / "grid.toml"
+    config.write_text(GRID.read_text().replace('score_on = "validation"', 'score_on = "test"'))
+    with pytest.raises(SystemExit, match="validation cases only"):
+        choose["main"]([str(config), str(tmp_path)])
