@@ -88,6 +88,25 @@ def test_a_scoring_change_rescores_the_trained_network_without_training_it_again
     assert json.loads((kept / "result.json").read_text()) == old and not (kept / "run").exists()
 
 
+def test_a_setting_added_later_keeps_the_keys_of_results_made_before_it_while_at_its_default():
+    from bayesprior.experiment.pipeline import LATER_SETTINGS, _result_settings
+    from bayesprior.training.config import TrainConfig
+
+    before = {k: v for k, v in TrainConfig().to_dict().items() if k not in LATER_SETTINGS}  # an older version's
+    assert _result_settings(TrainConfig()) == _result_settings(before)
+    assert set(LATER_SETTINGS) <= set(TrainConfig().to_dict())  # each is a real setting, at the listed default
+    assert all(TrainConfig().to_dict()[k] == v for k, v in LATER_SETTINGS.items())
+    changed = _result_settings(TrainConfig(method="gaussian", posterior_std_ratio=0.1))
+    assert changed["posterior_std_ratio"] == 0.1  # once used, it is part of the key
+
+
+def test_posterior_std_ratio_reaches_the_runs_of_an_experiment(tmp_path):
+    out = tmp_path / "out"
+    raw = _config(protocol={"methods": ["gaussian"]}, target_training={"posterior_std_ratio": 0.1})
+    _experiment(out, raw).run()
+    assert _result(out, "split0_n1_gaussian")["settings"]["train_config"]["posterior_std_ratio"] == 0.1
+
+
 def test_a_changed_source_setting_is_refused(tmp_path):
     out = tmp_path / "out"
     raw = _config(protocol={"methods": ["pr"]})

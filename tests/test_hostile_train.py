@@ -190,6 +190,11 @@ def test_a_run_folder_in_use_is_refused(data, tmp_path):
     (["--method", "gaussian", "--foreground-fraction", "0.5"], "--foreground-fraction has no effect without --patch"),
     (["--amp-dtype", "fp16"], "--amp-dtype has no effect without --amp"),
     (["--no-cache", "--cache-dir", "somewhere"], "--cache-dir has no effect with --no-cache"),
+    (["--method", "ri", "--posterior-std-ratio", "0.1"], "--posterior-std-ratio has no effect with --method ri"),
+    (["--method", "ri", "--log-variance-init", "-14"], "--log-variance-init has no effect with --method ri"),
+    (["--method", "gaussian", "--posterior-std-ratio", "0.1", "--log-variance-init", "-14"],
+     "--log-variance-init has no effect with --posterior-std-ratio"),
+    (["--method", "gaussian", "--posterior-std-ratio", "0"], "Invalid value for '--posterior-std-ratio'"),
 ])
 def test_an_option_without_effect_is_an_error(data, tmp_path, options, fragment):
     result = _train(data, tmp_path / "run", *options)

@@ -2,6 +2,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import torch
 from click.testing import CliRunner
 
 from bayesprior.cli import cli
@@ -54,6 +55,24 @@ def test_bayesian_prediction_writes_probability_and_entropy(tiny_architecture, t
     entropy = nib.load(tmp_path / "pred" / "case00_entropy.nii.gz").get_fdata()
     assert probability.min() >= 0 and probability.max() <= 1
     assert entropy.min() >= 0 and entropy.max() <= np.log(2) + 1e-6
+
+
+def test_a_relative_posterior_std_is_set_from_the_weights_and_recorded(tiny_architecture, tmp_path):
+    from bayesprior.checkpoints import load_model, read_model_file
+
+    data = tmp_path / "Dataset002_Tiny"
+    write_nnunet_dataset(data, n=2)
+    result = CliRunner().invoke(cli, ["train", str(data), str(tmp_path / "run"), "--architecture", tiny_architecture,
+                                      "--method", "gaussian", "--posterior-std-ratio", "0.05", "--epochs", "1",
+                                      "--lr", "1e-12", "--quiet", "--no-cache"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert read_model_file(tmp_path / "run" / "model.pt")["extra"]["train_config"]["posterior_std_ratio"] == 0.05
+    layers = [m for m in load_model(tmp_path / "run" / "model.pt").modules() if hasattr(m, "posterior")]
+    for layer in layers:  # one step at lr 1e-12 leaves the initial ratio in place
+        std = layer.posterior.log_variance.detach().mul(0.5).exp()
+        rms = layer.posterior.loc.detach().pow(2).mean().sqrt()
+        assert torch.allclose(std, 0.05 * rms, rtol=1e-3)
+    assert layers
 
 
 def test_several_seeds_fill_a_model_zoo(tiny_architecture, tmp_path):

@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import bayesprior as bp
@@ -152,6 +154,44 @@ def test_init_from_a_prior_that_cannot_sample_fails_before_touching_the_model():
     net = Net()
     with pytest.raises(NotImplementedError):
         bp.bayesianize(net, {nn.Conv2d: "gaussian", nn.Linear: "loguniform"}, init_from_prior=True)
+    assert not any(isinstance(m, BayesianLayer) for m in net.modules())
+
+
+@settings(max_examples=25, deadline=None)
+@given(scale=st.floats(1e-5, 1e2), ratio=st.floats(1e-3, 2.0))
+def test_posterior_std_ratio_gives_the_same_signal_to_noise_ratio_at_any_weight_scale(scale, ratio):
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():
+        for m in (net.encoder[0], net.head):
+            m.weight.mul_(scale)
+    bm = bp.bayesianize(net, {nn.Conv2d: "gaussian", nn.Linear: "gaussian"}, posterior_std_ratio=ratio)
+    for layer in (bm.net.encoder[0], bm.net.encoder[3], bm.net.head):
+        std = layer.posterior.log_variance.detach().mul(0.5).exp()
+        rms = layer.posterior.loc.detach().pow(2).mean().sqrt()
+        assert torch.allclose(std, ratio * rms, rtol=1e-4)
+
+
+def test_posterior_std_ratio_is_relative_to_the_prior_samples_the_means_start_at():
+    bm = bp.bayesianize(Net(), {nn.Linear: ("gaussian", {"loc": 0.0, "scale": 0.01})}, init_from_prior=True,
+                        posterior_std_ratio=0.1)
+    std = bm.net.head.posterior.log_variance.detach().mul(0.5).exp()
+    assert torch.allclose(std, 0.1 * bm.net.head.posterior.loc.detach().pow(2).mean().sqrt(), rtol=1e-4)
+    assert 2e-4 < std[0, 0].item() < 2e-3  # about 0.1 x 0.01, not the absolute default's 6.7e-3
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.1, float("nan"), float("inf")])
+def test_a_bad_posterior_std_ratio_is_refused(ratio):
+    with pytest.raises(ConfigError, match="posterior_std_ratio must be a finite number > 0"):
+        bp.bayesianize(Net(), {nn.Linear: "gaussian"}, posterior_std_ratio=ratio)
+
+
+def test_posterior_std_ratio_on_all_zero_weights_is_refused_before_touching_the_model():
+    net = Net()
+    with torch.no_grad():
+        net.head.weight.zero_()
+    with pytest.raises(ConfigError, match="layer 'head'.*non-zero scale.*log_variance_init"):
+        bp.bayesianize(net, {nn.Conv2d: "gaussian", nn.Linear: "gaussian"}, posterior_std_ratio=0.1)
     assert not any(isinstance(m, BayesianLayer) for m in net.modules())
 
 

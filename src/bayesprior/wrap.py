@@ -13,6 +13,7 @@ Selectors live in `bayesprior.selectors`; saving and loading in `bayesprior.chec
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -276,7 +277,8 @@ class BayesianModel(nn.Module):
 
 def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule], *,
                 groups: Mapping[str, Sequence[str]] | None = None, log_variance_init: float = -10.0,
-                mode: str = "lrt", strict: bool = True, init_from_prior: bool = False) -> BayesianModel:
+                mode: str = "lrt", strict: bool = True, init_from_prior: bool = False,
+                posterior_std_ratio: float | None = None) -> BayesianModel:
     """Replace the layers selected by `rules` with `BayesianLayer`s, in place, and return the handle.
 
     Args:
@@ -284,6 +286,11 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
         rules: ``{selector: prior}`` or a list of `Rule`; see the module docstring.
         groups: named layer groups, ``{group: [module names]}``, for `by_group` selectors.
         log_variance_init: initial log-variance of every posterior.
+        posterior_std_ratio: instead of `log_variance_init`, start each layer's posterior standard deviation at
+            this fraction of the root mean square of its initial means. A fixed log-variance means a different
+            signal-to-noise ratio for every weight scale: -10 (std 6.7e-3) is 10 % of He-initialised kernels
+            of 16 channels but as large as kernels trained from a small initialisation, whose network then
+            starts as noise.
         mode: initial forward mode of every Bayesian layer.
         strict: raise if a rule selects no layer, or selects a module that cannot be wrapped.
         init_from_prior: start each posterior mean at a sample of its prior (`Prior.sample`) instead of
@@ -295,6 +302,8 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
     """
     if isinstance(model, BayesianModel):
         raise ConfigError("model is already a BayesianModel")
+    if posterior_std_ratio is not None and not (math.isfinite(posterior_std_ratio) and posterior_std_ratio > 0):
+        raise ConfigError(f"posterior_std_ratio must be a finite number > 0, got {posterior_std_ratio!r}")
     parsed = _as_rules(rules)
     groups = {k: list(v) for k, v in (groups or {}).items()}
     known = {name for name, _ in model.named_modules()}
@@ -344,15 +353,31 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
         priors[rule_key[i]].check_compatible(module.weight.shape, name)
         if init_from_prior:
             initial_means[name] = priors[rule_key[i]].sample(module.weight.shape)
+    log_variances = ({name: _relative_log_variance(initial_means.get(name, model.get_submodule(name).weight), name,
+                                                   posterior_std_ratio) for name in chosen}
+                     if posterior_std_ratio is not None else {})
     assignment: dict[str, str] = {}
     for name, i in chosen.items():
         layer = BayesianLayer(model.get_submodule(name), log_variance_init=log_variance_init, mode=mode)
         if name in initial_means:
             with torch.no_grad():
                 layer.posterior.loc.copy_(initial_means[name])
+        if name in log_variances:
+            with torch.no_grad():
+                layer.posterior.log_variance.fill_(log_variances[name])
         _replace_module(model, name, layer)
         assignment[name] = rule_key[i]
     return BayesianModel(model, priors, assignment, groups)
+
+
+def _relative_log_variance(means: Tensor, name: str, ratio: float) -> float:
+    """The log-variance whose std is `ratio` x the RMS of a layer's initial means (the same signal-to-noise
+    ratio at any weight scale)."""
+    rms = float(means.detach().double().pow(2).mean().sqrt())
+    if not (rms > 0 and math.isfinite(rms)):
+        raise ConfigError(f"layer {name!r}: posterior_std_ratio needs initial weights of finite, non-zero scale "
+                          f"(their RMS is {rms}); give log_variance_init instead")
+    return 2 * math.log(ratio * rms)
 
 
 # names that moved out of this module, served with a DeprecationWarning until 0.3

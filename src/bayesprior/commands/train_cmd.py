@@ -67,6 +67,11 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--kl-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="beta of the ELBO.")
 @click.option("--forward-mode", type=click.Choice(["lrt", "sample"]), default="lrt", show_default=True,
               help="Bayesian forward: local reparameterisation, or one weight sample per step (cheaper).")
+@click.option("--log-variance-init", default=-10.0, show_default=True, type=float,
+              help="Initial log-variance of every posterior weight (Bayesian methods).")
+@click.option("--posterior-std-ratio", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Instead of --log-variance-init: start each layer's posterior std at this fraction of its "
+                   "weights' RMS (e.g. 0.1), the same signal-to-noise ratio at any weight scale.")
 @click.option("--init-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Factor on the He initialisation (ri). Small values let source kernels forget their random start.")
 @click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0),
@@ -118,7 +123,8 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @trust_file_option
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, old_prior_path,
-                  prior_option, init_from_prior, max_epochs, batch_size, lr, seeds, restarts, val_fraction,
+                  prior_option, init_from_prior, log_variance_init, posterior_std_ratio, max_epochs, batch_size, lr,
+                  seeds, restarts, val_fraction,
                   ce_reduction, dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch,
                   foreground_fraction, steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last,
                   skip_nonfinite_loss, layout, channel, case_list, split_file, spacing, resample_shape, shape,
@@ -158,6 +164,7 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
             architecture_config={"in_channels": 1, "n_classes": 2, **dict(arch_option)},
             method=method, source=source, prior_path=prior_path or old_prior_path,
             prior_options=dict(prior_option), init_from_prior=init_from_prior,
+            log_variance_init=log_variance_init, posterior_std_ratio=posterior_std_ratio,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, seed=seeds[0], restarts=restarts,
             zoo_dir=str(run_dir / "zoo") if (restarts > 0 or many) else None, ce_reduction=ce_reduction,
             dice_batch=dice_batch, kl_weight=kl_weight, forward_mode=forward_mode, device=device,
@@ -231,12 +238,14 @@ def _refuse_options_without_effect(ctx: click.Context, method: TrainingMethod, s
     """An option the chosen method or the other options make meaningless is an error, never ignored."""
     if not method.bayesian:
         refuse_without_effect(ctx, ("prior_path", "old_prior_path", "prior_option", "init_from_prior", "kl_weight",
-                                    "forward_mode", "kl_warmup"),
+                                    "forward_mode", "kl_warmup", "log_variance_init", "posterior_std_ratio"),
                               f"with --method {method.name} (a deterministic method has no prior)")
     if method.source == SOURCE_UNUSED:
         refuse_without_effect(ctx, ("source",), f"with --method {method.name}, which starts from random weights")
     if source is not None and method.source != SOURCE_UNUSED:
         refuse_without_effect(ctx, ("init_scale",), "when the weights start from --source")
+    refuse_without_effect(ctx, ("log_variance_init",) if ctx.params.get("posterior_std_ratio") is not None else (),
+                          "with --posterior-std-ratio, which sets the posterior's initial variance")
     if patch is None:
         refuse_without_effect(ctx, ("foreground_fraction",), "without --patch (whole volumes are trained on)")
     if not amp:

@@ -64,7 +64,11 @@ STAGES = ("all", "source", "target", "report")
 NOT_RESULT_SETTINGS = ("progress", "device", "zoo_dir", "source", "prior_path")
 #: settings only Bayesian runs read: left out of the (deterministic) source runs' settings
 BAYESIAN_SETTINGS = ("kl_weight", "forward_mode", "kl_warmup", "prior_options", "log_variance_init",
-                     "init_from_prior")
+                     "init_from_prior", "posterior_std_ratio")
+#: settings added after results were first keyed by their settings, with the default that reproduces the
+#: runs made before they existed: left out of a result's key while at that default, so that results made
+#: by an older bayesprior stay valid
+LATER_SETTINGS = {"posterior_std_ratio": None}
 
 
 class Experiment:
@@ -553,7 +557,8 @@ class Experiment:
 def _result_settings(config: TrainConfig | dict[str, Any], drop: Sequence[str] = ()) -> dict[str, Any]:
     """A run's training settings less those that do not change its result (`NOT_RESULT_SETTINGS`) and `drop`."""
     settings = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
-    return {k: v for k, v in settings.items() if k not in NOT_RESULT_SETTINGS and k not in drop}
+    return {k: v for k, v in settings.items() if k not in NOT_RESULT_SETTINGS and k not in drop
+            and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
 
 
 def _few(differences: Sequence[str], n: int = 4) -> str:

@@ -21,6 +21,8 @@ class TrainConfig:
         method: ``ri``, ``pr``, ``prf`` or a registered prior name (see `bayesprior.training.methods`).
         source: model file to start from (``pr``/``prf``; optional for priors).
         prior_path, prior_options, init_from_prior, log_variance_init: Bayesian settings;
+            posterior_std_ratio: start each layer's posterior std at this fraction of its weights' RMS
+            instead of at exp(log_variance_init / 2) (see `bayesprior.wrap.bayesianize`);
             forward_mode: ``lrt`` (local reparameterisation) or ``sample`` (one weight sample per
             forward: cheaper, noisier gradients) for Bayesian training.
         lr, patience, factor, threshold, min_lr: Adam and ReduceLROnPlateau settings; training stops
@@ -57,6 +59,7 @@ class TrainConfig:
     prior_options: dict = field(default_factory=dict)
     init_from_prior: bool = False
     log_variance_init: float = -10.0
+    posterior_std_ratio: float | None = None
     forward_mode: str = "lrt"
     lr: float = 1e-3
     patience: int = 10
@@ -110,6 +113,9 @@ class TrainConfig:
                               f"{self.method!r} is Bayesian and is regularised by its prior's KL")
         if self.patch is not None:
             self.patch = tuple(int(p) for p in self.patch)
+        if self.posterior_std_ratio is not None and not (math.isfinite(self.posterior_std_ratio)
+                                                         and self.posterior_std_ratio > 0):
+            raise ConfigError(f"posterior_std_ratio must be a finite number > 0, got {self.posterior_std_ratio!r}")
         if int(self.kl_warmup) < 0:
             raise ConfigError(f"kl_warmup must be >= 0 epochs, got {self.kl_warmup!r}")
         if self.amp not in (None, *AMP_DTYPES):

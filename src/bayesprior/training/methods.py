@@ -208,4 +208,5 @@ def build_model(config: TrainConfig) -> nn.Module:
     groups = architecture_groups(config.architecture, net)
     rules = prior_rules(method.name, groups, config.prior_path, config.prior_options)
     return bayesianize(net, rules, groups=groups, log_variance_init=config.log_variance_init,
-                       init_from_prior=config.init_from_prior, mode=config.forward_mode)
+                       init_from_prior=config.init_from_prior, mode=config.forward_mode,
+                       posterior_std_ratio=config.posterior_std_ratio)
