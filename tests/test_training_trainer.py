@@ -40,6 +40,10 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_architecture, tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)
     log = [json.loads(line) for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3, 4]
+    # the training time counts the epochs of both sessions, each once
+    assert all(r["seconds"] > 0 for r in log)
+    recorded = read_model_file(resumed)["extra"]["train_seconds"]
+    assert recorded == pytest.approx(sum(r["seconds"] for r in log), abs=0.06)
 
 
 def test_resume_with_different_settings_is_refused(tiny_architecture, tmp_path):

@@ -415,7 +415,10 @@ class Experiment:
         start = time.perf_counter()
         model_path = train(config, train_cases, None, run_dir=self.out / "runs" / run.run_id,
                            preprocess=recorded_config(train_cases), channel=self.config.target.channel)
-        seconds = self._train_seconds.get(run) or time.perf_counter() - start  # a rescored run keeps its own
+        # the run's own training time, over every session it was resumed in; else this call's (or, for a run
+        # rescored from an older version's model, its first result's)
+        seconds = (read_model_file(model_path)["extra"].get("train_seconds") or self._train_seconds.get(run)
+                   or time.perf_counter() - start)
         model = load_model(model_path)
         scores = self.score(model, [by_id[i] for i in scored_ids], run, config.patch)
         return {**scores, "train_cases": list(split.train_cases(run.train_size)), "scored_on": c.score_on,

@@ -10,7 +10,7 @@ A run directory holds:
   `bayesprior.training.run_folder`), written atomically; a run started again in the same directory
   resumes from it, if its settings, data and input files match, and ends with the same weights as an
   uninterrupted run;
-- ``log.jsonl``: one line per epoch (loss, data term, KL, learning rate, validation metrics);
+- ``log.jsonl``: one line per epoch (loss, data term, KL, learning rate, validation metrics, seconds);
 - ``.bayesprior.lock`` while it runs: a second process on the same folder is refused
   (`bayesprior.locks`).
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,10 +240,12 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
     progress = Progress(epochs, "epochs", "epoch", enabled=config.progress and ctx.is_main, initial=run.epoch,
                         total=config.max_epochs)
     for epoch in progress:
+        start = time.perf_counter()
         entry = _train_epoch(run, net, train_cases, config, epoch, device, ctx)
         _refuse_non_finite_weights(run, epoch + 1)
         if val_cases:
             entry.update(evaluate_cases(net, val_cases, config, device))
+        entry["seconds"] = round(time.perf_counter() - start, 3)  # summed into model.pt's train_seconds
         _end_of_epoch(run, entry, config, record, ctx)
         if ctx.is_main:
             _write_checkpoint(run, entry, run_dir, config, record)
@@ -412,10 +415,19 @@ def _finish(run: _Run, run_dir: Path, config: TrainConfig, record: Mapping[str, 
         if config.zoo_dir and not run.finished:
             _save_minimum(run.model, config, run.minimum, len(run.history), record, ctx, converged=False)
         stopped_because = "lr_below_min_lr" if run.finished else "max_epochs"
-        save_model(run.model, final_path, extra=dict(record, epochs=len(run.history), stopped_because=stopped_because))
+        save_model(run.model, final_path, extra=dict(record, epochs=len(run.history), stopped_because=stopped_because,
+                                                     train_seconds=_train_seconds(run.history)))
         plot_curves(run.history, run_dir / "curves.png")
     barrier()  # no process returns (or tears the group down) before the model file exists
     return final_path
+
+
+def _train_seconds(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """The run's training time over all its sessions (a resumed run counts every epoch once); None if an
+    epoch was logged by a version that did not time it."""
+    if not history or any("seconds" not in entry for entry in history):
+        return None
+    return round(sum(float(entry["seconds"]) for entry in history), 1)
 
 
 def _save_minimum(model: nn.Module, config: TrainConfig, minimum: int, epoch: int,
