@@ -1,5 +1,6 @@
 """`bayesprior info FILE`: what a model file, checkpoint, prior file or kernel bank is, read without running code."""
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ def test_a_trained_model_shows_its_data_fingerprint_case_ids_versions_and_comman
     assert "case00" in text and "method=\"gaussian\"" in text
     assert f"bayesprior 0.1.0, torch {torch.__version__}" in text
     assert "command" in text and "not recorded" not in text.split("command", 1)[1].splitlines()[0]
+    assert re.search(r"training time +\d+\.\d s \(every epoch", text)
 
 
 def test_a_training_checkpoint_says_after_which_epoch(trained_run):

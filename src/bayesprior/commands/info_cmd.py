@@ -160,6 +160,8 @@ def _training(record: Mapping[str, Any]) -> Rows:
         rows.append(("training", _mapping(shown)))
     if "epochs" in record:
         rows.append(("epochs", f"{record['epochs']} (stopped: {record.get('stopped_because', 'not recorded')})"))
+    if isinstance(record.get("train_seconds"), (int, float)):
+        rows.append(("training time", f"{record['train_seconds']:.1f} s (every epoch of every session it ran in)"))
     data = record.get("data")
     if isinstance(data, dict):
         for key, what in (("train", "training data"), ("val", "validation data")):
