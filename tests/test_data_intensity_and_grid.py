@@ -9,8 +9,8 @@ import pytest
 
 from bayesprior.data import Case, read_dataset, read_image, write_like
 from bayesprior.data import preprocess as preprocess_module
-from bayesprior.data.preprocess import (PreprocessConfig, affine_from_record, ct_statistics, invert, prepare_dataset,
-                                        preprocess, recorded_config)
+from bayesprior.data.preprocess import (PreprocessConfig, affine_from_record, ct_normalised, ct_statistics, invert,
+                                        prepare_dataset, preprocess, recorded_config)
 from bayesprior.errors import ConfigError, DataError
 from bayesprior.inference.prediction import mask_and_probability
 from training_fixtures import oblique_lps_affine, write_nnunet_dataset
@@ -54,6 +54,24 @@ def test_ct_clips_to_the_dataset_percentiles_then_zscores_with_the_dataset_stati
     expected = (np.clip(cases[0].image, stats["clip_low"], stats["clip_high"]) - stats["mean"]) / stats["std"]
     np.testing.assert_allclose(out.image, expected, rtol=1e-5, atol=1e-5)
     assert out.record["intensity"] == {"mode": "ct", **stats}
+
+
+@pytest.mark.parametrize("grid", [KEEP_GRID, {"crop_nonzero": True, "divisible_by": 8},
+                                  {"crop_nonzero": False, "shape": (10, 20, 8), "divisible_by": 8},
+                                  {"crop_nonzero": True, "spacing": (2.0, 1.5, 1.0), "divisible_by": 4}])
+def test_ct_normalising_a_raw_prepared_case_equals_preprocessing_it_with_those_statistics(grid):
+    cases = [_case(f"c{i}", seed=i, hu=True) for i in range(3)]
+    stats = ct_statistics(cases[1:])
+    direct = preprocess(cases[0], PreprocessConfig(intensity="ct", intensity_statistics=stats, **grid))
+    later = ct_normalised(preprocess(cases[0], PreprocessConfig(intensity="none", **grid)), stats)
+    np.testing.assert_allclose(later.image, direct.image, rtol=1e-6, atol=1e-6)
+    assert later.record == direct.record and np.array_equal(later.label, direct.label)
+
+
+def test_ct_normalised_refuses_a_case_that_is_already_normalised():
+    prepared = preprocess(_case(hu=True), PreprocessConfig(intensity="minmax", **KEEP_GRID))
+    with pytest.raises(ConfigError, match="c1: ct_normalised needs a case prepared with intensity 'none'"):
+        ct_normalised(prepared, ct_statistics([_case(hu=True)]))
 
 
 def test_ct_without_statistics_is_a_config_error():

@@ -8,7 +8,8 @@ import nibabel
 import numpy as np
 import pytest
 
-from bayesprior.data.preprocess import INTENSITY_MODES
+from bayesprior.checkpoints import read_model_file
+from bayesprior.data.preprocess import INTENSITY_MODES, ct_statistics
 from bayesprior.data.synth import synthesize_dataset
 from bayesprior.experiment.config import parse_config
 from bayesprior.experiment.pipeline import Experiment
@@ -95,6 +96,15 @@ def test_table5_configs_run_on_msd_ct_tasks(tmp_path, config_name, target_patch,
     _ran_every_method(experiment, experiment.run())
     model = experiment.out / "runs" / "split0_n1_ri" / "config.json"
     assert json.loads(model.read_text())["train_config"]["patch"] == TINY_PATCH
+    # the ct statistics of a target run come from its own training case, never from the test case
+    result = experiment.store.read_all()[0]
+    raw = {c.case_id: c for c in experiment.cases(experiment.config.target, "target")}
+    expected = ct_statistics([raw[i] for i in result["train_cases"]])
+    assert result["settings"]["preprocess"]["intensity_statistics"] == pytest.approx(expected)
+    run_id = f"split{result['split']}_n{result['train_size']}_{result['method']}"
+    recorded = read_model_file(experiment.out / "runs" / run_id / "model.pt")["extra"]["preprocess"]
+    assert recorded["intensity"] == "ct" and recorded["intensity_statistics"] == pytest.approx(expected)
+    assert ct_statistics(list(raw.values())) != pytest.approx(expected)
 
 
 def test_table6_config_runs_with_its_layouts(tmp_path):

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import nibabel
 import numpy as np
@@ -142,6 +142,31 @@ def with_dataset_statistics(config: PreprocessConfig, cases: Sequence[Case],
     if config.intensity != "ct" or config.intensity_statistics is not None:
         return config
     return dataclasses.replace(config, intensity_statistics=ct_statistics(cases, where))
+
+
+def ct_normalised(prepared: Prepared, statistics: Mapping[str, float]) -> Prepared:
+    """A case prepared with intensity ``"none"``, normalised by the `ct` scheme with `statistics`: the same case as
+    `preprocess` makes with ``intensity="ct"`` and those statistics (the record says so), without reading it again.
+
+    An experiment uses it to take the `ct` statistics from each run's own training cases rather than from every
+    case of the dataset, test cases included.
+    """
+    raw = prepared.record["config"]
+    if raw.get("intensity") != "none":
+        raise ConfigError(f"case {prepared.case_id}: ct_normalised needs a case prepared with intensity 'none', "
+                          f"not {raw.get('intensity')!r}")
+    config = PreprocessConfig(**{**raw, "intensity": "ct", "intensity_statistics": dict(statistics)})
+    image, stats = _normalise(prepared.image, config, prepared.image != 0, _inside(prepared.record))
+    record = {**prepared.record, "config": config.to_dict(), "intensity": {"mode": "ct", **stats}}
+    return Prepared(prepared.case_id, np.ascontiguousarray(image, dtype=np.float32), prepared.label, record)
+
+
+def _inside(record: Mapping[str, Any]) -> np.ndarray:
+    """The voxels of the preprocessed grid that came from the image, not from padding (from the record's plan)."""
+    inside = np.ones(record["shape_after_resample"], dtype=bool)
+    for step in record["crop_pad_steps"]:
+        inside = _apply_crop_pad(inside, step["crop"], step["pad"])
+    return inside
 
 
 def recorded_config(prepared: Sequence[Prepared]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ done again, the old outputs moved under ``superseded/`` rather than deleted. A r
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -38,8 +39,8 @@ from ..atomic import atomic_path, atomic_write_json, atomic_write_text, remove_s
 from ..checkpoints import load_model, read_model_file
 from ..data.cases import apply_label_policy
 from ..data.nifti import read_label_values, write_like
-from ..data.preprocess import (PreprocessConfig, affine_from_record, header_from_record, prepare_dataset,
-                               recorded_config)
+from ..data.preprocess import (PreprocessConfig, affine_from_record, ct_normalised, ct_statistics,
+                               header_from_record, prepare_dataset, recorded_config)
 from ..data.synth import synthesize_dataset
 from ..errors import CheckpointError, ConfigError, DataError, PluginError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
@@ -84,6 +85,7 @@ class Experiment:
         self._cases: dict[str, list[Any]] = {}
         self._case_digests: dict[str, str] = {}
         self._train_seconds: dict[RunSpec, float | None] = {}  # runs rescored, not retrained: their first time
+        self._ct_statistics: dict[tuple[str, ...], dict[str, float]] = {}  # the last training set's only
         self.check_settings()
 
     def check_settings(self) -> None:
@@ -142,14 +144,33 @@ class Experiment:
         if name not in self._cases:
             folder = self.dataset_folder(spec, name)
             preprocess = PreprocessConfig(**lists_as_tuples(self.config.preprocess))
+            if self.ct_per_run() and name == "target":  # normalised per run, by `run_cases`
+                preprocess = dataclasses.replace(preprocess, intensity="none")
             kwargs = {k: v for k, v in (("layout", spec.layout), ("channel", spec.channel)) if v is not None}
             self._cases[name] = prepare_dataset(folder, preprocess, cache_dir=self.out / "cache" / name,
                                                 allow_outside_paths=spec.allow_outside_paths, **kwargs)
-            if preprocess.intensity == "ct" and name == "target":
-                # per-split statistics would mean preprocessing every case once per split; labels are not used
-                self.log("note: the ct intensity statistics of the target come from all its cases, test cases "
-                         "included (intensities only, no labels)")
         return self._cases[name]
+
+    def ct_per_run(self) -> bool:
+        """Whether target cases get the `ct` scheme with statistics from each run's own training cases: never
+        from every case of the target, whose test cases (and their labels, which mark the foreground the
+        statistics are taken from) a run must not see."""
+        return self.config.preprocess.get("intensity") == "ct"
+
+    def run_ct_statistics(self, run: RunSpec, split: Split, by_id: dict[str, Any]) -> dict[str, float] | None:
+        """The `ct` statistics of `run`'s training cases (on the preprocessed grid); None for other schemes."""
+        if not self.ct_per_run():
+            return None
+        train_ids = split.train_cases(run.train_size)
+        if train_ids not in self._ct_statistics:
+            self._ct_statistics = {train_ids: ct_statistics([by_id[i] for i in train_ids],
+                                                            f"the training cases of {run.run_id}")}
+        return self._ct_statistics[train_ids]
+
+    def run_cases(self, ids: Sequence[str], by_id: dict[str, Any],
+                  statistics: dict[str, float] | None) -> list[Any]:
+        """The cases `ids` as a run trains on or is scored on them (normalised with its `ct` statistics)."""
+        return [by_id[i] if statistics is None else ct_normalised(by_id[i], statistics) for i in ids]
 
     # ------------------------------------------------------------------------------ source
     def needs_source(self) -> bool:
@@ -330,11 +351,13 @@ class Experiment:
         files it starts from and of its training and scored cases, and how it is scored."""
         c = self.config
         scored = self.scored_ids(run, split)
+        statistics = self.run_ct_statistics(run, split, by_id)  # with the data's digests, they fix what the run sees
         return {"method": run.method, "train_config": _result_settings(config), "inputs": input_files(config),
                 "train_data": cases_sha256([by_id[i] for i in split.train_cases(run.train_size)]),
                 "scored": {"on": c.score_on, "cases": list(scored), "grid": c.score_grid, "samples": c.samples,
                            "data": settings_sha256([self._case_digest(by_id[i]) for i in scored])},
-                "preprocess": dict(c.preprocess)}
+                "preprocess": dict(c.preprocess) if statistics is None else
+                {**c.preprocess, "intensity_statistics": statistics}}
 
     def _case_digest(self, case: Any) -> str:
         if case.case_id not in self._case_digests:
@@ -410,7 +433,8 @@ class Experiment:
     def target_run(self, run: RunSpec, split: Split, by_id: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
         """Train target run `run` with `config` and score it; its result (scores, cases, time, settings summary)."""
         c = self.config
-        train_cases = [by_id[i] for i in split.train_cases(run.train_size)]
+        statistics = self.run_ct_statistics(run, split, by_id)
+        train_cases = self.run_cases(split.train_cases(run.train_size), by_id, statistics)
         scored_ids = self.scored_ids(run, split)
         start = time.perf_counter()
         model_path = train(config, train_cases, None, run_dir=self.out / "runs" / run.run_id,
@@ -420,7 +444,7 @@ class Experiment:
         seconds = (read_model_file(model_path)["extra"].get("train_seconds") or self._train_seconds.get(run)
                    or time.perf_counter() - start)
         model = load_model(model_path)
-        scores = self.score(model, [by_id[i] for i in scored_ids], run, config.patch)
+        scores = self.score(model, self.run_cases(scored_ids, by_id, statistics), run, config.patch)
         return {**scores, "train_cases": list(split.train_cases(run.train_size)), "scored_on": c.score_on,
                 "test_cases": list(scored_ids), "score_grid": c.score_grid,
                 "train_seconds": round(seconds, 1), "ce_reduction": config.ce_reduction,
