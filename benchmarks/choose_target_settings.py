@@ -26,18 +26,29 @@ from bayesprior.experiment.runs import ResultStore, all_runs
 
 TIE = 0.005
 #: settings every Bayesian prior reads: shared by dwp, gaussian and corrnormal in the benchmark
-SHARED = ("kl_weight", "kl_warmup", "prior_init", "log_variance_init", "forward_mode")
+SHARED = ("kl_weight", "kl_warmup", "prior_init", "log_variance_init", "posterior_std_ratio", "forward_mode")
 
 
 def dwp_variants(config) -> dict[str, dict]:
-    """The DWP variants of the grid and the settings each changes (the plain "dwp" changes none)."""
-    return {m: {k: v for k, v in config.target_method_options.get(m, {}).items() if k != "method"}
+    """The DWP variants of the grid and the settings each changes from [target_training] (plain "dwp": none)."""
+    base = {**config.target_train_options, "prior_init": config.prior_init, "kl_weight": config.kl_weight,
+            "forward_mode": config.forward_mode}
+    return {m: {k: v for k, v in config.target_method_options.get(m, {}).items()
+                if k != "method" and (k not in base or base[k] != v)}
             for m in config.methods if config.base_method(m) == "dwp"}
+
+
+def forward_mode(config, options: dict) -> str:
+    return options.get("forward_mode", config.forward_mode)
 
 
 def rank(config, results: list[dict]) -> list[tuple[str, float, int]]:
     """(variant, mean validation DSC, runs) per DWP variant, best first by the rule's order."""
     expected = {(r.split, r.train_size, r.method) for r in all_runs(config)}
+    test_scored = [r for r in results if r.get("scored_on") != "validation"]
+    if test_scored:
+        raise SystemExit(f"a result scored on {test_scored[0].get('scored_on')!r} cases (split {test_scored[0]['split']}, "
+                         f"{test_scored[0]['method']}): settings are chosen on validation cases only")
     found = {(r["split"], r["train_size"], r["method"]): r["dsc"] for r in results}
     missing = sorted(expected - set(found))
     if missing:
@@ -50,7 +61,7 @@ def rank(config, results: list[dict]) -> list[tuple[str, float, int]]:
     def order(m: str) -> tuple:
         mean = float(np.mean(scores[m]))
         tied = mean >= best - TIE
-        return (not tied, tied and variants[m].get("forward_mode") == "lrt", tied and len(variants[m]), -mean)
+        return (not tied, tied and forward_mode(config, variants[m]) == "lrt", tied and len(variants[m]), -mean)
 
     return [(m, float(np.mean(scores[m])), len(scores[m])) for m in sorted(variants, key=order)]
 

@@ -21,7 +21,7 @@ def _write_results(out, dsc_of, skip=()):
     for run in all_runs(config):
         if run.method not in skip:
             result = {"split": run.split, "train_size": run.train_size, "method": run.method,
-                      "dsc": dsc_of(run.method, run.split)}
+                      "dsc": dsc_of(run.method, run.split), "scored_on": "validation"}
             (out / "results" / f"{run.run_id}.json").write_text(json.dumps(result))
 
 
@@ -62,3 +62,19 @@ def test_a_grid_scored_on_the_test_set_is_refused(tmp_path):
     config.write_text(GRID.read_text().replace('score_on = "validation"', 'score_on = "test"'))
     with pytest.raises(SystemExit, match="validation cases only"):
         choose["main"]([str(config), str(tmp_path)])
+
+
+def test_a_result_scored_on_the_test_set_is_refused(tmp_path):
+    _write_results(tmp_path, lambda m, s: 0.5)
+    path = next((tmp_path / "results").glob("split1_*.json"))
+    path.write_text(path.read_text().replace('"validation"', '"test"'))
+    with pytest.raises(SystemExit, match="scored on 'test' cases.*validation cases only"):
+        choose["main"]([str(GRID), str(tmp_path)])
+
+
+def test_a_setting_that_repeats_the_base_value_is_not_a_change(tmp_path):
+    config = parse_config(tomllib.loads(GRID.read_text()), GRID)
+    variants = choose["dwp_variants"](config)
+    assert variants["dwp"] == {} and variants["dwp_kl_small"] == {"kl_weight": 0.001}
+    config.target_method_options["dwp_kl_small"]["forward_mode"] = "sample"  # the base's own value
+    assert choose["dwp_variants"](config)["dwp_kl_small"] == {"kl_weight": 0.001}

@@ -88,6 +88,28 @@ def test_a_scoring_change_rescores_the_trained_network_without_training_it_again
     assert json.loads((kept / "result.json").read_text()) == old and not (kept / "run").exists()
 
 
+def test_a_rescore_without_the_runs_checkpoint_trains_it_again_and_keeps_the_old_network(tmp_path):
+    out = tmp_path / "out"
+    _experiment(out, _config()).run()
+    old = _result(out)
+    (out / "runs" / "split0_n1_ri" / "checkpoint.pt").unlink()  # train() could not resume it: it would retrain
+    _experiment(out, _config(protocol={"score_grid": "original"})).run(rerun_changed=True)
+    kept = out / "superseded" / f"split0_n1_ri.{old['settings_sha256'][:12]}"
+    assert (kept / "run" / "model.pt").is_file() and (out / "runs" / "split0_n1_ri" / "checkpoint.pt").is_file()
+
+
+def test_an_interrupted_run_of_a_ct_experiment_resumes(tmp_path):
+    out = tmp_path / "out"
+    raw = _config(preprocess={"crop_nonzero": False, "intensity": "ct"})
+    _experiment(out, raw).run()
+    log = (out / "runs" / "split0_n1_ri" / "log.jsonl").read_text()
+    first = _result(out)
+    (out / "results" / "split0_n1_ri.json").unlink()  # killed between training and writing its result
+    _experiment(out, raw).run()  # not refused as "other settings", and not trained again
+    assert (out / "runs" / "split0_n1_ri" / "log.jsonl").read_text() == log
+    assert _result(out)["dsc"] == first["dsc"] and _result(out)["settings_sha256"] == first["settings_sha256"]
+
+
 def test_a_setting_added_later_keeps_the_keys_of_results_made_before_it_while_at_its_default():
     from bayesprior.experiment.pipeline import LATER_SETTINGS, _result_settings
     from bayesprior.training.config import TrainConfig

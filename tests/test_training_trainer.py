@@ -157,3 +157,9 @@ def test_run_killed_by_sigkill_resumes_to_the_same_weights(tiny_architecture, tm
     full = train(_config(tiny_architecture), make_cases(3), run_dir=tmp_path / "full")
     a, b = _weights(full), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_relative_and_an_absolute_posterior_variance_together_are_refused():
+    with pytest.raises(ConfigError, match="log_variance_init has no effect with posterior_std_ratio"):
+        TrainConfig(method="gaussian", posterior_std_ratio=0.1, log_variance_init=-14.0)
+    assert TrainConfig(method="gaussian", posterior_std_ratio=0.1).log_variance_init == -10.0

@@ -21,7 +21,7 @@ Output folder::
 Results belong to their settings: a run whose stored result (or the source stage, whose settings.json)
 was made with other settings is refused with a line naming what changed, or, with ``rerun_changed``,
 done again, the old outputs moved under ``superseded/`` rather than deleted. A run whose scoring alone changed
-(``score_on``, ``test_size``, ``samples``, ``score_grid``) keeps its trained network and is only scored again.
+(``score_on``, ``samples``, ``score_grid``) keeps its trained network and is only scored again.
 """
 from __future__ import annotations
 
@@ -86,6 +86,7 @@ class Experiment:
         self._case_digests: dict[str, str] = {}
         self._train_seconds: dict[RunSpec, float | None] = {}  # runs rescored, not retrained: their first time
         self._ct_statistics: dict[tuple[str, ...], dict[str, float]] = {}  # the last training set's only
+        self._normalised: dict[tuple, list[Any]] = {}  # the last cases `run_cases` normalised
         self.check_settings()
 
     def check_settings(self) -> None:
@@ -170,7 +171,12 @@ class Experiment:
     def run_cases(self, ids: Sequence[str], by_id: dict[str, Any],
                   statistics: dict[str, float] | None) -> list[Any]:
         """The cases `ids` as a run trains on or is scored on them (normalised with its `ct` statistics)."""
-        return [by_id[i] if statistics is None else ct_normalised(by_id[i], statistics) for i in ids]
+        if statistics is None:
+            return [by_id[i] for i in ids]
+        key = (tuple(ids), settings_sha256(statistics))
+        if key not in self._normalised:  # the runs of one split and size share their training cases
+            self._normalised = {key: [ct_normalised(by_id[i], statistics) for i in ids]}
+        return self._normalised[key]
 
     # ------------------------------------------------------------------------------ source
     def needs_source(self) -> bool:
@@ -353,7 +359,8 @@ class Experiment:
         scored = self.scored_ids(run, split)
         statistics = self.run_ct_statistics(run, split, by_id)  # with the data's digests, they fix what the run sees
         return {"method": run.method, "train_config": _result_settings(config), "inputs": input_files(config),
-                "train_data": cases_sha256([by_id[i] for i in split.train_cases(run.train_size)]),
+                # the cases as the run trains on them: the digest its run folder records (`train`)
+                "train_data": cases_sha256(self.run_cases(split.train_cases(run.train_size), by_id, statistics)),
                 "scored": {"on": c.score_on, "cases": list(scored), "grid": c.score_grid, "samples": c.samples,
                            "data": settings_sha256([self._case_digest(by_id[i]) for i in scored])},
                 "preprocess": dict(c.preprocess) if statistics is None else
@@ -399,7 +406,10 @@ class Experiment:
             stored = self.store.path(run)
             old = _read_json(stored, "a run result") if stored.is_file() else {}
             digest = old.get("settings_sha256") or settings_sha256(self._legacy_settings(run) or "unrecorded")
-            rescore = _scoring_only(differences) and (self.out / "runs" / run.run_id / "model.pt").is_file()
+            folder = self.out / "runs" / run.run_id
+            # rescored only where `train` finds the finished run to resume, and so trains nothing
+            rescore = (_scoring_only(differences) and (folder / "model.pt").is_file()
+                       and (folder / "checkpoint.pt").is_file())
             outputs = {"result.json": stored, "figure.npz": self.store.folder / "figures" / f"{run.run_id}.npz",
                        "predictions": self.out / "predictions" / run.run_id}
             if rescore:  # the trained network stays: only its scores are made again

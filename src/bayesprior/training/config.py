@@ -116,6 +116,9 @@ class TrainConfig:
         if self.posterior_std_ratio is not None and not (math.isfinite(self.posterior_std_ratio)
                                                          and self.posterior_std_ratio > 0):
             raise ConfigError(f"posterior_std_ratio must be a finite number > 0, got {self.posterior_std_ratio!r}")
+        if self.posterior_std_ratio is not None and self.log_variance_init != -10.0:
+            raise ConfigError("log_variance_init has no effect with posterior_std_ratio, which sets the posterior's "
+                              "initial variance; give one of them")
         if int(self.kl_warmup) < 0:
             raise ConfigError(f"kl_warmup must be >= 0 epochs, got {self.kl_warmup!r}")
         if self.amp not in (None, *AMP_DTYPES):
