@@ -6,8 +6,9 @@ The rule (also in the header of transfer_cpu_tuning.toml, written before any res
 - the DWP variant with the highest mean validation DSC over all its runs (every split and train size, each run
   weighted equally) wins; within TIE of the best, the cheaper one (forward_mode "sample" before "lrt") and then
   the one that changes fewer settings wins;
-- its settings that every Bayesian prior reads go to [target_training] of transfer_cpu.toml (the Gaussian and
-  corrnormal priors are trained the same way); the DWP-only ones to [target_training.per_method.dwp].
+- its settings that every Bayesian prior reads go to the per-method tables of dwp, gaussian and corrnormal in
+  transfer_cpu.toml (the Gaussian and corrnormal priors are trained the same way, RI, PR and PRf as in the grid);
+  the DWP-only ones to dwp's table alone.
 
 Prints the ranking and the TOML lines to copy. Refuses an unfinished grid: a variant with missing runs would be
 ranked on other splits than its rivals.
@@ -84,15 +85,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{baseline:20s} mean validation DSC {np.mean(values):.4f} over {len(values)} runs")
     winner = ranking[0][0]
     options = dwp_variants(config)[winner]
-    print(f"\nchosen: {winner} (tie margin {TIE})\n\n[target_training]  # add or replace")
-    for key in SHARED:
-        if key in options:
-            print(f"{key} = {_toml(options[key])}")
+    shared = {k: options[k] for k in SHARED if k in options}
     own = {k: v for k, v in options.items() if k not in SHARED}
-    if own:
-        print("\n[target_training.per_method.dwp]")
-        for key, value in own.items():
-            print(f"{key} = {_toml(value)}")
+    print(f"\nchosen: {winner} (tie margin {TIE})")
+    if not options:
+        print("no change: the benchmark's [target_training] settings stand")
+    for method, table in (("dwp", {**shared, **own}), ("gaussian", shared), ("corrnormal", shared)):
+        if table:
+            print(f"\n[target_training.per_method.{method}]")
+            for key, value in table.items():
+                print(f"{key} = {_toml(value)}")
 
 
 def _toml(value) -> str:

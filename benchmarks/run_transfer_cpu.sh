@@ -14,9 +14,9 @@ phase=${1:?usage: $0 tuning|test [RUNS]}
 runs=${2:-runs}
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 
-two_shards() {  # config, folder, stage
-    bayesprior experiment "$1" --out "$2" --stage "$3" --shard 0/2 --quiet &
-    bayesprior experiment "$1" --out "$2" --stage "$3" --shard 1/2 --quiet &
+two_shards() {  # config, folder, stage, [options]
+    bayesprior experiment "$1" --out "$2" --stage "$3" --shard 0/2 --quiet "${@:4}" &
+    bayesprior experiment "$1" --out "$2" --stage "$3" --shard 1/2 --quiet "${@:4}" &
     wait
 }
 
@@ -36,7 +36,9 @@ tuning)
     echo "Set the chosen settings in benchmarks/transfer_cpu.toml, then: $0 test"
     ;;
 test)
-    two_shards benchmarks/transfer_cpu.toml "$runs/transfer_cpu" target
+    # splits 0-2 are the tuning grid's: its RI, PR and chosen-DWP networks were trained exactly as these runs
+    # are, so they are copied in and scored on the test set rather than trained again
+    two_shards benchmarks/transfer_cpu.toml "$runs/transfer_cpu" target --reuse-runs-from "$runs/transfer_cpu_tuning"
     bayesprior experiment benchmarks/transfer_cpu.toml --out "$runs/transfer_cpu" --stage report
     ;;
 *)

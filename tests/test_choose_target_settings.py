@@ -31,6 +31,9 @@ def test_the_variant_with_the_best_mean_validation_dsc_is_chosen_and_its_setting
     out = capsys.readouterr().out
     assert "chosen: dwp_source_narrow" in out
     assert 'prior_init = "source"' in out and "log_variance_init = -14.0" in out
+    for method in ("dwp", "gaussian", "corrnormal"):  # the Bayesian baselines are trained the same way
+        table = out.split(f"[target_training.per_method.{method}]\n")[1].split("\n\n")[0]
+        assert table.splitlines() == ['prior_init = "source"', "log_variance_init = -14.0"]
     lines = [line.split()[0] for line in out.splitlines() if "mean validation DSC" in line]
     assert lines[:2] == ["dwp_source_narrow", "dwp_narrow"] and lines[-2:] == ["ri", "pr"]
 
@@ -40,7 +43,7 @@ def test_within_the_tie_margin_sample_beats_lrt_and_fewer_changes_win(tmp_path, 
     choose["main"]([str(GRID), str(tmp_path)])
     out = capsys.readouterr().out
     assert "chosen: dwp_narrow" in out  # one change, sample, within 0.005 of the lrt variant
-    assert "per_method.dwp" not in out
+    assert "[target_training.per_method.dwp]\nlog_variance_init = -14.0\n" in out
 
 
 def test_dwp_only_settings_go_to_the_dwp_section(tmp_path, capsys):
@@ -49,6 +52,7 @@ def test_dwp_only_settings_go_to_the_dwp_section(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "chosen: dwp_frozen" in out
     assert "[target_training.per_method.dwp]\nprior_options = { fine_tune_encoder = false }" in out
+    assert "per_method.gaussian" not in out and "per_method.corrnormal" not in out
 
 
 def test_an_unfinished_grid_is_refused(tmp_path):

@@ -110,6 +110,35 @@ def test_an_interrupted_run_of_a_ct_experiment_resumes(tmp_path):
     assert _result(out)["dsc"] == first["dsc"] and _result(out)["settings_sha256"] == first["settings_sha256"]
 
 
+def test_runs_trained_exactly_as_another_experiments_are_reused_and_only_scored(tmp_path):
+    tuning, final = tmp_path / "tuning", tmp_path / "final"
+    _experiment(tuning, _config(protocol={"score_on": "validation"})).run()
+    _experiment(final, _config()).run(reuse_from=tuning)
+    a, b = tuning / "runs" / "split0_n1_ri", final / "runs" / "split0_n1_ri"
+    assert (b / "log.jsonl").read_text() == (a / "log.jsonl").read_text()  # not trained again
+    assert (b / "checkpoint.pt").read_bytes() == (a / "checkpoint.pt").read_bytes()
+    first, scored = _result(tuning), _result(final)
+    assert (first["scored_on"], scored["scored_on"]) == ("validation", "test")
+    assert scored["test_cases"] != first["test_cases"] and scored["train_seconds"] == first["train_seconds"]
+
+
+def test_a_run_trained_otherwise_is_not_reused(tmp_path):
+    tuning, final = tmp_path / "tuning", tmp_path / "final"
+    _experiment(tuning, _config(protocol={"score_on": "validation"})).run()
+    _experiment(final, _config(target_training={"max_epochs": 2})).run(reuse_from=tuning)
+    log = (final / "runs" / "split0_n1_ri" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 2 and _result(final)["settings"]["train_config"]["max_epochs"] == 2
+
+
+def test_reusing_runs_needs_another_experiment_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="empty: not an experiment folder"):
+        _experiment(tmp_path / "out", _config()).run(reuse_from=tmp_path / "empty")
+    _experiment(tmp_path / "out", _config()).run()
+    with pytest.raises(ConfigError, match="another experiment folder, not this one"):
+        _experiment(tmp_path / "out", _config()).run(reuse_from=tmp_path / "out")
+
+
 def test_a_setting_added_later_keeps_the_keys_of_results_made_before_it_while_at_its_default():
     from bayesprior.experiment.pipeline import LATER_SETTINGS, _result_settings
     from bayesprior.training.config import TrainConfig

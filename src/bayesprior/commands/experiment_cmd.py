@@ -27,13 +27,13 @@ DEMO_CONFIG = {
 
 
 def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, config_name: str,
-         rerun_changed: bool = False) -> None:
+         rerun_changed: bool = False, reuse_from: Path | None = None) -> None:
     start = time.perf_counter()
     try:  # the settings that need the plugins are checked here, before any data are made
         experiment = Experiment(config, out, progress=not quiet, log=click.echo)
     except ConfigError as exc:
         raise ConfigError(f"{config_name}: {exc}") from None
-    table = experiment.run(shard=shard, stage=stage, rerun_changed=rerun_changed)
+    table = experiment.run(shard=shard, stage=stage, rerun_changed=rerun_changed, reuse_from=reuse_from)
     if table:
         click.echo("\n" + table)
         click.echo(f"tables, plots and figures in {out}  ({time.perf_counter() - start:.0f} s)")
@@ -50,9 +50,13 @@ def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, con
               help="Redo the runs (and source stage) whose settings changed since they were made; the old "
                    "outputs move to OUT/superseded/; a run whose scoring alone changed is scored again, not "
                    "retrained. Without it, changed settings are refused.")
+@click.option("--reuse-runs-from", "reuse_from", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Another experiment folder: its finished runs trained exactly as runs here (same "
+                                 "training settings, source and prior files, training cases) are copied in and only "
+                                 "scored, e.g. a tuning grid's networks scored on the test set.")
 @click.option("--quiet", is_flag=True, help="No progress bars and no per-epoch lines (the stages' log stays).")
 def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, int], stage: str,
-                       rerun_changed: bool, quiet: bool) -> None:
+                       rerun_changed: bool, reuse_from: Path | None, quiet: bool) -> None:
     """Run the paper's protocol (its Algorithms 2-3, Tables 3-4) from CONFIG_FILE.
 
     Source data -> source model zoo -> harvested kernels -> fitted priors; then, on the target, every
@@ -63,7 +67,8 @@ def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, in
     Example: bayesprior experiment benchmarks/transfer_cpu.toml --out runs/transfer_cpu --shard 0/2
     """
     config = load_config(config_file)
-    _run(config, out or Path("runs") / config_file.stem, shard, stage, quiet, str(config_file), rerun_changed)
+    _run(config, out or Path("runs") / config_file.stem, shard, stage, quiet, str(config_file), rerun_changed,
+         reuse_from)
 
 
 @click.command("demo")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -373,13 +374,33 @@ class Experiment:
 
     def _legacy_settings(self, run: RunSpec) -> dict[str, Any] | None:
         """The settings a run folder recorded (``config.json``), in `run_settings`' terms; None if none."""
-        try:
-            record = json.loads((self.out / "runs" / run.run_id / "config.json").read_text())
-            train_config = {**TrainConfig().to_dict(), **record["train_config"]}
-            return {"train_config": _result_settings(train_config), "inputs": record.get("inputs", {}),
-                    "train_data": record["data"]["train_sha256"]}
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return _folder_settings(self.out / "runs" / run.run_id)
+
+    def reuse_finished_runs(self, runs: Sequence[RunSpec], settings: dict[RunSpec, dict[str, Any]],
+                            other: Path) -> None:
+        """Copy in the finished run folders of experiment folder `other` that were trained exactly as runs of
+        `runs` are (training settings, input files' digests, training cases' digest), so that those runs are
+        only scored here: the networks of a tuning grid, scored on validation cases there, are scored on the
+        test set here without training them again (on CPU, training again would give the same weights)."""
+        trained: dict[str, Path] = {}
+        for record in sorted((Path(other) / "runs").glob("*/config.json")):
+            folder = record.parent
+            recorded = _folder_settings(folder)
+            if recorded is not None and (folder / "model.pt").is_file() and (folder / "checkpoint.pt").is_file():
+                trained.setdefault(settings_sha256(recorded), folder)
+        for run in runs:
+            target = self.out / "runs" / run.run_id
+            found = trained.get(settings_sha256({k: settings[run][k] for k in _TRAINING_KEYS}))
+            if found is None or self.store.done(run) or target.exists():
+                continue
+            partial = target.parent / f".{run.run_id}.reuse.tmp"
+            shutil.rmtree(partial, ignore_errors=True)  # a copy a kill interrupted
+            shutil.copytree(found, partial)
+            os.replace(partial, target)
+            earlier = Path(other) / "results" / f"{found.name}.json"
+            if earlier.is_file():  # its training time, which resuming the finished run here does not measure
+                self._train_seconds[run] = _read_json(earlier, "a run result").get("train_seconds")
+            self.log(f"{run.run_id}: trained exactly as {found}; reusing that network (scored here)")
 
     def _settle_target_runs(self, runs: Sequence[RunSpec], settings: dict[RunSpec, dict[str, Any]],
                             rerun_changed: bool) -> None:
@@ -522,11 +543,14 @@ class Experiment:
         return text
 
     # ------------------------------------------------------------------------------ driver
-    def run(self, shard: tuple[int, int] = (0, 1), stage: str = "all", rerun_changed: bool = False) -> str | None:
+    def run(self, shard: tuple[int, int] = (0, 1), stage: str = "all", rerun_changed: bool = False,
+            reuse_from: str | Path | None = None) -> str | None:
         """Do every stage of `stage` that is not done yet, for the target runs of `shard`; the report's text.
 
         Outputs made with settings other than the configuration's are refused (`ConfigError` naming what
-        changed), or with `rerun_changed` set aside under ``superseded/`` and made again.
+        changed), or with `rerun_changed` set aside under ``superseded/`` and made again. With `reuse_from`
+        (another experiment folder), runs trained there exactly as here are copied in and only scored
+        (`reuse_finished_runs`).
 
         The experiment folder is locked while it runs: exclusively, except for the shards of a sharded run
         (``n > 1``), which share it with each other; each training run also locks its own folder, so two
@@ -537,6 +561,12 @@ class Experiment:
         """
         if stage not in STAGES:
             raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
+        if reuse_from is not None:
+            reuse_from = Path(reuse_from)
+            if not (reuse_from / "runs").is_dir():
+                raise ConfigError(f"{reuse_from}: not an experiment folder with target runs (no runs/ folder)")
+            if reuse_from.resolve() == self.out.resolve():
+                raise ConfigError(f"{reuse_from}: runs are reused from another experiment folder, not this one")
         shared = shard[1] > 1
         with folder_lock(self.out, "experiment folder", shared=shared):
             if shared:  # other shards write beside us: only our own runs' leftovers are ours to remove
@@ -546,9 +576,10 @@ class Experiment:
                     remove_stale_temp_files(folder, targets=own.__contains__)
             else:
                 remove_stale_temp_files(self.out, recursive=True)
-            return self._run_stages(shard, stage, rerun_changed)
+            return self._run_stages(shard, stage, rerun_changed, reuse_from)
 
-    def _run_stages(self, shard: tuple[int, int], stage: str, rerun_changed: bool = False) -> str | None:
+    def _run_stages(self, shard: tuple[int, int], stage: str, rerun_changed: bool = False,
+                    reuse_from: Path | None = None) -> str | None:
         atomic_write_json(self.config.to_dict(), self.out / "experiment.json")
         source = None
         priors: dict[str, Path] = {}
@@ -578,6 +609,8 @@ class Experiment:
             configs = {run: self.run_train_config(run, splits[run.split], source, priors) for run in runs}
             settings = {run: self.run_settings(run, splits[run.split], by_id, configs[run]) for run in runs}
             self._settle_target_runs(runs, settings, rerun_changed)
+            if reuse_from is not None:
+                self.reuse_finished_runs(self.store.pending(runs), settings, reuse_from)
             todo = self.store.pending(runs)
             self.log(f"{len(todo)} target run(s) to do in shard {shard[0]}/{shard[1]}")
             for k, run in enumerate(todo, start=1):
@@ -588,6 +621,21 @@ class Experiment:
                          f"({result['train_seconds']:.0f} s)")
         if stage in ("all", "report", "target"):
             return self.report()
+        return None
+
+
+#: what a run folder's training depends on (the run settings less how it is scored)
+_TRAINING_KEYS = ("train_config", "inputs", "train_data")
+
+
+def _folder_settings(folder: Path) -> dict[str, Any] | None:
+    """The `_TRAINING_KEYS` settings a run folder recorded (``config.json``); None if none or unreadable."""
+    try:
+        record = json.loads((folder / "config.json").read_text())
+        train_config = {**TrainConfig().to_dict(), **record["train_config"]}
+        return {"train_config": _result_settings(train_config), "inputs": record.get("inputs", {}),
+                "train_data": record["data"]["train_sha256"]}
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
