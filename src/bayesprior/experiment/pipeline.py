@@ -85,7 +85,7 @@ class Experiment:
         self.store = ResultStore(self.out / "results")
         self._cases: dict[str, list[Any]] = {}
         self._case_digests: dict[str, str] = {}
-        self._train_seconds: dict[RunSpec, float | None] = {}  # runs rescored, not retrained: their first time
+        self._train_seconds: dict[RunSpec, float | None] = {}  # rescored or reused runs: their first training time
         self._ct_statistics: dict[tuple[str, ...], dict[str, float]] = {}  # the last training set's only
         self._normalised: dict[tuple, list[Any]] = {}  # the last cases `run_cases` normalised
         self.check_settings()
