@@ -75,6 +75,20 @@ def test_bad_training_settings_are_refused_naming_the_key(section, key, value, m
         parse_config(raw)
 
 
+@pytest.mark.parametrize("method, options", [("ri", {"kl_weight": 0.1}), ("ri_lr", {"posterior_std_ratio": 0.5}),
+                                             ("ri", {"prior_init": "source", "kl_warmup": 3})])
+def test_a_bayesian_setting_given_to_a_deterministic_method_alone_is_refused(tmp_path, method, options):
+    raw = json.loads(json.dumps(BASE))
+    if method == "ri":  # a method with its own table cannot also be a variant's base
+        raw["target_training"]["per_method"].pop("ri_lr")
+        raw["protocol"]["methods"].remove("ri_lr")
+    raw["target_training"]["per_method"].setdefault(method, {}).update(options)
+    with pytest.raises(ConfigError, match=rf"per_method\.{method}\] sets .*never reads") as refused:
+        Experiment(parse_config(raw), tmp_path / "out", progress=False, log=lambda line: None)
+    assert all(key in str(refused.value) for key in options)
+    assert not (tmp_path / "out").exists()  # refused before any data were made
+
+
 def test_source_networks_train_in_shards_and_the_priors_wait_for_all_of_them(tmp_path):
     raw = json.loads(json.dumps(BASE))
     raw["source_training"]["seeds"] = [0, 1]

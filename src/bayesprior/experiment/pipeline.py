@@ -105,6 +105,11 @@ class Experiment:
         with _naming("[source_training]"):
             self.train_config(target=False, method="ri", **c.source_train_options)
         for name, method in self.methods.items():
+            own = c.target_method_options.get(name, {})
+            unused = [k for k in own if k in (*BAYESIAN_SETTINGS, "prior_init")]
+            if not method.bayesian and unused:  # a base [target_training] value is shared; a per-method one is meant
+                raise ConfigError(f"[target_training.per_method.{name}] sets {', '.join(unused)}, which "
+                                  f"{method.name} (a deterministic method, no prior) never reads")
             with _naming(f"[target_training] (method {name})"):
                 self.train_config(method=name)
             if method.learned_prior and c.prior_file is None:
