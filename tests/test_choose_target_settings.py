@@ -1,5 +1,6 @@
 """The rule that turns the tuning grid into the benchmark's settings: best mean validation DSC, ties to the cheaper
-and simpler variant, shared Bayesian settings to the Bayesian methods' per-method tables; an unfinished grid or a test-scored one refused."""
+and simpler variant, shared Bayesian settings to the Bayesian methods' per-method tables; an unfinished grid or a
+test-scored one refused."""
 import json
 import runpy
 import tomllib
