@@ -47,6 +47,7 @@ def test_training_options_reach_the_runs_and_validation_scoring_never_sees_the_t
         assert len(result["test_cases"]) == 3
     assert (tmp_path / "out" / "source" / "prior_corrnormal.pt").is_file()
     assert "Paired comparisons" in text and "UNet-CorrNormal vs UNet-RI" in text
+    assert "KL weight 0.5;" in text  # corrnormal's; RI's runs record one too, but never use it
     assert (tmp_path / "out" / "comparisons.csv").read_text().startswith("method,baseline,train_size")
 
 

@@ -12,16 +12,18 @@ from ..experiment.pipeline import STAGES, Experiment
 from .common import Shard
 
 # The demo: the whole protocol on synthetic data, sized for a few minutes on 2 CPU cores
-# (6 min 41 s on 2 idle cores, measured 2026-11-26; its --help says so).
+# (7 min 0 s on 2 idle cores, measured 2026-11-26 with the DWP settings below; its --help says so).
 DEMO_CONFIG = {
     "source": {"synthetic": {"kind": "ms", "cases": 16, "shape": [40, 48, 40], "seed": 1000}},
     "target": {"synthetic": {"kind": "tumour", "cases": 18, "shape": [40, 48, 40], "seed": 2000}},
     "preprocess": {"crop_nonzero": False, "intensity": "minmax", "divisible_by": 8},
     "source_training": {"seeds": [0], "restarts": 0, "max_epochs": 24, "patience": 4, "val_fraction": 0.0},
     "prior": {"max_epochs": 100, "norm_threshold": 0.01, "options": {"latent_dim": 6}},
-    # the settings of benchmarks/transfer_cpu.toml, at one split and one train size
-    "target_training": {"max_epochs": 20, "batch_size": 2, "ce_reduction": "sum", "kl_weight": 0.02,
-                        "forward_mode": "sample", "prior_init": "prior"},
+    # the settings of benchmarks/transfer_cpu.toml (the DWP's chosen there on validation cases), at one split,
+    # one train size and 80 optimiser steps instead of 300
+    "target_training": {"max_epochs": 20, "batch_size": 2, "ce_reduction": "sum", "forward_mode": "sample",
+                        "per_method": {"dwp": {"kl_weight": 0.001, "prior_init": "source",
+                                               "log_variance_init": -14.0}}},
     "protocol": {"train_sizes": [8], "test_size": 10, "splits": 1, "methods": ["dwp", "pr", "prf", "ri"]},
 }
 
@@ -77,7 +79,7 @@ def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, in
 @click.option("--quiet", is_flag=True, help="No progress bars and no per-epoch lines (the stages' log stays).")
 def demo_command(out: Path, quiet: bool) -> None:
     """Synthesise an MS-like source and a tumour-like target, run a CPU-scale version of the paper's
-    experiment (DWP, PR, PRf, RI) and print the table. It took 6 min 41 s on 2 CPU cores (measured
+    experiment (DWP, PR, PRf, RI) and print the table. It took 7 min on 2 CPU cores (measured
     2026-11-26, recorded in the README; slower on a busy machine); no data needed.
 
     Example: bayesprior demo --out bayesprior-demo

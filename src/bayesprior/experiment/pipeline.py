@@ -533,7 +533,8 @@ class Experiment:
         results = self.store.read_all()
         if not results:
             return None
-        note = (f"{_settings_note(results)}; {_grid_note(results)}; "
+        bayesian = {name for name, method in self.methods.items() if method.bayesian}
+        note = (f"{_settings_note(results, bayesian)}; {_grid_note(results)}; "
                 f"{len(all_runs(c)) - len(results)} run(s) not finished yet.")
         text = write_tables(results, c.methods, c.train_sizes, self.out, note=note)
         plot_dsc_vs_train_size(results, c.methods, c.train_sizes, self.out / "dsc_vs_train_size.png")
@@ -688,12 +689,15 @@ def _original_label(case: Any) -> np.ndarray:
     return apply_label_policy(values, "whole")
 
 
-def _settings_note(results: Sequence[dict[str, Any]]) -> str:
-    """The loss settings the results were made with, as the results record them (not as the config says)."""
+def _settings_note(results: Sequence[dict[str, Any]], bayesian: set[str]) -> str:
+    """The loss settings the results were made with, as the results record them (not as the config says); the
+    KL weight of the `bayesian` methods only (a deterministic run records one it never used)."""
     parts = []
     for key, name in (("ce_reduction", "CE reduction"), ("kl_weight", "KL weight")):
-        values = {m: sorted({str(r.get(key)) for r in results if r["method"] == m})
-                  for m in dict.fromkeys(r["method"] for r in results)}
+        methods = [m for m in dict.fromkeys(r["method"] for r in results) if key != "kl_weight" or m in bayesian]
+        if not methods:
+            continue
+        values = {m: sorted({str(r.get(key)) for r in results if r["method"] == m}) for m in methods}
         if len({v for vs in values.values() for v in vs}) == 1:
             parts.append(f"{name} {next(iter(values.values()))[0]}")
         else:
