@@ -12,7 +12,7 @@ from ..experiment.pipeline import STAGES, Experiment
 from .common import Shard
 
 # The demo: the whole protocol on synthetic data, sized for a few minutes on 2 CPU cores
-# (7 min 0 s on 2 idle cores, measured 2026-11-26 with the DWP settings below; its --help says so).
+# (6 min 59 s on 2 idle cores, measured 2026-11-26 with the DWP settings below; its --help says so).
 DEMO_CONFIG = {
     "source": {"synthetic": {"kind": "ms", "cases": 16, "shape": [40, 48, 40], "seed": 1000}},
     "target": {"synthetic": {"kind": "tumour", "cases": 18, "shape": [40, 48, 40], "seed": 2000}},
@@ -79,7 +79,7 @@ def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, in
 @click.option("--quiet", is_flag=True, help="No progress bars and no per-epoch lines (the stages' log stays).")
 def demo_command(out: Path, quiet: bool) -> None:
     """Synthesise an MS-like source and a tumour-like target, run a CPU-scale version of the paper's
-    experiment (DWP, PR, PRf, RI) and print the table. It took 7 min on 2 CPU cores (measured
+    experiment (DWP, PR, PRf, RI) and print the table. It took 6 min 59 s on 2 CPU cores (measured
     2026-11-26, recorded in the README; slower on a busy machine); no data needed.
 
     Example: bayesprior demo --out bayesprior-demo
