@@ -11,30 +11,28 @@ steps. These are training-side facts only: nothing here reads a test score other
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from bayesprior.experiment.runs import ResultStore, RunSpec
+from bayesprior.training.run_folder import read_log
+
 
 def last_epochs(folder: Path) -> list[dict]:
     """One row per finished run of experiment `folder`: method, split, size, DSC and its last logged epoch."""
     rows = []
-    for result_file in sorted((folder / "results").glob("*.json")):
-        result = json.loads(result_file.read_text())
-        log = folder / "runs" / result_file.stem / "log.jsonl"
-        if not log.is_file():
-            continue
-        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        if not lines:
+    for result in ResultStore(folder / "results").read_all():
+        run = RunSpec(result["split"], result["train_size"], result["method"])
+        lines = read_log(folder / "runs" / run.run_id / "log.jsonl", up_to_epoch=sys.maxsize)
+        if not lines:  # a result whose run folder is gone
             continue
         last = lines[-1]
         data = float(last.get("data", last["loss"]))
-        kl = float(last.get("kl", 0.0))
-        rows.append({"method": result["method"], "split": result["split"], "train_size": result["train_size"],
-                     "dsc": result["dsc"], "epochs": len(lines), "data": data, "kl": kl,
+        rows.append({"method": run.method, "split": run.split, "train_size": run.train_size,
+                     "dsc": result["dsc"], "epochs": len(lines), "data": data, "kl": float(last.get("kl", 0.0)),
                      "weighted_kl": float(last["loss"]) - data})
     return rows
 

@@ -13,7 +13,8 @@ def _run(folder, run_id, method, split, epochs, dsc):
     (folder / "results" / f"{run_id}.json").write_text(json.dumps(
         {"method": method, "split": split, "train_size": 5, "dsc": dsc}))
     (folder / "runs" / run_id).mkdir(parents=True)
-    (folder / "runs" / run_id / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    records = [{"epoch": k, **e} for k, e in enumerate(epochs, start=1)]
+    (folder / "runs" / run_id / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def test_the_last_epoch_is_read_and_the_data_term_divided_by_the_baselines_on_the_same_split(tmp_path):
