@@ -6,6 +6,7 @@ import pytest
 from bayesprior.errors import ConfigError
 from bayesprior.experiment.config import parse_config
 from bayesprior.experiment.pipeline import Experiment
+from bayesprior.experiment.runs import all_runs
 from bayesprior.safe_load import load_plain
 
 BASE = {
@@ -27,8 +28,11 @@ def test_training_options_reach_the_runs_and_validation_scoring_never_sees_the_t
     config = parse_config(json.loads(json.dumps(BASE)))
     assert config.source_train_options == {"init_scale": 0.1, "patch": (8, 16, 8), "augment": True,
                                            "steps_per_epoch": 2}
-    experiment = Experiment(config, tmp_path / "out", progress=False, log=lambda line: None)
+    lines = []
+    experiment = Experiment(config, tmp_path / "out", progress=False, log=lines.append)
     text = experiment.run()
+    scored = [line.split(":")[0].strip() for line in lines if ": DSC " in line]  # shards share a log: named lines
+    assert sorted(scored) == sorted(r.run_id for r in all_runs(config))
     source = load_plain(tmp_path / "out" / "source" / "runs" / "seed0" / "model.pt", "model")["extra"]
     assert source["train_config"]["init_scale"] == 0.1 and source["train_config"]["patch"] == [8, 16, 8]
     log = (tmp_path / "out" / "source" / "runs" / "seed0" / "log.jsonl").read_text().splitlines()
