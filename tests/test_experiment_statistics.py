@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.stats import wilcoxon
 
-from bayesprior.experiment.statistics import (bootstrap_interval, compare, comparison_markdown, paired_differences,
-                                              wilcoxon_p)
+from bayesprior.experiment.statistics import (MIN_SPLITS_FOR_VERDICT, Comparison, bootstrap_interval, compare,
+                                              comparison_markdown, paired_differences, wilcoxon_p)
 
 
 def _results(dsc):
@@ -59,3 +59,22 @@ def test_compare_gives_every_method_against_each_baseline_with_a_verdict():
 def test_one_split_is_no_evidence():
     [row] = [c for c in compare(_results({"dwp": [0.9], "ri": [0.1]}), ["dwp", "ri"], [5])]
     assert row.verdict == "one split: no evidence" and math.isnan(row.ci_low)
+
+
+def test_two_splits_that_agree_are_too_few_for_a_verdict():
+    # a percentile bootstrap over 2 values is their range: it excludes 0 whenever both have one sign
+    [row] = compare(_results({"dwp": [0.9, 0.8], "ri": [0.1, 0.2]}), ["dwp", "ri"], [5])
+    assert row.ci_low > 0 and row.verdict == "too few splits (2 < 6)"
+
+
+def test_below_six_pairs_the_exact_wilcoxon_test_cannot_reach_five_percent():
+    for n in range(2, MIN_SPLITS_FOR_VERDICT):
+        assert wilcoxon(np.arange(1.0, n + 1)).pvalue > 0.05
+    assert wilcoxon(np.arange(1.0, MIN_SPLITS_FOR_VERDICT + 1)).pvalue < 0.05
+
+
+@pytest.mark.parametrize("ci, p, verdict", [((0.01, 0.05), 0.03, "better"), ((-0.05, -0.01), 0.03, "worse"),
+                                            ((0.01, 0.05), 0.08, "no difference shown"),
+                                            ((-0.01, 0.05), 0.03, "no difference shown")])
+def test_a_verdict_needs_the_interval_to_exclude_zero_and_p_below_five_percent(ci, p, verdict):
+    assert Comparison("dwp", "ri", 5, 10, 0.03, *ci, p).verdict == verdict

@@ -3,8 +3,11 @@
 Every split trains every method on the same training cases and scores it on the same test cases, so
 methods are compared split by split: the difference of their mean test DSC on each split. Over the
 splits we report the mean difference, a 95 % percentile-bootstrap confidence interval of that mean,
-and the two-sided Wilcoxon signed-rank p-value (scipy). An interval that excludes 0 is the evidence
-the experiment asks for; one split alone is not evidence of anything.
+and the two-sided Wilcoxon signed-rank p-value (scipy).
+
+The verdict asks for both: an interval that excludes 0 *and* p < 0.05. Below 6 splits it gives none, because
+the exact Wilcoxon test cannot reach 0.05 there (its smallest two-sided p with 5 pairs is 1/16) and a
+percentile bootstrap over so few values is far too narrow (over 2 it is just their range).
 """
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ import numpy as np
 
 BOOTSTRAP_RESAMPLES = 10_000
 CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE
+#: the fewest splits at which the verdict can say better or worse (see the module docstring)
+MIN_SPLITS_FOR_VERDICT = 6
 
 
 def paired_differences(results: Sequence[dict[str, Any]], metric: str, method: str, baseline: str,
@@ -70,9 +76,12 @@ class Comparison:
     def verdict(self) -> str:
         if self.splits < 2 or math.isnan(self.ci_low):
             return "one split: no evidence"
-        if self.ci_low > 0:
+        if self.splits < MIN_SPLITS_FOR_VERDICT:
+            return f"too few splits ({self.splits} < {MIN_SPLITS_FOR_VERDICT})"
+        significant = not math.isnan(self.p_value) and self.p_value < ALPHA
+        if significant and self.ci_low > 0:
             return "better"
-        if self.ci_high < 0:
+        if significant and self.ci_high < 0:
             return "worse"
         return "no difference shown"
 
