@@ -4,10 +4,11 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from scipy.stats import wilcoxon
+from scipy.stats import ttest_1samp, wilcoxon
 
 from bayesprior.experiment.statistics import (MIN_SPLITS_FOR_VERDICT, Comparison, bootstrap_interval, compare,
-                                              comparison_markdown, paired_differences, wilcoxon_p)
+                                              comparison_markdown, detectable_difference, paired_differences,
+                                              wilcoxon_p)
 
 
 def _results(dsc):
@@ -78,3 +79,31 @@ def test_below_six_pairs_the_exact_wilcoxon_test_cannot_reach_five_percent():
                                             ((-0.01, 0.05), 0.03, "no difference shown")])
 def test_a_verdict_needs_the_interval_to_exclude_zero_and_p_below_five_percent(ci, p, verdict):
     assert Comparison("dwp", "ri", 5, 10, 0.03, *ci, p).verdict == verdict
+
+
+@pytest.mark.parametrize("n", [6, 10, 30])
+def test_a_true_difference_of_the_detectable_size_is_found_four_times_in_five(n):
+    rng = np.random.default_rng(n)
+    spread = rng.normal(size=n)
+    spread = (spread - spread.mean()) / spread.std(ddof=1)  # standard deviation exactly 1
+    effect = detectable_difference(spread)
+    trials = rng.normal(effect, 1.0, size=(20_000, n))
+    power = np.mean(ttest_1samp(trials, 0.0, axis=1).pvalue < 0.05)
+    assert power == pytest.approx(0.8, abs=0.02)
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(st.floats(-1, 1, allow_nan=False), min_size=2, max_size=30, unique=True),
+       scale=st.floats(0.1, 10))
+def test_the_detectable_difference_scales_with_the_spread_and_ignores_the_mean(values, scale):
+    values = np.asarray(values)
+    assert detectable_difference(scale * values + 3.0) == pytest.approx(scale * detectable_difference(values))
+
+
+def test_the_detectable_difference_needs_two_splits_and_is_reported():
+    assert math.isnan(detectable_difference(np.array([0.1])))
+    results = _results({"dwp": [0.70, 0.72, 0.71, 0.73, 0.69, 0.74], "ri": [0.60, 0.61, 0.62, 0.60, 0.59, 0.63]})
+    [row] = compare(results, ["dwp", "ri"], [5])
+    diffs = paired_differences(results, "dsc", "dwp", "ri", 5)
+    assert row.detectable == pytest.approx(detectable_difference(diffs)) and row.detectable > 0
+    assert comparison_markdown([row]).splitlines()[-1].endswith(f"| {row.detectable:.3f} |")

@@ -8,6 +8,11 @@ and the two-sided Wilcoxon signed-rank p-value (scipy).
 The verdict asks for both: an interval that excludes 0 *and* p < 0.05. Below 6 splits it gives none, because
 the exact Wilcoxon test cannot reach 0.05 there (its smallest two-sided p with 5 pairs is 1/16) and a
 percentile bootstrap over so few values is far too narrow (over 2 it is just their range).
+
+Each comparison also gives the smallest mean difference its splits could detect: the true difference at which a
+paired t-test at the same level would find it 80 % of the time, given the spread of the differences seen. It
+says what a "no difference shown" rules out, and how many splits a smaller effect would need (it shrinks as
+one over the square root of the number of splits).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE
 #: the fewest splits at which the verdict can say better or worse (see the module docstring)
 MIN_SPLITS_FOR_VERDICT = 6
+POWER = 0.8
 
 
 def paired_differences(results: Sequence[dict[str, Any]], metric: str, method: str, baseline: str,
@@ -59,6 +65,19 @@ def wilcoxon_p(values: np.ndarray) -> float:
     return float(wilcoxon(values, alternative="two-sided").pvalue)
 
 
+def detectable_difference(values: np.ndarray, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The true mean difference a two-sided paired t-test over len(`values`) splits detects with probability
+    `power`, at the standard deviation of `values` (NaN below 2 values)."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    if n < 2:
+        return math.nan
+    quantiles = t.ppf(1 - alpha / 2, n - 1) + t.ppf(power, n - 1)
+    return float(quantiles * values.std(ddof=1) / math.sqrt(n))
+
+
 @dataclass(frozen=True)
 class Comparison:
     """`method` against `baseline` at one train size: paired differences over `splits` splits."""
@@ -71,6 +90,7 @@ class Comparison:
     ci_low: float
     ci_high: float
     p_value: float
+    detectable: float = math.nan  # see detectable_difference
 
     @property
     def verdict(self) -> str:
@@ -98,17 +118,18 @@ def compare(results: Sequence[dict[str, Any]], methods: Sequence[str], train_siz
                     continue
                 low, high = bootstrap_interval(diffs) if len(diffs) > 1 else (math.nan, math.nan)
                 out.append(Comparison(method, baseline, n, len(diffs), float(diffs.mean()), low, high,
-                                      wilcoxon_p(diffs)))
+                                      wilcoxon_p(diffs), detectable_difference(diffs)))
     return out
 
 
 def comparison_markdown(comparisons: Sequence[Comparison], label=lambda m: m, metric: str = "DSC") -> str:
     """A Markdown table: method vs baseline per train size, mean paired difference [95 % CI], p-value."""
     lines = [f"| Method vs baseline | Train size | Splits | Mean paired {metric} difference [95 % CI] | "
-             "Wilcoxon p | Verdict |", "|---|---:|---:|---|---:|---|"]
+             "Wilcoxon p | Verdict | Detectable at 80 % power |", "|---|---:|---:|---|---:|---|---:|"]
     for c in comparisons:
         ci = "–" if math.isnan(c.ci_low) else f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
         p = "–" if math.isnan(c.p_value) else f"{c.p_value:.3f}"
+        detectable = "–" if math.isnan(c.detectable) else f"{c.detectable:.3f}"
         lines.append(f"| {label(c.method)} vs {label(c.baseline)} | {c.train_size} | {c.splits} | "
-                     f"{c.mean_difference:+.3f} {ci} | {p} | {c.verdict} |")
+                     f"{c.mean_difference:+.3f} {ci} | {p} | {c.verdict} | {detectable} |")
     return "\n".join(lines)
