@@ -3,7 +3,8 @@
 # Every step resumes where a kill left it: run the same line again (the source stage alone takes ~5 hours).
 #
 #   benchmarks/run_transfer_cpu.sh tuning [RUNS]   # source networks + priors, then the tuning grid on validation cases
-#   benchmarks/run_transfer_cpu.sh test   [RUNS]   # the benchmark itself, once its target settings are chosen
+#   benchmarks/run_transfer_cpu.sh test   [RUNS]   # the benchmark itself, once its target settings are chosen;
+#                                                  # when every run is in, its tables go to benchmarks/transfer_cpu_*
 #
 # RUNS defaults to runs/; the benchmark lives in RUNS/transfer_cpu, the tuning grid in RUNS/transfer_cpu_tuning
 # (it shares the source networks, priors and data, copied once). Two shards run side by side, one torch thread
@@ -40,6 +41,18 @@ test)
     # are, so they are copied in and scored on the test set rather than trained again
     two_shards benchmarks/transfer_cpu.toml "$runs/transfer_cpu" target --reuse-runs-from "$runs/transfer_cpu_tuning"
     bayesprior experiment benchmarks/transfer_cpu.toml --out "$runs/transfer_cpu" --stage report
+    python benchmarks/transfer_diagnostics.py "$runs/transfer_cpu" > "$runs/transfer_cpu/diagnostics.md"
+    # into the repository only when every run is in (a shard that failed leaves its runs unfinished)
+    if grep -q " 0 run(s) not finished yet" "$runs/transfer_cpu/table.md"; then
+        cp "$runs/transfer_cpu/table.md" benchmarks/transfer_cpu_table.md
+        cp "$runs/transfer_cpu/table.csv" benchmarks/transfer_cpu_table.csv
+        cp "$runs/transfer_cpu/comparisons.csv" benchmarks/transfer_cpu_comparisons.csv
+        cp "$runs/transfer_cpu/diagnostics.md" benchmarks/transfer_cpu_diagnostics.md
+        echo "tables copied to benchmarks/transfer_cpu_*; the training diagnostics in benchmarks/transfer_cpu_diagnostics.md"
+    else
+        echo "not every run is finished (see $runs/transfer_cpu/table.md): run the same line again" >&2
+        exit 1
+    fi
     ;;
 *)
     echo "usage: $0 tuning|test [RUNS]" >&2
