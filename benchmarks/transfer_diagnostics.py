@@ -6,7 +6,11 @@ For every finished run (a result and a run folder with log.jsonl) it reads the l
 (the training loss without the KL), the KL, and the KL's share of the loss as trained (``loss - data``, so any
 warm-up is counted as it was). Per method and train size it prints the means and the data term relative to the
 baseline's on the same split: how much worse a Bayesian network fits its training cases at the end of its
-steps. These are training-side facts only: nothing here reads a test score other than the result's own DSC.
+steps. With the runs' networks (model.pt) it also gives how far their k x k x k kernels (posterior means for a
+Bayesian network) ended from the source network's: ||w - w_source|| / ||w_source|| over every such kernel. PR
+starts at the source, so its distance is what the data alone moved; a prior that starts there too and ends
+further away was pulled by the prior. These are training-side facts only: nothing here reads a test score other
+than the result's own DSC.
 """
 from __future__ import annotations
 
@@ -17,12 +21,47 @@ from pathlib import Path
 
 import numpy as np
 
+from bayesprior.checkpoints import deterministic_state, read_model_file
+from bayesprior.errors import BayespriorError
 from bayesprior.experiment.runs import ResultStore, RunSpec
 from bayesprior.training.run_folder import read_log
 
 
-def last_epochs(folder: Path) -> list[dict]:
-    """One row per finished run of experiment `folder`: method, split, size, DSC and its last logged epoch."""
+def kernels(path: Path) -> dict[str, np.ndarray] | None:
+    """The k x k x k kernels (k > 1) of model file `path`, by the plain network's layer names; None if unreadable."""
+    try:
+        state = deterministic_state(read_model_file(path))
+    except (BayespriorError, OSError):
+        return None
+    return {key: value.numpy() for key, value in state.items()
+            if key.endswith(".weight") and value.dim() >= 3 and min(value.shape[2:]) > 1}
+
+
+def distance_from(network: dict[str, np.ndarray], source: dict[str, np.ndarray]) -> float:
+    """||network - source|| / ||source|| over the kernels both have, with the same shapes (NaN if none)."""
+    shared = [k for k in source if k in network and network[k].shape == source[k].shape]
+    if not shared:
+        return float("nan")
+    moved = sum(float(np.sum((network[k] - source[k]) ** 2)) for k in shared)
+    return float(np.sqrt(moved / sum(float(np.sum(source[k] ** 2)) for k in shared)))
+
+
+def recorded_source(folder: Path) -> Path | None:
+    """The source network the runs of `folder` record (their train_config's ``source``), if any."""
+    for model in sorted((folder / "runs").glob("*/model.pt")):
+        try:
+            source = read_model_file(model)["extra"]["train_config"].get("source")
+        except (BayespriorError, OSError, KeyError, TypeError):
+            continue
+        if source:
+            return Path(source)
+    return None
+
+
+def last_epochs(folder: Path, source: Path | None = None) -> list[dict]:
+    """One row per finished run of experiment `folder`: method, split, size, DSC and its last logged epoch; with
+    `source`, the distance of the run's kernels from that network's (``moved``, NaN without a readable model)."""
+    source_kernels = kernels(source) if source is not None else None
     rows = []
     for result in ResultStore(folder / "results").read_all():
         run = RunSpec(result["split"], result["train_size"], result["method"])
@@ -34,12 +73,15 @@ def last_epochs(folder: Path) -> list[dict]:
         rows.append({"method": run.method, "split": run.split, "train_size": run.train_size,
                      "dsc": result["dsc"], "epochs": len(lines), "data": data, "kl": float(last.get("kl", 0.0)),
                      "weighted_kl": float(last["loss"]) - data})
+        if source_kernels is not None:
+            network = kernels(folder / "runs" / run.run_id / "model.pt")
+            rows[-1]["moved"] = distance_from(network, source_kernels) if network else float("nan")
     return rows
 
 
 def summary(rows: list[dict], baseline: str) -> list[list]:
     """Per (method, train size): runs, epochs, data term, its ratio to the baseline's on the same split, KL,
-    weighted KL / data term, DSC (means)."""
+    weighted KL / data term, distance from the source network (where measured), DSC (means)."""
     base = {(r["split"], r["train_size"]): r["data"] for r in rows if r["method"] == baseline}
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in rows:
@@ -52,20 +94,32 @@ def summary(rows: list[dict], baseline: str) -> list[list]:
                       f"{np.mean(ratios):.1f}" if ratios else "-",
                       f"{np.mean([r['kl'] for r in runs]):.3g}",
                       f"{np.mean([r['weighted_kl'] / r['data'] for r in runs]):.1f}",
+                      _mean_or_dash([r.get("moved", float("nan")) for r in runs]),
                       f"{np.mean([r['dsc'] for r in runs]):.3f}"])
     return table
+
+
+def _mean_or_dash(values: list[float]) -> str:
+    finite = [v for v in values if np.isfinite(v)]
+    return f"{np.mean(finite):.2f}" if finite else "-"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path, help="an experiment folder (results/ and runs/)")
     parser.add_argument("--baseline", default="ri", help="the method whose data term the ratio divides by")
+    parser.add_argument("--source", type=Path, help="the source network to measure the kernels' distance from "
+                        "(default: the one the runs record)")
     args = parser.parse_args(argv)
-    rows = last_epochs(args.folder)
+    source = args.source or recorded_source(args.folder)
+    if args.source is not None and kernels(args.source) is None:
+        sys.exit(f"{args.source}: not a readable model file")
+    rows = last_epochs(args.folder, source)
     if not rows:
         sys.exit(f"{args.folder}: no finished run with a log.jsonl")
     header = ["method", "cases", "runs", "epochs", "data term", f"data / {args.baseline}", "KL",
-              "weighted KL / data", "DSC"]
+              "weighted KL / data", "moved from source", "DSC"]
+    print(f"kernels' distance from {source}\n" if source else "no source network recorded: no distances\n")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in summary(rows, args.baseline):
         print("| " + " | ".join(str(v) for v in row) + " |")
