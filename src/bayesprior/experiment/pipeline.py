@@ -624,8 +624,8 @@ class Experiment:
                 result = self.target_run(run, splits[run.split], by_id, configs[run])
                 self.store.write(run, result, settings[run])
                 # the run's name again: parallel shards share a log, and their lines interleave
-                self.log(f"    {run.run_id}: DSC {result['dsc']:.3f}  IoU {result['iou']:.3f}  ECE {result['ece']:.4f}  "
-                         f"({result['train_seconds']:.0f} s)")
+                self.log(f"    {run.run_id}: DSC {result['dsc']:.3f}  IoU {result['iou']:.3f}  "
+                         f"ECE {result['ece']:.4f}  ({result['train_seconds']:.0f} s)")
         if stage in ("all", "report", "target"):
             return self.report()
         return None

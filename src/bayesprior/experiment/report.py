@@ -76,9 +76,10 @@ def write_tables(results: Sequence[dict[str, Any]], methods: Sequence[str], trai
     comparisons = compare(results, methods, train_sizes)
     if comparisons:
         parts.append("**Paired comparisons** (per split: method DSC minus baseline DSC on the same cases; mean over "
-                     "splits with a 95 % bootstrap confidence interval and the Wilcoxon signed-rank p-value; the verdict "
-                     "needs both, an interval that excludes 0 and p < 0.05, and at least 6 splits; the last column is the "
-                     "true difference these splits would detect 4 times in 5, from the spread of the differences)\n\n"
+                     "splits with a 95 % bootstrap confidence interval and the Wilcoxon signed-rank p-value; the "
+                     "verdict needs both, an interval that excludes 0 and p < 0.05, and at least 6 splits; the last "
+                     "column is the true difference these splits would detect 4 times in 5, from the spread of the "
+                     "differences)\n\n"
                      + comparison_markdown(comparisons, label))
     if n_splits < 2:
         parts.append("One split only: no spread and no confidence interval. One split is not evidence that one "
