@@ -4,7 +4,9 @@
 
 For every finished run (a result and a run folder with log.jsonl) it reads the last logged epoch: the data term
 (the training loss without the KL), the KL, and the KL's share of the loss as trained (``loss - data``, so any
-warm-up is counted as it was). Per method and train size it prints the means and the data term relative to the
+warm-up is counted as it was). The trainer logs a Bayesian run's data term as the ELBO has it, N times the mean
+per case, and a deterministic run's per batch; the data term here is per batch for both (a Bayesian one times
+batch size / N, from the run's config.json), so that the two compare. Per method and train size it prints the means and the data term relative to the
 baseline's on the same split: how much worse a Bayesian network fits its training cases at the end of its
 steps. With the runs' networks (model.pt) it also gives how far their k x k x k kernels (posterior means for a
 Bayesian network) ended from the source network's: ||w - w_source|| / ||w_source|| over every such kernel. PR
@@ -15,6 +17,7 @@ than the result's own DSC.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +27,19 @@ import numpy as np
 from bayesprior.checkpoints import deterministic_state, read_model_file
 from bayesprior.errors import BayespriorError
 from bayesprior.experiment.runs import ResultStore, RunSpec
+from bayesprior.training.methods import training_method
 from bayesprior.training.run_folder import read_log
+
+
+def _per_batch(config: Path) -> float:
+    """What turns the logged data term of the run with this config.json into a per-batch one (1 if unknown)."""
+    try:
+        record = json.loads(config.read_text())
+        train, n_train = record["train_config"], int(record["n_train"])
+        bayesian = training_method(train["method"]).bayesian
+        return train["batch_size"] / n_train if bayesian and n_train > 0 else 1.0
+    except (OSError, ValueError, KeyError, TypeError, BayespriorError):
+        return 1.0
 
 
 def kernels(path: Path) -> dict[str, np.ndarray] | None:
@@ -69,10 +84,11 @@ def last_epochs(folder: Path, source: Path | None = None) -> list[dict]:
         if not lines:  # a result whose run folder is gone
             continue
         last = lines[-1]
-        data = float(last.get("data", last["loss"]))
+        logged = float(last.get("data", last["loss"]))
+        data = logged * _per_batch(folder / "runs" / run.run_id / "config.json")
         rows.append({"method": run.method, "split": run.split, "train_size": run.train_size,
                      "dsc": result["dsc"], "epochs": len(lines), "data": data, "kl": float(last.get("kl", 0.0)),
-                     "weighted_kl": float(last["loss"]) - data})
+                     "logged_data": logged, "weighted_kl": float(last["loss"]) - logged})
         if source_kernels is not None:
             network = kernels(folder / "runs" / run.run_id / "model.pt")
             rows[-1]["moved"] = distance_from(network, source_kernels) if network else float("nan")
@@ -93,7 +109,7 @@ def summary(rows: list[dict], baseline: str) -> list[list]:
                       f"{np.mean([r['data'] for r in runs]):.1f}",
                       f"{np.mean(ratios):.1f}" if ratios else "-",
                       f"{np.mean([r['kl'] for r in runs]):.3g}",
-                      f"{np.mean([r['weighted_kl'] / r['data'] for r in runs]):.1f}",
+                      f"{np.mean([r['weighted_kl'] / r['logged_data'] for r in runs]):.1f}",
                       _mean_or_dash([r.get("moved", float("nan")) for r in runs]),
                       f"{np.mean([r['dsc'] for r in runs]):.3f}"])
     return table
@@ -117,8 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = last_epochs(args.folder, source)
     if not rows:
         sys.exit(f"{args.folder}: no finished run with a log.jsonl")
-    header = ["method", "cases", "runs", "epochs", "data term", f"data / {args.baseline}", "KL",
-              "weighted KL / data", "moved from source", "DSC"]
+    header = ["method", "cases", "runs", "epochs", "data term per batch", f"data / {args.baseline}", "KL",
+              "weighted KL / data term in the loss", "moved from source", "DSC"]
     print(f"kernels' distance from {source}\n" if source else "no source network recorded: no distances\n")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in summary(rows, args.baseline):

@@ -75,3 +75,16 @@ def test_an_unreadable_model_gives_no_distance_and_a_bad_source_is_refused(tmp_p
     assert row["moved"] != row["moved"]  # NaN
     with pytest.raises(SystemExit, match="not a readable model file"):
         diagnostics["main"]([str(tmp_path), "--source", str(tmp_path / "runs" / "split0_n5_pr" / "model.pt")])
+
+
+def test_a_bayesian_runs_data_term_is_put_on_the_per_batch_scale_of_a_deterministic_one(tmp_path):
+    # the trainer logs N x the mean per case for a Bayesian run (the ELBO's term), the batch's loss otherwise
+    for run_id, method in [("split0_n5_ri", "ri"), ("split0_n5_dwp", "dwp")]:
+        _run(tmp_path, run_id, method, 0, [{"loss": 50.0 if method == "dwp" else 4.0, "data": 40.0 if method == "dwp"
+                                            else 4.0, "kl": 1e4 if method == "dwp" else 0.0}], 0.6)
+        (tmp_path / "runs" / run_id / "config.json").write_text(json.dumps(
+            {"train_config": {"method": method, "batch_size": 2}, "n_train": 10}))
+    rows = {r["method"]: r for r in diagnostics["last_epochs"](tmp_path)}
+    assert rows["dwp"]["data"] == pytest.approx(8.0) and rows["ri"]["data"] == pytest.approx(4.0)
+    table = {row[0]: row for row in diagnostics["summary"](list(rows.values()), "ri")}
+    assert table["dwp"][4:8] == ["8.0", "2.0", "1e+04", "0.2"]  # weighted KL 10 against the loss's data term 40
