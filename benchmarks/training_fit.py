@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bayesprior.checkpoints import load_model, read_model_file
+from bayesprior.checkpoints import model_from_payload, read_model_file
 from bayesprior.errors import BayespriorError
 from bayesprior.experiment.config import load_config
 from bayesprior.experiment.pipeline import Experiment
@@ -70,11 +70,12 @@ def main(argv: list[str] | None = None) -> None:
         for run in args.runs:
             result = json.loads((args.folder / "results" / f"{run}.json").read_text())
             model_path = args.folder / "runs" / run / "model.pt"
-            train = read_model_file(model_path)["extra"]["train_config"]
+            payload = read_model_file(model_path)  # read once: its settings and its network
+            train = payload["extra"]["train_config"]
             cases = [by_id[c] for c in result["train_cases"]]
             loss = LossConfig(train["dice_weight"], train["ce_weight"], train["ce_reduction"], train["dice_batch"],
                               train["dice_epsilon"])
-            values = fit(load_model(model_path), [c.image for c in cases], [c.label for c in cases], loss,
+            values = fit(model_from_payload(payload, model_path), [c.image for c in cases], [c.label for c in cases], loss,
                          train["batch_size"], args.samples)
             sampled = f"{values['samples']:.2f}" if "samples" in values else "-"
             print(f"| {run} | {values['means']:.2f} | {sampled} |")
