@@ -4,15 +4,16 @@
 
 For every finished run (a result and a run folder with log.jsonl) it reads the last logged epoch: the data term
 (the training loss without the KL), the KL, and the KL's share of the loss as trained (``loss - data``, so any
-warm-up is counted as it was). The trainer logs a Bayesian run's data term as the ELBO has it, N times the mean
-per case, and a deterministic run's per batch; the data term here is per batch for both (a Bayesian one times
-batch size / N, from the run's config.json), so that the two compare. Per method and train size it prints the means and the data term relative to the
-baseline's on the same split: how much worse a Bayesian network fits its training cases at the end of its
-steps. With the runs' networks (model.pt) it also gives how far their k x k x k kernels (posterior means for a
-Bayesian network) ended from the source network's: ||w - w_source|| / ||w_source|| over every such kernel. PR
-starts at the source, so its distance is what the data alone moved; a prior that starts there too and ends
-further away was pulled by the prior. These are training-side facts only: nothing here reads a test score other
-than the result's own DSC.
+warm-up is counted as it was). The trainer logs a Bayesian run's data term as the ELBO has it, N times the mean per
+case, and a deterministic run's per batch; the data term here is per batch for both (the log's ``data_per_case``
+times the batch size; in logs older than that field, a Bayesian run's data term times batch size / N, from the
+run's config.json), so that the two compare. Per method and train size it prints the means and the data term
+relative to the baseline's on the same split: how much worse a Bayesian network fits its training cases at the end
+of its steps. With the runs' networks (model.pt) it also gives how far their k x k x k kernels (posterior means for
+a Bayesian network) ended from the source network's: ||w - w_source|| / ||w_source|| over every such kernel. PR
+starts at the source, so its distance is what the data alone moved; a prior that starts there too and ends further
+away was pulled by the prior. These are training-side facts only: nothing here reads a test score other than the
+result's own DSC.
 """
 from __future__ import annotations
 
@@ -31,15 +32,19 @@ from bayesprior.training.methods import training_method
 from bayesprior.training.run_folder import read_log
 
 
-def _per_batch(config: Path) -> float:
-    """What turns the logged data term of the run with this config.json into a per-batch one (1 if unknown)."""
+def _data_per_batch(config: Path, last: dict) -> float:
+    """The last epoch's data term per batch, on one scale for every method: ``data_per_case`` x batch size where
+    the log has it; in older logs the logged data term, a Bayesian one times batch size / N (from config.json)."""
+    logged = float(last.get("data", last["loss"]))
     try:
         record = json.loads(config.read_text())
         train, n_train = record["train_config"], int(record["n_train"])
+        if "data_per_case" in last:
+            return float(last["data_per_case"]) * train["batch_size"]
         bayesian = training_method(train["method"]).bayesian
-        return train["batch_size"] / n_train if bayesian and n_train > 0 else 1.0
+        return logged * train["batch_size"] / n_train if bayesian and n_train > 0 else logged
     except (OSError, ValueError, KeyError, TypeError, BayespriorError):
-        return 1.0
+        return logged
 
 
 def kernels(path: Path) -> dict[str, np.ndarray] | None:
@@ -85,7 +90,7 @@ def last_epochs(folder: Path, source: Path | None = None) -> list[dict]:
             continue
         last = lines[-1]
         logged = float(last.get("data", last["loss"]))
-        data = logged * _per_batch(folder / "runs" / run.run_id / "config.json")
+        data = _data_per_batch(folder / "runs" / run.run_id / "config.json", last)
         rows.append({"method": run.method, "split": run.split, "train_size": run.train_size,
                      "dsc": result["dsc"], "epochs": len(lines), "data": data, "kl": float(last.get("kl", 0.0)),
                      "logged_data": logged, "weighted_kl": float(last["loss"]) - logged})

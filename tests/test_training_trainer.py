@@ -101,6 +101,18 @@ def test_bayesian_loss_is_n_times_mean_nll_plus_weighted_kl(tiny_architecture, t
     (entry,) = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert entry["kl"] > 0
     assert entry["loss"] == pytest.approx(entry["data"] + 0.25 * entry["kl"], rel=1e-5)
+    assert entry["data"] == pytest.approx(2 * entry["data_per_case"], rel=1e-5)  # N = 2 times the mean per case
+
+
+@pytest.mark.parametrize("method", ["ri", "gaussian"])
+def test_data_per_case_is_on_one_scale_for_every_method(tiny_architecture, tmp_path, method):
+    # 4 cases, batches of 2: the logged data term is N = 4 x the mean per case for a Bayesian run (the ELBO's)
+    # and the batch's loss = 2 x the mean per case for a deterministic one; data_per_case is the same quantity
+    cfg = _config(tiny_architecture, method=method, max_epochs=1, batch_size=2)
+    train(cfg, make_cases(4), run_dir=tmp_path)
+    (entry,) = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert entry["data_per_case"] > 0
+    assert entry["data"] == pytest.approx((4 if method == "gaussian" else 2) * entry["data_per_case"], rel=1e-5)
 
 
 def test_batch_data_loss_in_one_process_is_the_segmentation_loss():

@@ -88,3 +88,12 @@ def test_a_bayesian_runs_data_term_is_put_on_the_per_batch_scale_of_a_determinis
     assert rows["dwp"]["data"] == pytest.approx(8.0) and rows["ri"]["data"] == pytest.approx(4.0)
     table = {row[0]: row for row in diagnostics["summary"](list(rows.values()), "ri")}
     assert table["dwp"][4:8] == ["8.0", "2.0", "1e+04", "0.2"]  # weighted KL 10 against the loss's data term 40
+
+
+def test_the_logs_data_per_case_is_used_where_present(tmp_path):
+    # a newer log: data_per_case x batch size, whatever the method (the Bayesian data term 40 would give 8.0)
+    _run(tmp_path, "split0_n5_dwp", "dwp", 0, [{"loss": 50.0, "data": 40.0, "data_per_case": 1.5, "kl": 1e4}], 0.6)
+    (tmp_path / "runs" / "split0_n5_dwp" / "config.json").write_text(json.dumps(
+        {"train_config": {"method": "dwp", "batch_size": 2}, "n_train": 10}))
+    [row] = diagnostics["last_epochs"](tmp_path)
+    assert row["data"] == pytest.approx(3.0) and row["logged_data"] == pytest.approx(40.0)

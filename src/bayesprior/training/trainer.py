@@ -10,7 +10,10 @@ A run directory holds:
   `bayesprior.training.run_folder`), written atomically; a run started again in the same directory
   resumes from it, if its settings, data and input files match, and ends with the same weights as an
   uninterrupted run;
-- ``log.jsonl``: one line per epoch (loss, data term, KL, learning rate, validation metrics, seconds);
+- ``log.jsonl``: one line per epoch (loss, data term, KL, learning rate, validation metrics, seconds),
+  each a mean over the epoch's steps. ``data`` is the data term as the loss has it: N times the mean per
+  case for a Bayesian run (the ELBO's), the batch's for a deterministic one; ``data_per_case`` is the mean
+  per case for both, the one to compare across methods;
 - ``.bayesprior.lock`` while it runs: a second process on the same folder is refused
   (`bayesprior.locks`).
 
@@ -329,7 +332,7 @@ def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: 
     bayesian = isinstance(run.model, BayesianModel)
     n_train = len(train_cases)
     kl_weight = config.kl_weight * (min(1.0, (epoch + 1) / config.kl_warmup) if config.kl_warmup else 1.0)
-    totals = {"loss": 0.0, "data": 0.0, "kl": 0.0}
+    totals = {"loss": 0.0, "data": 0.0, "data_per_case": 0.0, "kl": 0.0}
     steps = skipped = 0
     for images, labels in run.sampler.epoch(epoch):
         steps += 1
@@ -356,6 +359,7 @@ def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: 
         run.precision.backward_and_step(loss, run.optimizer)
         totals["loss"] += float(loss.detach())
         totals["data"] += float(data_term.detach())
+        totals["data_per_case"] += float(data_loss.detach()) / float(n_global)
         totals["kl"] += float(kl.detach())
     if steps and skipped == steps:
         raise NonFiniteError(f"epoch {epoch + 1}: the loss of every batch ({steps}) is NaN or infinite; "
