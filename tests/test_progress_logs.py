@@ -99,7 +99,8 @@ def test_train_writes_tensorboard_scalars_per_epoch(tiny_architecture, tmp_path)
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert tags == {"train/loss", "train/data_term", "train/kl", "train/lr", "val/loss", "val/dsc"}
+    assert tags == {"train/loss", "train/data_term", "train/data_per_case", "train/kl", "train/lr", "val/loss",
+                    "val/dsc"}
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = events.Scalars("train/loss")
     assert [e.step for e in losses] == [1, 2, 3]

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 
 #: log.jsonl key -> TensorBoard tag
-SCALARS = {"loss": "train/loss", "data": "train/data_term", "kl": "train/kl", "val_loss": "val/loss",
-           "val_dsc": "val/dsc", "lr": "train/lr"}
+SCALARS = {"loss": "train/loss", "data": "train/data_term", "data_per_case": "train/data_per_case", "kl": "train/kl",
+           "val_loss": "val/loss", "val_dsc": "val/dsc", "lr": "train/lr"}
 
 
 def summary_writer_class() -> Any:
