@@ -301,3 +301,15 @@ def test_a_split_file_gives_the_case_lists_and_its_val_cases_are_refused(tmp_pat
     split.write_text("[")
     with pytest.raises(ConfigError, match=r"protocol.split_file: .*not valid JSON"):
         parse_config(_config(protocol={"split_file": "split.json"}), tmp_path / "x.toml")
+
+
+def test_the_report_leaves_out_results_of_runs_outside_its_config_and_counts_them(tmp_path):
+    # e.g. a probe whose folder still holds another config's runs: they must not enter the table or the count
+    out = tmp_path / "out"
+    _experiment(out, _config()).run()
+    extra = _result(out) | {"method": "pr", "dsc": 0.99}
+    (out / "results" / "split0_n1_pr.json").write_text(json.dumps(extra))
+    (out / "results" / "split3_n1_ri.json").write_text(json.dumps(_result(out) | {"split": 3, "dsc": 0.99}))
+    text = _experiment(out, _config()).report()
+    assert "0 run(s) not finished yet, 2 result(s) of runs outside this config left out." in text
+    assert "UNet-PR" not in text and "0.990" not in text

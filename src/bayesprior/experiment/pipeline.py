@@ -530,12 +530,18 @@ class Experiment:
     # ------------------------------------------------------------------------------ report
     def report(self) -> str | None:
         c = self.config
-        results = self.store.read_all()
+        planned = set(all_runs(c))
+        found = self.store.read_all()
+        # a folder may also hold results of runs this config does not make (another config's, a method or size
+        # taken out): they are left out of its tables and counted
+        results = [r for r in found if RunSpec(r["split"], r["train_size"], r["method"]) in planned]
         if not results:
             return None
         bayesian = {name for name, method in self.methods.items() if method.bayesian}
+        outside = f", {len(found) - len(results)} result(s) of runs outside this config left out" if len(found) > len(
+            results) else ""
         note = (f"{_settings_note(results, bayesian)}; {_grid_note(results)}; "
-                f"{len(all_runs(c)) - len(results)} run(s) not finished yet.")
+                f"{len(planned) - len(results)} run(s) not finished yet{outside}.")
         text = write_tables(results, c.methods, c.train_sizes, self.out, note=note)
         plot_dsc_vs_train_size(results, c.methods, c.train_sizes, self.out / "dsc_vs_train_size.png")
         slices = {}
