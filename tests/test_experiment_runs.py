@@ -23,6 +23,21 @@ def test_shipped_configs_are_valid():
     assert paper.train_sizes == (5, 10, 15, 20) and paper.test_size == 50 and paper.splits == 3
     cpu = load_config(REPO / "benchmarks" / "transfer_cpu.toml")
     assert cpu.target.synthetic_shape == (40, 48, 40)
+    for path in [*(REPO / "configs").glob("*.toml"), *(REPO / "benchmarks").rglob("*.toml")]:
+        load_config(path)  # every shipped experiment config parses
+
+
+@pytest.mark.parametrize("probe", ["transfer_gpu_ms_probe.toml", "transfer_gpu_ms_probe_priors.toml"])
+def test_the_ms_probes_differ_from_the_benchmark_only_on_the_target_side(probe):
+    # they run on a copy of the benchmark's source stage: any source-side difference would be refused there,
+    # and a target-training difference would make them a different question from the one their header asks
+    cpu = load_config(REPO / "benchmarks" / "transfer_cpu.toml").to_dict()
+    other = load_config(REPO / "benchmarks" / probe).to_dict()
+    assert {k for k in cpu if cpu[k] != other[k]} == {"target", "target_train_options", "target_method_options",
+                                                       "train_sizes", "splits", "methods"}
+    assert other["target_train_options"] == {**cpu["target_train_options"], "device": "cuda"}
+    assert all(other["target_method_options"][m] == cpu["target_method_options"][m] for m in other["methods"]
+               if m in other["target_method_options"])
 
 
 def test_unknown_key_is_named_in_the_error():
