@@ -264,8 +264,9 @@ def _toml(raw):
 
 
 @pytest.mark.parametrize("methods, source, fragment", [
-    (["dwp", "corrnormal"], None, r"\[prior\] file serves the one method that learns its prior; protocol.methods has 2"),
-    (["ri"], None, r"\[prior\] file serves the one method .* has 0"),
+    (["dwp", "corrnormal"], None, r"\[prior\] file serves the methods that learn one kind of prior; protocol.methods "
+                                  r"has 2"),
+    (["ri"], None, r"\[prior\] file serves the methods .* has 0"),
     (["dwp", "pr"], {}, r"\[source\] needs path, synthetic or models"),
 ])
 def test_a_prior_file_must_serve_one_method_and_a_source_must_be_given_where_needed(tmp_path, methods, source,

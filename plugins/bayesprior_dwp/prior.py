@@ -9,9 +9,18 @@ the closed-form entropy and latent KL, ONE reparameterised weight sample and ONE
 latent sample (Atanov et al. 2019; the paper's Algorithm 1). Gradients reach the posterior through
 the frozen decoder (its parameters do not require grad, but the graph is kept); the encoder is
 fine-tuned on the target by default (the paper optimises both theta and psi).
+
+The anchored DWP (``dwp_anchored``) keeps each kernel's identity: the latent prior of kernel k becomes
+the fitted encoder's distribution of the source network's kernel at the same place, r(z | w_source,k)
+(its standard deviation times ``anchor_scale``), instead of N(0, I). Its prior is then
+p_k(w) = E_{r(z | w_source,k)} p(w | z), "kernels like this source kernel" rather than "kernels like the
+bank's", and the bound keeps its form with KL(r(z|w_k) || r(z | w_source,k)) as the latent term. The
+anchors are computed once, when the prior is bound to the source network's layers (`bind`), and kept as
+buffers; with every anchor at mean 0 and log-variance 0 it is the plain DWP.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +45,27 @@ class DeepWeightPrior(Prior):
         chunk_size: score at most this many kernels at once, recomputing each chunk in the backward
             pass (bounds activation memory); None scores all at once.
         source: ``{"path": ..., "group": ...}`` when built from a prior file (for `config`).
+        anchored: anchor each kernel's latent prior at its source kernel (module docstring).
+        anchor_scale: factor on the anchors' standard deviations (1: the encoder's own).
     """
 
     unit = "kernel"
 
     def __init__(self, vae: KernelVAE, fine_tune_encoder: bool = True, chunk_size: int | None = None,
-                 source: dict[str, Any] | None = None):
+                 source: dict[str, Any] | None = None, anchored: bool = False, anchor_scale: float = 1.0):
         super().__init__()
         if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
             raise ConfigError(f"dwp prior: chunk_size must be a positive integer or None, got {chunk_size!r}")
+        if isinstance(anchor_scale, bool) or not isinstance(anchor_scale, (int, float)) or not (
+                math.isfinite(anchor_scale) and anchor_scale > 0):
+            raise ConfigError(f"dwp prior: anchor_scale must be a positive finite number, got {anchor_scale!r}")
         self.vae = vae
         self.fine_tune_encoder = bool(fine_tune_encoder)
         self.chunk_size = chunk_size
         self.source = dict(source or {})
+        self.anchored = bool(anchored)
+        self.anchor_scale = float(anchor_scale)
+        self.anchor_kernels: list[int] = []  # kernels of each bound layer, in the order they were bound
         for p in vae.decoder.parameters():
             p.requires_grad_(False)
         for p in vae.encoder.parameters():
@@ -56,10 +73,39 @@ class DeepWeightPrior(Prior):
 
     @classmethod
     def from_file(cls, path: str | Path, group: str, fine_tune_encoder: bool = True,
-                  chunk_size: int | None = None) -> "DeepWeightPrior":
+                  chunk_size: int | None = None, anchored: bool = False,
+                  anchor_scale: float = 1.0) -> "DeepWeightPrior":
         """The prior of `group` in the prior file at `path` (see `bayesprior_dwp.prior_file`)."""
         vae = load_prior_file(path).vae(group)
-        return cls(vae, fine_tune_encoder, chunk_size, source={"path": str(path), "group": group})
+        return cls(vae, fine_tune_encoder, chunk_size, source={"path": str(path), "group": group},
+                   anchored=anchored, anchor_scale=anchor_scale)
+
+    # -- anchors
+    @torch.no_grad()
+    def bind(self, layer_name: str, weight: Tensor) -> "DeepWeightPrior":
+        """Anchored: keep r(z | kernel) of each kernel of the layer's (source) weight as its latent prior."""
+        if not self.anchored:
+            return self
+        self.check_compatible(weight.shape, layer_name)
+        mean, log_variance = self.vae.encode(kernel_view(weight.detach().to(self.vae.data_mean)))
+        k = len(self.anchor_kernels)
+        self.register_buffer(f"anchor_mean_{k}", mean.clone())
+        self.register_buffer(f"anchor_log_variance_{k}", log_variance + 2 * math.log(self.anchor_scale))
+        self.anchor_kernels.append(int(mean.shape[0]))
+        return self
+
+    def _anchors(self, posteriors: list[Any]) -> tuple[Tensor, Tensor] | None:
+        """The latent priors of the kernels of `posteriors` (the layers bound, in their order), or None."""
+        if not self.anchored:
+            return None
+        kernels = [q.shape[0] * q.shape[1] for q in posteriors]
+        if kernels != self.anchor_kernels:
+            raise PriorMismatchError(f"anchored DWP prior {self.describe()} was bound to layers of "
+                                     f"{self.anchor_kernels} kernels, in that order, but is asked to score layers of "
+                                     f"{kernels}: score the layers it was bound to together (kl_layers)")
+        k = range(len(kernels))
+        return (torch.cat([getattr(self, f"anchor_mean_{i}") for i in k]),
+                torch.cat([getattr(self, f"anchor_log_variance_{i}") for i in k]))
 
     # -- the bound
     def kl_upper_bound(self, posterior: Any, weight_sample: Tensor,
@@ -75,7 +121,7 @@ class DeepWeightPrior(Prior):
         w = kernel_view(weight_sample)
         noise = torch.randn(w.shape[0], self.vae.latent_dim, device=w.device, dtype=w.dtype) \
             if latent_noise is None else latent_noise
-        return -posterior.entropy().sum() + self._chunked_latent_terms(w, noise)
+        return -posterior.entropy().sum() + self._chunked_latent_terms(w, noise, self._anchors([posterior]))
 
     def kl_layers(self, posteriors: list[Any], weight_samples: list[Tensor | None] | None = None) -> Tensor:
         """The bound summed over every layer of the group, with the kernels of all layers in one VAE pass.
@@ -92,22 +138,27 @@ class DeepWeightPrior(Prior):
         kernels = torch.cat([kernel_view(q.rsample() if w is None else w) for q, w in zip(posteriors, samples)])
         negative_entropy = -torch.stack([q.entropy().sum() for q in posteriors]).sum()
         noise = torch.randn(kernels.shape[0], self.vae.latent_dim, device=kernels.device, dtype=kernels.dtype)
-        return negative_entropy + self._chunked_latent_terms(kernels, noise)
+        return negative_entropy + self._chunked_latent_terms(kernels, noise, self._anchors(posteriors))
 
-    def _chunked_latent_terms(self, w: Tensor, noise: Tensor) -> Tensor:
+    def _chunked_latent_terms(self, w: Tensor, noise: Tensor, anchors: tuple[Tensor, Tensor] | None = None) -> Tensor:
         if self.chunk_size is None or w.shape[0] <= self.chunk_size:
-            return self._latent_terms(w, noise)
+            return self._latent_terms(w, noise, anchors)
         total = w.new_zeros(())
-        for w_chunk, noise_chunk in zip(w.split(self.chunk_size), noise.split(self.chunk_size)):
+        pieces = [w.split(self.chunk_size), noise.split(self.chunk_size)]
+        if anchors is not None:
+            pieces += [a.split(self.chunk_size) for a in anchors]
+        for chunk in zip(*pieces):
+            chunk_anchors = None if anchors is None else (chunk[2], chunk[3])
             if torch.is_grad_enabled():
-                total = total + checkpoint(self._latent_terms, w_chunk, noise_chunk, use_reentrant=False)
+                total = total + checkpoint(self._latent_terms, chunk[0], chunk[1], chunk_anchors, use_reentrant=False)
             else:
-                total = total + self._latent_terms(w_chunk, noise_chunk)
+                total = total + self._latent_terms(chunk[0], chunk[1], chunk_anchors)
         return total
 
-    def _latent_terms(self, w: Tensor, noise: Tensor) -> Tensor:
-        """Sum over kernels of KL(r(z|w) || N(0, I)) - log p(w | z), z = one sample of r(z|w)."""
-        return self.vae.negative_elbo(w, noise).sum()
+    def _latent_terms(self, w: Tensor, noise: Tensor, anchors: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Sum over kernels of KL(r(z|w) || p(z)) - log p(w | z), z = one sample of r(z|w); p(z) = N(0, I), or
+        each kernel's anchor."""
+        return self.vae.negative_elbo(w, noise, anchors).sum()
 
     # -- the rest of the Prior contract
     def sample(self, shape: torch.Size) -> Tensor:
@@ -127,12 +178,24 @@ class DeepWeightPrior(Prior):
     def config(self) -> dict[str, Any]:
         # the VAE's hyper-parameters, not the prior file's path: a saved model's state carries the VAE's
         # weights, so the model loads anywhere, without the file (`create_dwp_prior` without `path`)
-        return {"group": self.source.get("group"), "vae": dict(self.vae.hparams),
-                "fine_tune_encoder": self.fine_tune_encoder, "chunk_size": self.chunk_size}
+        config = {"group": self.source.get("group"), "vae": dict(self.vae.hparams),
+                  "fine_tune_encoder": self.fine_tune_encoder, "chunk_size": self.chunk_size}
+        if self.anchored:
+            config["anchor_scale"] = self.anchor_scale
+        return config
+
+
+def create_anchored_dwp_prior(path: str | None = None, group: str | None = None, fine_tune_encoder: bool = True,
+                              chunk_size: int | None = None, vae: dict[str, Any] | None = None,
+                              anchor_scale: float = 1.0) -> DeepWeightPrior:
+    """Registry factory of ``"dwp_anchored"``: as ``"dwp"``, each kernel's latent prior anchored at its source
+    kernel (module docstring) when the prior is bound to the source network's layers."""
+    return create_dwp_prior(path, group, fine_tune_encoder, chunk_size, vae, anchored=True, anchor_scale=anchor_scale)
 
 
 def create_dwp_prior(path: str | None = None, group: str | None = None, fine_tune_encoder: bool = True,
-                     chunk_size: int | None = None, vae: dict[str, Any] | None = None) -> DeepWeightPrior:
+                     chunk_size: int | None = None, vae: dict[str, Any] | None = None, anchored: bool = False,
+                     anchor_scale: float = 1.0) -> DeepWeightPrior:
     """Registry factory of ``"dwp"``: the prior of `group` in the prior file at `path`.
 
     Without `path`, `vae` (the VAE's hyper-parameters, as `DeepWeightPrior.config` records them) builds
@@ -145,12 +208,14 @@ def create_dwp_prior(path: str | None = None, group: str | None = None, fine_tun
     if path:
         if not group:
             raise ConfigError(f"dwp prior needs group=<one of the groups in {path}>")
-        return DeepWeightPrior.from_file(path, group, fine_tune_encoder=fine_tune_encoder, chunk_size=chunk_size)
+        return DeepWeightPrior.from_file(path, group, fine_tune_encoder=fine_tune_encoder, chunk_size=chunk_size,
+                                         anchored=anchored, anchor_scale=anchor_scale)
     if vae is None:
-        raise ConfigError("dwp prior needs path=<prior file written by `bayesprior fit-prior`> (or vae=<its "
-                          "hyper-parameters>, when a saved model's state fills it)")
+        raise ConfigError("dwp prior needs path=<prior file written by `bayesprior fit-prior`>: --prior-file in "
+                          "`bayesprior train` (or vae=<its hyper-parameters>, when a saved model's state fills it)")
     try:
         placeholder = KernelVAE(**vae)
     except TypeError as exc:
         raise ConfigError(f"dwp prior: vae={vae!r} is not a set of KernelVAE hyper-parameters ({exc})") from None
-    return DeepWeightPrior(placeholder, fine_tune_encoder, chunk_size, source={"group": group})
+    return DeepWeightPrior(placeholder, fine_tune_encoder, chunk_size, source={"group": group}, anchored=anchored,
+                           anchor_scale=anchor_scale)

@@ -140,17 +140,22 @@ class KernelVAE(nn.Module):
         mean, log_variance = self.decoder(z)
         return gaussian_log_prob(u, mean, log_variance).sum(-1) - self.data_log_det
 
-    def negative_elbo(self, w: Tensor, noise: Tensor | None = None) -> Tensor:
+    def negative_elbo(self, w: Tensor, noise: Tensor | None = None,
+                      latent_prior: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Per-kernel negative ELBO (beta = 1, one latent sample), in nats: (n,).
 
         `noise` (n, latent_dim) is the standard-normal draw of the latent sample (drawn if None).
+        `latent_prior` (mean, log-variance), each (n, latent_dim), replaces p(z) = N(0, I) kernel by kernel
+        (the anchored DWP's r(z | source kernel)); None is N(0, I).
         The kernels are whitened once, for the encoder and the likelihood alike.
         """
         u = self.whiten(w)
         mu_z, lv_z = self.encoder(u)
         noise = torch.randn_like(mu_z) if noise is None else noise
         z = torch.addcmul(mu_z, (0.5 * lv_z).exp(), noise)
-        return gaussian_kl_to_standard(mu_z, lv_z).sum(-1) - self._whitened_log_likelihood(u, z)
+        latent_kl = (gaussian_kl_to_standard(mu_z, lv_z) if latent_prior is None
+                     else gaussian_kl(mu_z, lv_z, *latent_prior))
+        return latent_kl.sum(-1) - self._whitened_log_likelihood(u, z)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -181,3 +186,9 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, log_variance: Tensor) -> Tensor:
 def gaussian_kl_to_standard(mean: Tensor, log_variance: Tensor) -> Tensor:
     """Element-wise KL(N(mean, exp(log_variance)) || N(0, 1))."""
     return 0.5 * (mean ** 2 + log_variance.exp() - 1.0 - log_variance)
+
+
+def gaussian_kl(mean: Tensor, log_variance: Tensor, prior_mean: Tensor, prior_log_variance: Tensor) -> Tensor:
+    """Element-wise KL(N(mean, exp(log_variance)) || N(prior_mean, exp(prior_log_variance)))."""
+    return 0.5 * (prior_log_variance - log_variance - 1.0
+                  + (log_variance.exp() + (mean - prior_mean) ** 2) * torch.exp(-prior_log_variance))

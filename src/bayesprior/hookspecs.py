@@ -38,8 +38,23 @@ class HookSpecs:
           as ``group`` (a DWP prior loads that group's VAE).
         - ``check_fit_options(options)`` (optional, with ``fit``): raises `bayesprior.errors.ConfigError`
           naming an option that ``fit`` would refuse, so an experiment checks them before any data are made.
+        - ``centred_at_source=True``: the prior is centred at the network it wraps (`Prior.bind` keeps each
+          layer's weight), so training with it needs a source model, whose weights the layers hold then.
+        - ``source_file="name.pt"``: the prior's ``path`` is the file of that name that the source run wrote
+          beside its ``model.pt`` (an experiment passes it; e.g. SWAG moments, ``train --swag-epochs``).
 
         Return nothing.
+        """
+
+    @hookspec
+    def register_methods(self, register: Callable[..., None]) -> None:
+        """Register training methods of a plain (deterministic) network beyond ``ri``, ``pr`` and ``prf``.
+
+        Call ``register(name, penalty, default_weight=1.0, description="")`` once per method. The
+        method starts from the source model and trains every layer; ``penalty(net)`` is called once, with
+        the network holding the source weights, and returns an ``nn.Module`` whose ``forward(net)`` gives
+        the penalty added, times the run's ``penalty_weight`` (``default_weight`` unless set), to every
+        step's data loss (e.g. L2-SP's ``||w - w_source||^2 / 2``). Return nothing.
         """
 
     @hookspec

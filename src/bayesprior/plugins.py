@@ -88,7 +88,8 @@ class PluginInfo:
 
 # registry kind -> (hook name, extra keyword arguments its register callback accepts)
 _REGISTRY_HOOKS = {
-    "prior": ("register_priors", ("fit", "per_group", "check_fit_options")),
+    "prior": ("register_priors", ("fit", "per_group", "check_fit_options", "centred_at_source", "source_file")),
+    "method": ("register_methods", ("default_weight",)),
     "architecture": ("register_architectures", ("groups", "finetune_layers", "min_input_size")),
     "dataset layout": ("register_dataset_layouts", ("detect", "files", "label_files")),
 }
@@ -322,6 +323,22 @@ def check_prior_fit_options(name: str, options: Mapping[str, Any]) -> None:
     check = prior_registry().get(name).extras.get("check_fit_options")
     if check is not None:
         check(dict(options))
+
+
+def method_registry() -> Registry:
+    """Training methods that plugins register beside the priors (e.g. a penalty such as L2-SP)."""
+    return registries()["method"]
+
+
+def prior_centred_at_source(name: str) -> bool:
+    """Whether the prior `name` is centred at the network it wraps (so its method needs a source model)."""
+    return bool(prior_registry().get(name).extras.get("centred_at_source"))
+
+
+def prior_source_file(name: str) -> str | None:
+    """The file name, beside a source run's ``model.pt``, that the prior `name` takes as its ``path``
+    (e.g. ``swag.pt``, written by ``train --swag-epochs``); None if its file is not the source run's."""
+    return prior_registry().get(name).extras.get("source_file")
 
 
 def prior_per_group(name: str) -> bool:

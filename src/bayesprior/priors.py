@@ -81,6 +81,19 @@ class Prior(nn.Module):
         super().__init_subclass__(**kwargs)
         check_unit(cls.unit, f"prior class {cls.__name__}")  # a typo fails where the class is written
 
+    def bind(self, layer_name: str, weight: Tensor) -> "Prior":
+        """The prior of layer `layer_name`, whose weight is `weight` when the network is made Bayesian.
+
+        `bayesianize` calls it once per selected layer, in network order, before the posterior is made,
+        so `weight` is the wrapped network's own weight (a source network's, for transfer). The default
+        returns `self` unchanged: one prior shared by the layers of its rule. A prior centred at the
+        wrapped network may keep what it needs of `weight` and return `self` (it is then asked for the KL
+        of its layers together, `kl_layers`, in the order it was bound) or return a new prior for that
+        layer alone. When a saved model is loaded, `weight` is a fresh network's and the saved state
+        then replaces whatever the prior kept of it, so keep it in buffers.
+        """
+        return self
+
     def kl(self, posterior: Posterior, weight_sample: Tensor | None = None) -> Tensor:
         """KL(q || p) summed over the layer (or an upper bound of it). `weight_sample` is drawn if needed."""
         return resolve_kl(posterior, self, weight_sample)

@@ -333,31 +333,20 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
             if n == 0:
                 raise ConfigError(f"rule {rule.select} selects no layer that can be made Bayesian")
 
-    # one prior object per rule (shared by its layers); a Prior instance given to several rules stays one
-    priors: dict[str, Prior] = {}
-    rule_key: dict[int, str] = {}
-    for i, rule in enumerate(parsed):
-        if not hits[i]:
-            continue
-        prior = _build_prior(rule.prior)
-        key = next((k for k, p in priors.items() if p is prior), None)
-        if key is None:
-            key = f"prior{len(priors)}"
-            priors[key] = prior
-        rule_key[i] = key
+    priors, layer_key = _bound_priors(model, parsed, hits, chosen)
     # check every layer (and draw every initial mean) before touching the model, so that an error
     # leaves the caller's network exactly as it was rather than half wrapped
     initial_means: dict[str, Tensor] = {}
-    for name, i in chosen.items():
+    for name in chosen:
         module = model.get_submodule(name)
-        priors[rule_key[i]].check_compatible(module.weight.shape, name)
+        priors[layer_key[name]].check_compatible(module.weight.shape, name)
         if init_from_prior:
-            initial_means[name] = priors[rule_key[i]].sample(module.weight.shape)
+            initial_means[name] = priors[layer_key[name]].sample(module.weight.shape)
     log_variances = ({name: _relative_log_variance(initial_means.get(name, model.get_submodule(name).weight), name,
                                                    posterior_std_ratio) for name in chosen}
                      if posterior_std_ratio is not None else {})
     assignment: dict[str, str] = {}
-    for name, i in chosen.items():
+    for name in chosen:
         layer = BayesianLayer(model.get_submodule(name), log_variance_init=log_variance_init, mode=mode)
         if name in initial_means:
             with torch.no_grad():
@@ -366,8 +355,39 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
             with torch.no_grad():
                 layer.posterior.log_variance.fill_(log_variances[name])
         _replace_module(model, name, layer)
-        assignment[name] = rule_key[i]
+        assignment[name] = layer_key[name]
     return BayesianModel(model, priors, assignment, groups)
+
+
+def _bound_priors(model: nn.Module, rules: list[Rule], hits: list[int],
+                  chosen: dict[str, int]) -> tuple[dict[str, Prior], dict[str, str]]:
+    """The priors by key, and each chosen layer's key: one prior per rule, bound to each of its layers
+    (`Prior.bind`, in network order) before any layer is wrapped.
+
+    A prior shared by its layers keeps the rule's key (``prior<k>``, in rule order, so that a saved model's
+    keys come back when it is rebuilt rule by rule); a prior bound to one layer alone gets the next key, in
+    network order. A Prior instance given to several rules stays one.
+    """
+    rule_priors = {i: _build_prior(rule.prior) for i, rule in enumerate(rules) if hits[i]}
+    bound = {name: rule_priors[i].bind(name, model.get_submodule(name).weight.detach()) for name, i in chosen.items()}
+    for name, prior in bound.items():
+        if not isinstance(prior, Prior):
+            raise ConfigError(f"layer {name!r}: {type(rule_priors[chosen[name]]).__name__}.bind returned "
+                              f"{type(prior).__name__}, not a Prior")
+    priors: dict[str, Prior] = {}
+
+    def key_of(prior: Prior) -> str:
+        key = next((k for k, p in priors.items() if p is prior), None)
+        if key is None:
+            key = f"prior{len(priors)}"
+            priors[key] = prior
+        return key
+
+    shared = {id(p) for p in bound.values()}
+    for prior in rule_priors.values():
+        if id(prior) in shared:
+            key_of(prior)
+    return priors, {name: key_of(prior) for name, prior in bound.items()}
 
 
 def _relative_log_variance(means: Tensor, name: str, ratio: float) -> float:

@@ -93,6 +93,16 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--channels-last", is_flag=True, help="Channels-last-3d memory order (can be faster on GPUs).")
 @click.option("--skip-nonfinite-loss", is_flag=True,
               help="Skip the step of a batch whose loss is NaN or infinite (counted in log.jsonl) instead of stopping.")
+@click.option("--penalty-weight", default=None, type=click.FloatRange(min=0),
+              help="Weight of a penalty method's term (l2sp: alpha of alpha/2 ||w - w_source||^2; default: the "
+                   "method's own).")
+@click.option("--swag-epochs", default=0, show_default=True, type=click.IntRange(min=0),
+              help="After training, this many epochs at a constant learning rate, collecting SWAG moments of the "
+                   "weights into RUN_DIR/swag.pt (the swag prior's file); model.pt stays the trained network.")
+@click.option("--swag-rank", default=5, show_default=True, type=click.IntRange(min=2),
+              help="Deviations kept for SWAG's low-rank part (at most --swag-epochs).")
+@click.option("--swag-lr", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Constant learning rate of the SWAG epochs (default: --lr).")
 @click.option("--layout", default=None, help="Dataset layout (detected when omitted).")
 @click.option("--channel", default=None, help="Channel or modality to read (name or index).")
 @click.option("--cases", "case_list", default=None,
@@ -127,7 +137,7 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                   seeds, restarts, val_fraction,
                   ce_reduction, dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch,
                   foreground_fraction, steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last,
-                  skip_nonfinite_loss, layout, channel, case_list, split_file, spacing, resample_shape, shape,
+                  skip_nonfinite_loss, penalty_weight, swag_epochs, swag_rank, swag_lr, layout, channel, case_list, split_file, spacing, resample_shape, shape,
                   intensity, no_crop,
                   cache_dir, no_cache, allow_outside_paths, device, tensorboard_dir, no_progress, quiet):
     """Train a segmentation model on DATA_DIR; write checkpoints, logs, curves and model.pt to RUN_DIR.
@@ -139,8 +149,14 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     A BRATS folder at 4 mm on the cases of a split file:
     bayesprior train data/BRATS2018 runs/t2 --channel t2 --spacing 4 --split-file split.json
 
-    Source networks whose kernels carry structure (benchmarks/RESULTS.md, "Source recipe"):
-    bayesprior train data/SynMS2mm runs/src --init-scale 0.03 --patch 48,48,48 --augment --steps-per-epoch 50
+    Source networks whose kernels carry structure (benchmarks/RESULTS.md, "Source recipe"), and their SWAG
+    moments for the swag prior (RUN_DIR/swag.pt):
+    bayesprior train data/SynMS2mm runs/src --init-scale 0.03 --patch 48,48,48 --augment --steps-per-epoch 50 \
+        --swag-epochs 10
+
+    Transfer with priors that keep the source network's weights:
+    bayesprior train data/SynBraTS runs/l2sp --method l2sp --source runs/src/model.pt --penalty-weight 0.01
+    bayesprior train data/SynBraTS runs/swag --method swag --source runs/src/model.pt --prior-file runs/src/swag.pt
     """
     if prior_path is not None and old_prior_path is not None:
         raise click.UsageError("give the prior file once, with --prior-file")
@@ -171,7 +187,8 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
             progress=not quiet, init_scale=init_scale, weight_decay=weight_decay, patch=patch,
             foreground_fraction=foreground_fraction, steps_per_epoch=steps_per_epoch, augment=augment,
             patience=patience, kl_warmup=kl_warmup, amp=amp_dtype if amp else None, channels_last=channels_last,
-            skip_nonfinite_loss=skip_nonfinite_loss)
+            skip_nonfinite_loss=skip_nonfinite_loss, penalty_weight=penalty_weight, swag_epochs=swag_epochs,
+            swag_rank=swag_rank, swag_lr=swag_lr)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     build_model(base_config)  # the network, source model and prior file are checked before the data are read
@@ -248,6 +265,10 @@ def _refuse_options_without_effect(ctx: click.Context, method: TrainingMethod, s
                           "with --posterior-std-ratio, which sets the posterior's initial variance")
     if patch is None:
         refuse_without_effect(ctx, ("foreground_fraction",), "without --patch (whole volumes are trained on)")
+    if not method.penalty:
+        refuse_without_effect(ctx, ("penalty_weight",), f"with --method {method.name}, which adds no penalty")
+    if ctx.params.get("swag_epochs", 0) == 0:
+        refuse_without_effect(ctx, ("swag_rank", "swag_lr"), "without --swag-epochs")
     if not amp:
         refuse_without_effect(ctx, ("amp_dtype",), "without --amp")
     if no_cache:

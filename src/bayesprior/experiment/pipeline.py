@@ -50,7 +50,7 @@ from ..inference.prediction import PredictionSettings, mask_and_probability, pre
 from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table, structure_warnings
 from ..kernels import KernelBank, harvest_kernels
 from ..locks import folder_lock
-from ..plugins import build_architecture, check_prior_fit_options, prior_fitter
+from ..plugins import build_architecture, check_prior_fit_options, prior_fitter, prior_source_file
 from ..training.config import TrainConfig
 from ..training.methods import TrainingMethod, training_method
 from ..training.run_folder import input_files
@@ -70,7 +70,8 @@ BAYESIAN_SETTINGS = ("kl_weight", "forward_mode", "kl_warmup", "prior_options", 
 #: settings added after results were first keyed by their settings, with the default that reproduces the
 #: runs made before they existed: left out of a result's key while at that default, so that results made
 #: by an older bayesprior stay valid
-LATER_SETTINGS = {"posterior_std_ratio": None}
+LATER_SETTINGS = {"posterior_std_ratio": None, "penalty_weight": None, "swag_epochs": 0, "swag_rank": 5,
+                  "swag_lr": None}
 
 
 class Experiment:
@@ -116,9 +117,15 @@ class Experiment:
                 with _naming(f"[prior] ({name} prior)"):
                     check_prior_fit_options(method.name, self.prior_fit_options())
         learned = self.learned_prior_methods()
-        if c.prior_file is not None and len(learned) != 1:
-            raise ConfigError(f"[prior] file serves the one method that learns its prior; protocol.methods has "
+        if c.prior_file is not None and len({prior_fitter(m) for m in learned}) != 1:
+            raise ConfigError(f"[prior] file serves the methods that learn one kind of prior; protocol.methods has "
                               f"{len(learned)} ({', '.join(learned) or 'none'})")
+        swag_file_methods = [m for m in self.methods.values() if m.bayesian and prior_source_file(m.name)]
+        if swag_file_methods and not c.source_models and not c.source_train_options.get("swag_epochs"):
+            names = ", ".join(sorted({m.name for m in swag_file_methods}))
+            raise ConfigError(f"method(s) {names} read their prior from a file the source run writes "
+                              f"({', '.join(sorted({prior_source_file(m.name) for m in swag_file_methods}))}): set "
+                              "[source_training] swag_epochs (e.g. 10) so that the source stage collects it")
         for model in c.source_models:  # an existing zoo is read before any work: a bad file is named now
             with _naming("[source] models"):
                 read_model_file(model)
@@ -227,7 +234,8 @@ class Experiment:
         for k, seed in enumerate(c.source_seeds):
             run_dir = self.out / "source" / "runs" / f"seed{seed}"
             model = run_dir / "model.pt"
-            if not model.is_file() and k % shard[1] == shard[0]:
+            unfinished = not model.is_file() or any(not (run_dir / f).is_file() for f in self.source_run_files())
+            if unfinished and k % shard[1] == shard[0]:
                 self.log(f"source model seed {seed}: {len(train_cases)} training cases, "
                          f"{len(val)} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
                 config = self.source_train_config(seed, zoo)
@@ -236,6 +244,28 @@ class Experiment:
             finals.append(model)
         minima = sorted(zoo.glob("seed*/*.pt"))
         return finals, (minima or finals)
+
+    def source_run_files(self) -> list[str]:
+        """The files beside a source run's model.pt that a method's prior is read from (e.g. ``swag.pt``)."""
+        return sorted({f for m in self.methods.values() if m.bayesian and (f := prior_source_file(m.name))})
+
+    def source_file_priors(self, source: Path) -> dict[str, Path]:
+        """The prior file of each method whose prior is a file the source run wrote beside `source`.
+
+        Raises:
+            ConfigError: the file is missing (a zoo given by ``[source] models`` without it).
+        """
+        priors = {}
+        for name, method in self.methods.items():
+            file_name = prior_source_file(method.name) if method.bayesian else None
+            if file_name is None:
+                continue
+            path = source.parent / file_name
+            if not path.is_file():
+                raise ConfigError(f"method {name!r} needs {path}, which the source run writes with "
+                                  "[source_training] swag_epochs (`train --swag-epochs`)")
+            priors[method.name] = path
+        return priors
 
     def source_train_config(self, seed: int, zoo: Path) -> TrainConfig:
         """The settings of the source run of `seed`, its minima saved under `zoo`."""
@@ -317,8 +347,8 @@ class Experiment:
         methods = self.learned_prior_methods()
         if not methods:
             return {}
-        if self.config.prior_file is not None:  # an existing prior (one learned-prior method, checked up front)
-            return {methods[0]: Path(self.config.prior_file)}
+        if self.config.prior_file is not None:  # an existing prior (one kind of learned prior, checked up front)
+            return {method: Path(self.config.prior_file) for method in methods}
         bank_path = self.out / "source" / "bank.npz"
         if not bank_path.is_file():
             self.log(f"harvesting kernels from {len(zoo)} source model(s)")
@@ -326,16 +356,17 @@ class Experiment:
             bank.save(bank_path)
         else:
             bank = KernelBank.load(bank_path)
-        priors = {}
+        priors: dict[str, Path] = {}
+        fitted: dict[Callable[..., Any], Path] = {}  # methods that learn one kind of prior share its file
         for method in methods:
-            out = self.out / "source" / f"prior_{method}.pt"
+            fit = prior_fitter(method)
+            out = fitted.get(fit) or self.out / "source" / f"prior_{method}.pt"
             if not out.is_file():
-                fit = prior_fitter(method)
                 self.log(f"fitting the {method} prior on {bank_path.name}")
                 scores = fit(str(bank_path), str(out), **self.prior_fit_options())
                 if scores:  # held-out scores per group, by the register_priors contract
                     self.structure_report(bank, method, {g: float(v) for g, v in dict(scores).items()})
-            priors[method] = out
+            priors[method] = fitted.setdefault(fit, out)
         return priors
 
     def structure_report(self, bank: KernelBank, method: str, scores: dict[str, float]) -> None:
@@ -607,7 +638,7 @@ class Experiment:
                          "again once they are, to harvest the kernels and fit the priors")
                 return None
             source = finals[0]  # Algorithm 2: PR and PRf start from one source network
-            priors = self.fit_priors(zoo)
+            priors = {**self.fit_priors(zoo), **self.source_file_priors(source)}
             atomic_write_json({"priors": sorted(priors)}, self.out / "source" / "done.json")
         elif stage in ("all", "target"):
             priors = self.fit_priors([])  # an existing prior file, if the config gives one

@@ -49,6 +49,12 @@ class TrainConfig:
             some GPUs).
         skip_nonfinite_loss: skip the step of a batch whose loss is NaN or infinite (counted in the
             log) instead of stopping the run with `NonFiniteError`.
+        penalty_weight: the weight of a plugin method's penalty (``l2sp``: alpha of alpha/2 ||w - w0||^2);
+            None uses the method's default.
+        swag_epochs, swag_rank, swag_lr: after training, run `swag_epochs` more epochs at the constant
+            learning rate `swag_lr` (None: `lr`) and collect SWAG moments of the weights, one snapshot per
+            epoch (mean, diagonal variance and the last `swag_rank` deviations), into ``swag.pt`` beside
+            ``model.pt`` (`bayesprior.training.swag`); ``model.pt`` stays the trained network. 0: none.
     """
 
     architecture: str = "unet3d"
@@ -90,6 +96,10 @@ class TrainConfig:
     amp: str | None = None
     channels_last: bool = False
     skip_nonfinite_loss: bool = False
+    penalty_weight: float | None = None
+    swag_epochs: int = 0
+    swag_rank: int = 5
+    swag_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.forward_mode not in ("lrt", "sample"):
@@ -121,6 +131,15 @@ class TrainConfig:
                               "initial variance; give one of them")
         if int(self.kl_warmup) < 0:
             raise ConfigError(f"kl_warmup must be >= 0 epochs, got {self.kl_warmup!r}")
+        if self.penalty_weight is not None and not (math.isfinite(self.penalty_weight) and self.penalty_weight >= 0):
+            raise ConfigError(f"penalty_weight must be a finite number >= 0, got {self.penalty_weight!r}")
+        if int(self.swag_epochs) < 0:
+            raise ConfigError(f"swag_epochs must be >= 0, got {self.swag_epochs!r}")
+        if self.swag_epochs and not 2 <= int(self.swag_rank) <= int(self.swag_epochs):
+            raise ConfigError(f"swag_rank must be between 2 and swag_epochs ({self.swag_epochs}): the low-rank part "
+                              f"needs that many snapshots, got {self.swag_rank!r}")
+        if self.swag_lr is not None and not (math.isfinite(self.swag_lr) and self.swag_lr > 0):
+            raise ConfigError(f"swag_lr must be a finite number > 0, got {self.swag_lr!r}")
         if self.amp not in (None, *AMP_DTYPES):
             raise ConfigError(f"amp must be one of {sorted(AMP_DTYPES)} or None, got {self.amp!r}")
         self.loss_config()  # validates the loss settings

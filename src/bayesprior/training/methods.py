@@ -4,10 +4,13 @@
 - ``pr``: weights of a source checkpoint, everything fine-tuned;
 - ``prf``: weights of a source checkpoint, only the layers matching the architecture's declared
   ``finetune_layers`` globs stay trainable (for the 3D U-Net: first and last blocks);
+- a method a plugin registers (``register_methods``), e.g. ``l2sp``: the source model's weights, every
+  layer trained, with the plugin's penalty (times ``penalty_weight``) added to the data loss;
 - the name of any registered prior (``gaussian``, ``loguniform``, ``dwp`` ...): the network is made
   Bayesian with that prior on each layer group the architecture declares (or on every convolution
   with a kernel larger than 1 if it declares none); posterior means start from a source checkpoint
-  when one is given, or from prior samples with ``init_from_prior``.
+  when one is given, or from prior samples with ``init_from_prior``. A prior centred at the source
+  network (``l2sp_bayes``, ``swag``, ``dwp_anchored``) needs the source model: it is bound to its weights.
 
 `training_method(name)` answers what a method needs and does (`TrainingMethod`); the CLI, the trainer and
 the experiment ask it instead of testing names.
@@ -20,12 +23,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..checkpoints import deterministic_state, read_model_file, require_finite_state
 from ..errors import CheckpointError, ConfigError
-from ..plugins import (architecture_finetune_layers, architecture_groups, build_architecture, prior_fitter,
-                       prior_per_group, prior_registry)
+from ..plugins import (architecture_finetune_layers, architecture_groups, build_architecture, method_registry,
+                       prior_centred_at_source, prior_fitter, prior_per_group, prior_registry)
 from ..selectors import Selector, by_group
 from ..wrap import Rule, bayesianize
 from .config import TrainConfig
@@ -45,6 +48,8 @@ class TrainingMethod:
         bayesian: trained variationally, with the prior `name` on every layer group.
         trains: ``"all"`` layers, or ``"finetune_layers"``: only those the architecture declares.
         learned_prior: the prior is first fitted to the source models' kernels (its plugin gives ``fit``).
+        penalty: a deterministic method's penalty on the weights, registered by a plugin
+            (``register_methods``), or False.
         description: one line for listings.
     """
 
@@ -53,6 +58,7 @@ class TrainingMethod:
     bayesian: bool
     trains: str
     learned_prior: bool = False
+    penalty: bool = False
     description: str = ""
 
     @property
@@ -73,23 +79,52 @@ _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTrans
 
 
 def known_methods() -> list[str]:
-    """The deterministic methods followed by every registered prior name."""
-    return list(DETERMINISTIC_METHODS) + prior_registry().names()
+    """The deterministic methods, those plugins register, then every registered prior name."""
+    return list(DETERMINISTIC_METHODS) + method_registry().names() + prior_registry().names()
 
 
 def training_method(name: str) -> TrainingMethod:
-    """The table row of method `name`: a deterministic method, or any registered prior.
+    """The table row of method `name`: a deterministic method, a plugin's method, or any registered prior.
 
     Raises:
         ConfigError: an unknown name (the message lists the known ones).
     """
     if name in _DETERMINISTIC:
         return _DETERMINISTIC[name]
+    if name in method_registry():
+        return TrainingMethod(name, SOURCE_REQUIRED, bayesian=False, trains=TRAINS_ALL, penalty=True,
+                              description=method_registry().get(name).description)
     if name in prior_registry():
-        return TrainingMethod(name, SOURCE_OPTIONAL, bayesian=True, trains=TRAINS_ALL,
-                              learned_prior=prior_fitter(name) is not None,
+        return TrainingMethod(name, SOURCE_REQUIRED if prior_centred_at_source(name) else SOURCE_OPTIONAL,
+                              bayesian=True, trains=TRAINS_ALL, learned_prior=prior_fitter(name) is not None,
                               description=prior_registry().get(name).description)
     raise ConfigError(f"unknown method {name!r} (known: {', '.join(known_methods())})")
+
+
+class WeightPenalty(nn.Module):
+    """A deterministic method's penalty, times its weight: ``forward(net)`` is what a step adds to its loss."""
+
+    def __init__(self, penalty: nn.Module, weight: float):
+        super().__init__()
+        self.penalty = penalty
+        self.weight = float(weight)
+
+    def forward(self, net: nn.Module) -> Tensor:
+        return self.weight * self.penalty(net)
+
+
+def build_penalty(config: TrainConfig, net: nn.Module) -> WeightPenalty | None:
+    """The penalty of `config.method` on `net`, which must still hold the source weights (None for a method
+    without one). Its weight is ``config.penalty_weight``, or the method's registered default."""
+    method = training_method(config.method)
+    if not method.penalty:
+        if config.penalty_weight is not None:
+            raise ConfigError(f"penalty_weight has no effect on method {method.name!r}, which adds no penalty "
+                              f"(methods with one: {', '.join(method_registry().names()) or 'none installed'})")
+        return None
+    entry = method_registry().get(method.name)
+    weight = config.penalty_weight if config.penalty_weight is not None else entry.extras.get("default_weight", 1.0)
+    return WeightPenalty(entry.obj(net), weight)
 
 
 def training_methods() -> list[TrainingMethod]:

@@ -28,7 +28,9 @@ from .config import TrainConfig
 CHECKPOINT_FORMAT = "bayesprior.train-checkpoint/1"
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "minimum", "train_config")
 #: settings that may change between a run and its resumption without changing its result
-RESUMABLE_KEYS = ("max_epochs", "progress", "device", "zoo_dir", "skip_nonfinite_loss")
+RESUMABLE_KEYS = ("max_epochs", "progress", "device", "zoo_dir", "skip_nonfinite_loss",
+                  # SWAG moments are collected after training, from its end: a finished run may add them
+                  "swag_epochs", "swag_rank", "swag_lr")
 #: settings that name files: compared by the SHA-256 of their content, not by their path
 FILE_KEYS = ("source", "prior_path")
 PATH_KEYS = FILE_KEYS + ("zoo_dir",)

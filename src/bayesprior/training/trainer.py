@@ -49,17 +49,21 @@ from ..evaluation.metrics import confusion_counts, dice_score
 from ..inference.sliding_window_prediction import sliding_window
 from ..locks import folder_lock
 from ..progress import Progress
+from ..safe_load import load_plain
 from ..version import __version__, command_line
 from ..wrap import BayesianModel
 from .config import TrainConfig
 from .distributed import DistContext, barrier, current_context, global_mean_float, global_sum
 from .losses import LossConfig, dice_from_statistics, dice_statistics, segmentation_loss
-from .methods import build_model
+from .methods import WeightPenalty, build_model, build_penalty
 from .precision import MixedPrecision
 from .plots import plot_curves
 from .run_folder import (CHECKPOINT_FORMAT, check_resumable, data_record, input_files, log_text,  # noqa: F401
                          portable_settings, read_checkpoint, read_log, rng_state, set_rng_state)
 from .sampling import BatchSampler, as_arrays, stack
+from .swag import SwagMoments, read_swag_file, write_swag_file
+
+SWAG_CHECKPOINT_FORMAT = "bayesprior.swag-checkpoint/1"
 
 
 #: what each epoch reports: on a bar's postfix on a terminal, else as one plain line per epoch
@@ -160,6 +164,7 @@ class _Run:
     scheduler: Any
     precision: MixedPrecision
     sampler: BatchSampler
+    penalty: WeightPenalty | None = None
     epoch: int = 0
     minimum: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -221,13 +226,14 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
     seed_everything(config.seed)
     model = build_model(config).to(device)
     _refuse_non_finite_start(model, config)
+    penalty = build_penalty(config, model)  # before a resume: it is centred at the start (source) weights
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = (torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
                  if config.weight_decay > 0 else torch.optim.Adam(trainable, lr=config.lr))
     run = _Run(model, optimizer, _new_scheduler(optimizer, config), MixedPrecision(config.amp, device),
-               BatchSampler(train_cases, config.sampling_config(), config.seed, device, ctx))
+               BatchSampler(train_cases, config.sampling_config(), config.seed, device, ctx), penalty)
     if resume and (run_dir / "checkpoint.pt").is_file():
         _resume(run, run_dir, config, record, ctx)
     elif ctx.is_main:
@@ -258,7 +264,64 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
         if run.finished:
             break
     progress.close()
-    return _finish(run, run_dir, config, record, ctx)
+    final_path = _finish(run, run_dir, config, record, ctx)
+    if config.swag_epochs:
+        _collect_swag(run, net, run_dir, config, train_cases, device, ctx, record)
+    return final_path
+
+
+def _collect_swag(run: _Run, net: nn.Module, run_dir: Path, config: TrainConfig, train_cases: Sequence[Any],
+                  device: torch.device, ctx: DistContext, record: Mapping[str, Any]) -> None:
+    """After training: `config.swag_epochs` more epochs at a constant learning rate, one SWAG snapshot each,
+    into ``swag.pt`` (`bayesprior.training.swag`). Resumes from ``swag_checkpoint.pt`` after a kill."""
+    out, state_path = run_dir / "swag.pt", run_dir / "swag_checkpoint.pt"
+    lr = config.lr if config.swag_lr is None else config.swag_lr
+    if out.is_file():  # collected already: by these settings, or refused
+        _check_swag_file(out, config, lr)
+        return
+    if isinstance(run.model, BayesianModel):
+        raise ConfigError(f"swag_epochs collects the moments of a plain network; method {config.method!r} is "
+                          "Bayesian and has a posterior of its own")
+    trainable = [p for p in run.model.parameters() if p.requires_grad]
+    swag = _Run(run.model, torch.optim.Adam(trainable, lr=lr), None, run.precision, run.sampler, run.penalty)
+    moments = SwagMoments(run.model, int(config.swag_rank))
+    done = 0
+    if state_path.is_file():
+        state = load_plain(state_path, "a SWAG checkpoint")
+        if not isinstance(state, dict) or state.get("format") != SWAG_CHECKPOINT_FORMAT:
+            raise CheckpointError(state_path, f"not a SWAG checkpoint (expected {SWAG_CHECKPOINT_FORMAT!r}); remove "
+                                              "it to collect the SWAG moments afresh")
+        run.model.load_state_dict(state["model"])
+        swag.optimizer.load_state_dict(state["optimizer"])
+        moments.load_state_dict(state["moments"])
+        set_rng_state(state["rng"])
+        done = int(state["epoch"])
+    progress = Progress(range(done, config.swag_epochs), "SWAG epochs", "epoch",
+                        enabled=config.progress and ctx.is_main, initial=done, total=config.swag_epochs)
+    for k in progress:
+        entry = _train_epoch(swag, net, train_cases, config, run.epoch + k, device, ctx)
+        _refuse_non_finite_weights(swag, run.epoch + k + 1)
+        moments.add(run.model)
+        if ctx.is_main:
+            atomic_torch_save({"format": SWAG_CHECKPOINT_FORMAT, "model": run.model.state_dict(),
+                               "optimizer": swag.optimizer.state_dict(), "moments": moments.state_dict(),
+                               "rng": rng_state(), "epoch": k + 1}, state_path)
+        progress.report(loss=entry["loss"], lr=lr)
+    progress.close()
+    if ctx.is_main:
+        write_swag_file(moments, out, lr=lr, source_model=run_dir / "model.pt",
+                        architecture=getattr(run.model, "architecture_spec", None), preprocess=record["preprocess"])
+        state_path.unlink(missing_ok=True)
+    barrier()
+
+
+def _check_swag_file(path: Path, config: TrainConfig, lr: float) -> None:
+    swag = read_swag_file(path)
+    wanted = {"rank": int(config.swag_rank), "snapshots": int(config.swag_epochs), "lr": float(lr)}
+    differ = [f"{k} {swag.get(k)} -> {v}" for k, v in wanted.items() if swag.get(k) != v]
+    if differ:
+        raise ConfigError(f"{path} holds SWAG moments collected with other settings ({'; '.join(differ)}); remove "
+                          "it to collect them again")
 
 
 def _remove_stale_temp_files(run_dir: Path, config: TrainConfig) -> None:
@@ -345,6 +408,10 @@ def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: 
         if bayesian:
             elbo = run.model.elbo_loss(data_loss / n_global, n_train, kl_weight)
             loss, data_term, kl = elbo.loss, elbo.data, elbo.kl
+        elif run.penalty is not None:  # e.g. L2-SP: the pull towards the source weights
+            penalty = run.penalty(run.model)
+            loss, data_term, kl = data_loss + penalty, data_loss, torch.zeros(())
+            totals["penalty"] = totals.get("penalty", 0.0) + float(penalty.detach())
         else:
             loss, data_term, kl = data_loss, data_loss, torch.zeros(())
         if not torch.isfinite(loss.detach()):  # its step would turn every weight into NaN
