@@ -323,12 +323,26 @@ def _train_options(options: dict[str, Any], section: str, path: Path) -> dict[st
         raise ConfigError(f"{path}: unknown key(s) {bad} in [{section}] (known: the experiment's own keys and "
                           f"the training settings {sorted(checks)})")
     _checked(options, checks, section, path)
-    for key, value in options.items():
+    together = lists_as_tuples(options)
+    for key, value in together.items():
         try:
-            TrainConfig(**{key: tuple(value) if isinstance(value, list) else value})
+            TrainConfig(**{key: value})
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {section}.{key}: {exc}") from None
-    return lists_as_tuples(options)
+            if _refused(TrainConfig, together):  # not only against another setting's default (swag_rank)
+                raise ConfigError(f"{path}: {section}.{key}: {exc}") from None
+    problem = _refused(TrainConfig, together)
+    if problem:
+        raise ConfigError(f"{path}: [{section}]: {problem}")
+    return together
+
+
+def _refused(make: Any, settings: dict[str, Any]) -> str | None:
+    """Why `make(**settings)` refuses them, or None."""
+    try:
+        make(**settings)
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def _per_method_options(per_method: Any, path: Path) -> dict[str, dict[str, Any]]:

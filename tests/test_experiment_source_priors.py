@@ -1,0 +1,75 @@
+"""The experiment with the priors that keep the source network's weights: the source stage collects SWAG
+moments, the DWP and its anchored variant share one fitted prior, and every run starts at the source."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bayesprior.errors import ConfigError
+from bayesprior.hashing import file_sha256
+from bayesprior.experiment.config import load_config
+from bayesprior.experiment.pipeline import Experiment
+
+TINY = """
+[source]
+synthetic = { kind = "ms", cases = 3, shape = [16, 24, 16], seed = 1 }
+[target]
+synthetic = { kind = "tumour", cases = 3, shape = [16, 24, 16], seed = 2 }
+[preprocess]
+crop_nonzero = false
+[architecture]
+name = "unet3d"
+config = { widths = [4, 4, 4, 4] }
+[source_training]
+seeds = [0]
+max_epochs = 1
+val_fraction = 0.0
+swag_epochs = 2
+swag_rank = 2
+[prior]
+max_epochs = 2
+[target_training]
+max_epochs = 1
+forward_mode = "sample"
+prior_init = "source"
+[target_training.per_method.l2sp_strong]
+method = "l2sp"
+penalty_weight = 10.0
+[protocol]
+train_sizes = [1]
+test_size = 1
+splits = 1
+methods = ["l2sp_strong", "l2sp_bayes", "swag", "dwp", "dwp_anchored"]
+"""
+
+
+def test_an_experiment_trains_every_source_centred_prior_from_one_source_stage(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    out = tmp_path / "out"
+    env = dict(os.environ, BAYESPRIOR_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, "-m", "bayesprior.cli", "experiment", str(config), "--out", str(out),
+                             "--quiet"], capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    source_run = out / "source" / "runs" / "seed0"
+    assert (source_run / "swag.pt").is_file()
+    # the DWP and its anchored variant learn one kind of prior: fitted once, shared
+    assert (out / "source" / "prior_dwp.pt").is_file() and not (out / "source" / "prior_dwp_anchored.pt").exists()
+    for method in ("l2sp_strong", "l2sp_bayes", "swag", "dwp", "dwp_anchored"):
+        record = json.loads((out / "runs" / f"split0_n1_{method}" / "config.json").read_text())
+        assert record["inputs"]["source"], method  # every run starts at the source network
+        assert 0.0 <= json.loads((out / "results" / f"split0_n1_{method}.json").read_text())["dsc"] <= 1.0
+    swag_record = json.loads((out / "runs" / "split0_n1_swag" / "config.json").read_text())
+    assert swag_record["inputs"]["prior_path"] == file_sha256(source_run / "swag.pt")
+    anchored = json.loads((out / "runs" / "split0_n1_dwp_anchored" / "config.json").read_text())
+    assert anchored["inputs"]["prior_path"] == file_sha256(out / "source" / "prior_dwp.pt")
+
+
+def test_a_swag_method_without_swag_epochs_in_the_source_stage_is_refused_before_any_work(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY.replace("swag_epochs = 2\nswag_rank = 2\n", ""))
+    with pytest.raises(ConfigError, match=r"swag read their prior from a file the source run writes \(swag.pt\)"):
+        Experiment(load_config(config), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
