@@ -73,3 +73,33 @@ def test_a_swag_method_without_swag_epochs_in_the_source_stage_is_refused_before
     with pytest.raises(ConfigError, match=r"swag read their prior from a file the source run writes \(swag.pt\)"):
         Experiment(load_config(config), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_shard_waits_for_the_synthetic_data_another_shard_is_making(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from bayesprior.experiment import pipeline
+    from bayesprior.locks import folder_lock
+
+    monkeypatch.setattr(pipeline, "DATA_WAIT_SECONDS", 0.05)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    lines = []
+    experiment = Experiment(load_config(config), tmp_path / "out", progress=False, log=lines.append)
+    held, release = threading.Event(), threading.Event()
+
+    def other_shard():
+        with folder_lock(tmp_path / "out" / "data" / "target", "dataset folder"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_shard)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.5, release.set).start()
+    start = time.perf_counter()
+    folder = experiment.dataset_folder(experiment.config.target, "target")
+    thread.join()
+    assert time.perf_counter() - start >= 0.4 and (folder / "synthesis.json").is_file()
+    assert any("being made by another process; waiting" in line for line in lines)

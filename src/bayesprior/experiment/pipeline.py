@@ -43,7 +43,7 @@ from ..data.nifti import read_label_values, write_like
 from ..data.preprocess import (PreprocessConfig, affine_from_record, ct_normalised, ct_statistics,
                                header_from_record, prepare_dataset, recorded_config)
 from ..data.synth import synthesize_dataset
-from ..errors import CheckpointError, ConfigError, DataError, PluginError
+from ..errors import CheckpointError, ConfigError, DataError, FolderInUseError, PluginError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
 from ..evaluation.scoring import CaseScores
 from ..inference.prediction import PredictionSettings, mask_and_probability, predict_case
@@ -61,6 +61,8 @@ from .report import plot_dsc_vs_train_size, plot_predictions, write_tables
 from .runs import ResultStore, RunSpec, Split, all_runs, make_splits, shard_runs
 
 STAGES = ("all", "source", "target", "report")
+#: how often a shard looks again at a synthetic dataset that another shard is making
+DATA_WAIT_SECONDS = 2.0
 #: run settings that do not change a run's result: left out of the settings a result is keyed by (the
 #: files behind ``source`` and ``prior_path`` are keyed by their content instead)
 NOT_RESULT_SETTINGS = ("progress", "device", "zoo_dir", "source", "prior_path")
@@ -144,13 +146,21 @@ class Experiment:
             return Path(spec.path)
         folder = self.out / "data" / name
         marker = folder / "synthesis.json"
+        waited = False
         if not marker.is_file():
             self.log(f"synthesising {spec.synthetic_cases} {spec.synthetic_kind} cases -> {folder}")
-            start = time.perf_counter()
-            synthesize_dataset(spec.synthetic_kind, spec.synthetic_cases, folder, shape=spec.synthetic_shape,
-                               seed=spec.synthetic_seed)
-            atomic_write_json({"kind": spec.synthetic_kind, "cases": spec.synthetic_cases,
-                               "seconds": round(time.perf_counter() - start, 1)}, marker)
+        while not marker.is_file():
+            try:
+                start = time.perf_counter()
+                synthesize_dataset(spec.synthetic_kind, spec.synthetic_cases, folder, shape=spec.synthetic_shape,
+                                   seed=spec.synthetic_seed)
+                atomic_write_json({"kind": spec.synthetic_kind, "cases": spec.synthetic_cases,
+                                   "seconds": round(time.perf_counter() - start, 1)}, marker)
+            except FolderInUseError:  # another shard of this experiment is making it: wait for that one
+                if not waited:
+                    self.log(f"{folder} is being made by another process; waiting for it")
+                    waited = True
+                time.sleep(DATA_WAIT_SECONDS)
         return folder
 
     def cases(self, spec: DatasetSpec, name: str) -> list[Any]:
