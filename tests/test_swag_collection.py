@@ -133,6 +133,8 @@ def test_source_run_with_swag_then_every_source_centred_method_trains_and_predic
         _invoke(["predict", str(out / "model.pt"), str(data / "imagesTr"), str(tmp_path / f"pred_{name}"),
                  "--quiet"])
         assert len(list((tmp_path / f"pred_{name}").glob("case*.nii.gz"))) == 3
+    info = _invoke(["info", str(source / "swag.pt")])
+    assert "SWAG moments of a source network" in info and "rank=2, snapshots=2" in info
     (source / "swag.pt").unlink()  # the swag model file predicts without the SWAG file it was trained with
     model = load_model(tmp_path / "swag" / "model.pt")
     assert sum(1 for _ in model.bayesian_layers()) > 0

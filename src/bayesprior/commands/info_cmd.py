@@ -19,6 +19,7 @@ from ..errors import CheckpointError
 from ..kernels import KernelBank
 from ..safe_load import load_plain, looks_like_torch_file
 from ..training.run_folder import CHECKPOINT_FORMAT, read_checkpoint
+from ..training.swag import SWAG_FORMAT, read_swag_file
 
 #: case ids shown per list; the rest are counted
 MAX_CASE_IDS = 20
@@ -43,6 +44,8 @@ def describe_file(path: str | Path) -> Rows:
         return _checkpoint(read_checkpoint(path), read_model_file(path, trust=False), path)
     if isinstance(found, str) and found.startswith("bayesprior.") and "-prior/" in found:
         return _prior_file(payload)
+    if found == SWAG_FORMAT:
+        return _swag_file(read_swag_file(path))
     what = f"format {found!r}" if found is not None else f"a {type(payload).__name__} without a 'format'"
     raise CheckpointError(path, f"is not a bayesprior model, training checkpoint, prior file or kernel bank ({what})")
 
@@ -95,6 +98,17 @@ def _prior_file(payload: Mapping[str, Any]) -> Rows:
         rows.append(("group", f"{group}: {', '.join(p for p in parts if p) or 'fitted'}"))
     rows += _bank_provenance(provenance, "fitted to kernels of")
     return rows
+
+
+def _swag_file(payload: Mapping[str, Any]) -> Rows:
+    params = payload["params"]
+    return [("format", f"{payload['format']}, SWAG moments of a source network (the swag prior's file)"),
+            *_written_by(payload.get("bayesprior_version"), payload.get("torch_version"), payload.get("command")),
+            ("settings", _mapping({k: payload.get(k) for k in ("rank", "snapshots", "lr")})),
+            ("source model", f"SHA-256 {payload.get('source_model_sha256', 'not recorded')}"),
+            ("architecture", _architecture(payload.get("architecture"))),
+            ("preprocessing", _mapping(payload["preprocess"]) if payload.get("preprocess") else "not recorded"),
+            ("weights", f"{len(params)} tensors, {sum(e['mean'].numel() for e in params.values()):,} values")]
 
 
 def _kernel_bank(bank: KernelBank) -> Rows:
@@ -204,7 +218,8 @@ def format_info(path: str | Path, rows: Rows) -> str:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def info_command(file: Path) -> None:
     """Say what FILE is before you use it: a model file (model.pt), a training checkpoint (checkpoint.pt),
-    a prior file (fit-prior, corrnormal) or a kernel bank (.npz); the kind is read from the content, not the name.
+    a prior file (fit-prior, corrnormal), SWAG moments (swag.pt) or a kernel bank (.npz); the kind is read from the
+    content, not the name.
 
     Prints the format and version; the architecture, priors and layer groups; the preprocessing; the training
     data (SHA-256 and case ids); the versions and the command that made it, as far as the file records them.
