@@ -14,7 +14,9 @@ from ..figures import pyplot, save_figure
 from .statistics import Comparison, compare, comparison_markdown
 
 METHOD_LABELS = {"dwp": "UNet-DWP", "pr": "UNet-PR", "prf": "UNet-PRf", "ri": "UNet-RI",
-                 "gaussian": "UNet-Gaussian", "loguniform": "UNet-LogU", "corrnormal": "UNet-CorrNormal"}
+                 "gaussian": "UNet-Gaussian", "loguniform": "UNet-LogU", "corrnormal": "UNet-CorrNormal",
+                 "l2sp": "UNet-L2SP", "l2sp_bayes": "UNet-L2SP-Bayes", "swag": "UNet-SWAG",
+                 "dwp_anchored": "UNet-DWP-anchored"}
 METRICS = (("dsc", "Mean Dice Similarity Coefficient"), ("iou", "Mean Intersection over Union"))
 #: calibration of the predicted foreground probability (`bayesprior.evaluation.calibration`); lower is better.
 #: Tabled when the results hold them (results written before they were measured do not)
