@@ -17,6 +17,7 @@ from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, train
 from ..training.splits import CaseSplit, check_known_cases, read_split_file, validation_split
 from ..training.tensorboard import TensorBoardLog, summary_writer_class
 from ..training.trainer import seed_everything, train
+from .case_choice import parse_case_list
 from .common import SHAPE, Device, Integers, KeyValue, Spacing, refuse_without_effect, trust_file_option
 
 
@@ -219,12 +220,7 @@ def _case_split(case_list: str | None, split_file: Path | None) -> CaseSplit | N
     split = read_split_file(split_file) if split_file is not None else None
     if case_list is None:
         return split
-    ids = [c.strip() for c in case_list.split(",") if c.strip()]
-    if not ids:
-        raise click.UsageError(f"--cases {case_list!r} names no case id")
-    twice = sorted({i for i in ids if ids.count(i) > 1})
-    if twice:
-        raise click.UsageError(f"--cases lists {', '.join(twice)} twice")
+    ids = parse_case_list(case_list)
     if split is None:
         return CaseSplit(train=tuple(ids))
     outside = [i for i in ids if i not in split.train]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -41,15 +41,20 @@ RELIABILITY_FIGURE = "reliability.png"
 
 def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str | Path | None = None,
                      empty_gt: str = "exclude", allow_missing: bool = False,
-                     probability_dir: str | Path | None = None) -> dict[str, Any]:
-    """Score every prediction against its label; write ``per_case.csv`` and ``summary.json`` to `out_dir`
-    (default: `pred_dir`) and return the summary.
+                     probability_dir: str | Path | None = None, cases: Sequence[str] | None = None,
+                     chosen_by: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Score every prediction against its label (or only the cases `cases` names); write ``per_case.csv`` and
+    ``summary.json`` to `out_dir` (default: `pred_dir`) and return the summary, which lists the scored case ids
+    (``scored_cases``) and, given `chosen_by`, what chose them (``case_choice``: the split file and its list).
 
     Args:
         allow_missing: score the labelled cases that have a prediction and list the others in the summary
             (``missing_predictions``) instead of refusing.
         probability_dir: the folder of the cases' foreground-probability maps: adds the calibration
             metrics per case and in the summary, and writes ``reliability.png`` to `out_dir`.
+        cases: the case ids to score: predictions of other cases are left alone, and each of these needs a
+            label (and a prediction, unless `allow_missing`).
+        chosen_by: recorded as the summary's ``case_choice`` (e.g. the split file and its list).
     Raises:
         DataError: a missing folder, a prediction without a label, a label without a prediction (unless
             `allow_missing`), shapes or affines that differ, or a prediction holding other values than labels;
@@ -61,6 +66,8 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     labels = label_files(label_dir)
     if not predictions:
         raise DataError(pred_dir, "holds no prediction")
+    if cases is not None:
+        labels, predictions = _only_cases(labels, predictions, cases, label_dir)
     unlabelled = sorted(set(predictions) - set(labels))
     if unlabelled:
         raise DataError(label_dir, f"has no label for predicted case(s) {unlabelled[:5]}")
@@ -88,7 +95,9 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
         if values - label_values:
             raise DataError(predictions[case_id], f"holds values {sorted(values - label_values)} that no label "
                                                   f"holds (labels: {sorted(label_values)}); is it a mask?")
-    summary = dict(scores.summary(), missing_predictions=missing)
+    summary = dict(scores.summary(), missing_predictions=missing, scored_cases=[r["case_id"] for r in scores.rows])
+    if chosen_by is not None:
+        summary["case_choice"] = dict(chosen_by)
     out_dir = Path(out_dir) if out_dir is not None else pred_dir
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(scores.rows[0]))
@@ -100,6 +109,16 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
         plot_reliability_diagram(scores.reliability, out_dir / RELIABILITY_FIGURE,
                                  title=f"{len(scores.rows)} case(s), pooled ECE {scores.reliability.ece():.4f}")
     return summary
+
+
+def _only_cases(labels: dict[str, Path], predictions: dict[str, Path], cases: Sequence[str],
+                label_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The labels and predictions of the cases `cases` names; a case without a label is a `DataError`."""
+    unlabelled = [c for c in cases if c not in labels]
+    if unlabelled:
+        raise DataError(label_dir, f"has no label of case(s) {', '.join(map(repr, unlabelled[:5]))}"
+                                   f"{' ...' if len(unlabelled) > 5 else ''} (named by --cases or --split-file)")
+    return ({c: labels[c] for c in cases}, {c: predictions[c] for c in cases if c in predictions})
 
 
 def probability_file(folder: Path, case_id: str) -> Path:

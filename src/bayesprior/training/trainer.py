@@ -241,7 +241,7 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     epochs = range(run.epoch, run.epoch if run.finished else config.max_epochs)
     progress = Progress(epochs, "epochs", "epoch", enabled=config.progress and ctx.is_main, initial=run.epoch,
-                        total=config.max_epochs)
+                        total=config.max_epochs, timed=True)
     for epoch in progress:
         start = time.perf_counter()
         entry = _train_epoch(run, net, train_cases, config, epoch, device, ctx)
