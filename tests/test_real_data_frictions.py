@@ -72,3 +72,62 @@ def test_predict_takes_cases_by_id_and_refuses_ids_outside_the_chosen_list(tmp_p
     assert_one_line_error(unknown, "'Brats18_nobody'", "--cases or --split-file")
     lonely = run("evaluate", tmp_path / "one", data, "--subset", "val")
     assert_one_line_error(lonely, "--subset", "without --split-file")
+
+
+# ------------------------------------------------------------------------------------------ 4. a sense of time
+def test_epoch_lines_show_seconds_per_epoch_and_the_time_left(tmp_path, tiny_architecture):
+    data, ids, split = _brats(tmp_path)
+    result = run("train", data, tmp_path / "run", "--channel", "t2", "--architecture", tiny_architecture,
+                 "--epochs", "3", "--split-file", split, "--no-progress", "--no-cache")
+    assert result.exit_code == 0, result.output
+    epochs = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 3 and all(" s/epoch" in line for line in epochs)
+    assert all("left" in line for line in epochs[:2]) and "left" not in epochs[2]  # nothing left after the last
+
+
+def test_a_run_folder_keeps_every_command_that_trained_it_and_info_shows_them(tmp_path, tiny_architecture,
+                                                                              monkeypatch):
+    data, ids, split = _brats(tmp_path)
+    for epochs in ("1", "2"):  # the second resumes the first and trains one more epoch
+        monkeypatch.setattr("sys.argv", ["bayesprior", "train", "BRATS", "run", "--epochs", epochs])
+        _train(data, tmp_path / "run", tiny_architecture, "--split-file", split, "--epochs", epochs)
+    commands = json.loads((tmp_path / "run" / "config.json").read_text())["commands"]
+    assert [(c["from_epoch"], c["max_epochs"]) for c in commands] == [(0, 1), (1, 2)]
+    for name in ("model.pt", "checkpoint.pt"):
+        info = run("info", tmp_path / "run" / name)
+        assert info.exit_code == 0, info.output
+        history = [line for line in info.output.splitlines() if line.strip().startswith("history")]
+        assert len(history) == 2, info.output
+        assert "1. from epoch 0, --epochs 1" in history[0] and "2. from epoch 1, --epochs 2" in history[1]
+        assert "--epochs 2" in history[1].split(": ", 1)[1]  # the command line itself
+
+
+# ------------------------------------------------------------------------ 6. probability maps of every model
+def test_a_deterministic_model_writes_softmax_maps_and_evaluate_scores_their_calibration(tmp_path, tiny_architecture):
+    data, ids, split = _brats(tmp_path)
+    model = _train(data, tmp_path / "run", tiny_architecture, "--split-file", split)  # RI: deterministic
+    predicted = run("predict", model, data, tmp_path / "preds", "--split-file", split, "--probabilities",
+                    "--no-progress")
+    assert predicted.exit_code == 0, predicted.output
+    names = sorted(p.name for p in (tmp_path / "preds").glob("*.nii.gz"))
+    assert names == sorted(f"{ids[3]}{suffix}.nii.gz" for suffix in ("", "_probability", "_entropy"))
+    probability = np.asarray(nib.load(tmp_path / "preds" / f"{ids[3]}_probability.nii.gz").dataobj)
+    mask = np.asarray(nib.load(tmp_path / "preds" / f"{ids[3]}.nii.gz").dataobj)
+    assert 0 <= probability.min() and probability.max() <= 1
+    assert ((probability > 0.5) == (mask > 0)).all()
+    evaluated = run("evaluate", tmp_path / "preds", data, "--split-file", split, "--probabilities", tmp_path / "preds")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads((tmp_path / "preds" / "summary.json").read_text())["mean"]["brier"] is not None
+    refused = run("predict", model, data, tmp_path / "p2", "--samples", "3")
+    assert_one_line_error(refused, "--samples 3", "deterministic", "--probabilities")
+
+
+# ---------------------------------------------------------------------------------------- 7. the small ones
+def test_predict_lines_name_the_case_and_the_pace(tmp_path, tiny_architecture):
+    data, ids, split = _brats(tmp_path)
+    model = _train(data, tmp_path / "run", tiny_architecture, "--split-file", split)
+    predicted = run("predict", model, data, tmp_path / "preds", "--no-progress")
+    assert predicted.exit_code == 0, predicted.output
+    lines = [line for line in predicted.stderr.splitlines() if line.startswith("predicting ")]
+    assert [line.split(" (")[0] for line in lines] == [f"predicting {k}/4 case {i}" for k, i in enumerate(ids, 1)]
+    assert all(" s/case" in line for line in lines)

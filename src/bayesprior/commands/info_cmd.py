@@ -53,6 +53,7 @@ def _model(payload: Mapping[str, Any], path: Path) -> Rows:
     rows = [("format", f"{payload['format']}, a {payload['kind']} model"),
             *_written_by(payload.get("bayesprior_version") or extra.get("bayesprior_version"),
                          extra.get("torch_version"), extra.get("command")),
+            *_command_history(extra.get("commands")),
             ("architecture", _architecture(payload.get("architecture"))),
             ("parameters", _parameter_count(payload["state_dict"]))]
     if payload["kind"] == "bayesian":
@@ -66,7 +67,7 @@ def _checkpoint(state: Mapping[str, Any], model: Mapping[str, Any], path: Path) 
                        f"{' (finished)' if state.get('finished') else ''}")]
     versions = state.get("versions") if isinstance(state.get("versions"), dict) else {}
     model = dict(model, extra={**(model.get("extra") or {}), "command": state.get("command"),
-                               "torch_version": versions.get("torch"),
+                               "commands": state.get("commands"), "torch_version": versions.get("torch"),
                                "bayesprior_version": versions.get("bayesprior")})
     rows += [(label, text) for label, text in _model(model, path) if label != "format"]
     record = {"train_config": state.get("train_config"), "data": state.get("data"), "inputs": state.get("inputs")}
@@ -116,6 +117,22 @@ def _written_by(version: Any, torch_version: Any, command: Any) -> Rows:
     made = ", ".join(f"{name} {v}" for name, v in (("bayesprior", version), ("torch", torch_version)) if v)
     rows = [("written by", made or "not recorded")]
     rows.append(("command", command if isinstance(command, str) and command else "not recorded"))
+    return rows
+
+
+def _command_history(commands: Any) -> Rows:
+    """One row per command that trained the run (``commands`` of a run record), oldest first."""
+    if not isinstance(commands, list) or not commands:
+        return []
+    rows = []
+    for number, entry in enumerate(commands, start=1):
+        entry = entry if isinstance(entry, dict) else {}
+        when = [f"from epoch {entry['from_epoch']}" if entry.get("from_epoch") is not None else None,
+                f"to epoch {entry['to_epoch']}" if entry.get("to_epoch") is not None else None,
+                f"--epochs {entry['max_epochs']}" if entry.get("max_epochs") is not None else None,
+                entry.get("started")]
+        rows.append(("history", f"{number}. {', '.join(str(w) for w in when if w) or 'not recorded'}: "
+                                f"{entry.get('command') or 'not recorded'}"))
     return rows
 
 
@@ -207,7 +224,8 @@ def info_command(file: Path) -> None:
     a prior file (fit-prior, corrnormal) or a kernel bank (.npz); the kind is read from the content, not the name.
 
     Prints the format and version; the architecture, priors and layer groups; the preprocessing; the training
-    data (SHA-256 and case ids); the versions and the command that made it, as far as the file records them.
+    data (SHA-256 and case ids); the versions and the command that made it, and every command that trained the
+    run (its first and each resumption), as far as the file records them.
     The file is read without running any code it carries; anything else is refused.
 
     Example: bayesprior info runs/target/model.pt
