@@ -131,3 +131,124 @@ def test_predict_lines_name_the_case_and_the_pace(tmp_path, tiny_architecture):
     lines = [line for line in predicted.stderr.splitlines() if line.startswith("predicting ")]
     assert [line.split(" (")[0] for line in lines] == [f"predicting {k}/4 case {i}" for k, i in enumerate(ids, 1)]
     assert all(" s/case" in line for line in lines)
+
+
+# ------------------------------------------------------------------- 2. preprocessing provenance and checks
+def _info_row(text, label):
+    return [line.strip()[len(label):].strip() for line in text.splitlines() if line.strip().startswith(label + "  ")]
+
+
+def _source_and_prior(tmp_path, data, architecture, split):
+    """A source model trained as the demo's (min-max, no crop, no spacing), its kernels and a fitted prior file."""
+    source = _train(data, tmp_path / "src", architecture, "--no-crop", "--intensity", "minmax", "--split-file", split)
+    harvested = run("harvest", source, "--out", tmp_path / "kernels.npz", "--norm-threshold", "0")
+    assert harvested.exit_code == 0, harvested.output
+    fitted = run("fit-prior", tmp_path / "kernels.npz", "--out", tmp_path / "prior.pt", "--max-epochs", "2",
+                 "--latent-dim", "2", "--hidden", "4", "--quiet")
+    assert fitted.exit_code == 0, fitted.output
+    return source, tmp_path / "prior.pt"
+
+
+def test_model_and_prior_files_record_the_grid_and_preprocessing_and_info_shows_them(tmp_path, tiny_architecture):
+    data, ids, split = _brats(tmp_path)
+    source, prior = _source_and_prior(tmp_path, data, tiny_architecture, split)
+    model_info = run("info", source).output
+    assert _info_row(model_info, "trained at") == ["spacing 1 mm (measured), shape 24x24x16 (measured)"]
+    prior_info = run("info", prior).output
+    assert _info_row(prior_info, "source preprocessing") == [
+        "intensity=minmax, crop_nonzero=False, spacing=1 mm (measured), channel=t2"]
+    resampled = _train(data, tmp_path / "t", tiny_architecture, "--spacing", "4.2", "--split-file", split)
+    assert _info_row(run("info", resampled).output, "trained at") == [
+        "spacing 4.2 mm (resampled), shape 8x8x8 (measured)"]
+
+
+def test_train_from_a_source_and_prior_of_other_preprocessing_warns_naming_both_and_the_keys(tmp_path,
+                                                                                              tiny_architecture):
+    data, ids, split = _brats(tmp_path)
+    source, prior = _source_and_prior(tmp_path, data, tiny_architecture, split)
+    target = ("--intensity", "zscore", "--spacing", "4.2", "--split-file", split)
+    for method, options in (("pr", ("--source", source)), ("gaussian", ("--source", source)),
+                            ("dwp", ("--source", source, "--prior-file", prior))):
+        result = run("train", data, tmp_path / f"run_{method}", "--channel", "t2", "--architecture",
+                     tiny_architecture, "--epochs", "1", "--no-progress", "--no-cache", "--method", method,
+                     *options, *target)
+        assert result.exit_code == 0, result.output
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: preprocessing")]
+        assert len(warnings) == (2 if method == "dwp" else 1), result.stderr
+        assert "differs in intensity, crop_nonzero, spacing" in warnings[0] and str(source) in warnings[0]
+        assert "intensity=minmax, crop_nonzero=False, spacing=1 mm" in warnings[0]
+        assert "this run on intensity=zscore, crop_nonzero=True, spacing=4.2 mm (resampled)" in warnings[0]
+        if method == "dwp":
+            assert f"the source model {source} of the prior file {prior} was trained on" in warnings[1]
+    same = run("train", data, tmp_path / "same", "--channel", "t2", "--architecture", tiny_architecture, "--epochs",
+               "1", "--no-progress", "--no-cache", "--method", "pr", "--source", source, "--no-crop",
+               "--split-file", split)
+    assert same.exit_code == 0 and "warning: preprocessing" not in same.stderr, same.stderr
+
+
+def test_an_old_source_file_without_a_record_still_loads_and_says_not_recorded(tmp_path, tiny_architecture):
+    from bayesprior.checkpoints import save_model
+    from bayesprior.plugins import build_architecture
+
+    data, ids, split = _brats(tmp_path)
+    save_model(build_architecture(tiny_architecture), tmp_path / "old.pt", extra={"preprocess": {"intensity": "minmax"}})
+    assert _info_row(run("info", tmp_path / "old.pt").output, "trained at") == ["not recorded"]
+    save_model(build_architecture(tiny_architecture), tmp_path / "older.pt")  # no preprocessing at all
+    result = run("train", data, tmp_path / "run", "--channel", "t2", "--architecture", tiny_architecture, "--epochs",
+                 "1", "--no-progress", "--no-cache", "--method", "pr", "--source", tmp_path / "older.pt")
+    assert result.exit_code == 0, result.output
+    assert f"the source model {tmp_path / 'older.pt'} records no preprocessing" in result.stderr
+
+
+def test_a_source_network_with_other_input_channels_is_refused_in_one_line(tmp_path, tiny_architecture):
+    from bayesprior.checkpoints import save_model
+    from bayesprior.plugins import build_architecture
+
+    data, ids, split = _brats(tmp_path)
+    save_model(build_architecture(tiny_architecture, in_channels=2), tmp_path / "two.pt")
+    result = run("train", data, tmp_path / "run", "--channel", "t2", "--architecture", tiny_architecture, "--epochs",
+                 "1", "--no-progress", "--no-cache", "--method", "pr", "--source", tmp_path / "two.pt")
+    assert_one_line_error(result, "two.pt", "in_channels 2 there, 1 here")
+
+
+def test_dwp_without_a_prior_file_names_the_option(tmp_path, tiny_architecture):
+    data, ids, split = _brats(tmp_path)
+    result = run("train", data, tmp_path / "run", "--channel", "t2", "--architecture", tiny_architecture,
+                 "--method", "dwp")
+    assert_one_line_error(result, "--prior-file")
+    assert "path=" not in result.stderr
+
+
+def test_an_experiment_from_an_existing_zoo_and_prior_warns_and_takes_a_float_spacing(tmp_path, tiny_architecture):
+    data, ids, split = _brats(tmp_path)
+    source, prior = _source_and_prior(tmp_path, data, tiny_architecture, split)
+    config = tmp_path / "experiment.toml"
+    config.write_text(f"""
+[source]
+models = ["{source}"]
+[prior]
+file = "{prior}"
+[target]
+path = "{data}"
+channel = "t2"
+[preprocess]
+spacing = 4.2
+intensity = "zscore"
+[architecture]
+name = "{tiny_architecture}"
+[target_training]
+max_epochs = 1
+[protocol]
+train_sizes = [1]
+splits = 1
+methods = ["dwp", "pr"]
+test_cases = ["{ids[3]}"]
+score_grid = "original"
+""")
+    result = run("experiment", config, "--out", tmp_path / "exp", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "exp" / "experiment.json").read_text())["preprocess"]["spacing"] == [4.2] * 3
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: preprocessing differs")]
+    assert len(warnings) == 2, result.output  # the source model (PR's start) and the prior's source model
+    assert all("intensity, crop_nonzero, spacing" in line and "the target on intensity=zscore" in line
+               for line in warnings)

@@ -15,6 +15,7 @@ import click
 import torch
 
 from ..checkpoints import MODEL_FORMAT, read_model_file
+from ..data.provenance import COMPARED_KEYS, describe_grid, describe_preprocessing
 from ..errors import CheckpointError
 from ..kernels import KernelBank
 from ..safe_load import load_plain, looks_like_torch_file
@@ -170,6 +171,7 @@ def _training(record: Mapping[str, Any]) -> Rows:
     rows: Rows = []
     if "preprocess" in record:
         rows.append(("preprocessing", _mapping(record["preprocess"]) if record["preprocess"] else "not recorded"))
+        rows.append(("trained at", describe_grid(record.get("input_grid"))))
     config = record.get("train_config")
     if isinstance(config, dict):
         shown = {k: config.get(k) for k in ("method", "max_epochs", "batch_size", "lr", "kl_weight", "forward_mode",
@@ -196,9 +198,13 @@ def _bank_provenance(header: Mapping[str, Any], verb: str) -> Rows:
     rows = []
     if header.get("architecture"):
         rows.append(("architecture", _architecture(header["architecture"])))
-    for checkpoint in header.get("checkpoints") or []:
-        if isinstance(checkpoint, dict):
-            rows.append((verb, f"{checkpoint.get('path')} (SHA-256 {checkpoint.get('sha256')})"))
+    checkpoints = [c for c in header.get("checkpoints") or [] if isinstance(c, dict)]
+    for checkpoint in checkpoints:
+        rows.append((verb, f"{checkpoint.get('path')} (SHA-256 {checkpoint.get('sha256')})"))
+    described = [describe_preprocessing(c.get("preprocessing"), (*COMPARED_KEYS, "channel")) for c in checkpoints]
+    for text in dict.fromkeys(described):  # one row per distinct record, in the order met
+        share = f" ({described.count(text)} of {len(checkpoints)} models)" if len(checkpoints) > 1 else ""
+        rows.append(("source preprocessing", text + share))
     return rows
 
 

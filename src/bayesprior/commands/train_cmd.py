@@ -9,6 +9,7 @@ import click
 
 from ..data.datasets import dataset_case_ids
 from ..data.preprocess import INTENSITY_MODES, PreprocessConfig, prepare_dataset, recorded_config
+from ..data.provenance import input_grid, preprocessing_summary
 from ..errors import ConfigError
 from ..progress import labelled, plain_lines
 from ..training.config import TrainConfig
@@ -17,6 +18,7 @@ from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, train
 from ..training.splits import CaseSplit, check_known_cases, read_split_file, validation_split
 from ..training.tensorboard import TensorBoardLog, summary_writer_class
 from ..training.trainer import seed_everything, train
+from ..training.transfer_checks import preprocessing_warnings, transfer_origins
 from .case_choice import parse_case_list
 from .common import SHAPE, Device, Integers, KeyValue, Spacing, refuse_without_effect, trust_file_option
 
@@ -149,6 +151,9 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                                    no_cache)
     if training_method(method).needs_source and source is None:
         raise click.UsageError(f"method {method!r} needs a source model: --source MODEL_FILE")
+    if training_method(method).learned_prior and not (prior_path or old_prior_path or dict(prior_option).get("path")):
+        raise click.UsageError(f"method {method!r} learns its prior from source kernels: give the fitted prior with "
+                               "--prior-file PRIOR_FILE (e.g. from `bayesprior fit-prior`)")
     if spacing is not None and resample_shape is not None:
         raise click.UsageError("give --spacing or --resample-shape, not both")
     split = _case_split(case_list, split_file)
@@ -196,6 +201,10 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     else:
         train_cases, val_cases = validation_split(cases, val_fraction, seeds[0])
     preprocess = recorded_config(cases)  # with the dataset statistics the intensity scheme needs (ct)
+    if ctx.is_main:  # a source model or prior trained on other inputs: said before the run starts
+        target = preprocessing_summary({"preprocess": preprocess, "input_grid": input_grid(cases), "channel": channel})
+        for line in preprocessing_warnings(transfer_origins(base_config), target):
+            click.echo(f"warning: {line}", err=True)
     for seed in seeds:
         config = dataclasses.replace(base_config, seed=seed)
         seed_everything(seed)

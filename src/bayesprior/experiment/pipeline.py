@@ -8,7 +8,8 @@ Output folder::
 
     data/{source,target}/        synthetic datasets (when the config asks for them)
     cache/                       preprocessed cases
-    source/runs/seed<k>/         source training runs;  source/zoo/*.pt  every minimum (harvested)
+    source/runs/seed<k>/         source training runs (model.pt: the seed's final network, PR's source)
+    source/zoo/seed<k>/seed<k>_min<j>.pt   every minimum of seed k (harvested)
     source/bank.npz              harvested kernels;  source/prior_<method>.pt  fitted priors
     source/settings.json         the source stage's settings (zoo, data digest, prior fit)
     runs/<run id>/               target training runs
@@ -42,6 +43,7 @@ from ..data.cases import apply_label_policy
 from ..data.nifti import read_label_values, write_like
 from ..data.preprocess import (PreprocessConfig, affine_from_record, ct_normalised, ct_statistics,
                                header_from_record, prepare_dataset, recorded_config)
+from ..data.provenance import input_grid, preprocessing_summary
 from ..data.synth import synthesize_dataset
 from ..errors import CheckpointError, ConfigError, DataError, PluginError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
@@ -56,6 +58,7 @@ from ..training.methods import TrainingMethod, training_method
 from ..training.run_folder import input_files
 from ..training.splits import validation_split
 from ..training.trainer import train
+from ..training.transfer_checks import preprocessing_warnings, prior_file_origins, source_model_origins
 from .config import DatasetSpec, ExperimentConfig, lists_as_tuples
 from .report import plot_dsc_vs_train_size, plot_predictions, write_tables
 from .runs import ResultStore, RunSpec, Split, all_runs, make_splits, shard_runs
@@ -349,6 +352,18 @@ class Experiment:
         atomic_write_json([{"group": r.group, "kernels": r.n_kernels, "iid": r.iid, "full": r.full,
                             "learned": r.learned} for r in rows], self.out / "source" / f"structure_{method}.json")
 
+    def check_transfer_preprocessing(self, source: Path | None, priors: dict[str, Path], cases: Sequence[Any]) -> None:
+        """Warn, one log line each, where the source model or the source models of a prior were trained on inputs
+        preprocessed otherwise than the target's (`bayesprior.training.transfer_checks`)."""
+        c = self.config
+        target = preprocessing_summary({"preprocess": PreprocessConfig(**lists_as_tuples(c.preprocess)).to_dict(),
+                                        "input_grid": input_grid(cases), "channel": c.target.channel})
+        origins = source_model_origins([source]) if source is not None else []
+        for prior in dict.fromkeys(priors.values()):
+            origins += prior_file_origins(prior)
+        for line in preprocessing_warnings(origins, target, "the target"):
+            self.log(f"warning: {line}")
+
     # ------------------------------------------------------------------------------ target
     def scored_ids(self, run: RunSpec, split: Split) -> tuple[str, ...]:
         """The cases `run` is scored on: its split's test set, or (``score_on = 'validation'``) its unused pool."""
@@ -615,6 +630,7 @@ class Experiment:
             self.cases(self.config.target, "target")
         if stage in ("all", "target"):
             cases = self.cases(self.config.target, "target")
+            self.check_transfer_preprocessing(source, priors, cases)
             by_id = {c.case_id: c for c in cases}
             splits = make_splits(list(by_id), self.config)
             runs = shard_runs(all_runs(self.config), shard)

@@ -22,7 +22,8 @@ A loss that is NaN or infinite stops the run with `NonFiniteError` (the last che
 ``skip_nonfinite_loss``, skips that batch's step and counts it in the log (``skipped``). A network that
 starts from NaN weights (a diverged source model or prior) is refused before the first step.
 - ``curves.png``: loss, KL and validation DSC; ``model.pt``: the final model (`save_model` format,
-  ``extra`` holds the training and preprocessing configurations).
+  ``extra`` holds the training and preprocessing configurations, and the spacing and shape of the
+  preprocessed cases, ``input_grid``: `bayesprior.data.provenance`).
 
 With ``restarts > 0`` the learning rate is raised back to `lr` with a fresh scheduler each time it
 falls below `min_lr` (cyclical restarts, paper section 2.7.1); every minimum reached is written to
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 
 from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..checkpoints import model_payload, non_finite_tensors, save_model
+from ..data.provenance import input_grid
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from ..evaluation.metrics import confusion_counts, dice_score
 from ..inference.sliding_window_prediction import sliding_window
@@ -296,6 +298,7 @@ def _run_record(config: TrainConfig, run_dir: Path, train_cases: Sequence[Any], 
     return {"train_config": portable_settings(config, run_dir),
             "monitor": "validation loss" if val_cases else "training loss",
             "preprocess": dict(preprocess) if preprocess is not None else None,
+            "input_grid": input_grid([*train_cases, *(val_cases or [])]),
             "n_train": len(train_cases), "n_val": len(val_cases or []),
             "train_cases": data["train_cases"], "val_cases": data["val_cases"],
             "data": data, "inputs": input_files(config), "world_size": ctx.world_size,
