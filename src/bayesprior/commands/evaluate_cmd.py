@@ -8,6 +8,7 @@ import click
 from ..atomic import remove_stale_temp_files_of
 from ..evaluation.folders import RELIABILITY_FIGURE, evaluate_folders
 from ..evaluation.metrics import EMPTY_GT_POLICIES
+from ..evaluation.scoring import BODY_REGION, EVERY_VOXEL
 from .case_choice import case_choice_options
 
 
@@ -36,6 +37,10 @@ def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, prob
 
     With --probabilities, whether the uncertainty is any good: expected calibration error (15 bins), Brier
     score, voxel NLL and the uncertainty-error overlap, per case and on average, and a reliability diagram.
+    ECE, Brier and NLL are computed over the body mask (the non-zero voxels of the image each case was
+    predicted from, which predict's manifest names), where a reader would score them, not over the air around
+    the head; also (ece_band ...) over the label, the prediction and 5 mm around them, and (ece_all ...) over
+    every voxel.
 
     --split-file F scores only the cases of its 'test' list (--subset val|train for another), --cases ID,... only
     those; summary.json records which cases were scored and what chose them.
@@ -61,8 +66,20 @@ def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, prob
                f"({summary['n_empty_reference']} with empty reference, policy {empty_gt}): "
                f"DSC {fmt(mean['dsc'])}, IoU {fmt(mean['iou'])}")
     if "calibration" in summary:
-        click.echo(f"calibration over {summary['n_cases']} cases: ECE {fmt(mean['ece'])}, Brier {fmt(mean['brier'])}, "
-                   f"NLL {fmt(mean['nll'])}, UEO {fmt(mean['ueo'])}; {report_dir / RELIABILITY_FIGURE}")
+        calibration = summary["calibration"]
+        if calibration["no_image"]:
+            shown = calibration["no_image"]
+            click.echo(f"warning: {len(shown)} case(s) have no known image (their predictions were not written by "
+                       f"bayesprior predict), so their ECE, Brier and NLL are over every voxel: "
+                       f"{', '.join(shown[:10])}{' ...' if len(shown) > 10 else ''}", err=True)
+        region = calibration.get("region") or f"{BODY_REGION}, or {EVERY_VOXEL} where no image is known"
+        for where, suffix in ((f"in the region: {region}", ""),
+                              (f"in the band (label, prediction and {calibration['band_mm']:g} mm around)", "_band"),
+                              (f"over {EVERY_VOXEL}", "_all")):
+            click.echo(f"calibration {where}: ECE {fmt(mean['ece' + suffix])}, Brier {fmt(mean['brier' + suffix])}, "
+                       f"NLL {fmt(mean['nll' + suffix])}")
+        click.echo(f"UEO (uncertainty-error overlap) {fmt(mean['ueo'])}; reliability diagram of the region: "
+                   f"{report_dir / RELIABILITY_FIGURE}")
 
 
 def register(cli: click.Group) -> None:

@@ -42,12 +42,13 @@ from ..checkpoints import load_model, read_model_file
 from ..data.cases import apply_label_policy
 from ..data.nifti import read_label_values, write_like
 from ..data.preprocess import (PreprocessConfig, affine_from_record, ct_normalised, ct_statistics,
-                               header_from_record, prepare_dataset, recorded_config)
+                               header_from_record, invert, prepare_dataset, recorded_config)
 from ..data.provenance import input_grid, preprocessing_summary
 from ..data.synth import synthesize_dataset
 from ..errors import CheckpointError, ConfigError, DataError, PluginError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
-from ..evaluation.scoring import CaseScores
+from ..evaluation.calibration import body_mask
+from ..evaluation.scoring import BODY_REGION, CaseScores
 from ..inference.prediction import PredictionSettings, mask_and_probability, predict_case
 from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table, structure_warnings
 from ..kernels import KernelBank, harvest_kernels
@@ -511,7 +512,9 @@ class Experiment:
         exact inverse of the preprocessing, then thresholded). With ``write_predictions`` each mask is written
         on the original grid with its image's affine and header. The calibration is that of the foreground
         probability the method predicts with: the Monte-Carlo mean over ``samples`` weight samples (the
-        posterior mean for 0) of a Bayesian network, the softmax of a deterministic one.
+        posterior mean for 0) of a Bayesian network, the softmax of a deterministic one; ``ece``, ``brier`` and
+        ``nll`` over the case's body mask (its image's non-zero voxels), ``*_band`` over its label, prediction and
+        the band around them, ``*_all`` over every voxel (`bayesprior.evaluation.calibration`).
         """
         c = self.config
         scores = CaseScores()
@@ -523,16 +526,20 @@ class Experiment:
             original = original_probability = None
             if c.score_grid == "original" or c.write_predictions:  # what `predict` writes for this case
                 original, original_probability = mask_and_probability(probabilities, case.record)
+            body = body_mask(case.image)  # the image's non-zero voxels stay zero under every intensity scheme but ct
             if c.score_grid == "original":
-                row = scores.add(case.case_id, original, _original_label(case), probability=original_probability)
+                row = scores.add(case.case_id, original, _original_label(case), probability=original_probability,
+                                 body=invert(body.astype(np.uint8), case.record, order=0) > 0,
+                                 spacing=case.record["zooms"])
             else:
-                row = scores.add(case.case_id, prediction, case.label, probability=probabilities[1])
+                row = scores.add(case.case_id, prediction, case.label, probability=probabilities[1], body=body,
+                                 spacing=case.record["output_zooms"])
             if c.write_predictions:
                 write_like(original, affine_from_record(case.record), header_from_record(case.record),
                            self.out / "predictions" / run.run_id / f"{case.case_id}.nii.gz", dtype=np.uint8)
             if k == 0:
                 self._save_figure_slice(run, case, prediction, row["dsc"])
-        return {**scores.mean(), "per_case": scores.per_case(*scores.metrics())}
+        return {**scores.mean(), "calibration_region": BODY_REGION, "per_case": scores.per_case(*scores.metrics())}
 
     def _save_figure_slice(self, run: RunSpec, case: Any, prediction: np.ndarray, dsc: float) -> None:
         z = int(np.argmax(case.label.reshape(-1, case.label.shape[-1]).sum(0)))  # slice with most foreground

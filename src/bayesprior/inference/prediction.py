@@ -238,7 +238,7 @@ def _predict_files(model: nn.Module, inputs: Sequence[CaseFiles], outputs: Mappi
         mask, probability = mask_and_probability(probs, prepared.record)
         if settings.largest_component:
             mask = largest_connected_component(mask)
-        targets = folder.claim(outputs[item.image_path], item.image_path)
+        targets = folder.claim(outputs[item.image_path], item.image_path.absolute())  # evaluate finds it anywhere
         write_like(mask, case.affine, case.header, targets[0], dtype=np.uint8)
         written.append(targets[0])
         if len(targets) == 3:
