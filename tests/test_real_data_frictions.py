@@ -1,6 +1,9 @@
 """A BRATS-style folder through the README's real-data commands, end to end from the command line (issue 24):
 each test is one friction a user met, and shows it gone. Tiny data: 24x24x16 patients at 1 mm, a tiny network."""
 import json
+import shlex
+import subprocess
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -252,3 +255,165 @@ score_grid = "original"
     assert len(warnings) == 2, result.output  # the source model (PR's start) and the prior's source model
     assert all("intensity, crop_nonzero, spacing" in line and "the target on intensity=zscore" in line
                for line in warnings)
+    result = json.loads((tmp_path / "exp" / "results" / "split0_n1_dwp.json").read_text())
+    assert result["test_cases"] == [ids[3]] and result["calibration_region"].startswith("body mask")
+    table = (tmp_path / "exp" / "table.md").read_text()
+    assert "expected calibration error (15 bins) in the body mask" in table and "in the band" in table
+
+
+# ------------------------------------------------------------------ 5. calibration where it is informative
+def test_calibration_is_scored_in_the_body_mask_and_the_band_with_every_voxel_kept(tmp_path, tiny_architecture):
+    from scipy import ndimage
+
+    from test_evaluation_calibration import reference_ece
+
+    data, ids, split = _brats(tmp_path)
+    model = _train(data, tmp_path / "run", tiny_architecture, "--split-file", split)
+    assert run("predict", model, data, tmp_path / "preds", "--probabilities", "--no-progress").exit_code == 0
+    evaluated = run("evaluate", tmp_path / "preds", data, "--probabilities", tmp_path / "preds")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "in the region: body mask (the image's non-zero voxels): ECE" in evaluated.output
+    assert "in the band (label, prediction and 5 mm around): ECE" in evaluated.output
+    summary = json.loads((tmp_path / "preds" / "summary.json").read_text())
+    assert summary["calibration"]["region"] == "body mask (the image's non-zero voxels)"
+    assert summary["calibration"]["no_image"] == []
+    for row in summary["metric_per_case"]:
+        case = row["case_id"]
+        p = np.asarray(nib.load(tmp_path / "preds" / f"{case}_probability.nii.gz").dataobj, dtype=np.float64)
+        mask = np.asarray(nib.load(tmp_path / "preds" / f"{case}.nii.gz").dataobj) > 0
+        y = np.asarray(nib.load(data / "HGG" / case / f"{case}_seg.nii.gz").dataobj) > 0
+        body = np.asarray(nib.load(data / "HGG" / case / f"{case}_t2.nii.gz").dataobj) != 0
+        band = ndimage.distance_transform_edt(~(y | mask)) <= 5  # 1 mm voxels
+        assert row["ece"] == pytest.approx(reference_ece(p[body], y[body]), abs=1e-9)
+        assert row["ece_band"] == pytest.approx(reference_ece(p[band], y[band]), abs=1e-9)
+        assert row["ece_all"] == pytest.approx(reference_ece(p, y), abs=1e-9)
+        assert row["brier_all"] <= row["brier"]  # the air around the head only dilutes the error
+
+
+def test_a_tie_is_never_bolded_and_old_all_voxel_results_are_not_read_as_the_body_masks():
+    from bayesprior.experiment.report import markdown_table, with_calibration_regions
+
+    results = [{"split": 0, "train_size": 5, "method": m, "dsc": d, "ece": 0.002} for m, d in
+               (("dwp", 0.7), ("pr", 0.7004), ("ri", 0.6))]
+    dsc = markdown_table(results, "dsc", ["dwp", "pr", "ri"], [5])
+    assert "**" not in dsc  # 0.700 and 0.700 as shown: no winner
+    assert "**0.002**" not in markdown_table(results, "ece", ["dwp", "pr", "ri"], [5], lower_is_better=True)
+    results[2]["dsc"] = 0.8
+    assert "**0.800**" in markdown_table(results, "dsc", ["dwp", "pr", "ri"], [5])
+    old = with_calibration_regions(results[0])
+    assert old["ece"] is None and old["ece_all"] == 0.002
+    new = {**results[0], "calibration_region": "body mask (the image's non-zero voxels)"}
+    assert with_calibration_regions(new) == new
+
+
+# ----------------------------------------------------- 3. the README's real-data section, followed literally
+README = Path(__file__).resolve().parents[1] / "README.md"
+#: what the test adds to every `train` line of the README: a tiny network and one short epoch on tiny data
+TINY_TRAINING = ("--no-cache", "--no-progress", "--epochs", "1", "--steps-per-epoch", "1")
+
+
+def _real_data_commands():
+    """The command lines of the README's real-data block, continuation lines joined."""
+    text = README.read_text()
+    block = text[text.index("Real data goes through"):]
+    block = block[block.index("```bash\n") + len("```bash\n"):]
+    block = block[:block.index("```")]
+    return [line for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def _brats_with_ids(root, ids):
+    """A tiny BRATS folder whose patients have the ids `ids` (those of the README's split file)."""
+    written = write_brats_folder(root, n=len(ids), shape=SHAPE)
+    for old, new in zip(written, ids):
+        folder = root / "HGG" / old
+        for file in folder.iterdir():
+            file.rename(folder / file.name.replace(old, new))
+        folder.rename(root / "HGG" / new)
+
+
+def test_the_readme_real_data_section_followed_literally_scores_the_test_cases_warns_and_trains_dwp(
+        tmp_path, tiny_architecture, monkeypatch):
+    commands = _real_data_commands()
+    split = json.loads(commands[0].split("'")[1])
+    monkeypatch.chdir(tmp_path)
+    _brats_with_ids(tmp_path / "data" / "BRATS2018", [*split["train"], *split["val"], *split["test"]])
+    demo = tmp_path / "bayesprior-demo" / "source"  # a stand-in for the demo's source network and prior
+    subprocess.run(commands[0], shell=True, check=True)
+    source, prior = _source_and_prior(tmp_path, tmp_path / "data" / "BRATS2018", tiny_architecture, "split.json")
+    (demo / "runs" / "seed0").mkdir(parents=True)
+    source.rename(demo / "runs" / "seed0" / "model.pt")
+    prior.rename(demo / "prior_dwp.pt")
+
+    outputs = {}
+    for line in commands[1:]:
+        args = shlex.split(line, comments=True)
+        assert args[0] == "bayesprior", line
+        if args[1] == "train":
+            args += ["--architecture", tiny_architecture, *TINY_TRAINING]
+        result = run(*args[1:])
+        assert result.exit_code == 0, (line, result.output)
+        outputs[args[1] + " " + args[3]] = result
+
+    dwp = json.loads((tmp_path / "runs" / "dwp" / "config.json").read_text())["train_config"]
+    assert (dwp["kl_weight"], dwp["forward_mode"], dwp["log_variance_init"]) == (0.001, "sample", -14.0)
+    assert dwp["source"].endswith("bayesprior-demo/source/runs/seed0/model.pt") and not dwp["init_from_prior"]
+    for run_dir in ("runs/pr", "runs/dwp"):
+        assert "warning: preprocessing differs in intensity, crop_nonzero" in outputs[f"train {run_dir}"].stderr
+    assert "warning: preprocessing" not in outputs["train runs/ri"].stderr
+    assert _masks(tmp_path / "preds" / "dwp") == [f"{case}.nii.gz" for case in split["test"]]
+    summary = json.loads((tmp_path / "preds" / "dwp" / "summary.json").read_text())
+    assert summary["scored_cases"] == split["test"] and summary["case_choice"]["subset"] == "test"
+    assert summary["calibration"]["region"].startswith("body mask")
+
+
+def _bayesian_settings(run_dir):
+    config = json.loads((run_dir / "config.json").read_text())["train_config"]
+    return config["kl_weight"], config["forward_mode"], config["log_variance_init"]
+
+
+def test_a_bayesian_method_defaults_to_the_benchmark_recipe_and_says_so(tmp_path, tiny_architecture):
+    data, ids, split = _brats(tmp_path)
+    result = run("train", data, tmp_path / "run", "--channel", "t2", "--architecture", tiny_architecture,
+                 "--method", "gaussian", "--epochs", "1", "--no-progress", "--no-cache")
+    assert result.exit_code == 0, result.output
+    assert _bayesian_settings(tmp_path / "run") == (0.001, "sample", -14.0)
+    assert "gaussian: --recipe benchmark gives --kl-weight 0.001, --forward-mode sample, --log-variance-init -14" \
+        in result.stderr
+    assert "without --source they start from He initialisation" in result.stderr
+
+
+def test_the_paper_recipe_and_explicit_options_override_the_defaults(tmp_path, tiny_architecture):
+    data, ids, split = _brats(tmp_path)
+    base = ("--channel", "t2", "--architecture", tiny_architecture, "--method", "gaussian", "--epochs", "1",
+            "--no-progress", "--no-cache")
+    assert run("train", data, tmp_path / "paper", *base, "--recipe", "paper").exit_code == 0
+    assert _bayesian_settings(tmp_path / "paper") == (1.0, "lrt", -10.0)
+    mixed = run("train", data, tmp_path / "mixed", *base, "--kl-weight", "0.05", "--posterior-std-ratio", "0.1")
+    assert mixed.exit_code == 0, mixed.output
+    assert _bayesian_settings(tmp_path / "mixed")[:2] == (0.05, "sample")
+    deterministic = run("train", data, tmp_path / "ri", "--channel", "t2", "--architecture", tiny_architecture,
+                        "--recipe", "paper")
+    assert_one_line_error(deterministic, "--recipe", "--method ri")
+
+
+def test_the_demo_names_where_its_zoo_and_prior_are_as_the_docs_say(tmp_path, monkeypatch):
+    from bayesprior.commands import experiment_cmd
+
+    monkeypatch.setattr(experiment_cmd, "DEMO_CONFIG", {
+        "architecture": {"name": "unet3d", "config": {"in_channels": 1, "n_classes": 2, "widths": [4, 4, 4, 4]}},
+        "source": {"synthetic": {"kind": "ms", "cases": 2, "shape": [16, 16, 16], "seed": 6}},
+        "target": {"synthetic": {"kind": "tumour", "cases": 3, "shape": [16, 16, 16], "seed": 5}},
+        "preprocess": {"crop_nonzero": False, "divisible_by": 8},
+        "source_training": {"max_epochs": 1, "val_fraction": 0.0},
+        "prior": {"max_epochs": 2, "norm_threshold": 0.0},
+        "target_training": {"max_epochs": 1},
+        "protocol": {"train_sizes": [1], "test_size": 2, "splits": 1, "methods": ["dwp", "pr"]}})
+    monkeypatch.setenv("BAYESPRIOR_CACHE_DIR", str(tmp_path / "cache"))
+    result = run("demo", "--out", tmp_path / "demo", "--quiet")
+    assert result.exit_code == 0, result.output
+    zoo = tmp_path / "demo" / "source" / "zoo" / "seed0" / "seed0_min0.pt"
+    lines = {line.split(" (")[0]: line.rsplit(": ", 1)[1] for line in result.output.splitlines()
+             if line.startswith(("source model zoo", "source network", "DWP prior"))}
+    assert lines == {"source model zoo": str(zoo), "source network": str(tmp_path / "demo/source/runs/seed0/model.pt"),
+                     "DWP prior": str(tmp_path / "demo/source/prior_dwp.pt")}
+    assert zoo.is_file() and "OUT/source/zoo/seed<k>/seed<k>_min<j>.pt" in README.read_text()
