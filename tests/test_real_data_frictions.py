@@ -396,11 +396,11 @@ def test_the_paper_recipe_and_explicit_options_override_the_defaults(tmp_path, t
     assert_one_line_error(deterministic, "--recipe", "--method ri")
 
 
-def test_the_demo_names_where_its_zoo_and_prior_are_as_the_docs_say(tmp_path, monkeypatch):
+def test_the_demo_names_where_its_zoo_and_prior_are_as_the_docs_say(tmp_path, monkeypatch, tiny_architecture):
     from bayesprior.commands import experiment_cmd
 
     monkeypatch.setattr(experiment_cmd, "DEMO_CONFIG", {
-        "architecture": {"name": "unet3d", "config": {"in_channels": 1, "n_classes": 2, "widths": [4, 4, 4, 4]}},
+        "architecture": {"name": tiny_architecture},
         "source": {"synthetic": {"kind": "ms", "cases": 2, "shape": [16, 16, 16], "seed": 6}},
         "target": {"synthetic": {"kind": "tumour", "cases": 3, "shape": [16, 16, 16], "seed": 5}},
         "preprocess": {"crop_nonzero": False, "divisible_by": 8},

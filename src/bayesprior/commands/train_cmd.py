@@ -60,7 +60,7 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
                   f"{r.name}: {r.description}" for r in RECIPES.values())
               + f". --kl-weight, --forward-mode and --log-variance-init override them. [default: {DEFAULT_RECIPE}]")
 @click.option("--epochs", "max_epochs", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Maximum number of epochs.")
+              help="Maximum number of epochs (each epoch's line says its seconds and the time left at that pace).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True, help="Global batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
               help="Adam learning rate.")
