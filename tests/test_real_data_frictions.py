@@ -194,7 +194,8 @@ def test_an_old_source_file_without_a_record_still_loads_and_says_not_recorded(t
     from bayesprior.plugins import build_architecture
 
     data, ids, split = _brats(tmp_path)
-    save_model(build_architecture(tiny_architecture), tmp_path / "old.pt", extra={"preprocess": {"intensity": "minmax"}})
+    save_model(build_architecture(tiny_architecture), tmp_path / "old.pt",
+               extra={"preprocess": {"intensity": "minmax"}})
     assert _info_row(run("info", tmp_path / "old.pt").output, "trained at") == ["not recorded"]
     save_model(build_architecture(tiny_architecture), tmp_path / "older.pt")  # no preprocessing at all
     result = run("train", data, tmp_path / "run", "--channel", "t2", "--architecture", tiny_architecture, "--epochs",

@@ -134,8 +134,8 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @trust_file_option
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, old_prior_path,
-                  prior_option, init_from_prior, recipe_name, log_variance_init, posterior_std_ratio, max_epochs, batch_size, lr,
-                  seeds, restarts, val_fraction,
+                  prior_option, init_from_prior, recipe_name, log_variance_init, posterior_std_ratio, max_epochs,
+                  batch_size, lr, seeds, restarts, val_fraction,
                   ce_reduction, dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch,
                   foreground_fraction, steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last,
                   skip_nonfinite_loss, layout, channel, case_list, split_file, spacing, resample_shape, shape,

@@ -154,8 +154,8 @@ def _input_images(probability_dir: Path, pred_dir: Path) -> dict[str, Path]:
 
 
 def _body(image_path: Path | None, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray | None:
-    """The body mask of the image at `image_path` (any channel of a 4D file: a body is non-zero in each), if it is
-    there and on the label's grid; None otherwise (the case is then scored over every voxel)."""
+    """The body mask of the image at `image_path` (of a 4D file, its first channel: the body is non-zero in every
+    one), if it is there and on the label's grid; None otherwise (the case is then scored over every voxel)."""
     if image_path is None or not image_path.is_file():
         return None
     try:

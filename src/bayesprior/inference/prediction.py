@@ -8,10 +8,10 @@ sequence or channel chosen, and the mask is named by the case id (``<case>.nii.g
 With ``probabilities`` (and always for Bayesian models with ``samples > 0``) the foreground probability
 (``<case>_probability.nii.gz``) and the predictive entropy (``<case>_entropy.nii.gz``, in nats) are written
 beside the mask: the Monte-Carlo mean over the samples of a Bayesian model (its posterior mean's softmax for
-``samples = 0``), the softmax of a deterministic one, so that every method's calibration can be scored. The class probabilities are mapped back to the file's grid (linear interpolation
-where the preprocessing resampled) before the mask is taken from them, so the mask is exactly the written
-probability map above 0.5; the Monte-Carlo samples of a case are seeded by the run's
-``seed`` and the case id, so a rerun gives the same maps. The output folder is locked while a run writes
+``samples = 0``), the softmax of a deterministic one, so that every method's calibration can be scored. The
+class probabilities are mapped back to the file's grid (linear interpolation where the preprocessing resampled)
+before the mask is taken from them, so the mask is exactly the written probability map above 0.5; the
+Monte-Carlo samples of a case are seeded by the run's ``seed`` and the case id, so a rerun gives the same maps. The output folder is locked while a run writes
 to it and keeps a manifest of what was written (`bayesprior.inference.prediction_folder`).
 """
 from __future__ import annotations
