@@ -149,7 +149,8 @@ def test_case_scores_add_calibration_only_when_given_probabilities():
     plain.add("a", p > 0.5, y)
     calibrated.add("a", p > 0.5, y, probability=p)
     assert plain.metrics() == ("dsc", "iou") and "calibration" not in plain.summary()
-    assert calibrated.metrics() == ("dsc", "iou", "ece", "brier", "nll", "ueo")
+    assert calibrated.metrics() == ("dsc", "iou", "ece", "brier", "nll", "ueo", "ece_band", "brier_band", "nll_band",
+                                    "ece_all", "brier_all", "nll_all")
     assert calibrated.mean()["ece"] == pytest.approx(reference_ece(p, y))
     assert calibrated.summary()["calibration"]["pooled_ece"] == pytest.approx(reference_ece(p, y))
 

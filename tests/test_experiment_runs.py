@@ -104,12 +104,17 @@ def test_a_validation_fraction_outside_zero_one_is_refused_when_the_config_is_re
 
 def test_table_reports_calibration_beside_dsc_with_the_lowest_in_bold(tmp_path):
     results = [{"split": s, "train_size": 2, "method": m, "dsc": 0.7, "iou": 0.5, "ece": e + 0.002 * s,
-                "brier": e, "nll": 10 * e} for s in range(2) for m, e in (("dwp", 0.02), ("ri", 0.05))]
+                "brier": e, "nll": 10 * e, "ece_band": 5 * e, "brier_band": 5 * e, "nll_band": 50 * e,
+                "ece_all": e / 10, "brier_all": e / 10, "nll_all": e, "calibration_region": "body mask"}
+               for s in range(2) for m, e in (("dwp", 0.02), ("ri", 0.05))]
     text = write_tables(results, ["dwp", "ri"], [2], tmp_path)
     assert "expected calibration error" in text and "Brier" in text and "log-likelihood" in text
+    assert "in the body mask" in text and "in the band" in text and "every voxel" not in text
     assert "**0.021 (0.001)**" in text and "**0.051 (0.001)**" not in text
     header, first = (tmp_path / "table.csv").read_text().splitlines()[:2]
-    assert header.endswith("ece_mean,ece_std,brier_mean,brier_std,nll_mean,nll_std")
+    assert header.endswith("ece_mean,ece_std,brier_mean,brier_std,nll_mean,nll_std,ece_band_mean,ece_band_std,"
+                           "brier_band_mean,brier_band_std,nll_band_mean,nll_band_std,ece_all_mean,ece_all_std,"
+                           "brier_all_mean,brier_all_std,nll_all_mean,nll_all_std")
     assert first.split(",")[7] == "0.0210"
 
 
@@ -117,4 +122,4 @@ def test_results_written_before_calibration_was_measured_still_make_a_table(tmp_
     results = [{"split": 0, "train_size": 2, "method": "ri", "dsc": 0.7, "iou": 0.5}]
     text = write_tables(results, ["ri"], [2], tmp_path)
     assert "calibration" not in text
-    assert (tmp_path / "table.csv").read_text().splitlines()[1] == "2,ri,0.7000,0.0000,0.5000,0.0000,1,,,,,,"
+    assert (tmp_path / "table.csv").read_text().splitlines()[1] == "2,ri,0.7000,0.0000,0.5000,0.0000,1" + "," * 18

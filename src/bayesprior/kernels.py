@@ -26,6 +26,7 @@ from torch import nn
 
 from .atomic import atomic_path
 from .checkpoints import deterministic_state, read_model_file, require_finite_state
+from .data.provenance import preprocessing_summary
 from .errors import CheckpointError, ConfigError
 from .grouping import group_by_resolution
 from .hashing import file_sha256
@@ -49,7 +50,9 @@ class KernelBank:
         kernels: group name -> float32 array (n, k, k, k) (one row per kernel; spatial dims as harvested).
         header: provenance, JSON-serialisable: ``format``, ``bayesprior_version``, ``kernel_size``,
             ``norm_threshold``, ``group_by``, ``example_shape``, ``architecture`` ({name, config}),
-            ``checkpoints`` ([{path, sha256}]), ``groups`` ({group: {layers, kept, dropped}}),
+            ``checkpoints`` ([{path, sha256, preprocessing}]: each model's preprocessing summary,
+            `bayesprior.data.provenance.preprocessing_summary`, None if it records none),
+            ``groups`` ({group: {layers, kept, dropped}}),
             ``skipped_layers`` ({layer: reason}).
     """
 
@@ -171,14 +174,14 @@ def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "arc
     pooled: dict[str, list[np.ndarray]] = {g: [] for g in wanted}
     checkpoints = []
     for i, path in enumerate(paths):
-        state, arch = first if i == 0 else _read(path)
+        state, arch, preprocessing = first if i == 0 else _read(path)
         if arch != architecture:
             raise CheckpointError(path, f"was built as architecture {arch}, but {paths[0]} as {architecture}; "
                                         "harvest checkpoints of one architecture at a time")
         for g, layers in wanted.items():
             for layer in layers:
                 pooled[g].append(_layer_kernels(path, state, layer, reference_shapes[layer]))
-        checkpoints.append({"path": str(path), "sha256": file_sha256(path)})
+        checkpoints.append({"path": str(path), "sha256": file_sha256(path), "preprocessing": preprocessing})
 
     kernels, group_info = {}, {}
     for g, layers in wanted.items():
@@ -232,7 +235,8 @@ def _check_against_header(path: Path, arrays: dict[str, np.ndarray], header: dic
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any] | None]:
+    """A model file's plain weights, its architecture, and the summary of its preprocessing (None: not recorded)."""
     payload = read_model_file(path)
     architecture = payload.get("architecture")
     if not architecture or not isinstance(architecture, dict) or "name" not in architecture:
@@ -241,7 +245,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     architecture = {"name": architecture["name"], "config": dict(architecture.get("config") or {})}
     state = deterministic_state(payload)
     require_finite_state(state, path, "its weights")  # NaN kernels are no kernels, whatever their "norm"
-    return state, architecture
+    return state, architecture, preprocessing_summary(payload.get("extra"))
 
 
 def _build(path: Path, architecture: dict[str, Any]) -> nn.Module:

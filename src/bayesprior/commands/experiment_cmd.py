@@ -86,6 +86,12 @@ def demo_command(out: Path, quiet: bool) -> None:
     """
     _run(parse_config(DEMO_CONFIG, Path("<demo>")), out, (0, 1), "all", quiet, "<demo>")
     click.echo("Synthetic data, CPU scale: the numbers show the pipeline works, not the paper's result.")
+    for what, pattern, use in (("source model zoo", "source/zoo/seed*/*.pt", "[source] models, harvest"),
+                               ("source network", "source/runs/seed*/model.pt", "train --source"),
+                               ("DWP prior", "source/prior_dwp.pt", "train --prior-file, [prior] file")):
+        found = sorted(out.glob(pattern))
+        if found:
+            click.echo(f"{what} ({use}): {', '.join(map(str, found))}")
 
 
 def register(cli: click.Group) -> None:

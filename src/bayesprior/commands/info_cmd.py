@@ -15,6 +15,7 @@ import click
 import torch
 
 from ..checkpoints import MODEL_FORMAT, read_model_file
+from ..data.provenance import COMPARED_KEYS, describe_grid, describe_preprocessing
 from ..errors import CheckpointError
 from ..kernels import KernelBank
 from ..safe_load import load_plain, looks_like_torch_file
@@ -56,6 +57,7 @@ def _model(payload: Mapping[str, Any], path: Path) -> Rows:
     rows = [("format", f"{payload['format']}, a {payload['kind']} model"),
             *_written_by(payload.get("bayesprior_version") or extra.get("bayesprior_version"),
                          extra.get("torch_version"), extra.get("command")),
+            *_command_history(extra.get("commands")),
             ("architecture", _architecture(payload.get("architecture"))),
             ("parameters", _parameter_count(payload["state_dict"]))]
     if payload["kind"] == "bayesian":
@@ -69,7 +71,7 @@ def _checkpoint(state: Mapping[str, Any], model: Mapping[str, Any], path: Path) 
                        f"{' (finished)' if state.get('finished') else ''}")]
     versions = state.get("versions") if isinstance(state.get("versions"), dict) else {}
     model = dict(model, extra={**(model.get("extra") or {}), "command": state.get("command"),
-                               "torch_version": versions.get("torch"),
+                               "commands": state.get("commands"), "torch_version": versions.get("torch"),
                                "bayesprior_version": versions.get("bayesprior")})
     rows += [(label, text) for label, text in _model(model, path) if label != "format"]
     record = {"train_config": state.get("train_config"), "data": state.get("data"), "inputs": state.get("inputs")}
@@ -133,6 +135,22 @@ def _written_by(version: Any, torch_version: Any, command: Any) -> Rows:
     return rows
 
 
+def _command_history(commands: Any) -> Rows:
+    """One row per command that trained the run (``commands`` of a run record), oldest first."""
+    if not isinstance(commands, list) or not commands:
+        return []
+    rows = []
+    for number, entry in enumerate(commands, start=1):
+        entry = entry if isinstance(entry, dict) else {}
+        when = [f"from epoch {entry['from_epoch']}" if entry.get("from_epoch") is not None else None,
+                f"to epoch {entry['to_epoch']}" if entry.get("to_epoch") is not None else None,
+                f"--epochs {entry['max_epochs']}" if entry.get("max_epochs") is not None else None,
+                entry.get("started")]
+        rows.append(("history", f"{number}. {', '.join(str(w) for w in when if w) or 'not recorded'}: "
+                                f"{entry.get('command') or 'not recorded'}"))
+    return rows
+
+
 def _architecture(spec: Any) -> str:
     if not isinstance(spec, dict) or "name" not in spec:
         return "not recorded (a network built by hand)"
@@ -167,6 +185,7 @@ def _training(record: Mapping[str, Any]) -> Rows:
     rows: Rows = []
     if "preprocess" in record:
         rows.append(("preprocessing", _mapping(record["preprocess"]) if record["preprocess"] else "not recorded"))
+        rows.append(("trained at", describe_grid(record.get("input_grid"))))
     config = record.get("train_config")
     if isinstance(config, dict):
         shown = {k: config.get(k) for k in ("method", "max_epochs", "batch_size", "lr", "kl_weight", "forward_mode",
@@ -193,9 +212,13 @@ def _bank_provenance(header: Mapping[str, Any], verb: str) -> Rows:
     rows = []
     if header.get("architecture"):
         rows.append(("architecture", _architecture(header["architecture"])))
-    for checkpoint in header.get("checkpoints") or []:
-        if isinstance(checkpoint, dict):
-            rows.append((verb, f"{checkpoint.get('path')} (SHA-256 {checkpoint.get('sha256')})"))
+    checkpoints = [c for c in header.get("checkpoints") or [] if isinstance(c, dict)]
+    for checkpoint in checkpoints:
+        rows.append((verb, f"{checkpoint.get('path')} (SHA-256 {checkpoint.get('sha256')})"))
+    described = [describe_preprocessing(c.get("preprocessing"), (*COMPARED_KEYS, "channel")) for c in checkpoints]
+    for text in dict.fromkeys(described):  # one row per distinct record, in the order met
+        share = f" ({described.count(text)} of {len(checkpoints)} models)" if len(checkpoints) > 1 else ""
+        rows.append(("source preprocessing", text + share))
     return rows
 
 
@@ -222,7 +245,8 @@ def info_command(file: Path) -> None:
     content, not the name.
 
     Prints the format and version; the architecture, priors and layer groups; the preprocessing; the training
-    data (SHA-256 and case ids); the versions and the command that made it, as far as the file records them.
+    data (SHA-256 and case ids); the versions and the command that made it, and every command that trained the
+    run (its first and each resumption), as far as the file records them.
     The file is read without running any code it carries; anything else is refused.
 
     Example: bayesprior info runs/target/model.pt

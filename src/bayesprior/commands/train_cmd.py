@@ -9,14 +9,18 @@ import click
 
 from ..data.datasets import dataset_case_ids
 from ..data.preprocess import INTENSITY_MODES, PreprocessConfig, prepare_dataset, recorded_config
+from ..data.provenance import input_grid, preprocessing_summary
 from ..errors import ConfigError
 from ..progress import labelled, plain_lines
 from ..training.config import TrainConfig
 from ..training.distributed import init_from_environment
 from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, training_method
+from ..training.recipes import DEFAULT_RECIPE, RECIPES, recipe
 from ..training.splits import CaseSplit, check_known_cases, read_split_file, validation_split
 from ..training.tensorboard import TensorBoardLog, summary_writer_class
 from ..training.trainer import seed_everything, train
+from ..training.transfer_checks import preprocessing_warnings, transfer_origins
+from .case_choice import parse_case_list
 from .common import SHAPE, Device, Integers, KeyValue, Spacing, refuse_without_effect, trust_file_option
 
 
@@ -51,8 +55,12 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--prior-option", type=KeyValue(), multiple=True,
               help="Prior factory argument key=value, JSON value (repeatable).")
 @click.option("--init-from-prior", is_flag=True, help="Start posterior means at samples of the prior.")
+@click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default=None,
+              help="The defaults of a Bayesian method's settings: " + "; ".join(
+                  f"{r.name}: {r.description}" for r in RECIPES.values())
+              + f". --kl-weight, --forward-mode and --log-variance-init override them. [default: {DEFAULT_RECIPE}]")
 @click.option("--epochs", "max_epochs", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Maximum number of epochs.")
+              help="Maximum number of epochs (each epoch's line says its seconds and the time left at that pace).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True, help="Global batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
               help="Adam learning rate.")
@@ -64,11 +72,14 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
               help="Fraction of cases held out to monitor (0: monitor the training loss).")
 @click.option("--ce-reduction", type=click.Choice(["sum", "mean"]), default="sum", show_default=True)
 @click.option("--dice-batch/--dice-per-case", default=True, show_default=True)
-@click.option("--kl-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="beta of the ELBO.")
-@click.option("--forward-mode", type=click.Choice(["lrt", "sample"]), default="lrt", show_default=True,
-              help="Bayesian forward: local reparameterisation, or one weight sample per step (cheaper).")
-@click.option("--log-variance-init", default=-10.0, show_default=True, type=float,
-              help="Initial log-variance of every posterior weight (Bayesian methods).")
+@click.option("--kl-weight", type=click.FloatRange(min=0), default=None,
+              help="beta of the ELBO [default: --recipe's, 0.001 (benchmark) or 1 (paper)].")
+@click.option("--forward-mode", type=click.Choice(["lrt", "sample"]), default=None,
+              help="Bayesian forward: local reparameterisation, or one weight sample per step (cheaper) "
+                   "[default: --recipe's, sample (benchmark) or lrt (paper)].")
+@click.option("--log-variance-init", default=None, type=float,
+              help="Initial log-variance of every posterior weight (Bayesian methods) [default: --recipe's, -14 "
+                   "(benchmark) or -10 (paper)].")
 @click.option("--posterior-std-ratio", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Instead of --log-variance-init: start each layer's posterior std at this fraction of its "
                    "weights' RMS (e.g. 0.1), the same signal-to-noise ratio at any weight scale.")
@@ -133,12 +144,12 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @trust_file_option
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, old_prior_path,
-                  prior_option, init_from_prior, log_variance_init, posterior_std_ratio, max_epochs, batch_size, lr,
-                  seeds, restarts, val_fraction,
+                  prior_option, init_from_prior, recipe_name, log_variance_init, posterior_std_ratio, max_epochs,
+                  batch_size, lr, seeds, restarts, val_fraction,
                   ce_reduction, dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch,
                   foreground_fraction, steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last,
-                  skip_nonfinite_loss, penalty_weight, swag_epochs, swag_rank, swag_lr, layout, channel, case_list, split_file, spacing, resample_shape, shape,
-                  intensity, no_crop,
+                  skip_nonfinite_loss, penalty_weight, swag_epochs, swag_rank, swag_lr, layout, channel, case_list,
+                  split_file, spacing, resample_shape, shape, intensity, no_crop,
                   cache_dir, no_cache, allow_outside_paths, device, tensorboard_dir, no_progress, quiet):
     """Train a segmentation model on DATA_DIR; write checkpoints, logs, curves and model.pt to RUN_DIR.
 
@@ -154,6 +165,11 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     bayesprior train data/SynMS2mm runs/src --init-scale 0.03 --patch 48,48,48 --augment --steps-per-epoch 50 \
         --swag-epochs 10
 
+    DWP with the settings the benchmark chose (--recipe benchmark, the default): posterior means from the source
+    network, KL weight 0.001, sample forward, log-variance -14:
+    bayesprior train data/BRATS2018 runs/dwp --method dwp --source runs/src/model.pt --prior-file prior.pt
+    --channel t2 --split-file split.json --epochs 30 --steps-per-epoch 10
+
     Transfer with priors that keep the source network's weights:
     bayesprior train data/SynBraTS runs/l2sp --method l2sp --source runs/src/model.pt --penalty-weight 0.01
     bayesprior train data/SynBraTS runs/swag --method swag --source runs/src/model.pt --prior-file runs/src/swag.pt
@@ -164,8 +180,14 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                                    no_cache)
     if training_method(method).needs_source and source is None:
         raise click.UsageError(f"method {method!r} needs a source model: --source MODEL_FILE")
+    if training_method(method).learned_prior and not (prior_path or old_prior_path or dict(prior_option).get("path")):
+        raise click.UsageError(f"method {method!r} learns its prior from source kernels: give the fitted prior with "
+                               "--prior-file PRIOR_FILE (e.g. from `bayesprior fit-prior`)")
     if spacing is not None and resample_shape is not None:
         raise click.UsageError("give --spacing or --resample-shape, not both")
+    bayesian = _recipe_settings(training_method(method), recipe_name, source, init_from_prior, quiet,
+                                kl_weight=kl_weight, forward_mode=forward_mode, log_variance_init=log_variance_init,
+                                posterior_std_ratio=posterior_std_ratio)
     split = _case_split(case_list, split_file)
     if split is not None and split.val and val_fraction > 0:
         raise click.UsageError(f"--val-fraction has no effect: {split_file} lists the validation cases ('val'); "
@@ -179,11 +201,10 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
             architecture=architecture,
             architecture_config={"in_channels": 1, "n_classes": 2, **dict(arch_option)},
             method=method, source=source, prior_path=prior_path or old_prior_path,
-            prior_options=dict(prior_option), init_from_prior=init_from_prior,
-            log_variance_init=log_variance_init, posterior_std_ratio=posterior_std_ratio,
+            prior_options=dict(prior_option), init_from_prior=init_from_prior, posterior_std_ratio=posterior_std_ratio,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, seed=seeds[0], restarts=restarts,
             zoo_dir=str(run_dir / "zoo") if (restarts > 0 or many) else None, ce_reduction=ce_reduction,
-            dice_batch=dice_batch, kl_weight=kl_weight, forward_mode=forward_mode, device=device,
+            dice_batch=dice_batch, device=device, **bayesian,
             progress=not quiet, init_scale=init_scale, weight_decay=weight_decay, patch=patch,
             foreground_fraction=foreground_fraction, steps_per_epoch=steps_per_epoch, augment=augment,
             patience=patience, kl_warmup=kl_warmup, amp=amp_dtype if amp else None, channels_last=channels_last,
@@ -212,6 +233,10 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     else:
         train_cases, val_cases = validation_split(cases, val_fraction, seeds[0])
     preprocess = recorded_config(cases)  # with the dataset statistics the intensity scheme needs (ct)
+    if ctx.is_main:  # a source model or prior trained on other inputs: said before the run starts
+        target = preprocessing_summary({"preprocess": preprocess, "input_grid": input_grid(cases), "channel": channel})
+        for line in preprocessing_warnings(transfer_origins(base_config), target):
+            click.echo(f"warning: {line}", err=True)
     for seed in seeds:
         config = dataclasses.replace(base_config, seed=seed)
         seed_everything(seed)
@@ -236,12 +261,7 @@ def _case_split(case_list: str | None, split_file: Path | None) -> CaseSplit | N
     split = read_split_file(split_file) if split_file is not None else None
     if case_list is None:
         return split
-    ids = [c.strip() for c in case_list.split(",") if c.strip()]
-    if not ids:
-        raise click.UsageError(f"--cases {case_list!r} names no case id")
-    twice = sorted({i for i in ids if ids.count(i) > 1})
-    if twice:
-        raise click.UsageError(f"--cases lists {', '.join(twice)} twice")
+    ids = parse_case_list(case_list)
     if split is None:
         return CaseSplit(train=tuple(ids))
     outside = [i for i in ids if i not in split.train]
@@ -250,12 +270,40 @@ def _case_split(case_list: str | None, split_file: Path | None) -> CaseSplit | N
     return CaseSplit(train=tuple(ids), val=split.val, test=split.test)
 
 
+def _recipe_settings(method: TrainingMethod, name: str | None, source: str | None, init_from_prior: bool, quiet: bool,
+                     **given: float | str | None) -> dict[str, float | str]:
+    """The Bayesian settings of a run: those `given` on the command line, the rest from the recipe `name` (a
+    deterministic method keeps `TrainConfig`'s, which it never reads). Says which recipe filled in what, and
+    where the recipe would start the posterior means, unless `quiet`."""
+    if not method.bayesian:
+        return {}
+    chosen = recipe(name or DEFAULT_RECIPE)
+    filled = {key: value for key, value in chosen.settings().items() if given.get(key) is None}
+    if given.get("posterior_std_ratio") is not None:  # it sets the initial variance itself
+        filled.pop("log_variance_init", None)
+    settings = {**{k: v for k, v in given.items() if k != "posterior_std_ratio" and v is not None}, **filled}
+    if not quiet:
+        if filled:
+            options = ", ".join(f"--{key.replace('_', '-')} {value:g}" if isinstance(value, float)
+                                else f"--{key.replace('_', '-')} {value}" for key, value in filled.items())
+            other = " (--recipe paper for the original DWP's)" if chosen.name == DEFAULT_RECIPE else ""
+            click.echo(f"{method.name}: --recipe {chosen.name} gives {options}{other}", err=True)
+        if chosen.start == "source" and source is None and not init_from_prior:
+            click.echo(f"warning: --recipe {chosen.name} starts the posterior means at the source network; without "
+                       "--source they start from He initialisation", err=True)
+        if chosen.start == "prior" and method.learned_prior and not init_from_prior:
+            click.echo(f"warning: --recipe {chosen.name} starts the posterior means at samples of the prior; add "
+                       "--init-from-prior", err=True)
+    return settings
+
+
 def _refuse_options_without_effect(ctx: click.Context, method: TrainingMethod, source: str | None,
                                    patch: tuple[int, ...] | None, amp: bool, no_cache: bool) -> None:
     """An option the chosen method or the other options make meaningless is an error, never ignored."""
     if not method.bayesian:
         refuse_without_effect(ctx, ("prior_path", "old_prior_path", "prior_option", "init_from_prior", "kl_weight",
-                                    "forward_mode", "kl_warmup", "log_variance_init", "posterior_std_ratio"),
+                                    "forward_mode", "kl_warmup", "log_variance_init", "posterior_std_ratio",
+                                    "recipe_name"),
                               f"with --method {method.name} (a deterministic method has no prior)")
     if method.source == SOURCE_UNUSED:
         refuse_without_effect(ctx, ("source",), f"with --method {method.name}, which starts from random weights")

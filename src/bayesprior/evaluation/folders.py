@@ -13,27 +13,31 @@ scores the others and lists the missing ones in ``summary.json``); a prediction 
 grid (shape and affine) and hold label values only: non-negative integers among 0, 1 and the values
 found in the labels (a float, NaN or negative "mask" is refused, never scored as ``> 0``).
 
-With ``probability_dir`` (the ``<case>_probability.nii.gz`` maps `bayesprior predict --samples` writes) each
-case is also scored for calibration (`bayesprior.evaluation.calibration`: ECE, Brier, NLL, UEO), the summary
-gets the pooled reliability bins, and ``reliability.png`` is drawn. Every predicted case needs its map, on
-its label's grid, holding probabilities in [0, 1].
+With ``probability_dir`` (the ``<case>_probability.nii.gz`` maps `bayesprior predict --probabilities` writes)
+each case is also scored for calibration (`bayesprior.evaluation.calibration`: ECE, Brier, NLL, UEO), the
+summary gets the pooled reliability bins, and ``reliability.png`` is drawn. Every predicted case needs its map,
+on its label's grid, holding probabilities in [0, 1]. ECE, Brier and NLL are computed over the case's body
+mask, the non-zero voxels of the image it was predicted from (the prediction folder's manifest names it), over
+the band around its label and prediction, and over every voxel; a case whose image is not known (predictions
+that bayesprior did not write) gets every voxel as its region, and the summary lists it (``no_image``).
 """
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..data.cases import same_affine
 from ..data.datasets import label_files, nifti_by_case
-from ..data.naming import NIFTI_SUFFIXES, PROBABILITY_SUFFIX
-from ..data.nifti import read_image, read_label_values
+from ..data.naming import NIFTI_SUFFIXES, PROBABILITY_SUFFIX, is_prediction_map, strip_nifti_suffix
+from ..data.nifti import read_image, read_label_values, read_volume
 from ..errors import DataError
-from .calibration import plot_reliability_diagram
+from ..inference.prediction_folder import recorded_inputs
+from .calibration import body_mask, plot_reliability_diagram
 from .scoring import CaseScores
 
 RELIABILITY_FIGURE = "reliability.png"
@@ -41,15 +45,20 @@ RELIABILITY_FIGURE = "reliability.png"
 
 def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str | Path | None = None,
                      empty_gt: str = "exclude", allow_missing: bool = False,
-                     probability_dir: str | Path | None = None) -> dict[str, Any]:
-    """Score every prediction against its label; write ``per_case.csv`` and ``summary.json`` to `out_dir`
-    (default: `pred_dir`) and return the summary.
+                     probability_dir: str | Path | None = None, cases: Sequence[str] | None = None,
+                     chosen_by: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Score every prediction against its label (or only the cases `cases` names); write ``per_case.csv`` and
+    ``summary.json`` to `out_dir` (default: `pred_dir`) and return the summary, which lists the scored case ids
+    (``scored_cases``) and, given `chosen_by`, what chose them (``case_choice``: the split file and its list).
 
     Args:
         allow_missing: score the labelled cases that have a prediction and list the others in the summary
             (``missing_predictions``) instead of refusing.
         probability_dir: the folder of the cases' foreground-probability maps: adds the calibration
             metrics per case and in the summary, and writes ``reliability.png`` to `out_dir`.
+        cases: the case ids to score: predictions of other cases are left alone, and each of these needs a
+            label (and a prediction, unless `allow_missing`).
+        chosen_by: recorded as the summary's ``case_choice`` (e.g. the split file and its list).
     Raises:
         DataError: a missing folder, a prediction without a label, a label without a prediction (unless
             `allow_missing`), shapes or affines that differ, or a prediction holding other values than labels;
@@ -61,6 +70,8 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     labels = label_files(label_dir)
     if not predictions:
         raise DataError(pred_dir, "holds no prediction")
+    if cases is not None:
+        labels, predictions = _only_cases(labels, predictions, cases, label_dir)
     unlabelled = sorted(set(predictions) - set(labels))
     if unlabelled:
         raise DataError(label_dir, f"has no label for predicted case(s) {unlabelled[:5]}")
@@ -68,6 +79,8 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     if missing and not allow_missing:
         raise DataError(pred_dir, f"has no prediction for {len(missing)} labelled case(s) {missing[:5]}; pass "
                                   "--allow-missing (allow_missing=True) to score the others and list these")
+    images = {} if probability_dir is None else _input_images(Path(probability_dir), pred_dir)
+    no_image = []
     predicted_values: dict[str, set[int]] = {}
     label_values = {0, 1}
     for case_id in sorted(predictions):
@@ -80,15 +93,23 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
                                                   "(the affines differ): it was not predicted from this case's image")
         predicted_values[case_id] = set(np.unique(pred).tolist())
         label_values |= set(np.unique(ref).tolist())
-        probability = None if probability_dir is None else _read_probability(Path(probability_dir), case_id, ref.shape,
-                                                                            ref_affine, labels[case_id])
-        scores.add(case_id, pred, ref, probability, prediction_file=str(predictions[case_id]),
-                   reference_file=str(labels[case_id]))
+        probability, body = None, None
+        if probability_dir is not None:
+            probability = _read_probability(Path(probability_dir), case_id, ref.shape, ref_affine, labels[case_id])
+            body = _body(images.get(case_id), ref.shape, ref_affine)
+            if body is None:
+                no_image.append(case_id)
+        scores.add(case_id, pred, ref, probability, body=body, spacing=np.sqrt((ref_affine[:3, :3] ** 2).sum(axis=0)),
+                   prediction_file=str(predictions[case_id]), reference_file=str(labels[case_id]))
     for case_id, values in predicted_values.items():
         if values - label_values:
             raise DataError(predictions[case_id], f"holds values {sorted(values - label_values)} that no label "
                                                   f"holds (labels: {sorted(label_values)}); is it a mask?")
-    summary = dict(scores.summary(), missing_predictions=missing)
+    summary = dict(scores.summary(), missing_predictions=missing, scored_cases=[r["case_id"] for r in scores.rows])
+    if chosen_by is not None:
+        summary["case_choice"] = dict(chosen_by)
+    if "calibration" in summary:
+        summary["calibration"]["no_image"] = no_image
     out_dir = Path(out_dir) if out_dir is not None else pred_dir
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(scores.rows[0]))
@@ -102,6 +123,16 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     return summary
 
 
+def _only_cases(labels: dict[str, Path], predictions: dict[str, Path], cases: Sequence[str],
+                label_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The labels and predictions of the cases `cases` names; a case without a label is a `DataError`."""
+    unlabelled = [c for c in cases if c not in labels]
+    if unlabelled:
+        raise DataError(label_dir, f"has no label of case(s) {', '.join(map(repr, unlabelled[:5]))}"
+                                   f"{' ...' if len(unlabelled) > 5 else ''} (named by --cases or --split-file)")
+    return ({c: labels[c] for c in cases}, {c: predictions[c] for c in cases if c in predictions})
+
+
 def probability_file(folder: Path, case_id: str) -> Path:
     """The probability map of `case_id` in `folder` (``<case>_probability.nii.gz`` or ``.nii``); the
     ``.nii.gz`` name when neither exists."""
@@ -110,6 +141,30 @@ def probability_file(folder: Path, case_id: str) -> Path:
         if path.is_file():
             return path
     return folder / f"{case_id}{PROBABILITY_SUFFIX}{NIFTI_SUFFIXES[0]}"
+
+
+def _input_images(probability_dir: Path, pred_dir: Path) -> dict[str, Path]:
+    """The image each case was predicted from, by case id, as the prediction folders' manifests record it."""
+    images: dict[str, Path] = {}
+    for folder in (pred_dir, probability_dir):  # the maps' own manifest last, so it wins
+        for name, path in recorded_inputs(folder).items():
+            if not is_prediction_map(Path(name)):
+                images[strip_nifti_suffix(name)] = path
+    return images
+
+
+def _body(image_path: Path | None, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray | None:
+    """The body mask of the image at `image_path` (of a 4D file, its first channel: the body is non-zero in every
+    one), if it is there and on the label's grid; None otherwise (the case is then scored over every voxel)."""
+    if image_path is None or not image_path.is_file():
+        return None
+    try:
+        image, image_affine, _ = read_volume(image_path, channel=0)
+    except DataError:
+        return None
+    if image.shape != tuple(shape) or not same_affine(image_affine, affine):
+        return None
+    return body_mask(image)
 
 
 def _read_probability(folder: Path, case_id: str, shape: tuple[int, ...], affine: np.ndarray,

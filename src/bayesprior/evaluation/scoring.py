@@ -8,8 +8,10 @@
 
 Both masks are binarised as ``> 0``; see `bayesprior.evaluation.metrics` for the empty-reference policy.
 Given the foreground probability of a case, its row also holds the calibration metrics of
-`bayesprior.evaluation.calibration` (ECE, Brier, NLL, UEO; scored for an empty reference too), and the
-voxels are pooled into `reliability` for the reliability diagram.
+`bayesprior.evaluation.calibration` (ECE, Brier, NLL over the case's body mask when given, over the band
+around its reference and prediction, and over every voxel; UEO; scored for an empty reference too) and says
+over which region ``ece``, ``brier`` and ``nll`` were computed (``calibration_region``); the voxels of that
+region are pooled into `reliability` for the reliability diagram.
 Used by `bayesprior evaluate` (`evaluate_folders`) and by the experiment's test-set scoring alike.
 """
 from __future__ import annotations
@@ -20,10 +22,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .calibration import CALIBRATION_METRICS, UEO_THRESHOLDS, ReliabilityBins, calibration_scores
+from .calibration import BAND_MM, CALIBRATION_METRICS, UEO_THRESHOLDS, ReliabilityBins, calibration_scores
 from .metrics import EMPTY_GT_POLICIES, confusion_counts, dice_score, iou_score
 
 METRICS = ("dsc", "iou")
+#: what ``calibration_region`` says: ``ece``, ``brier`` and ``nll`` over the body mask, or over every voxel
+BODY_REGION, EVERY_VOXEL = "body mask (the image's non-zero voxels)", "every voxel"
 
 
 class CaseScores:
@@ -38,18 +42,23 @@ class CaseScores:
         self.reliability = ReliabilityBins()
 
     def add(self, case_id: str, prediction: Any, reference: Any, probability: Any | None = None,
-            **columns: Any) -> dict[str, Any]:
+            body: Any | None = None, spacing: Any = None, **columns: Any) -> dict[str, Any]:
         """Score one case; `columns` (e.g. file names) are kept in its row. Returns the row.
 
         Args:
             probability: the case's foreground probability on the reference's grid; adds the calibration
                 metrics to the row (every case of one `CaseScores` should have it, or none).
+            body: the case's body mask (`bayesprior.evaluation.calibration.body_mask` of its image): the region of
+                ``ece``, ``brier`` and ``nll``; None: every voxel.
+            spacing: the voxel size in mm, for the band of ``*_band`` (default 1 mm).
         """
         counts = confusion_counts(prediction, reference)
         row = {"case_id": case_id, "dsc": dice_score(counts, self.empty_gt), "iou": iou_score(counts, self.empty_gt)}
         if probability is not None:
-            row.update(calibration_scores(probability, reference, prediction))
-            self.reliability.add(probability, reference)
+            row.update(calibration_scores(probability, reference, prediction, region=body, spacing=spacing))
+            row["calibration_region"] = EVERY_VOXEL if body is None else BODY_REGION
+            inside = (slice(None),) if body is None else np.asarray(body, dtype=bool)
+            self.reliability.add(np.asarray(probability)[inside], np.asarray(reference)[inside])
         row.update({"tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "n_pred": counts.n_pred,
                     "n_ref": counts.n_ref, **columns})
         self.rows.append(row)
@@ -74,7 +83,8 @@ class CaseScores:
 
     def summary(self) -> dict[str, Any]:
         """Means, counts and every row, JSON-ready (NaN written as null), in the spirit of nnU-Net's summary;
-        with probabilities also ``calibration``: the pooled ECE of all voxels and the reliability bins."""
+        with probabilities also ``calibration``: the region of ``ece``, ``brier`` and ``nll`` (``region``, or
+        ``regions`` where cases differ), the band's width, and the pooled ECE and reliability bins of that region."""
         summary = {
             "mean": {k: _json_number(v) for k, v in self.mean().items()},
             "n_cases": len(self.rows),
@@ -85,7 +95,9 @@ class CaseScores:
         }
         if "ece" in self.metrics():
             bins = self.reliability
+            regions = sorted({r["calibration_region"] for r in self.rows})
             summary["calibration"] = {
+                **({"region": regions[0]} if len(regions) == 1 else {"regions": regions}), "band_mm": BAND_MM,
                 "pooled_ece": _json_number(bins.ece()), "n_bins": len(bins.count),
                 "bin_edges": bins.edges.tolist(), "bin_count": bins.count.tolist(),
                 "bin_mean_probability": [_json_number(float(v)) for v in bins.confidence()],

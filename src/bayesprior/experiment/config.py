@@ -290,6 +290,9 @@ def _preprocess(raw: dict, path: Path) -> dict[str, Any]:
     from ..data.preprocess import PreprocessConfig
 
     settings = dict(_table(raw, "preprocess"))
+    spacing = settings.get("spacing")
+    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+        settings["spacing"] = [spacing] * 3  # one number for every axis, as `train --spacing 4.2`
     _checked(settings, _PREPROCESS_KEYS, "preprocess", path)
     try:
         PreprocessConfig(**lists_as_tuples(settings))

@@ -8,7 +8,8 @@ Output folder::
 
     data/{source,target}/        synthetic datasets (when the config asks for them)
     cache/                       preprocessed cases
-    source/runs/seed<k>/         source training runs;  source/zoo/*.pt  every minimum (harvested)
+    source/runs/seed<k>/         source training runs (model.pt: the seed's final network, PR's source)
+    source/zoo/seed<k>/seed<k>_min<j>.pt   every minimum of seed k (harvested)
     source/bank.npz              harvested kernels;  source/prior_<method>.pt  fitted priors
     source/settings.json         the source stage's settings (zoo, data digest, prior fit)
     runs/<run id>/               target training runs
@@ -41,11 +42,13 @@ from ..checkpoints import load_model, read_model_file
 from ..data.cases import apply_label_policy
 from ..data.nifti import read_label_values, write_like
 from ..data.preprocess import (PreprocessConfig, affine_from_record, ct_normalised, ct_statistics,
-                               header_from_record, prepare_dataset, recorded_config)
+                               header_from_record, invert, prepare_dataset, recorded_config)
+from ..data.provenance import input_grid, preprocessing_summary
 from ..data.synth import synthesize_dataset
 from ..errors import CheckpointError, ConfigError, DataError, FolderInUseError, PluginError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
-from ..evaluation.scoring import CaseScores
+from ..evaluation.calibration import body_mask
+from ..evaluation.scoring import BODY_REGION, CaseScores
 from ..inference.prediction import PredictionSettings, mask_and_probability, predict_case
 from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table, structure_warnings
 from ..kernels import KernelBank, harvest_kernels
@@ -56,6 +59,7 @@ from ..training.methods import TrainingMethod, training_method
 from ..training.run_folder import input_files
 from ..training.splits import validation_split
 from ..training.trainer import train
+from ..training.transfer_checks import preprocessing_warnings, prior_file_origins, source_model_origins
 from .config import DatasetSpec, ExperimentConfig, lists_as_tuples
 from .report import plot_dsc_vs_train_size, plot_predictions, write_tables
 from .runs import ResultStore, RunSpec, Split, all_runs, make_splits, shard_runs
@@ -390,6 +394,18 @@ class Experiment:
         atomic_write_json([{"group": r.group, "kernels": r.n_kernels, "iid": r.iid, "full": r.full,
                             "learned": r.learned} for r in rows], self.out / "source" / f"structure_{method}.json")
 
+    def check_transfer_preprocessing(self, source: Path | None, priors: dict[str, Path], cases: Sequence[Any]) -> None:
+        """Warn, one log line each, where the source model or the source models of a prior were trained on inputs
+        preprocessed otherwise than the target's (`bayesprior.training.transfer_checks`)."""
+        c = self.config
+        target = preprocessing_summary({"preprocess": PreprocessConfig(**lists_as_tuples(c.preprocess)).to_dict(),
+                                        "input_grid": input_grid(cases), "channel": c.target.channel})
+        origins = source_model_origins([source]) if source is not None else []
+        for prior in dict.fromkeys(priors.values()):
+            origins += prior_file_origins(prior)
+        for line in preprocessing_warnings(origins, target, "the target"):
+            self.log(f"warning: {line}")
+
     # ------------------------------------------------------------------------------ target
     def scored_ids(self, run: RunSpec, split: Split) -> tuple[str, ...]:
         """The cases `run` is scored on: its split's test set, or (``score_on = 'validation'``) its unused pool."""
@@ -537,7 +553,9 @@ class Experiment:
         exact inverse of the preprocessing, then thresholded). With ``write_predictions`` each mask is written
         on the original grid with its image's affine and header. The calibration is that of the foreground
         probability the method predicts with: the Monte-Carlo mean over ``samples`` weight samples (the
-        posterior mean for 0) of a Bayesian network, the softmax of a deterministic one.
+        posterior mean for 0) of a Bayesian network, the softmax of a deterministic one; ``ece``, ``brier`` and
+        ``nll`` over the case's body mask (its image's non-zero voxels), ``*_band`` over its label, prediction and
+        the band around them, ``*_all`` over every voxel (`bayesprior.evaluation.calibration`).
         """
         c = self.config
         scores = CaseScores()
@@ -549,16 +567,20 @@ class Experiment:
             original = original_probability = None
             if c.score_grid == "original" or c.write_predictions:  # what `predict` writes for this case
                 original, original_probability = mask_and_probability(probabilities, case.record)
+            body = body_mask(case.image)  # the image's non-zero voxels stay zero under every intensity scheme but ct
             if c.score_grid == "original":
-                row = scores.add(case.case_id, original, _original_label(case), probability=original_probability)
+                row = scores.add(case.case_id, original, _original_label(case), probability=original_probability,
+                                 body=invert(body.astype(np.uint8), case.record, order=0) > 0,
+                                 spacing=case.record["zooms"])
             else:
-                row = scores.add(case.case_id, prediction, case.label, probability=probabilities[1])
+                row = scores.add(case.case_id, prediction, case.label, probability=probabilities[1], body=body,
+                                 spacing=case.record["output_zooms"])
             if c.write_predictions:
                 write_like(original, affine_from_record(case.record), header_from_record(case.record),
                            self.out / "predictions" / run.run_id / f"{case.case_id}.nii.gz", dtype=np.uint8)
             if k == 0:
                 self._save_figure_slice(run, case, prediction, row["dsc"])
-        return {**scores.mean(), "per_case": scores.per_case(*scores.metrics())}
+        return {**scores.mean(), "calibration_region": BODY_REGION, "per_case": scores.per_case(*scores.metrics())}
 
     def _save_figure_slice(self, run: RunSpec, case: Any, prediction: np.ndarray, dsc: float) -> None:
         z = int(np.argmax(case.label.reshape(-1, case.label.shape[-1]).sum(0)))  # slice with most foreground
@@ -656,6 +678,7 @@ class Experiment:
             self.cases(self.config.target, "target")
         if stage in ("all", "target"):
             cases = self.cases(self.config.target, "target")
+            self.check_transfer_preprocessing(source, priors, cases)
             by_id = {c.case_id: c for c in cases}
             splits = make_splits(list(by_id), self.config)
             runs = shard_runs(all_runs(self.config), shard)

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..evaluation.calibration import BAND_MM
 from ..figures import pyplot, save_figure
 from .statistics import Comparison, compare, comparison_markdown
 
@@ -19,14 +20,30 @@ METHOD_LABELS = {"dwp": "UNet-DWP", "pr": "UNet-PR", "prf": "UNet-PRf", "ri": "U
                  "dwp_anchored": "UNet-DWP-anchored"}
 METRICS = (("dsc", "Mean Dice Similarity Coefficient"), ("iou", "Mean Intersection over Union"))
 #: calibration of the predicted foreground probability (`bayesprior.evaluation.calibration`); lower is better.
-#: Tabled when the results hold them (results written before they were measured do not)
-CALIBRATION_METRICS = (("ece", "Mean expected calibration error (15 bins; lower is better)"),
-                       ("brier", "Mean Brier score (lower is better)"),
-                       ("nll", "Mean voxel negative log-likelihood in nats (lower is better)"))
+#: Tabled when the results hold them (results written before they were measured do not): over each case's body
+#: mask (the image's non-zero voxels) and over the band around its label and prediction; over every voxel, where
+#: every method scores about the same, in table.csv only
+_REGIONS = (("", "in the body mask (the image's non-zero voxels)"),
+            ("_band", f"in the band (label, prediction and {BAND_MM:g} mm around)"))
+CALIBRATION_METRICS = tuple(
+    (f"{metric}{suffix}", f"{title} {where} (lower is better)") for suffix, where in _REGIONS
+    for metric, title in (("ece", "Mean expected calibration error (15 bins)"), ("brier", "Mean Brier score"),
+                          ("nll", "Mean voxel negative log-likelihood in nats")))
+#: the calibration columns of table.csv: the tabled ones, and those over every voxel
+CSV_CALIBRATION_METRICS = (*(m for m, _ in CALIBRATION_METRICS), "ece_all", "brier_all", "nll_all")
 
 
 def label(method: str) -> str:
     return METHOD_LABELS.get(method, f"UNet-{method}")
+
+
+def with_calibration_regions(result: dict[str, Any]) -> dict[str, Any]:
+    """A result as this version reads it: one written before calibration had regions holds ECE, Brier and NLL
+    over every voxel under the names the body mask's have now, so they are read as ``*_all``."""
+    if "calibration_region" in result or result.get("ece") is None:
+        return result
+    old = {metric: result.get(metric) for metric in ("ece", "brier", "nll")}
+    return {**result, **{f"{m}_all": v for m, v in old.items()}, **{m: None for m in old}}
 
 
 def summarise(results: Sequence[dict[str, Any]], metric: str) -> dict[tuple[int, str], tuple[float, float, int]]:
@@ -45,14 +62,16 @@ def summarise(results: Sequence[dict[str, Any]], metric: str) -> dict[tuple[int,
 
 def markdown_table(results: Sequence[dict[str, Any]], metric: str, methods: Sequence[str],
                    train_sizes: Sequence[int], lower_is_better: bool = False) -> str:
-    """One metric as 'mean (std)' over splits: a row per train size, a column per method; best mean in bold
-    (the highest, or the lowest with `lower_is_better`)."""
+    """One metric as 'mean (std)' over splits: a row per train size, a column per method; the best mean in bold
+    (the highest, or the lowest with `lower_is_better`) when one method alone has it as shown (to 3 decimals):
+    equal values are no winner."""
     stats = summarise(results, metric)
     lines = ["| Train size | " + " | ".join(label(m) for m in methods) + " |",
              "|---|" + "---|" * len(methods)]
     for n in train_sizes:
-        means = {m: stats[(n, m)][0] for m in methods if (n, m) in stats}
-        best = (min if lower_is_better else max)(means.values()) if means else None
+        shown = {m: f"{stats[(n, m)][0]:.3f}" for m in methods if (n, m) in stats and not np.isnan(stats[(n, m)][0])}
+        best = (min if lower_is_better else max)(shown.values(), key=float) if shown else None
+        unique = list(shown.values()).count(best) == 1
         cells = []
         for m in methods:
             if (n, m) not in stats:
@@ -60,7 +79,7 @@ def markdown_table(results: Sequence[dict[str, Any]], metric: str, methods: Sequ
                 continue
             mean, std, k = stats[(n, m)]
             cell = f"{mean:.3f} ({std:.3f})" if k > 1 else f"{mean:.3f}"  # no spread from one split
-            cells.append(f"**{cell}**" if mean == best else cell)
+            cells.append(f"**{cell}**" if unique and shown.get(m) == best else cell)
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -68,6 +87,7 @@ def markdown_table(results: Sequence[dict[str, Any]], metric: str, methods: Sequ
 def write_tables(results: Sequence[dict[str, Any]], methods: Sequence[str], train_sizes: Sequence[int],
                  out_dir: Path, note: str = "") -> str:
     """Write table.md and table.csv; return the Markdown."""
+    results = [with_calibration_regions(r) for r in results]
     parts = []
     calibration = [(m, t) for m, t in CALIBRATION_METRICS if any(r.get(m) is not None for r in results)]
     for metric, title in [*METRICS, *calibration]:
@@ -91,7 +111,7 @@ def write_tables(results: Sequence[dict[str, Any]], methods: Sequence[str], trai
     write_comparisons_csv(comparisons, out_dir / "comparisons.csv")
     buf = io.StringIO()
     writer = csv.writer(buf)
-    extra = [m for m, _ in CALIBRATION_METRICS]
+    extra = list(CSV_CALIBRATION_METRICS)
     writer.writerow(["train_size", "method", "dsc_mean", "dsc_std", "iou_mean", "iou_std", "splits",
                      *[f"{m}_{s}" for m in extra for s in ("mean", "std")]])
     dsc, iou = summarise(results, "dsc"), summarise(results, "iou")

@@ -5,12 +5,13 @@ The inputs may be a folder of NIfTI files or a dataset folder of any registered 
 folder included), read through `bayesprior.data.datasets.prediction_files`: one image per case, in the
 sequence or channel chosen, and the mask is named by the case id (``<case>.nii.gz``), as the labels are.
 
-For Bayesian models with ``samples > 0`` the predictive mean foreground probability
-(``<case>_probability.nii.gz``) and the predictive entropy (``<case>_entropy.nii.gz``, in nats) are
-written beside the mask. The class probabilities are mapped back to the file's grid (linear interpolation
-where the preprocessing resampled) before the mask is taken from them, so the mask is exactly the written
-probability map above 0.5; the Monte-Carlo samples of a case are seeded by the run's
-``seed`` and the case id, so a rerun gives the same maps. The output folder is locked while a run writes
+With ``probabilities`` (and always for Bayesian models with ``samples > 0``) the foreground probability
+(``<case>_probability.nii.gz``) and the predictive entropy (``<case>_entropy.nii.gz``, in nats) are written
+beside the mask: the Monte-Carlo mean over the samples of a Bayesian model (its posterior mean's softmax for
+``samples = 0``), the softmax of a deterministic one, so that every method's calibration can be scored. The
+class probabilities are mapped back to the file's grid (linear interpolation where the preprocessing resampled)
+before the mask is taken from them, so the mask is exactly the written probability map above 0.5; the
+Monte-Carlo samples of a case are seeded by the run's ``seed`` and the case id, so a rerun gives the same maps. The output folder is locked while a run writes
 to it and keeps a manifest of what was written (`bayesprior.inference.prediction_folder`).
 """
 from __future__ import annotations
@@ -45,7 +46,8 @@ from .sliding_window_prediction import predict_probabilities
 
 @dataclass
 class PredictionSettings:
-    """How to predict: window size, overlap, MC samples and their seed, post-processing, device."""
+    """How to predict: window size, overlap, MC samples and their seed, post-processing, device, and whether
+    the probability and entropy maps are written for every model (`probabilities`)."""
 
     roi: tuple[int, int, int] = (40, 48, 40)
     overlap: float = 0.5
@@ -53,6 +55,7 @@ class PredictionSettings:
     largest_component: bool = False
     device: str = "cpu"
     seed: int = 0
+    probabilities: bool = False
 
     def __post_init__(self) -> None:
         self.roi = tuple(int(r) for r in self.roi)
@@ -106,8 +109,9 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
                    settings: PredictionSettings = PredictionSettings(), progress: bool = True,
                    preprocess_config: Mapping[str, Any] | None = None, overwrite: bool = False,
                    layout: str | None = None, channel: str | int | None = None, allow_outside_paths: bool = False,
-                   preprocess_options: Mapping[str, Any] | None = None) -> list[Path]:
-    """Segment every case of `in_dir` into `out_dir`; return the written mask paths.
+                   preprocess_options: Mapping[str, Any] | None = None,
+                   cases: Sequence[str] | None = None) -> list[Path]:
+    """Segment every case of `in_dir` (or those `cases` names) into `out_dir`; return the written mask paths.
 
     The preprocessing recorded in the model file is redone (`preprocess_config` overrides it, and
     is needed for a model trained without a record). Everything is checked before anything is written.
@@ -120,13 +124,15 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
         allow_outside_paths: read images that a dataset names outside `in_dir` (see `read_dataset`).
         preprocess_options: `PreprocessConfig` fields from the command line (``spacing``, ``shape`` ...): the
             preprocessing of a model file that records none; for one that records it, they must agree.
+        cases: the case ids to predict (None: every case of `in_dir`).
     Raises:
         CheckpointError: an unreadable model file, NaN weights, no preprocessing record and no
             `preprocess_config` or `preprocess_options`.
         ConfigError: ``samples`` for a deterministic model (it would have no effect); a preprocessing option
             that differs from the model's record.
         DataError: unreadable inputs, two inputs with one case id or one output name, an output folder that
-            is an input or label folder, or one holding same-named files that bayesprior did not write.
+            is an input or label folder, or one holding same-named files that bayesprior did not write; a case
+            of `cases` that `in_dir` does not have.
         FolderInUseError: another prediction writes into `out_dir`.
     """
     payload = read_model_file(model_path)  # read once: the preprocessing record and the model come from it
@@ -143,13 +149,16 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
     bayesian = isinstance(model, BayesianModel)
     if settings.samples > 0 and not bayesian:
         raise ConfigError(f"--samples {settings.samples} has no effect: {model_path} is a deterministic model, "
-                          "which gives one prediction and writes no uncertainty (probability or entropy) maps; "
-                          "leave --samples out")
+                          "which gives one prediction (no Monte-Carlo samples, so no uncertainty from them); leave "
+                          "--samples out (--probabilities writes its softmax probability and entropy maps)")
     if channel is None and (layout or find_layout(in_dir)) is not None:
         channel = payload.get("extra", {}).get("channel")  # a dataset folder: the sequence the model was trained on
     inputs = prediction_files(in_dir, layout, channel=channel, allow_outside_paths=allow_outside_paths)
+    if cases is not None:
+        inputs = _only_cases(inputs, cases, Path(in_dir))
     files = [item.image_path for item in inputs]
-    outputs = {item.image_path: output_names(item.case_id, bayesian and settings.samples > 0) for item in inputs}
+    with_maps = settings.probabilities or (bayesian and settings.samples > 0)
+    outputs = {item.image_path: output_names(item.case_id, with_maps) for item in inputs}
     _refuse_shared_output_names(outputs)
     out_dir = Path(out_dir)
     refuse_input_folders(out_dir, files, Path(in_dir))
@@ -174,6 +183,17 @@ def _refuse_other_preprocessing(recorded: PreprocessConfig, options: Mapping[str
             raise ConfigError(f"--{name.replace('_', '-')} differs from the preprocessing {model_path} records "
                               f"({name.replace('_', '-')} {shown}); predict redoes the model's preprocessing by "
                               f"itself, so leave --{name.replace('_', '-')} out")
+
+
+def _only_cases(inputs: Sequence[CaseFiles], cases: Sequence[str], in_dir: Path) -> list[CaseFiles]:
+    """The inputs of the cases `cases` names; a case `in_dir` has no image of is a `DataError`."""
+    found = {item.case_id for item in inputs}
+    unknown = [c for c in cases if c not in found]
+    if unknown:
+        raise DataError(in_dir, f"has no image of case(s) {', '.join(map(repr, unknown[:5]))}"
+                                f"{' ...' if len(unknown) > 5 else ''} (named by --cases or --split-file)")
+    wanted = set(cases)
+    return [item for item in inputs if item.case_id in wanted]
 
 
 def _refuse_shared_output_names(outputs: Mapping[Path, Sequence[str]]) -> None:
@@ -209,7 +229,8 @@ def _predict_files(model: nn.Module, inputs: Sequence[CaseFiles], outputs: Mappi
                    folder: PredictionFolder, config: PreprocessConfig, settings: PredictionSettings,
                    min_size: Sequence[int] | None, progress: bool) -> list[Path]:
     written = []
-    for item in Progress(inputs, "predicting", "case", enabled=progress, line_per_item=True):
+    for item in Progress(inputs, "predicting", "case", enabled=progress, line_per_item=True,
+                         item_name=lambda item: item.case_id, timed=True):
         case = item.load()
         prepared = preprocess(case, config)
         torch.manual_seed(case_seed(settings.seed, case.case_id))
@@ -217,7 +238,7 @@ def _predict_files(model: nn.Module, inputs: Sequence[CaseFiles], outputs: Mappi
         mask, probability = mask_and_probability(probs, prepared.record)
         if settings.largest_component:
             mask = largest_connected_component(mask)
-        targets = folder.claim(outputs[item.image_path], item.image_path)
+        targets = folder.claim(outputs[item.image_path], item.image_path.absolute())  # evaluate finds it anywhere
         write_like(mask, case.affine, case.header, targets[0], dtype=np.uint8)
         written.append(targets[0])
         if len(targets) == 3:

@@ -105,3 +105,15 @@ class PredictionFolder:
         self.manifest["runs"] = {k: v for k, v in self.manifest["runs"].items() if k in used}
         atomic_write_json(self.manifest, self.path)
         return [self.folder / name for name in names]
+
+
+def recorded_inputs(folder: str | Path) -> dict[str, Path]:
+    """The input image each file of a prediction folder was predicted from, by file name, as its manifest records
+    them ({} for a folder without a readable manifest: predictions bayesprior did not write)."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text())
+        files = manifest["files"]
+        return {name: Path(entry["input"]) for name, entry in files.items()
+                if isinstance(entry, dict) and isinstance(entry.get("input"), str)}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return {}

@@ -148,14 +148,36 @@ def load_source_weights(net: nn.Module, source: str | Path) -> None:
     """Copy the plain weights of a source model file (deterministic or Bayesian) into `net`.
 
     Raises:
-        CheckpointError: unreadable file, weights that are NaN or infinite, or that do not fit `net`.
+        CheckpointError: unreadable file, weights that are NaN or infinite, or that do not fit `net` (the message
+            names the architecture settings that differ, e.g. another number of input channels).
     """
-    state = deterministic_state(read_model_file(source))
+    payload = read_model_file(source)
+    state = deterministic_state(payload)
     require_finite_state(state, source, "its weights")
     try:
         net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(source, f"weights do not fit the network: {exc}") from None
+    except RuntimeError:
+        raise CheckpointError(source, f"its network cannot start this run's: {_misfit(payload, state, net)}") from None
+
+
+def _misfit(payload: Mapping[str, Any], state: Mapping[str, Any], net: nn.Module) -> str:
+    """Why a source's weights do not fit `net`, in one line: the architecture settings both record and that differ
+    (``in_channels 2 there, 1 here``), else the first tensors that differ."""
+    theirs = payload.get("architecture") or {}
+    ours = getattr(net, "architecture_spec", None) or {}
+    if theirs.get("name") and ours.get("name") and theirs["name"] != ours["name"]:
+        return f"it is a {theirs['name']} network, this run trains a {ours['name']}"
+    mine, other = dict(ours.get("config") or {}), dict(theirs.get("config") or {})
+    differ = [f"{key} {other[key]} there, {mine[key]} here" for key in sorted(set(mine) & set(other))
+              if mine[key] != other[key]]
+    if differ:
+        return f"its architecture differs ({'; '.join(differ)})"
+    own = net.state_dict()
+    shapes = [f"{key} {tuple(state[key].shape)} there, {tuple(own[key].shape)} here" for key in own
+              if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape]
+    missing = sorted(set(own) - set(state))
+    return "; ".join(shapes[:2] + ([f"{len(missing)} tensor(s) missing, e.g. {missing[0]}"] if missing else [])) or \
+        "its weights do not fit the network"
 
 
 def _matches(module_name: str, globs: list[str]) -> bool:

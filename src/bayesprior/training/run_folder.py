@@ -4,7 +4,9 @@
 optimiser, scheduler, gradient scaler and RNG states, epoch, minimum, whether the run finished, the
 settings (`TrainConfig`, paths made portable), the ``data`` it trains on (case ids and a SHA-256 of the
 cases' contents) and the SHA-256 of the files it starts from (``inputs``: source model, prior file); the
-versions and command line that wrote it are recorded too, for `bayesprior info`, and never compared.
+versions and command line that wrote it are recorded too, for `bayesprior info`, and never compared, as is
+the history of every command that trained the folder (``commands``: the first and every resumption, with the
+epoch it started from, its epoch limit and when it started; `command_history`).
 
 A run is resumed only when all of these match the run asked for; a path may differ (a moved or copied
 experiment folder), the content behind it may not. ``log.jsonl`` has one line per epoch; a line torn by
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -23,6 +26,7 @@ import torch
 from ..errors import CheckpointError, ConfigError
 from ..hashing import cases_sha256, file_sha256
 from ..safe_load import load_plain
+from ..version import __version__, command_line
 from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "bayesprior.train-checkpoint/1"
@@ -83,6 +87,22 @@ def portable_settings(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
             path = Path(settings[key]).resolve()
             settings[key] = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
     return settings
+
+
+def command_history(state: Mapping[str, Any] | None, from_epoch: int, max_epochs: int) -> list[dict[str, Any]]:
+    """The commands that trained a run folder, oldest first: those the checkpoint `state` records (None: a new
+    run), then this session's (the running command, the epoch it starts from, its epoch limit, when it
+    started, the bayesprior version). A checkpoint of an older version recorded only its last command."""
+    earlier: list[dict[str, Any]] = []
+    if state is not None:
+        recorded = state.get("commands")
+        if isinstance(recorded, list):
+            earlier = [dict(entry) for entry in recorded if isinstance(entry, dict)]
+        else:
+            earlier = [{"command": state.get("command") or "not recorded", "to_epoch": state.get("epoch")}]
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return [*earlier, {"command": command_line(), "from_epoch": int(from_epoch), "max_epochs": int(max_epochs),
+                       "started": now, "bayesprior_version": __version__}]
 
 
 # -------------------------------------------------------------------------------- checkpoint

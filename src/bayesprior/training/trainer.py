@@ -4,7 +4,8 @@ Use `train(TrainConfig(...), train_cases, val_cases, run_dir)`; cases are any ob
 ``.case_id``, ``.image`` (float32 array (D, H, W)) and ``.label`` (binary array (D, H, W)).
 
 A run directory holds:
-- ``config.json``: the training configuration, the monitored quantity, seed and versions;
+- ``config.json``: the training configuration, the monitored quantity, seed and versions, and every command
+  that trained the folder (``commands``: the first and each resumption);
 - ``checkpoint.pt``: the state after the last finished epoch (model payload under ``"model"``,
   optimiser, scheduler, RNG states, epoch, the data and input files it was made from; see
   `bayesprior.training.run_folder`), written atomically; a run started again in the same directory
@@ -21,7 +22,8 @@ A loss that is NaN or infinite stops the run with `NonFiniteError` (the last che
 ``skip_nonfinite_loss``, skips that batch's step and counts it in the log (``skipped``). A network that
 starts from NaN weights (a diverged source model or prior) is refused before the first step.
 - ``curves.png``: loss, KL and validation DSC; ``model.pt``: the final model (`save_model` format,
-  ``extra`` holds the training and preprocessing configurations).
+  ``extra`` holds the training and preprocessing configurations, and the spacing and shape of the
+  preprocessed cases, ``input_grid``: `bayesprior.data.provenance`).
 
 With ``restarts > 0`` the learning rate is raised back to `lr` with a fresh scheduler each time it
 falls below `min_lr` (cyclical restarts, paper section 2.7.1); every minimum reached is written to
@@ -44,6 +46,7 @@ from torch import Tensor, nn
 
 from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..checkpoints import model_payload, non_finite_tensors, save_model
+from ..data.provenance import input_grid
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from ..evaluation.metrics import confusion_counts, dice_score
 from ..inference.sliding_window_prediction import sliding_window
@@ -58,8 +61,8 @@ from .losses import LossConfig, dice_from_statistics, dice_statistics, segmentat
 from .methods import WeightPenalty, build_model, build_penalty
 from .precision import MixedPrecision
 from .plots import plot_curves
-from .run_folder import (CHECKPOINT_FORMAT, check_resumable, data_record, input_files, log_text,  # noqa: F401
-                         portable_settings, read_checkpoint, read_log, rng_state, set_rng_state)
+from .run_folder import (CHECKPOINT_FORMAT, check_resumable, command_history, data_record, input_files,  # noqa: F401
+                         log_text, portable_settings, read_checkpoint, read_log, rng_state, set_rng_state)
 from .sampling import BatchSampler, as_arrays, stack
 from .swag import SwagMoments, read_swag_file, write_swag_file
 
@@ -234,11 +237,13 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
                  if config.weight_decay > 0 else torch.optim.Adam(trainable, lr=config.lr))
     run = _Run(model, optimizer, _new_scheduler(optimizer, config), MixedPrecision(config.amp, device),
                BatchSampler(train_cases, config.sampling_config(), config.seed, device, ctx), penalty)
+    resumed = None
     if resume and (run_dir / "checkpoint.pt").is_file():
-        _resume(run, run_dir, config, record, ctx)
+        resumed = _resume(run, run_dir, config, record, ctx)
     elif ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "log.jsonl").unlink(missing_ok=True)
+    record["commands"] = command_history(resumed, run.epoch, config.max_epochs)
     if ctx.is_main:
         atomic_write_json(record, run_dir / "config.json")
 
@@ -247,7 +252,7 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     epochs = range(run.epoch, run.epoch if run.finished else config.max_epochs)
     progress = Progress(epochs, "epochs", "epoch", enabled=config.progress and ctx.is_main, initial=run.epoch,
-                        total=config.max_epochs)
+                        total=config.max_epochs, timed=True)
     for epoch in progress:
         start = time.perf_counter()
         entry = _train_epoch(run, net, train_cases, config, epoch, device, ctx)
@@ -356,6 +361,7 @@ def _run_record(config: TrainConfig, run_dir: Path, train_cases: Sequence[Any], 
     return {"train_config": portable_settings(config, run_dir),
             "monitor": "validation loss" if val_cases else "training loss",
             "preprocess": dict(preprocess) if preprocess is not None else None,
+            "input_grid": input_grid([*train_cases, *(val_cases or [])]),
             "n_train": len(train_cases), "n_val": len(val_cases or []),
             "train_cases": data["train_cases"], "val_cases": data["val_cases"],
             "data": data, "inputs": input_files(config), "world_size": ctx.world_size,
@@ -365,9 +371,10 @@ def _run_record(config: TrainConfig, run_dir: Path, train_cases: Sequence[Any], 
                      "dice_batch": config.dice_batch, "dice_epsilon": config.dice_epsilon}}
 
 
-def _resume(run: _Run, run_dir: Path, config: TrainConfig, record: Mapping[str, Any], ctx: DistContext) -> None:
+def _resume(run: _Run, run_dir: Path, config: TrainConfig, record: Mapping[str, Any],
+            ctx: DistContext) -> dict[str, Any]:
     """Restore model, optimiser, scheduler, RNG and log from ``run_dir/checkpoint.pt``; its settings, data
-    and input files must be the run's (`run_folder.check_resumable`)."""
+    and input files must be the run's (`run_folder.check_resumable`). Returns the checkpoint read."""
     checkpoint_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.jsonl"
     state = read_checkpoint(checkpoint_path)
     check_resumable(state, checkpoint_path, config, record["data"], record["inputs"])
@@ -386,6 +393,7 @@ def _resume(run: _Run, run_dir: Path, config: TrainConfig, record: Mapping[str, 
     run.history = read_log(log_path, run.epoch)
     if ctx.is_main:  # drop lines of an epoch that was logged but not checkpointed before the kill
         atomic_write_text(log_text(run.history), log_path)
+    return state
 
 
 def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: TrainConfig, epoch: int,
@@ -476,6 +484,7 @@ def _write_checkpoint(run: _Run, entry: Mapping[str, Any], run_dir: Path, config
         "inputs": record["inputs"],
         "versions": {"bayesprior": __version__, "torch": str(torch.__version__)},
         "command": record["command"],
+        "commands": record["commands"],
     }, run_dir / "checkpoint.pt")
 
 
