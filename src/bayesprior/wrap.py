@@ -22,7 +22,6 @@ from typing import Any, Callable, Iterator, NamedTuple, Union
 import torch
 from torch import Tensor, nn
 
-from ._deprecation import moved_method, moved_names
 from .errors import ConfigError
 from .layers import MODES, BayesianLayer, is_supported
 from .plugins import create_prior, parse_spec
@@ -270,9 +269,7 @@ class BayesianModel(nn.Module):
         return (format_table(rows, ["layer", "type", "shape", "group", "prior"])
                 + f"\n{n_bayes} Bayesian layer(s), {len(rows) - n_bayes} deterministic")
 
-    # -- persistence lives in `bayesprior.checkpoints` (which imports this module, never the other way round)
-    save = moved_method("bayesprior.wrap.BayesianModel.save", "bayesprior.checkpoints:save_model")
-    payload = moved_method("bayesprior.wrap.BayesianModel.payload", "bayesprior.checkpoints:model_payload")
+    # persistence lives in `bayesprior.checkpoints` (which imports this module, never the other way round)
 
 
 def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule], *,
@@ -399,10 +396,3 @@ def _relative_log_variance(means: Tensor, name: str, ratio: float) -> float:
                           f"(their RMS is {rms}); give log_variance_init instead")
     return 2 * math.log(ratio * rms)
 
-
-# names that moved out of this module, served with a DeprecationWarning until 0.3
-__getattr__ = moved_names(__name__, {
-    **{name: "bayesprior.selectors" for name in ("by_name", "by_type", "by_kernel_size", "by_group")},
-    "load_bayesian": "bayesprior.checkpoints",
-    "SAVE_FORMAT": "bayesprior.checkpoints:MODEL_FORMAT",
-})

@@ -32,13 +32,6 @@ def _check_method(ctx: click.Context, param: click.Parameter, value: str) -> str
     return value
 
 
-def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        click.echo("warning: --prior is deprecated and will be removed in bayesprior 0.3; use --prior-file",
-                   err=True)
-    return value
-
-
 @click.command("train")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -50,8 +43,6 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
 @click.option("--source", type=click.Path(exists=True, dir_okay=False), help="Source model file (pr, prf, priors).")
 @click.option("--prior-file", "prior_path", type=click.Path(exists=True),
               help="Prior file (e.g. from fit-prior), passed to the prior as `path`.")
-@click.option("--prior", "old_prior_path", type=click.Path(exists=True), hidden=True, callback=_deprecated_prior,
-              help="Deprecated spelling of --prior-file.")
 @click.option("--prior-option", type=KeyValue(), multiple=True,
               help="Prior factory argument key=value, JSON value (repeatable).")
 @click.option("--init-from-prior", is_flag=True, help="Start posterior means at samples of the prior.")
@@ -143,7 +134,7 @@ def _deprecated_prior(ctx: click.Context, param: click.Parameter, value: str | N
                                                    "stderr is not a terminal).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @trust_file_option
-def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path, old_prior_path,
+def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path,
                   prior_option, init_from_prior, recipe_name, log_variance_init, posterior_std_ratio, max_epochs,
                   batch_size, lr, seeds, restarts, val_fraction,
                   ce_reduction, dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch,
@@ -174,13 +165,11 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     bayesprior train data/SynBraTS runs/l2sp --method l2sp --source runs/src/model.pt --penalty-weight 0.01
     bayesprior train data/SynBraTS runs/swag --method swag --source runs/src/model.pt --prior-file runs/src/swag.pt
     """
-    if prior_path is not None and old_prior_path is not None:
-        raise click.UsageError("give the prior file once, with --prior-file")
     _refuse_options_without_effect(click.get_current_context(), training_method(method), source, patch, amp,
                                    no_cache)
     if training_method(method).needs_source and source is None:
         raise click.UsageError(f"method {method!r} needs a source model: --source MODEL_FILE")
-    if training_method(method).learned_prior and not (prior_path or old_prior_path or dict(prior_option).get("path")):
+    if training_method(method).learned_prior and not (prior_path or dict(prior_option).get("path")):
         raise click.UsageError(f"method {method!r} learns its prior from source kernels: give the fitted prior with "
                                "--prior-file PRIOR_FILE (e.g. from `bayesprior fit-prior`)")
     if spacing is not None and resample_shape is not None:
@@ -200,7 +189,7 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
         base_config = TrainConfig(
             architecture=architecture,
             architecture_config={"in_channels": 1, "n_classes": 2, **dict(arch_option)},
-            method=method, source=source, prior_path=prior_path or old_prior_path,
+            method=method, source=source, prior_path=prior_path,
             prior_options=dict(prior_option), init_from_prior=init_from_prior, posterior_std_ratio=posterior_std_ratio,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, seed=seeds[0], restarts=restarts,
             zoo_dir=str(run_dir / "zoo") if (restarts > 0 or many) else None, ce_reduction=ce_reduction,
@@ -301,7 +290,7 @@ def _refuse_options_without_effect(ctx: click.Context, method: TrainingMethod, s
                                    patch: tuple[int, ...] | None, amp: bool, no_cache: bool) -> None:
     """An option the chosen method or the other options make meaningless is an error, never ignored."""
     if not method.bayesian:
-        refuse_without_effect(ctx, ("prior_path", "old_prior_path", "prior_option", "init_from_prior", "kl_weight",
+        refuse_without_effect(ctx, ("prior_path", "prior_option", "init_from_prior", "kl_weight",
                                     "forward_mode", "kl_warmup", "log_variance_init", "posterior_std_ratio",
                                     "recipe_name"),
                               f"with --method {method.name} (a deterministic method has no prior)")

@@ -8,12 +8,10 @@ paper's settings and `benchmarks/transfer_cpu.toml` for a CPU scale.
 from __future__ import annotations
 
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._deprecation import moved_names
 from ..errors import ConfigError, DataError
 from ..validation import Check, check_settings
 
@@ -259,8 +257,6 @@ def parse_config(raw: dict[str, Any], path: Path = Path("<config>")) -> Experime
                               "source_models": source_models}
     for section, keys in _SECTIONS.items():
         t = _table(raw, section)
-        if section == "prior":
-            t = _prior_options_from_old_keys(t, path)
         if section == "target_training" and "per_method" in t:
             kwargs["target_method_options"] = _per_method_options(t["per_method"], path)
             t = {k: v for k, v in t.items() if k != "per_method"}
@@ -362,21 +358,6 @@ def _per_method_options(per_method: Any, path: Path) -> dict[str, dict[str, Any]
     return out
 
 
-def _prior_options_from_old_keys(prior: dict[str, Any], path: Path) -> dict[str, Any]:
-    """``[prior] latent_dim = k`` (a VAE setting, before 0.2) becomes ``[prior] options = {latent_dim = k}``."""
-    if "latent_dim" not in prior:
-        return prior
-    warnings.warn(f"{path}: [prior] latent_dim is deprecated: it is the VAE's setting, so write it as "
-                  "[prior] options = {latent_dim = ...}; the old key will be refused from bayesprior 0.3",
-                  DeprecationWarning, stacklevel=3)
-    prior = dict(prior)
-    options = prior.get("options", {})
-    if not isinstance(options, dict):
-        raise ConfigError(f"{path}: [prior].options must be a table, got {type(options).__name__}")
-    prior["options"] = {"latent_dim": prior.pop("latent_dim"), **options}
-    return prior
-
-
 def _check(c: ExperimentConfig, path: Path) -> None:
     """What the per-key checks cannot see: empty lists, repeats."""
     if not c.train_sizes:
@@ -423,4 +404,3 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 
 # the methods' properties live in one table now (`bayesprior.training.methods`); this alias goes in 0.3
-__getattr__ = moved_names(__name__, {"BASELINE_METHODS": "bayesprior.training.methods:DETERMINISTIC_METHODS"})

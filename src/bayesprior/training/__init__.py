@@ -5,7 +5,6 @@ Modules (each with one job): `config` (`TrainConfig`), `losses`, `methods` (the 
 network each method starts from), `splits`, `trainer`, `distributed`, `plots`. Prediction lives in
 `bayesprior.inference`, metrics and evaluation in `bayesprior.evaluation`.
 """
-from .._deprecation import moved_names
 from .config import TrainConfig
 from .losses import LossConfig, cross_entropy_loss, segmentation_loss, soft_dice_loss
 from .methods import TrainingMethod, build_model, training_method
@@ -17,6 +16,3 @@ __all__ = [
     "TrainingMethod", "training_method", "build_model", "validation_split",
 ]
 
-# metrics moved to bayesprior.evaluation; these aliases go in 0.3
-__getattr__ = moved_names(__name__, {name: "bayesprior.evaluation.metrics"
-                                     for name in ("confusion_counts", "dice_score", "iou_score")})
