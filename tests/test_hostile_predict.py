@@ -15,7 +15,7 @@ from bayesprior.plugins import architecture_groups, build_architecture
 from bayesprior.training.methods import prior_rules
 from bayesprior.wrap import bayesianize
 from hostile import (SMALL_UNET, assert_ok, assert_one_line_error, bayesian_model_file, dataset, model_file, nifti,
-                     run)
+                     run, write_json)
 
 NO_PROGRESS = "--no-progress"
 
@@ -28,6 +28,13 @@ def data(tmp_path):
 @pytest.fixture
 def model(tmp_path):
     return model_file(tmp_path / "model.pt")
+
+
+def _copy_images(source, target):
+    target.mkdir()
+    for path in source.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
 
 
 def _mtimes(folder):
@@ -48,6 +55,7 @@ def test_the_label_folder_beside_the_inputs_is_refused_and_every_label_stays(dat
 
 
 def test_the_label_folder_of_a_dataset_given_by_its_root_is_refused(data, model):
+    _copy_images(data / "imagesTr", data / "imagesTs")
     assert_one_line_error(run("predict", model, data, data / "labelsTr", NO_PROGRESS), "label folder")
 
 
@@ -197,3 +205,73 @@ def test_a_dwp_model_predicts_from_any_folder_without_its_prior_file(data, tmp_p
     monkeypatch.chdir(elsewhere)
     assert_ok(run("predict", tmp_path / "dwp.pt", data / "imagesTr", "out", NO_PROGRESS, "--samples", "2"))
     assert (elsewhere / "out" / "case01_entropy.nii.gz").is_file()
+
+
+# ------------------------------------------------------------------ test images are never swapped for others
+def test_an_undeclared_channel_file_among_the_test_images_is_an_error_not_the_training_images(data, model, tmp_path):
+    tests = _copy_images(data / "imagesTr", data / "imagesTs")
+    nifti(tests / "case00_0001.nii.gz", np.ones((16, 16, 16), np.float32))
+    assert_one_line_error(run("predict", model, data, tmp_path / "out", NO_PROGRESS),
+                          "imagesTs/case00_0001.nii.gz", "declares 1 channel")
+    assert not (tmp_path / "out").exists()
+
+
+def _msd_with_tests(root, tests):
+    for name in ("a", "b"):
+        nifti(root / "imagesTr" / f"{name}.nii.gz", np.ones((16, 16, 16), np.float32))
+        nifti(root / "labelsTr" / f"{name}.nii.gz", np.zeros((16, 16, 16), np.uint8))
+    nifti(root / "imagesTs" / "t.nii.gz", np.ones((16, 16, 16), np.float32))
+    write_json(root / "dataset.json", {"modality": {"0": "T2"}, "labels": {"0": "background", "1": "tumour"},
+                                       "training": [{"image": f"imagesTr/{n}.nii.gz", "label": f"labelsTr/{n}.nii.gz"}
+                                                    for n in ("a", "b")], "test": tests})
+    return root
+
+
+def test_an_msd_test_list_with_a_missing_file_is_an_error_naming_it(model, tmp_path):
+    root = _msd_with_tests(tmp_path / "msd", ["imagesTs/t.nii.gz", "imagesTs/gone.nii.gz"])
+    assert_one_line_error(run("predict", model, root, tmp_path / "out", NO_PROGRESS),
+                          "imagesTs/gone.nii.gz", "listed in dataset.json but missing")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_msd_test_entry_outside_the_dataset_is_refused_not_swapped_for_the_training_images(model, tmp_path):
+    nifti(tmp_path / "elsewhere" / "x.nii.gz", np.ones((16, 16, 16), np.float32))
+    root = _msd_with_tests(tmp_path / "msd", ["imagesTs/t.nii.gz", "../elsewhere/x.nii.gz"])
+    assert_one_line_error(run("predict", model, root, tmp_path / "out", NO_PROGRESS),
+                          "elsewhere/x.nii.gz", "lies outside the dataset folder", "--allow-outside-paths")
+    assert not (tmp_path / "out").exists()
+    assert_ok(run("predict", model, root, tmp_path / "out", NO_PROGRESS, "--allow-outside-paths"))
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["t.nii.gz", "x.nii.gz"]
+
+
+@pytest.mark.parametrize("layout", ["nnunet", "msd"])
+def test_a_dataset_without_test_images_is_an_error_that_says_how_to_predict_the_training_images(model, tmp_path,
+                                                                                                layout):
+    root = dataset(tmp_path / "ds", n=2) if layout == "nnunet" else _msd_with_tests(tmp_path / "ds", [])
+    if layout == "msd":
+        meta = json.loads((root / "dataset.json").read_text())
+        del meta["test"]
+        write_json(root / "dataset.json", meta)
+    assert_one_line_error(run("predict", model, root, tmp_path / "out", NO_PROGRESS),
+                          "declares no test images", str(root / "imagesTr"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_msd_test_list_is_an_error(model, tmp_path):
+    root = _msd_with_tests(tmp_path / "msd", [])
+    assert_one_line_error(run("predict", model, root, tmp_path / "out", NO_PROGRESS), "no test cases found")
+
+
+@pytest.mark.parametrize("test_folder", [False, True])
+def test_a_plain_folder_holding_training_images_only_is_an_error(data, model, tmp_path, test_folder):
+    (data / "dataset.json").unlink()  # no layout: a plain folder with imagesTr (and an empty imagesTs)
+    if test_folder:
+        (data / "imagesTs").mkdir()
+    fragment = "imagesTs: holds no NIfTI file" if test_folder else "give their folder"
+    assert_one_line_error(run("predict", model, data, tmp_path / "out", NO_PROGRESS), fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_training_images_are_predicted_when_their_folder_is_given(data, model, tmp_path):
+    assert_ok(run("predict", model, data / "imagesTr", tmp_path / "out", NO_PROGRESS))
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["case00.nii.gz", "case01.nii.gz"]

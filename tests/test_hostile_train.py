@@ -273,6 +273,49 @@ def test_msd_paths_outside_the_dataset_need_allow_outside_paths(tmp_path, where)
     assert [c.case_id for c in cases] == ["a", "b"]
 
 
+def _link_outside(path, tmp_path):
+    """Replace the file at `path` by a relative symbolic link to a file outside the dataset ("secret")."""
+    secret = tmp_path / "outside" / f"secret_{path.name}"
+    secret.parent.mkdir(exist_ok=True)
+    path.rename(secret)
+    path.symlink_to(os.path.relpath(secret, path.parent))
+    return path
+
+
+@pytest.mark.parametrize("layout", ["nnunet", "msd", "brats"])
+def test_a_symbolic_link_to_a_file_outside_the_dataset_is_refused_in_every_layout(tmp_path, layout):
+    if layout == "nnunet":
+        root = dataset(tmp_path / "ds", n=2)
+        linked = root / "imagesTr" / "case01_0000.nii.gz"
+    elif layout == "msd":
+        root = _msd(tmp_path / "ds", [("imagesTr/a.nii.gz", "labelsTr/a.nii.gz"), ("imagesTr/b.nii.gz", "labelsTr/b.nii.gz")])
+        linked = root / "labelsTr" / "b.nii.gz"
+    else:
+        for patient in ("P1", "P2"):
+            nifti(tmp_path / "ds" / "HGG" / patient / f"{patient}_t2.nii.gz", np.ones((16, 16, 16), np.float32))
+            nifti(tmp_path / "ds" / "HGG" / patient / f"{patient}_seg.nii.gz", np.zeros((16, 16, 16), np.uint8))
+        root = tmp_path / "ds"
+        linked = root / "HGG" / "P2" / "P2_t2.nii.gz"
+    _link_outside(linked, tmp_path)
+    with pytest.raises(DataError, match="lies outside the dataset folder") as info:
+        read_dataset(root)
+    assert str(linked) in str(info.value) and "secret_" in str(info.value) and "--allow-outside-paths" in str(info.value)
+    assert len(read_dataset(root, allow_outside_paths=True)) == 2  # linked on purpose: the way to read it
+
+
+def test_train_refuses_a_linked_image_in_one_line_naming_the_link_and_its_target(data, tmp_path):
+    _link_outside(data / "imagesTr" / "case01_0000.nii.gz", tmp_path)
+    assert_one_line_error(_train(data, tmp_path / "run"), "case01_0000.nii.gz", "resolves to",
+                          "lies outside the dataset folder", "--allow-outside-paths")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_folder_that_is_itself_a_link_is_read(tmp_path):
+    real = dataset(tmp_path / "real", n=2)
+    (tmp_path / "linked").symlink_to(real)
+    assert [c.case_id for c in read_dataset(tmp_path / "linked")] == ["case00", "case01"]
+
+
 def test_the_cache_notices_a_changed_file_outside_the_dataset_folder(tmp_path):
     outside = nifti(tmp_path / "elsewhere" / "b.nii.gz", np.ones((16, 16, 16), np.float32))
     nifti(tmp_path / "elsewhere" / "b_seg.nii.gz", np.zeros((16, 16, 16), np.uint8))
