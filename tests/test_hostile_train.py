@@ -357,3 +357,38 @@ def test_a_training_set_read_twice_from_one_listing_is_never_silently_doubled(tm
     root = _msd(tmp_path / "msd", [("imagesTr/a.nii.gz", "labelsTr/a.nii.gz")] * 2)
     with pytest.raises(DataError, match="listed twice"):
         read_dataset(root)
+
+
+# ------------------------------------------------------------------------------------- split files
+MILLION = 10**6
+
+
+def _split_file(path, **lists):
+    path.write_text(json.dumps(lists))
+    return path
+
+
+def test_a_split_file_of_a_million_ids_is_checked_and_its_repeat_named(tmp_path):
+    from bayesprior.training.splits import read_split_file
+
+    ids = [f"case{i:07d}" for i in range(MILLION)]
+    split = read_split_file(_split_file(tmp_path / "split.json", train=ids[:-10], test=ids[-10:]))
+    assert len(split.train) == MILLION - 10 and split.test[0] == "case0999990"
+    with pytest.raises(DataError, match=r"lists case\(s\) \['case0000007'\] twice in 'train'"):
+        read_split_file(_split_file(tmp_path / "twice.json", train=[*ids, "case0000007"]))
+
+
+def test_train_with_a_split_file_of_a_million_unknown_ids_names_them_in_one_line(data, tmp_path):
+    split = _split_file(tmp_path / "split.json", train=[f"case{i:07d}" for i in range(MILLION)])
+    assert_one_line_error(_train(data, tmp_path / "run", "--split-file", split),
+                          "split.json", "names case(s) the dataset does not have: 'case0000000'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_split_file_above_the_size_limit_is_refused_before_it_is_parsed(data, tmp_path, monkeypatch):
+    import bayesprior.training.splits as splits
+
+    monkeypatch.setattr(splits, "MAX_SPLIT_FILE_BYTES", 100)
+    split = _split_file(tmp_path / "split.json", train=[f"case{i:02d}" for i in range(4)] * 5)
+    assert_one_line_error(_train(data, tmp_path / "run", "--split-file", split),
+                          "split.json", "more than the 100 a split file may have")

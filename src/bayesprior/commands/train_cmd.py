@@ -14,7 +14,7 @@ from ..progress import labelled, plain_lines
 from ..training.config import TrainConfig
 from ..training.distributed import init_from_environment
 from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, training_method
-from ..training.splits import CaseSplit, check_known_cases, read_split_file, validation_split
+from ..training.splits import CaseSplit, check_known_cases, read_split_file, repeated_ids, validation_split
 from ..training.tensorboard import TensorBoardLog, summary_writer_class
 from ..training.trainer import seed_everything, train
 from .common import SHAPE, Device, Integers, KeyValue, Spacing, refuse_without_effect, trust_file_option
@@ -190,8 +190,9 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                             allow_outside_paths=allow_outside_paths, **read_options)
     cases = [c for c in cases if c.label is not None]
     if split is not None and split.val:
-        train_cases = [c for c in cases if c.case_id in split.train]
-        val_cases = [c for c in cases if c.case_id in split.val]
+        train_ids, val_ids = set(split.train), set(split.val)
+        train_cases = [c for c in cases if c.case_id in train_ids]
+        val_cases = [c for c in cases if c.case_id in val_ids]
     else:
         train_cases, val_cases = validation_split(cases, val_fraction, seeds[0])
     preprocess = recorded_config(cases)  # with the dataset statistics the intensity scheme needs (ct)
@@ -222,12 +223,13 @@ def _case_split(case_list: str | None, split_file: Path | None) -> CaseSplit | N
     ids = [c.strip() for c in case_list.split(",") if c.strip()]
     if not ids:
         raise click.UsageError(f"--cases {case_list!r} names no case id")
-    twice = sorted({i for i in ids if ids.count(i) > 1})
+    twice = repeated_ids(ids)
     if twice:
-        raise click.UsageError(f"--cases lists {', '.join(twice)} twice")
+        raise click.UsageError(f"--cases lists {', '.join(twice[:5])}{' ...' if len(twice) > 5 else ''} twice")
     if split is None:
         return CaseSplit(train=tuple(ids))
-    outside = [i for i in ids if i not in split.train]
+    listed = set(split.train)
+    outside = [i for i in ids if i not in listed]
     if outside:
         raise click.UsageError(f"--cases {','.join(outside[:5])}: not in the 'train' list of {split_file}")
     return CaseSplit(train=tuple(ids), val=split.val, test=split.test)
