@@ -80,13 +80,66 @@ def test_overwrite_replaces_a_foreign_file_and_records_it(data, model, tmp_path)
 def test_the_manifest_records_the_model_hash_and_settings_and_a_rerun_replaces_our_own_files(data, model, tmp_path):
     out = tmp_path / "out"
     assert_ok(run("predict", model, data / "imagesTr", out, NO_PROGRESS, "--roi", "16,16,16"))
-    assert_ok(run("predict", model, data / "imagesTr", out, NO_PROGRESS))  # ours: replaced without --overwrite
+    first = (out / "case00.nii.gz").stat().st_mtime_ns
+    assert_ok(run("predict", model, data / "imagesTr", out, NO_PROGRESS, "--roi", "16,16,16"))  # ours: replaced
+    assert (out / "case00.nii.gz").stat().st_mtime_ns != first
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    (run_record,) = manifest["runs"].values()  # the first run wrote nothing that is still there
+    (run_record,) = manifest["runs"].values()
     from bayesprior.hashing import file_sha256
 
-    assert run_record["model_sha256"] == file_sha256(model) and run_record["settings"]["roi"] == [40, 48, 40]
+    assert run_record["model_sha256"] == file_sha256(model) and run_record["settings"]["roi"] == [16, 16, 16]
     assert manifest["files"]["case00.nii.gz"]["input"].endswith("case00_0000.nii.gz")
+
+
+# ------------------------------------------------------------------- one folder, one model, one set of settings
+def _one_case(data, tmp_path):
+    """A folder holding the image of case00 only."""
+    images = tmp_path / "one"
+    images.mkdir()
+    (images / "case00_0000.nii.gz").write_bytes((data / "imagesTr" / "case00_0000.nii.gz").read_bytes())
+    return images
+
+
+def test_another_model_into_a_folder_of_predictions_is_refused_naming_both(data, model, tmp_path):
+    from bayesprior.hashing import file_sha256
+
+    out = tmp_path / "out"
+    assert_ok(run("predict", model, data / "imagesTr", out, NO_PROGRESS))
+    before = _mtimes(out)
+    other = model_file(tmp_path / "other.pt", preprocess={"crop_nonzero": False, "intensity": "zscore"})
+    assert_one_line_error(run("predict", other, _one_case(data, tmp_path), out, NO_PROGRESS),
+                          "holds predictions of another model", f"model {model} (SHA-256 {file_sha256(model)[:12]})",
+                          f"{other} (SHA-256 {file_sha256(other)[:12]})", "--overwrite")
+    assert _mtimes(out) == before
+
+
+def test_other_settings_into_a_folder_of_predictions_are_refused_naming_the_change(data, model, tmp_path):
+    out = tmp_path / "out"
+    assert_ok(run("predict", model, data / "imagesTr", out, NO_PROGRESS))
+    before = _mtimes(out)
+    assert_one_line_error(run("predict", model, _one_case(data, tmp_path), out, NO_PROGRESS, "--overlap", "0.25"),
+                          "other settings", "overlap 0.5 -> 0.25", "case00.nii.gz")
+    assert _mtimes(out) == before
+
+
+def test_overwrite_replaces_every_prediction_of_another_model(data, model, tmp_path):
+    out = tmp_path / "out"
+    assert_ok(run("predict", model, data / "imagesTr", out, NO_PROGRESS))
+    other = model_file(tmp_path / "other.pt", preprocess={"crop_nonzero": False, "intensity": "zscore"})
+    assert_ok(run("predict", other, _one_case(data, tmp_path), out, NO_PROGRESS, "--overwrite"))
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case00.nii.gz"]  # model A's case01 is gone too
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    (run_record,) = manifest["runs"].values()
+    assert run_record["model"] == str(other) and list(manifest["files"]) == ["case00.nii.gz"]
+
+
+def test_runs_that_differ_only_in_the_device_make_the_same_predictions():
+    from bayesprior.inference.prediction_folder import same_predictor
+
+    run = {"model_sha256": "a" * 64, "settings": {"overlap": 0.5, "device": "cpu"}, "preprocess": {}}
+    assert same_predictor(run, {**run, "settings": {"overlap": 0.5, "device": "cuda:0"}})
+    assert not same_predictor(run, {**run, "settings": {"overlap": 0.25, "device": "cpu"}})
+    assert not same_predictor(run, {**run, "model_sha256": "b" * 64})
 
 
 def test_two_inputs_with_one_case_id_are_an_error_naming_both(model, tmp_path):

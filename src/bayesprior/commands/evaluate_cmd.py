@@ -22,11 +22,15 @@ from ..evaluation.metrics import EMPTY_GT_POLICIES
 @click.option("--probabilities", "probability_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Folder of the <case>_probability maps (predict --samples writes them beside the "
                                  "masks): adds ECE, Brier score, voxel NLL and UEO, and reliability.png.")
-def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, probability_dir):
+@click.option("--allow-mixed-models", is_flag=True,
+              help="Score a PRED_DIR whose manifest says its predictions come from several models or settings "
+                   "(refused otherwise: the mean would mix them).")
+def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, probability_dir, allow_mixed_models):
     """Per-case DSC and IoU (label > 0 is foreground), their means, per_case.csv and summary.json.
 
     Strict by default, as nnU-Net's evaluator: every label needs a prediction on the same grid (shape and
-    affine) holding label values only.
+    affine) holding label values only; predictions that PRED_DIR's manifest (bayesprior_predictions.json)
+    says come from several models or settings are refused without --allow-mixed-models.
 
     LABEL_DIR is a folder of labels <case id>.nii.gz, or a dataset folder of any registered layout (nnU-Net,
     MSD, BRATS), whose labels the layout finds.
@@ -40,7 +44,7 @@ def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, prob
     remove_stale_temp_files_of(report_dir / "per_case.csv", report_dir / "summary.json",
                                report_dir / RELIABILITY_FIGURE)
     summary = evaluate_folders(pred_dir, label_dir, out_dir, empty_gt=empty_gt, allow_missing=allow_missing,
-                               probability_dir=probability_dir)
+                               probability_dir=probability_dir, allow_mixed_models=allow_mixed_models)
     if summary["missing_predictions"]:
         missing = summary["missing_predictions"]
         click.echo(f"warning: {len(missing)} labelled case(s) have no prediction and are not scored: "

@@ -27,7 +27,8 @@ from .common import SHAPE, Device, Spacing, trust_file_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the Monte-Carlo samples (each case's samples depend on it and the case id only).")
 @click.option("--overwrite", is_flag=True,
-              help="Replace files in OUT_DIR with the names of predictions that bayesprior did not write.")
+              help="Replace files in OUT_DIR with the names of predictions that bayesprior did not write, and remove "
+                   "the predictions of another model or other settings there first.")
 @click.option("--layout", default=None, help="Dataset layout of IN_DIR (detected when omitted).")
 @click.option("--channel", default=None, help="Channel or sequence to segment (name or index), as in train.")
 @click.option("--allow-outside-paths", is_flag=True,
@@ -59,7 +60,9 @@ def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_compo
 
     OUT_DIR keeps a manifest (bayesprior_predictions.json) of the files written, with the model's
     SHA-256 and the settings. A file there that bayesprior did not write is never replaced without
-    --overwrite, and OUT_DIR may not be the input folder or its labels' folder.
+    --overwrite, and OUT_DIR may not be the input folder or its labels' folder. OUT_DIR holds one model's
+    predictions with one set of settings: another model or other settings are refused (--overwrite
+    removes the earlier predictions first).
 
     Example: bayesprior predict runs/target/model.pt data/Dataset002_Tumour/imagesTs preds --samples 10
 

@@ -33,6 +33,7 @@ from ..data.datasets import label_files, nifti_by_case
 from ..data.naming import NIFTI_SUFFIXES, PROBABILITY_SUFFIX
 from ..data.nifti import read_image, read_label_values
 from ..errors import DataError
+from ..inference.prediction_folder import describe_difference, predictors_of
 from .calibration import plot_reliability_diagram
 from .scoring import CaseScores
 
@@ -41,7 +42,7 @@ RELIABILITY_FIGURE = "reliability.png"
 
 def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str | Path | None = None,
                      empty_gt: str = "exclude", allow_missing: bool = False,
-                     probability_dir: str | Path | None = None) -> dict[str, Any]:
+                     probability_dir: str | Path | None = None, allow_mixed_models: bool = False) -> dict[str, Any]:
     """Score every prediction against its label; write ``per_case.csv`` and ``summary.json`` to `out_dir`
     (default: `pred_dir`) and return the summary.
 
@@ -50,9 +51,12 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
             (``missing_predictions``) instead of refusing.
         probability_dir: the folder of the cases' foreground-probability maps: adds the calibration
             metrics per case and in the summary, and writes ``reliability.png`` to `out_dir`.
+        allow_mixed_models: score predictions that `pred_dir`'s manifest says come from several models or
+            settings (refused otherwise: the mean would mix them).
     Raises:
         DataError: a missing folder, a prediction without a label, a label without a prediction (unless
-            `allow_missing`), shapes or affines that differ, or a prediction holding other values than labels;
+            `allow_missing`), predictions of several models or settings (unless `allow_mixed_models`), shapes
+            or affines that differ, or a prediction holding other values than labels;
             with `probability_dir`, a missing, unreadable or off-grid map, or one holding values outside [0, 1].
     """
     scores = CaseScores(empty_gt)  # checks the policy before any file is read
@@ -68,6 +72,8 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     if missing and not allow_missing:
         raise DataError(pred_dir, f"has no prediction for {len(missing)} labelled case(s) {missing[:5]}; pass "
                                   "--allow-missing (allow_missing=True) to score the others and list these")
+    if not allow_mixed_models:
+        _refuse_mixed_models(pred_dir, [predictions[case_id].name for case_id in sorted(predictions)])
     predicted_values: dict[str, set[int]] = {}
     label_values = {0, 1}
     for case_id in sorted(predictions):
@@ -100,6 +106,19 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
         plot_reliability_diagram(scores.reliability, out_dir / RELIABILITY_FIGURE,
                                  title=f"{len(scores.rows)} case(s), pooled ECE {scores.reliability.ece():.4f}")
     return summary
+
+
+def _refuse_mixed_models(pred_dir: Path, names: list[str]) -> None:
+    """`DataError` if the manifest of `pred_dir` says that the predictions `names` come from several models or
+    settings (`bayesprior.inference.prediction_folder.predictors_of`)."""
+    runs = predictors_of(pred_dir, names)
+    if len(runs) > 1:
+        (first, first_names), (second, second_names) = runs[:2]
+        raise DataError(pred_dir, f"holds predictions of {len(runs)} models or settings, which one mean would mix "
+                                  f"({describe_difference(first, second)}: {len(first_names)} and "
+                                  f"{len(second_names)} file(s), e.g. {first_names[0]} and {second_names[0]}); score "
+                                  "one model's predictions at a time, or pass --allow-mixed-models "
+                                  "(allow_mixed_models=True)")
 
 
 def probability_file(folder: Path, case_id: str) -> Path:
