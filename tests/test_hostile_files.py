@@ -131,12 +131,42 @@ def test_synth_refuses_a_folder_another_process_writes_into(tmp_path):
         assert_one_line_error(run(*SYNTH, "--out", tmp_path / "data"), "dataset folder is in use")
 
 
-def test_synth_again_with_other_settings_remakes_every_case(tmp_path):
-    assert_ok(run(*SYNTH, "--out", tmp_path / "data", "--seed", "1"))
-    first = (tmp_path / "data" / "imagesTr" / "SynMS_0001_0000.nii.gz").read_bytes()
-    assert_ok(run(*SYNTH, "--out", tmp_path / "data", "--seed", "2"))
-    assert (tmp_path / "data" / "imagesTr" / "SynMS_0001_0000.nii.gz").read_bytes() != first
-    assert json.loads((tmp_path / "data" / "dataset.json").read_text())["generator"]["seed"] == 2
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _synth(out, kind="ms", seed=1, shape="16,16,16", cases=1):
+    return run("synth", "--kind", kind, "--cases", cases, "--shape", shape, "--seed", seed, "--out", out, "--quiet")
+
+
+@pytest.mark.parametrize("other, fragment", [
+    ({"kind": "tumour"}, "kind 'ms' -> 'tumour'"),
+    ({"seed": 2}, "seed 1 -> 2"),
+    ({"shape": "16,16,24"}, "shape [16, 16, 16] -> [16, 16, 24]"),
+])
+def test_synth_into_a_folder_of_another_synthetic_dataset_is_refused_and_keeps_it(tmp_path, other, fragment):
+    out = tmp_path / "data"
+    assert_ok(_synth(out, cases=2))
+    before = _files(out)
+    assert_one_line_error(_synth(out, **other), "holds a synthetic dataset made with other settings", fragment,
+                          "choose an empty or new folder")
+    assert _files(out) == before
+
+
+def test_synth_again_with_the_same_settings_resumes_and_adds_cases(tmp_path):
+    out = tmp_path / "data"
+    assert_ok(_synth(out))
+    first = (out / "imagesTr" / "SynMS_0001_0000.nii.gz").read_bytes()
+    assert_ok(_synth(out, cases=2))
+    assert (out / "imagesTr" / "SynMS_0001_0000.nii.gz").read_bytes() == first
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
+
+
+def test_synth_into_a_folder_of_an_older_synthetic_dataset_of_another_kind_is_refused(tmp_path):
+    out = tmp_path / "data"
+    assert_ok(_synth(out))
+    (out / ".bayesprior-synth.json").unlink()  # older versions wrote none: dataset.json says what it is
+    assert_one_line_error(_synth(out, kind="tumour"), "kind 'ms' -> 'tumour'")
 
 
 def test_show_cases_describes_a_dataset_json_that_is_not_an_object(tmp_path):
