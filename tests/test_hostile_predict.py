@@ -328,3 +328,33 @@ def test_a_plain_folder_holding_training_images_only_is_an_error(data, model, tm
 def test_the_training_images_are_predicted_when_their_folder_is_given(data, model, tmp_path):
     assert_ok(run("predict", model, data / "imagesTr", tmp_path / "out", NO_PROGRESS))
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["case00.nii.gz", "case01.nii.gz"]
+
+
+# ---------------------------------------------------------------------- resampling sizes, checked first
+@pytest.fixture
+def unrecorded_model(tmp_path):
+    """A model file that records no preprocessing: predict's --spacing and --resample-shape apply."""
+    save_model(build_architecture("unet3d", **SMALL_UNET), tmp_path / "bare.pt")
+    return tmp_path / "bare.pt"
+
+
+@pytest.fixture
+def no_resampling(monkeypatch):
+    """Fail the test, without allocating anything, if a case is resampled at all."""
+    import bayesprior.data.preprocess as preprocess
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a case was resampled although its size was refused")
+
+    monkeypatch.setattr(preprocess, "_resample", refuse)
+
+
+@pytest.mark.parametrize("option, fragment", [
+    (["--spacing", "0.01"], "--spacing 0.01 asks for"),
+    (["--resample-shape", "4000,4000,4000"], "--resample-shape 4000,4000,4000 asks for"),
+])
+def test_a_resampling_above_the_voxel_limit_is_refused_naming_the_option_before_it_allocates(
+        data, unrecorded_model, tmp_path, no_resampling, option, fragment):
+    assert_one_line_error(run("predict", unrecorded_model, data / "imagesTr", tmp_path / "out", NO_PROGRESS, *option),
+                          fragment, "more than the 268,435,456 an image may have")
+    assert not list((tmp_path / "out").glob("*.nii.gz"))

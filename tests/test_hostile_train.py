@@ -228,6 +228,24 @@ def test_inputs_below_the_networks_minimum_size_are_refused_clearly(tmp_path):
     assert_one_line_error(_train(small, tmp_path / "run"), "below the network's minimum", "16")
 
 
+@pytest.mark.parametrize("option, fragment", [
+    (["--spacing", "1e6"], "--spacing 1e+06 resamples case 'case0"),
+    (["--resample-shape", "1,1,1"], "--resample-shape 1,1,1 resamples case 'case0"),
+])
+def test_a_resampling_below_the_networks_minimum_is_blamed_on_its_option(data, tmp_path, option, fragment):
+    line = assert_one_line_error(_train(data, tmp_path / "run", *option), fragment, "from 16x16x16 to 1x1x1 voxels",
+                                 "below the smallest input unet3d")
+    assert "--shape" not in line
+
+
+def test_a_spacing_above_the_voxel_limit_is_refused_before_anything_is_allocated(data, tmp_path, monkeypatch):
+    import bayesprior.data.preprocess as preprocess
+
+    monkeypatch.setattr(preprocess, "_resample", lambda *args, **kwargs: pytest.fail("resampled anyway"))
+    assert_one_line_error(_train(data, tmp_path / "run", "--spacing", "0.01"), "--spacing 0.01 asks for",
+                          "for case 'case00'", "give a coarser --spacing")
+
+
 def test_a_run_folder_under_a_regular_file_is_one_line_naming_it(data, tmp_path):
     (tmp_path / "file").write_text("x")
     assert_one_line_error(_train(data, tmp_path / "file" / "run"), "Not a directory")

@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,10 @@ CT_PERCENTILES = (0.5, 99.5)
 CT_VOXELS_PER_CASE = 10_000
 LABEL_RESAMPLING = ("nearest", "linear")
 RECORD_VERSION = 1
+#: the most voxels an image may have after resampling, cropping or padding (2**28: 1 GiB as float32, e.g.
+#: 1024 x 512 x 512); a spacing or shape that asks for more is refused, naming its option, before anything
+#: is allocated
+MAX_VOXELS = 2**28
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class PreprocessConfig:
                 value = tuple(int(v) for v in value)
                 if len(value) != 3 or min(value) < 1:
                     raise ConfigError(f"PreprocessConfig.{name} must be three positive integers, got {value!r}")
+                refuse_too_many_voxels(value, f"--{name.replace('_', '-')} {','.join(map(str, value))}")
                 object.__setattr__(self, name, value)
         if self.spacing is not None:
             spacing = tuple(float(v) for v in self.spacing)
@@ -85,6 +91,45 @@ class PreprocessConfig:
         if out["intensity_statistics"] is None:
             del out["intensity_statistics"]
         return out
+
+
+def refuse_too_many_voxels(shape: Sequence[int], asked_by: str, case: str = "") -> None:
+    """`ConfigError` naming the option `asked_by` (``"--spacing 0.01"``) if an image of `shape` would have more
+    than `MAX_VOXELS` voxels; `case` says which case, when a spacing made the shape."""
+    voxels = math.prod(int(n) for n in shape)
+    if voxels > MAX_VOXELS:
+        raise ConfigError(f"{asked_by} asks for {'x'.join(map(str, shape))} = {voxels:,} voxels{case}, more than the "
+                          f"{MAX_VOXELS:,} an image may have (bayesprior.data.preprocess.MAX_VOXELS); give a "
+                          f"{'coarser' if asked_by.startswith('--spacing') else 'smaller'} {asked_by.split()[0]}")
+
+
+def resampling_option(config: PreprocessConfig) -> str:
+    """The option that makes `config` resample, as a user gives it: ``"--spacing 4"``, ``"--resample-shape
+    40,48,40"`` (`config` must resample)."""
+    if config.spacing is not None:
+        values = {f"{v:g}" for v in config.spacing}
+        return f"--spacing {values.pop() if len(values) == 1 else ','.join(f'{v:g}' for v in config.spacing)}"
+    return f"--resample-shape {','.join(map(str, config.resample_shape))}"
+
+
+def refuse_resampling_below(prepared: Sequence[Any], min_size: Sequence[int] | None, network: str) -> None:
+    """`ConfigError` naming the resampling option if it made a case smaller than `network`'s smallest input
+    `min_size` on every axis (as `--spacing 1e6` makes one voxel), rather than the network's own complaint
+    about its input shape. Cases without a preprocessing record, or not resampled, pass."""
+    if min_size is None:
+        return
+    for case in prepared:
+        record = getattr(case, "record", None)
+        if not isinstance(record, dict) or record.get("shape_after_resample") == record.get("shape_before_resample"):
+            continue
+        after = record["shape_after_resample"]
+        if all(n < m for n, m in zip(after, min_size)):
+            option = resampling_option(PreprocessConfig(**record["config"]))
+            raise ConfigError(f"{option} resamples case {case.case_id!r} from "
+                              f"{'x'.join(map(str, record['shape_before_resample']))} to {'x'.join(map(str, after))} "
+                              f"voxels, below the smallest input {network} takes ({'x'.join(map(str, min_size))}, "
+                              f"one axis at least); give a {'finer' if option.startswith('--spacing') else 'larger'} "
+                              f"{option.split()[0]}")
 
 
 def _checked_statistics(statistics: Any, intensity: str) -> dict[str, float]:
@@ -310,6 +355,8 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
         target = config.resample_shape
     elif config.spacing is not None:
         target = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(image.shape, zooms, config.spacing))
+        refuse_too_many_voxels(target, resampling_option(config), f" for case {case.case_id!r} "
+                               f"({'x'.join(map(str, image.shape))} voxels of {'x'.join(f'{z:.3g}' for z in zooms)} mm)")
     if target is not None and tuple(target) != image.shape:
         image = _resample(image, target, order=3)
         brain = _resample(brain.astype(np.float32), target, order=1) >= 0.5
@@ -329,6 +376,7 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
     for target in targets:
         if target is None:
             target = tuple(-(-n // k) * k for n in image.shape)
+            refuse_too_many_voxels(target, f"divisible_by {k}", f" for case {case.case_id!r}")
         crops, pads = _crop_or_pad_plan(image.shape, target)
         steps.append({"input_shape": list(image.shape), "crop": crops, "pad": pads})
         image = _apply_crop_pad(image, crops, pads)
