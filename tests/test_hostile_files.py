@@ -1,7 +1,9 @@
 """Hostile and bad files for `harvest`, `fit-prior`, `show-kernels`, `show-cases`, `synth` and `arch`, and a
 pickle payload for every loader not covered by test_safe_load.py (preprocessing cache, corrnormal prior):
 each ends in one clear error line, or in a documented, correct result; no payload ever runs."""
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -82,6 +84,83 @@ def test_show_kernels_refuses_a_prior_file_with_a_pickle_payload(tmp_path):
     assert_one_line_error(run("show-kernels", bank, tmp_path / "prior.pt", "--out", tmp_path / "k.png"),
                           "prior.pt", "plain types")
     assert not marker.exists()
+
+
+# --------------------------------------------------------------- small files that declare huge contents
+@pytest.fixture
+def nothing_is_loaded(monkeypatch):
+    """Fail the test if a file is handed to torch.load or np.load: it should have been refused before."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the file was loaded although it declares more than it may")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(np, "load", refuse)
+
+
+def _npy(shape, dtype="<f4", data=b"\0" * 16):
+    """The bytes of an .npy file whose header declares `shape` and `dtype`, followed by `data` only."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + data
+
+
+def _npz(path, members, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, payload in members.items():
+            archive.writestr(f"{name}.npy", payload)
+    return path
+
+
+def test_an_npz_whose_header_declares_a_terabyte_is_refused_before_it_is_read(tmp_path, nothing_is_loaded):
+    header = np.array(json.dumps({"format": BANK_FORMAT}))
+    path = _npz(tmp_path / "bank.npz", {"header_json": _npy((), header.dtype.str, header.tobytes()),
+                                        "kernels__g": _npy((10**12, 3, 3, 3))})
+    assert_one_line_error(run("info", path), "bank.npz", "array 'kernels__g' declares 108,000,000,000,000 bytes",
+                          "refused before reading")
+
+
+def test_a_kernel_bank_with_a_compressed_inflating_header_is_refused_before_it_is_read(tmp_path, nothing_is_loaded):
+    header = np.array(json.dumps({"format": BANK_FORMAT, "padding": " " * 1_000_000}))  # inflates 1000-fold
+    path = _npz(tmp_path / "bank.npz", {"header_json": _npy((), header.dtype.str, header.tobytes())},
+                zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 100_000
+    assert_one_line_error(run("info", path), "bank.npz", "array 'header_json' is compressed", "refused before reading")
+
+
+def test_a_kernel_bank_header_above_its_cap_is_refused(tmp_path, monkeypatch):
+    import bayesprior.kernels as kernels
+    from bayesprior.safe_load import NpzLimits
+
+    bank = _bank(tmp_path / "bank.npz")
+    monkeypatch.setattr(kernels, "BANK_LIMITS", NpzLimits(max_arrays=8, max_bytes=2**20,
+                                                          max_bytes_per_name={"header_json": 100}, compressed=False))
+    assert_one_line_error(run("info", bank), "bank.npz", "array 'header_json' declares", "more than the 100 it may have")
+
+
+def test_a_torch_file_whose_records_inflate_is_refused_before_torch_reads_it(tmp_path, nothing_is_loaded):
+    plain = tmp_path / "plain.pt"
+    model_file(plain)
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for record in source.infolist():
+            target.writestr(record.filename, source.read(record.filename))
+        target.writestr("model/data/999", b"\0" * 10_000_000)  # 10 MB of zeros in some kilobytes
+    assert path.stat().st_size < 1_000_000
+    for command in (["info", path], ["predict", path, tmp_path, tmp_path / "out"]):
+        assert_one_line_error(run(*command), "model.pt", "bytes of data in a file of", "refused before reading")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_torch_file_with_too_many_records_is_refused(tmp_path, monkeypatch):
+    import bayesprior.safe_load as safe_load
+
+    monkeypatch.setattr(safe_load, "MAX_TORCH_RECORDS", 3)
+    assert_one_line_error(run("info", model_file(tmp_path / "model.pt")), "model.pt", "more than the 3 a torch file")
+
+
+def test_info_on_a_device_says_it_is_no_regular_file_not_that_it_is_missing():
+    line = assert_one_line_error(run("info", "/dev/zero"), "/dev/zero", "is not a regular file")
+    assert "no such file" not in line
 
 
 # ------------------------------------------------------------------------ other loaders' payloads

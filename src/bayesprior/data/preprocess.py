@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from ..atomic import atomic_path, atomic_write_json, remove_stale_temp_files
 from ..errors import ConfigError, DataError
+from ..safe_load import NpzLimits, load_npz
 from .cases import Case
 from .datasets import check_folder, read_dataset
 
@@ -37,6 +38,8 @@ CT_STATISTICS = ("clip_low", "clip_high", "mean", "std")
 CT_PERCENTILES = (0.5, 99.5)
 CT_VOXELS_PER_CASE = 10_000
 LABEL_RESAMPLING = ("nearest", "linear")
+#: what a preprocessing cache entry may declare (`image`, `label`, `record`): a JSON record of megabytes
+CACHE_LIMITS = NpzLimits(max_arrays=3, max_bytes=8 * 2**30, max_bytes_per_name={"record": 64 * 2**20})
 RECORD_VERSION = 1
 #: the most voxels an image may have after resampling, cropping or padding (2**28: 1 GiB as float32, e.g.
 #: 1024 x 512 x 512); a spacing or shape that asks for more is refused, naming its option, before anything
@@ -459,15 +462,17 @@ def _save_prepared(prepared: Prepared, path: Path) -> None:
 
 
 def _load_prepared(path: Path) -> Prepared:
-    """One cached case; a file holding anything but plain arrays (a pickle) is refused, never run."""
+    """One cached case; a file holding anything but plain arrays (a pickle), or declaring more than
+    `CACHE_LIMITS`, is refused, never run or read."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            record = json.loads(data["record"].tobytes().decode())
-            label = data["label"] if "label" in data.files else None
-            image = data["image"]
-    except Exception as exc:
-        raise DataError(path, f"corrupt preprocessing cache entry ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no details'})") from None
+        data = load_npz(path, CACHE_LIMITS, DataError)
+        record = json.loads(data["record"].tobytes().decode())
+        label = data.get("label")
+        image = data["image"]
+    except DataError as exc:
+        raise DataError(path, f"corrupt preprocessing cache entry ({exc.problem})") from None
+    except (KeyError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataError(path, f"corrupt preprocessing cache entry ({type(exc).__name__}: {exc})") from None
     if not isinstance(record, dict) or not isinstance(record.get("case_id"), str) or image.dtype.kind != "f":
         raise DataError(path, "corrupt preprocessing cache entry (not a preprocessed case)")
     return Prepared(record["case_id"], image, label, record)

@@ -51,6 +51,7 @@ from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table
 from ..kernels import KernelBank, harvest_kernels
 from ..locks import folder_lock
 from ..plugins import build_architecture, check_prior_fit_options, prior_fitter
+from ..safe_load import NpzLimits, load_npz
 from ..training.config import TrainConfig
 from ..training.methods import TrainingMethod, training_method
 from ..training.run_folder import input_files
@@ -61,6 +62,8 @@ from .report import plot_dsc_vs_train_size, plot_predictions, write_tables
 from .runs import ResultStore, RunSpec, Split, all_runs, make_splits, shard_runs
 
 STAGES = ("all", "source", "target", "report")
+#: what a figure slice file may declare: a few 2D slices and a score
+FIGURE_SLICE_LIMITS = NpzLimits(max_arrays=16, max_bytes=256 * 2**20)
 #: run settings that do not change a run's result: left out of the settings a result is keyed by (the
 #: files behind ``source`` and ``prior_path`` are keyed by their content instead)
 NOT_RESULT_SETTINGS = ("progress", "device", "zoo_dir", "source", "prior_path")
@@ -720,13 +723,13 @@ def _grid_note(results: Sequence[dict[str, Any]]) -> str:
 
 
 def _figure_slice(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a figure slice file (plain arrays only: a pickle is refused, never run)."""
+    """The arrays of a figure slice file (plain arrays only, within `FIGURE_SLICE_LIMITS`: a pickle is refused,
+    never run)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as exc:
-        raise DataError(path, f"is not a figure slice of this experiment ({type(exc).__name__}); remove it and "
-                              "its result to redo that run") from None
+        return load_npz(path, FIGURE_SLICE_LIMITS, DataError)
+    except DataError as exc:
+        raise DataError(path, f"is not a figure slice of this experiment ({exc.problem}); remove it and its result "
+                              "to redo that run") from None
 
 
 @contextmanager
