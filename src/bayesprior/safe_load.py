@@ -31,6 +31,8 @@ import torch
 from .errors import CheckpointError, PathError
 
 _TRUST = ContextVar("bayesprior_trust_files", default=False)
+#: the option of the running command that reads a file with the unsafe unpickler (`offering_trust_option`)
+_TRUST_OPTION: ContextVar[str | None] = ContextVar("bayesprior_trust_option", default=None)
 PLAIN_TYPES = (str, int, float, bool, type(None), torch.Tensor)
 #: the most records (tensor storages and the pickle) a torch file may hold
 MAX_TORCH_RECORDS = 100_000
@@ -44,6 +46,29 @@ def trusting_files() -> Iterator[None]:
         yield
     finally:
         _TRUST.reset(token)
+
+
+@contextmanager
+def offering_trust_option(option: str) -> Iterator[None]:
+    """Within this block, a file refused for holding more than plain types is said to be readable with `option`
+    (``"--trust-file"``): the running command has it. Elsewhere the refusal advises what works everywhere."""
+    token = _TRUST_OPTION.set(option)
+    try:
+        yield
+    finally:
+        _TRUST_OPTION.reset(token)
+
+
+def _trust_advice(trust: bool | None) -> str:
+    """How a refused file may be read, if its origin is trusted: the command's option where it has one; nothing
+    where the caller never trusts (`trust=False`)."""
+    if trust is False:
+        return ""
+    option = _TRUST_OPTION.get()
+    if option is not None:
+        return f". Load it with {option} only if you trust where it came from"
+    return (". Only if you trust where it came from, read it with trust=True in Python "
+            "(bayesprior.checkpoints.load_model) and save it again (bayesprior.save_model)")
 
 
 def load_plain(path: str | Path, what: str, map_location: Any = "cpu", trust: bool | None = None) -> Any:
@@ -73,8 +98,7 @@ def load_plain(path: str | Path, what: str, map_location: Any = "cpu", trust: bo
     except pickle.UnpicklingError as exc:
         if "GLOBAL" in str(exc):  # torch's weights-only unpickler met a class or function
             raise CheckpointError(path, f"holds objects other than plain types ({_unsafe_global(exc)}); it could run "
-                                        "code when loaded, so it was refused. Load it with --trust-file (or "
-                                        "trust=True) only if you trust where it came from") from None
+                                        f"code when loaded, so it was refused{_trust_advice(trust)}") from None
         raise CheckpointError(path, f"cannot be read as {what} (not a torch file, or a damaged one)") from None
     except Exception as exc:
         if not looks_like_torch_file(path):  # a log, a text file, an .npz: torch's own error would only confuse

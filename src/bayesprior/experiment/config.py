@@ -378,9 +378,6 @@ def _check(c: ExperimentConfig, path: Path) -> None:
     both = sorted(set(c.test_cases) & set(c.train_cases))
     if both:
         raise ConfigError(f"{path}: protocol.test_cases and protocol.train_cases share {both[:5]}")
-    if c.train_cases and len(c.train_cases) < max(c.train_sizes):
-        raise ConfigError(f"{path}: protocol.train_cases lists {len(c.train_cases)} cases; the largest train "
-                          f"size is {max(c.train_sizes)}")
     unknown_methods = sorted(set(c.target_method_options) - set(c.methods))
     if unknown_methods:
         raise ConfigError(f"{path}: [target_training.per_method] names {unknown_methods}, which are not in "

@@ -42,7 +42,8 @@ from ..data.cases import apply_label_policy
 from ..data.nifti import read_label_values, write_like
 from ..data.preprocess import (PreprocessConfig, affine_from_record, ct_normalised, ct_statistics,
                                header_from_record, prepare_dataset, recorded_config)
-from ..data.synth import synthesize_dataset
+from ..data.datasets import dataset_case_ids
+from ..data.synth import synthesize_dataset, synthetic_case_ids
 from ..errors import CheckpointError, ConfigError, DataError, PluginError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
 from ..evaluation.scoring import CaseScores
@@ -593,8 +594,27 @@ class Experiment:
                 remove_stale_temp_files(self.out, recursive=True)
             return self._run_stages(shard, stage, rerun_changed, reuse_from)
 
+    def check_case_lists(self) -> None:
+        """The listed test and training cases (``protocol.test_cases``, ``train_cases``, ``split_file``) against
+        the target's case ids, before any work: a dataset folder's ids are listed without reading its images,
+        a synthetic target's are known before it is made. Raises ConfigError naming unknown ids first, then a
+        list too short for the train sizes (`make_splits`)."""
+        c, spec = self.config, self.config.target
+        if not (c.test_cases or c.train_cases):
+            return
+        if spec.path is None:
+            ids = synthetic_case_ids(spec.synthetic_kind, spec.synthetic_cases)
+        elif Path(spec.path).is_dir():
+            ids = dataset_case_ids(spec.path, spec.layout, channel=spec.channel,
+                                   allow_outside_paths=spec.allow_outside_paths)
+        else:
+            return  # a missing folder is named when the data are read
+        make_splits(ids, c)
+
     def _run_stages(self, shard: tuple[int, int], stage: str, rerun_changed: bool = False,
                     reuse_from: Path | None = None) -> str | None:
+        if stage != "report":
+            self.check_case_lists()
         atomic_write_json(self.config.to_dict(), self.out / "experiment.json")
         source = None
         priors: dict[str, Path] = {}

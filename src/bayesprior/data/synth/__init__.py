@@ -24,8 +24,14 @@ DATASET_NAMES = {"ms": "SynMS", "tumour": "SynBraTS"}
 LABELS = {"ms": {"background": 0, "lesion": 1},
           "tumour": {"background": 0, "necrotic/non-enhancing core": 1, "edema": 2, "enhancing tumour": 4}}
 
-__all__ = ["synthesize_dataset", "generate_case", "SyntheticCase", "case_seed", "healthy_anatomy", "atlas_folder",
+__all__ = ["synthesize_dataset", "synthetic_case_ids", "generate_case", "SyntheticCase", "case_seed", "healthy_anatomy", "atlas_folder",
            "GENERATOR_VERSION", "MNI_NOTICE", "KINDS"]
+
+
+def synthetic_case_ids(kind: str, n_cases: int) -> list[str]:
+    """The case ids `synthesize_dataset` gives `n_cases` cases of `kind` (``SynMS_0001`` ...), known before they
+    are made."""
+    return [f"{DATASET_NAMES[kind]}_{index:04d}" for index in range(1, n_cases + 1)]
 
 
 def _write(path: Path, array, affine, dtype) -> None:
@@ -168,11 +174,12 @@ def _write_cases(kind: str, n_cases: int, out_dir: Path, settings: dict, keep_fi
     sequence = KINDS[kind]
     brats_mirror, shape, spacing, seed = settings["brats_mirror"], settings["shape"], settings["spacing"], settings["seed"]
     sequences = (sequence, "FLAIR") if brats_mirror else (sequence,)
+    ids = synthetic_case_ids(kind, n_cases)
     indices = range(1, n_cases + 1)
     loop = progress(indices) if progress else indices
     anatomy_source = None
     for index in loop:
-        case_id = f"{name}_{index:04d}"
+        case_id = ids[index - 1]
         finished = _finished_case(out_dir, case_id) if keep_finished else None
         if finished is not None:  # a killed run with the same settings made it; it is the same case
             anatomy_source = finished.get("anatomy")
