@@ -358,3 +358,16 @@ def test_a_resampling_above_the_voxel_limit_is_refused_naming_the_option_before_
     assert_one_line_error(run("predict", unrecorded_model, data / "imagesTr", tmp_path / "out", NO_PROGRESS, *option),
                           fragment, "more than the 268,435,456 an image may have")
     assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_dataset_whose_dataset_json_cannot_be_read_is_an_error_not_a_plain_folder(data, model, tmp_path, command):
+    _copy_images(data / "imagesTr", data / "imagesTs")
+    (data / "dataset.json").write_text("{'channel_names': oops")
+    if command == "predict":
+        result = run("predict", model, data, tmp_path / "out", NO_PROGRESS)
+    else:
+        (tmp_path / "out").mkdir()
+        result = run("evaluate", tmp_path / "out", data)
+    assert_one_line_error(result, "dataset.json", "is not valid JSON", "layout cannot be recognised")
+    assert not list((tmp_path / "out").glob("*"))

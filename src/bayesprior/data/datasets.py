@@ -57,18 +57,33 @@ def _dataset_json_problem(folder: Path) -> str:
     path = folder / "dataset.json"
     if not path.exists():
         return ": there is no dataset.json"
+    unreadable = _unreadable_dataset_json(path)
+    if unreadable is not None:
+        return f": dataset.json {unreadable}"
+    keys = ", ".join(sorted(json.loads(path.read_text()))[:8]) or "none"
+    return f": dataset.json has the keys {keys}, which no layout expects (or its folders are missing)"
+
+
+def _unreadable_dataset_json(path: Path) -> str | None:
+    """Why the dataset.json at `path` cannot be read as a JSON object, or None if it can."""
     try:
         meta = json.loads(path.read_text())
     except UnicodeDecodeError:
-        return ": dataset.json is not UTF-8 text"
+        return "is not UTF-8 text"
     except json.JSONDecodeError as exc:
-        return f": dataset.json is not valid JSON ({exc})"
+        return f"is not valid JSON ({exc})"
     except OSError as exc:
-        return f": dataset.json cannot be read ({exc.strerror or exc})"
-    if not isinstance(meta, dict):
-        return f": dataset.json holds a JSON {type(meta).__name__}, not an object"
-    keys = ", ".join(sorted(meta)[:8]) or "none"
-    return f": dataset.json has the keys {keys}, which no layout expects (or its folders are missing)"
+        return f"cannot be read ({exc.strerror or exc})"
+    return None if isinstance(meta, dict) else f"holds a JSON {type(meta).__name__}, not an object"
+
+
+def _refuse_unreadable_dataset_json(folder: Path) -> None:
+    """`DataError` if `folder` has a dataset.json that cannot be read: no layout recognises the folder then,
+    and reading it as a plain folder would silently take other files than the dataset declares."""
+    path = folder / "dataset.json"
+    problem = _unreadable_dataset_json(path) if path.is_file() else None
+    if problem is not None:
+        raise DataError(path, f"{problem}, so the dataset's layout cannot be recognised")
 
 
 def read_dataset(folder: str | Path, layout: str | None = None, *, channel: str | int | None = None,
@@ -178,6 +193,7 @@ def prediction_files(folder: str | Path, layout: str | None = None, *, channel: 
         raise DataError(folder, "is not a folder" if folder.exists() else "does not exist")
     name = layout or find_layout(folder)
     if name is None:
+        _refuse_unreadable_dataset_json(folder)
         return _plain_folder_files(nifti_inputs(folder), channel, folder)
     try:
         return dataset_files(folder, name, channel=channel, subset="test", allow_outside_paths=allow_outside_paths)
@@ -223,10 +239,12 @@ def label_files(folder: str | Path) -> dict[str, Path]:
     ``labelsTr``) named ``<case id>.nii.gz``.
 
     Raises:
-        DataError: two files with one case id, unreadable dataset files.
+        DataError: two files with one case id, unreadable dataset files or dataset.json.
     """
     folder = Path(folder)
     name = find_layout(folder) if folder.is_dir() else None
+    if name is None and folder.is_dir():
+        _refuse_unreadable_dataset_json(folder)
     lister = None if name is None else dataset_layout_registry().get(name).extras.get("label_files")
     if lister is not None:
         return dict(sorted(lister(folder).items()))
