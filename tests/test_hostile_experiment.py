@@ -118,8 +118,8 @@ def test_a_source_model_with_a_pickle_payload_is_refused_without_advising_an_opt
     torch.save({"format": "bayesprior.model/1", "kind": "deterministic", "architecture": None, "state_dict": {},
                 "extra": {"note": Payload(marker)}}, tmp_path / "zoo.pt")
     config = _config(tmp_path)
-    config.write_text(config.read_text().replace('synthetic = { kind = "ms", cases = 3, shape = [16, 16, 16], seed = 1 }',
-                                                 f'models = ["{tmp_path / "zoo.pt"}"]'))
+    source = 'synthetic = { kind = "ms", cases = 3, shape = [16, 16, 16], seed = 1 }'
+    config.write_text(config.read_text().replace(source, f'models = ["{tmp_path / "zoo.pt"}"]'))
     line = assert_one_line_error(run("experiment", config, "--out", tmp_path / "out", "--quiet"),
                                  "[source] models", "zoo.pt", "plain types", "trust=True")
     assert "--trust-file" not in line and not marker.exists()

@@ -134,7 +134,8 @@ def test_a_kernel_bank_header_above_its_cap_is_refused(tmp_path, monkeypatch):
     bank = _bank(tmp_path / "bank.npz")
     monkeypatch.setattr(kernels, "BANK_LIMITS", NpzLimits(max_arrays=8, max_bytes=2**20,
                                                           max_bytes_per_name={"header_json": 100}, compressed=False))
-    assert_one_line_error(run("info", bank), "bank.npz", "array 'header_json' declares", "more than the 100 it may have")
+    assert_one_line_error(run("info", bank), "bank.npz", "array 'header_json' declares",
+                          "more than the 100 it may have")
 
 
 def test_a_torch_file_whose_records_inflate_is_refused_before_torch_reads_it(tmp_path, nothing_is_loaded):

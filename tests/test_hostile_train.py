@@ -306,7 +306,7 @@ def test_a_symbolic_link_to_a_file_outside_the_dataset_is_refused_in_every_layou
         root = dataset(tmp_path / "ds", n=2)
         linked = root / "imagesTr" / "case01_0000.nii.gz"
     elif layout == "msd":
-        root = _msd(tmp_path / "ds", [("imagesTr/a.nii.gz", "labelsTr/a.nii.gz"), ("imagesTr/b.nii.gz", "labelsTr/b.nii.gz")])
+        root = _msd(tmp_path / "ds", [(f"imagesTr/{c}.nii.gz", f"labelsTr/{c}.nii.gz") for c in "ab"])
         linked = root / "labelsTr" / "b.nii.gz"
     else:
         for patient in ("P1", "P2"):
@@ -317,7 +317,8 @@ def test_a_symbolic_link_to_a_file_outside_the_dataset_is_refused_in_every_layou
     _link_outside(linked, tmp_path)
     with pytest.raises(DataError, match="lies outside the dataset folder") as info:
         read_dataset(root)
-    assert str(linked) in str(info.value) and "secret_" in str(info.value) and "--allow-outside-paths" in str(info.value)
+    message = str(info.value)
+    assert str(linked) in message and "secret_" in message and "--allow-outside-paths" in message
     assert len(read_dataset(root, allow_outside_paths=True)) == 2  # linked on purpose: the way to read it
 
 

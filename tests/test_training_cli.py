@@ -24,8 +24,8 @@ def test_train_predict_evaluate_end_to_end(tiny_architecture, tmp_path):
                                  "--epochs", "2", "--no-progress", "--no-cache"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     model = tmp_path / "run" / "model.pt"
-    result = runner.invoke(cli, ["predict", str(model), str(data / "imagesTr"), str(tmp_path / "pred"), "--roi", "8,8,8",
-                                 "--no-progress"], catch_exceptions=False)
+    result = runner.invoke(cli, ["predict", str(model), str(data / "imagesTr"), str(tmp_path / "pred"),
+                                 "--roi", "8,8,8", "--no-progress"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz"))
     assert written == [f"case{i:02d}.nii.gz" for i in range(4)]

@@ -55,8 +55,9 @@ def predict_command(model, in_dir, out_dir, samples, roi, overlap, largest_compo
     IN_DIR is a folder of NIfTI images (or its imagesTs), or a dataset folder of any registered
     layout: an nnU-Net or MSD dataset, a BRATS folder or one patient's folder (--channel picks the sequence).
     Only test images are taken from a dataset (imagesTs, MSD's 'test' list); to predict training images,
-    give their folder (e.g. DATASET/imagesTr). The preprocessing the model file records (spacing, shape, intensities and their statistics) is redone
-    by itself; the preprocessing options are for model files that record none.
+    give their folder (e.g. DATASET/imagesTr). The preprocessing the model file records (spacing, shape,
+    intensities and their statistics) is redone by itself; the preprocessing options are for model files that
+    record none.
 
     OUT_DIR keeps a manifest (bayesprior_predictions.json) of the files written, with the model's
     SHA-256 and the settings. A file there that bayesprior did not write is never replaced without

@@ -358,8 +358,8 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
         target = config.resample_shape
     elif config.spacing is not None:
         target = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(image.shape, zooms, config.spacing))
-        refuse_too_many_voxels(target, resampling_option(config), f" for case {case.case_id!r} "
-                               f"({'x'.join(map(str, image.shape))} voxels of {'x'.join(f'{z:.3g}' for z in zooms)} mm)")
+        grid = f"{'x'.join(map(str, image.shape))} voxels of {'x'.join(f'{z:.3g}' for z in zooms)} mm"
+        refuse_too_many_voxels(target, resampling_option(config), f" for case {case.case_id!r} ({grid})")
     if target is not None and tuple(target) != image.shape:
         image = _resample(image, target, order=3)
         brain = _resample(brain.astype(np.float32), target, order=1) >= 0.5

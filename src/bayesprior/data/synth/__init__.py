@@ -24,7 +24,8 @@ DATASET_NAMES = {"ms": "SynMS", "tumour": "SynBraTS"}
 LABELS = {"ms": {"background": 0, "lesion": 1},
           "tumour": {"background": 0, "necrotic/non-enhancing core": 1, "edema": 2, "enhancing tumour": 4}}
 
-__all__ = ["synthesize_dataset", "synthetic_case_ids", "generate_case", "SyntheticCase", "case_seed", "healthy_anatomy", "atlas_folder",
+__all__ = ["synthesize_dataset", "synthetic_case_ids", "generate_case", "SyntheticCase", "case_seed",
+           "healthy_anatomy", "atlas_folder",
            "GENERATOR_VERSION", "MNI_NOTICE", "KINDS"]
 
 
