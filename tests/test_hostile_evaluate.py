@@ -94,3 +94,29 @@ def test_an_output_folder_under_a_regular_file_is_one_line_naming_it(folders, tm
     preds, labels = folders
     (tmp_path / "file").write_text("x")
     assert_one_line_error(run("evaluate", preds, labels, "--out-dir", tmp_path / "file" / "eval"), "Not a directory")
+
+
+# ------------------------------------------------------------------------------- one model per folder
+def _manifest(preds, owners):
+    """A prediction manifest saying which run (model "a" or "b") wrote each file of `owners`."""
+    runs = {name: {"model": f"{name}.pt", "model_sha256": name * 64, "settings": {"overlap": 0.5}, "preprocess": {}}
+            for name in set(owners.values())}
+    files = {f"{case}.nii.gz": {"run": owner, "input": f"{case}_0000.nii.gz"} for case, owner in owners.items()}
+    (preds / "bayesprior_predictions.json").write_text(json.dumps({"format": "bayesprior.predictions/1",
+                                                                   "runs": runs, "files": files}))
+
+
+def test_predictions_of_two_models_are_refused_unless_allowed(folders):
+    preds, labels = folders
+    _manifest(preds, {"case0": "a", "case1": "a", "case2": "b"})
+    assert_one_line_error(run("evaluate", preds, labels), "holds predictions of 2 models or settings",
+                          "model a.pt (SHA-256 aaaaaaaaaaaa) -> b.pt (SHA-256 bbbbbbbbbbbb)", "--allow-mixed-models")
+    assert not (preds / "summary.json").exists()
+    assert_ok(run("evaluate", preds, labels, "--allow-mixed-models"))
+    assert json.loads((preds / "summary.json").read_text())["n_cases"] == 3
+
+
+def test_predictions_of_one_model_are_scored(folders):
+    preds, labels = folders
+    _manifest(preds, {"case0": "a", "case1": "a", "case2": "a"})
+    assert_ok(run("evaluate", preds, labels))

@@ -107,3 +107,43 @@ def test_a_damaged_run_result_is_named(tmp_path):
     (out / "results" / "split0_n1_ri.json").write_text('{"split": 0, "trai')
     assert_one_line_error(run("experiment", _config(tmp_path), "--out", out, "--stage", "report", "--quiet"),
                           "split0_n1_ri.json", "is not a run result")
+
+
+def test_a_source_model_with_a_pickle_payload_is_refused_without_advising_an_option_experiment_lacks(tmp_path):
+    import torch
+
+    from hostile import Payload
+
+    marker = tmp_path / "ran"
+    torch.save({"format": "bayesprior.model/1", "kind": "deterministic", "architecture": None, "state_dict": {},
+                "extra": {"note": Payload(marker)}}, tmp_path / "zoo.pt")
+    config = _config(tmp_path)
+    source = 'synthetic = { kind = "ms", cases = 3, shape = [16, 16, 16], seed = 1 }'
+    config.write_text(config.read_text().replace(source, f'models = ["{tmp_path / "zoo.pt"}"]'))
+    line = assert_one_line_error(run("experiment", config, "--out", tmp_path / "out", "--quiet"),
+                                 "[source] models", "zoo.pt", "plain types", "trust=True")
+    assert "--trust-file" not in line and not marker.exists()
+
+
+def test_unknown_ids_of_a_split_file_are_named_before_any_data_are_made(tmp_path):
+    import json
+
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["SynBraTS_0001"], "test": ["nope"]}))
+    config = _config(tmp_path, protocol='split_file = "split.json"')
+    config.write_text(config.read_text().replace("train_sizes = [1]\n", ""))  # the default sizes: up to 20
+    line = assert_one_line_error(run("experiment", config, "--out", tmp_path / "out", "--quiet"),
+                                 "split.json (test list): 1 case(s) not in the target dataset: ['nope']")
+    assert "train size" not in line
+    assert not (tmp_path / "out" / "data").exists() and not (tmp_path / "out" / "source").exists()
+
+
+def test_a_split_file_too_short_for_the_train_sizes_names_both_before_any_data_are_made(tmp_path):
+    import json
+
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["SynBraTS_0001"], "test": ["SynBraTS_0002"]}))
+    config = _config(tmp_path, protocol='split_file = "split.json"')
+    config.write_text(config.read_text().replace("train_sizes = [1]\n", ""))
+    assert_one_line_error(run("experiment", config, "--out", tmp_path / "out", "--quiet"),
+                          "split.json (train list) lists 1 case(s) to train on",
+                          "the largest of protocol.train_sizes [5, 10, 15, 20] is 20")
+    assert not (tmp_path / "out" / "data").exists()

@@ -1,7 +1,9 @@
 """Hostile and bad files for `harvest`, `fit-prior`, `show-kernels`, `show-cases`, `synth` and `arch`, and a
 pickle payload for every loader not covered by test_safe_load.py (preprocessing cache, corrnormal prior):
 each ends in one clear error line, or in a documented, correct result; no payload ever runs."""
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -84,6 +86,84 @@ def test_show_kernels_refuses_a_prior_file_with_a_pickle_payload(tmp_path):
     assert not marker.exists()
 
 
+# --------------------------------------------------------------- small files that declare huge contents
+@pytest.fixture
+def nothing_is_loaded(monkeypatch):
+    """Fail the test if a file is handed to torch.load or np.load: it should have been refused before."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the file was loaded although it declares more than it may")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(np, "load", refuse)
+
+
+def _npy(shape, dtype="<f4", data=b"\0" * 16):
+    """The bytes of an .npy file whose header declares `shape` and `dtype`, followed by `data` only."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + data
+
+
+def _npz(path, members, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, payload in members.items():
+            archive.writestr(f"{name}.npy", payload)
+    return path
+
+
+def test_an_npz_whose_header_declares_a_terabyte_is_refused_before_it_is_read(tmp_path, nothing_is_loaded):
+    header = np.array(json.dumps({"format": BANK_FORMAT}))
+    path = _npz(tmp_path / "bank.npz", {"header_json": _npy((), header.dtype.str, header.tobytes()),
+                                        "kernels__g": _npy((10**12, 3, 3, 3))})
+    assert_one_line_error(run("info", path), "bank.npz", "array 'kernels__g' declares 108,000,000,000,000 bytes",
+                          "refused before reading")
+
+
+def test_a_kernel_bank_with_a_compressed_inflating_header_is_refused_before_it_is_read(tmp_path, nothing_is_loaded):
+    header = np.array(json.dumps({"format": BANK_FORMAT, "padding": " " * 1_000_000}))  # inflates 1000-fold
+    path = _npz(tmp_path / "bank.npz", {"header_json": _npy((), header.dtype.str, header.tobytes())},
+                zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 100_000
+    assert_one_line_error(run("info", path), "bank.npz", "array 'header_json' is compressed", "refused before reading")
+
+
+def test_a_kernel_bank_header_above_its_cap_is_refused(tmp_path, monkeypatch):
+    import bayesprior.kernels as kernels
+    from bayesprior.safe_load import NpzLimits
+
+    bank = _bank(tmp_path / "bank.npz")
+    monkeypatch.setattr(kernels, "BANK_LIMITS", NpzLimits(max_arrays=8, max_bytes=2**20,
+                                                          max_bytes_per_name={"header_json": 100}, compressed=False))
+    assert_one_line_error(run("info", bank), "bank.npz", "array 'header_json' declares",
+                          "more than the 100 it may have")
+
+
+def test_a_torch_file_whose_records_inflate_is_refused_before_torch_reads_it(tmp_path, nothing_is_loaded):
+    plain = tmp_path / "plain.pt"
+    model_file(plain)
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for record in source.infolist():
+            target.writestr(record.filename, source.read(record.filename))
+        target.writestr("model/data/999", b"\0" * 10_000_000)  # 10 MB of zeros in some kilobytes
+    assert path.stat().st_size < 1_000_000
+    for command in (["info", path], ["predict", path, tmp_path, tmp_path / "out"]):
+        assert_one_line_error(run(*command), "model.pt", "bytes of data in a file of", "refused before reading")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_torch_file_with_too_many_records_is_refused(tmp_path, monkeypatch):
+    import bayesprior.safe_load as safe_load
+
+    monkeypatch.setattr(safe_load, "MAX_TORCH_RECORDS", 3)
+    assert_one_line_error(run("info", model_file(tmp_path / "model.pt")), "model.pt", "more than the 3 a torch file")
+
+
+def test_info_on_a_device_says_it_is_no_regular_file_not_that_it_is_missing():
+    line = assert_one_line_error(run("info", "/dev/zero"), "/dev/zero", "is not a regular file")
+    assert "no such file" not in line
+
+
 # ------------------------------------------------------------------------ other loaders' payloads
 def test_a_preprocessing_cache_entry_with_a_pickle_payload_is_refused_and_rebuilt(tmp_path):
     data = dataset(tmp_path / "ds", n=2)
@@ -131,12 +211,42 @@ def test_synth_refuses_a_folder_another_process_writes_into(tmp_path):
         assert_one_line_error(run(*SYNTH, "--out", tmp_path / "data"), "dataset folder is in use")
 
 
-def test_synth_again_with_other_settings_remakes_every_case(tmp_path):
-    assert_ok(run(*SYNTH, "--out", tmp_path / "data", "--seed", "1"))
-    first = (tmp_path / "data" / "imagesTr" / "SynMS_0001_0000.nii.gz").read_bytes()
-    assert_ok(run(*SYNTH, "--out", tmp_path / "data", "--seed", "2"))
-    assert (tmp_path / "data" / "imagesTr" / "SynMS_0001_0000.nii.gz").read_bytes() != first
-    assert json.loads((tmp_path / "data" / "dataset.json").read_text())["generator"]["seed"] == 2
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _synth(out, kind="ms", seed=1, shape="16,16,16", cases=1):
+    return run("synth", "--kind", kind, "--cases", cases, "--shape", shape, "--seed", seed, "--out", out, "--quiet")
+
+
+@pytest.mark.parametrize("other, fragment", [
+    ({"kind": "tumour"}, "kind 'ms' -> 'tumour'"),
+    ({"seed": 2}, "seed 1 -> 2"),
+    ({"shape": "16,16,24"}, "shape [16, 16, 16] -> [16, 16, 24]"),
+])
+def test_synth_into_a_folder_of_another_synthetic_dataset_is_refused_and_keeps_it(tmp_path, other, fragment):
+    out = tmp_path / "data"
+    assert_ok(_synth(out, cases=2))
+    before = _files(out)
+    assert_one_line_error(_synth(out, **other), "holds a synthetic dataset made with other settings", fragment,
+                          "choose an empty or new folder")
+    assert _files(out) == before
+
+
+def test_synth_again_with_the_same_settings_resumes_and_adds_cases(tmp_path):
+    out = tmp_path / "data"
+    assert_ok(_synth(out))
+    first = (out / "imagesTr" / "SynMS_0001_0000.nii.gz").read_bytes()
+    assert_ok(_synth(out, cases=2))
+    assert (out / "imagesTr" / "SynMS_0001_0000.nii.gz").read_bytes() == first
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 2
+
+
+def test_synth_into_a_folder_of_an_older_synthetic_dataset_of_another_kind_is_refused(tmp_path):
+    out = tmp_path / "data"
+    assert_ok(_synth(out))
+    (out / ".bayesprior-synth.json").unlink()  # older versions wrote none: dataset.json says what it is
+    assert_one_line_error(_synth(out, kind="tumour"), "kind 'ms' -> 'tumour'")
 
 
 def test_show_cases_describes_a_dataset_json_that_is_not_an_object(tmp_path):

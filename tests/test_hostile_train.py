@@ -228,6 +228,24 @@ def test_inputs_below_the_networks_minimum_size_are_refused_clearly(tmp_path):
     assert_one_line_error(_train(small, tmp_path / "run"), "below the network's minimum", "16")
 
 
+@pytest.mark.parametrize("option, fragment", [
+    (["--spacing", "1e6"], "--spacing 1e+06 resamples case 'case0"),
+    (["--resample-shape", "1,1,1"], "--resample-shape 1,1,1 resamples case 'case0"),
+])
+def test_a_resampling_below_the_networks_minimum_is_blamed_on_its_option(data, tmp_path, option, fragment):
+    line = assert_one_line_error(_train(data, tmp_path / "run", *option), fragment, "from 16x16x16 to 1x1x1 voxels",
+                                 "below the smallest input unet3d")
+    assert "--shape" not in line
+
+
+def test_a_spacing_above_the_voxel_limit_is_refused_before_anything_is_allocated(data, tmp_path, monkeypatch):
+    import bayesprior.data.preprocess as preprocess
+
+    monkeypatch.setattr(preprocess, "_resample", lambda *args, **kwargs: pytest.fail("resampled anyway"))
+    assert_one_line_error(_train(data, tmp_path / "run", "--spacing", "0.01"), "--spacing 0.01 asks for",
+                          "for case 'case00'", "give a coarser --spacing")
+
+
 def test_a_run_folder_under_a_regular_file_is_one_line_naming_it(data, tmp_path):
     (tmp_path / "file").write_text("x")
     assert_one_line_error(_train(data, tmp_path / "file" / "run"), "Not a directory")
@@ -273,6 +291,50 @@ def test_msd_paths_outside_the_dataset_need_allow_outside_paths(tmp_path, where)
     assert [c.case_id for c in cases] == ["a", "b"]
 
 
+def _link_outside(path, tmp_path):
+    """Replace the file at `path` by a relative symbolic link to a file outside the dataset ("secret")."""
+    secret = tmp_path / "outside" / f"secret_{path.name}"
+    secret.parent.mkdir(exist_ok=True)
+    path.rename(secret)
+    path.symlink_to(os.path.relpath(secret, path.parent))
+    return path
+
+
+@pytest.mark.parametrize("layout", ["nnunet", "msd", "brats"])
+def test_a_symbolic_link_to_a_file_outside_the_dataset_is_refused_in_every_layout(tmp_path, layout):
+    if layout == "nnunet":
+        root = dataset(tmp_path / "ds", n=2)
+        linked = root / "imagesTr" / "case01_0000.nii.gz"
+    elif layout == "msd":
+        root = _msd(tmp_path / "ds", [(f"imagesTr/{c}.nii.gz", f"labelsTr/{c}.nii.gz") for c in "ab"])
+        linked = root / "labelsTr" / "b.nii.gz"
+    else:
+        for patient in ("P1", "P2"):
+            nifti(tmp_path / "ds" / "HGG" / patient / f"{patient}_t2.nii.gz", np.ones((16, 16, 16), np.float32))
+            nifti(tmp_path / "ds" / "HGG" / patient / f"{patient}_seg.nii.gz", np.zeros((16, 16, 16), np.uint8))
+        root = tmp_path / "ds"
+        linked = root / "HGG" / "P2" / "P2_t2.nii.gz"
+    _link_outside(linked, tmp_path)
+    with pytest.raises(DataError, match="lies outside the dataset folder") as info:
+        read_dataset(root)
+    message = str(info.value)
+    assert str(linked) in message and "secret_" in message and "--allow-outside-paths" in message
+    assert len(read_dataset(root, allow_outside_paths=True)) == 2  # linked on purpose: the way to read it
+
+
+def test_train_refuses_a_linked_image_in_one_line_naming_the_link_and_its_target(data, tmp_path):
+    _link_outside(data / "imagesTr" / "case01_0000.nii.gz", tmp_path)
+    assert_one_line_error(_train(data, tmp_path / "run"), "case01_0000.nii.gz", "resolves to",
+                          "lies outside the dataset folder", "--allow-outside-paths")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_folder_that_is_itself_a_link_is_read(tmp_path):
+    real = dataset(tmp_path / "real", n=2)
+    (tmp_path / "linked").symlink_to(real)
+    assert [c.case_id for c in read_dataset(tmp_path / "linked")] == ["case00", "case01"]
+
+
 def test_the_cache_notices_a_changed_file_outside_the_dataset_folder(tmp_path):
     outside = nifti(tmp_path / "elsewhere" / "b.nii.gz", np.ones((16, 16, 16), np.float32))
     nifti(tmp_path / "elsewhere" / "b_seg.nii.gz", np.zeros((16, 16, 16), np.uint8))
@@ -314,3 +376,38 @@ def test_a_training_set_read_twice_from_one_listing_is_never_silently_doubled(tm
     root = _msd(tmp_path / "msd", [("imagesTr/a.nii.gz", "labelsTr/a.nii.gz")] * 2)
     with pytest.raises(DataError, match="listed twice"):
         read_dataset(root)
+
+
+# ------------------------------------------------------------------------------------- split files
+MILLION = 10**6
+
+
+def _split_file(path, **lists):
+    path.write_text(json.dumps(lists))
+    return path
+
+
+def test_a_split_file_of_a_million_ids_is_checked_and_its_repeat_named(tmp_path):
+    from bayesprior.training.splits import read_split_file
+
+    ids = [f"case{i:07d}" for i in range(MILLION)]
+    split = read_split_file(_split_file(tmp_path / "split.json", train=ids[:-10], test=ids[-10:]))
+    assert len(split.train) == MILLION - 10 and split.test[0] == "case0999990"
+    with pytest.raises(DataError, match=r"lists case\(s\) \['case0000007'\] twice in 'train'"):
+        read_split_file(_split_file(tmp_path / "twice.json", train=[*ids, "case0000007"]))
+
+
+def test_train_with_a_split_file_of_a_million_unknown_ids_names_them_in_one_line(data, tmp_path):
+    split = _split_file(tmp_path / "split.json", train=[f"case{i:07d}" for i in range(MILLION)])
+    assert_one_line_error(_train(data, tmp_path / "run", "--split-file", split),
+                          "split.json", "names case(s) the dataset does not have: 'case0000000'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_split_file_above_the_size_limit_is_refused_before_it_is_parsed(data, tmp_path, monkeypatch):
+    import bayesprior.training.splits as splits
+
+    monkeypatch.setattr(splits, "MAX_SPLIT_FILE_BYTES", 100)
+    split = _split_file(tmp_path / "split.json", train=[f"case{i:02d}" for i in range(4)] * 5)
+    assert_one_line_error(_train(data, tmp_path / "run", "--split-file", split),
+                          "split.json", "more than the 100 a split file may have")

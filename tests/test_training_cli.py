@@ -24,8 +24,8 @@ def test_train_predict_evaluate_end_to_end(tiny_architecture, tmp_path):
                                  "--epochs", "2", "--no-progress", "--no-cache"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     model = tmp_path / "run" / "model.pt"
-    result = runner.invoke(cli, ["predict", str(model), str(data), str(tmp_path / "pred"), "--roi", "8,8,8",
-                                 "--no-progress"], catch_exceptions=False)
+    result = runner.invoke(cli, ["predict", str(model), str(data / "imagesTr"), str(tmp_path / "pred"),
+                                 "--roi", "8,8,8", "--no-progress"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz"))
     assert written == [f"case{i:02d}.nii.gz" for i in range(4)]
@@ -48,8 +48,8 @@ def test_bayesian_prediction_writes_probability_and_entropy(tiny_architecture, t
                                  "--method", "gaussian", "--prior-option", "scale=0.1", "--epochs", "1",
                                  "--no-progress", "--no-cache"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["predict", str(tmp_path / "run" / "model.pt"), str(data), str(tmp_path / "pred"),
-                                 "--samples", "3", "--no-progress"], catch_exceptions=False)
+    result = runner.invoke(cli, ["predict", str(tmp_path / "run" / "model.pt"), str(data / "imagesTr"),
+                                 str(tmp_path / "pred"), "--samples", "3", "--no-progress"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     probability = nib.load(tmp_path / "pred" / "case00_probability.nii.gz").get_fdata()
     entropy = nib.load(tmp_path / "pred" / "case00_entropy.nii.gz").get_fdata()

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bayesprior.data import Case, CaseFiles, resolve_channel, strip_nifti_suffix
-from bayesprior.errors import DataError
+from bayesprior.errors import DataError, MissingSubsetError
 
 from ._common import declared_label_values, read_dataset_json, try_dataset_json
 
@@ -22,7 +22,8 @@ def detect(folder: Path) -> bool:
 def _resolve(folder: Path, relative: object, meta_path: Path) -> Path:
     if not isinstance(relative, str) or not relative:
         raise DataError(meta_path, f"entry {relative!r} is not a file path")
-    # "../x" is collapsed but symbolic links are kept, so a linked dataset stays inside its folder
+    # "../x" is collapsed; symbolic links are kept in the path, and resolved by the check that every file lies
+    # inside the dataset folder (`bayesprior.data.datasets`), so a linked dataset folder stays inside itself
     path = Path(os.path.normpath(folder / relative))
     if not path.is_file():
         raise DataError(path, "listed in dataset.json but missing")
@@ -33,7 +34,9 @@ def files(folder: Path, *, channel: str | int | None = None, subset: str = "trai
     """The `training` (with labels) or `test` (images only) entries of an MSD task folder."""
     folder = Path(folder)
     meta_path = folder / "dataset.json"
-    meta = read_dataset_json(folder, REQUIRED_KEYS + (("test",) if subset == "test" else ()))
+    meta = read_dataset_json(folder, REQUIRED_KEYS)
+    if subset == "test" and "test" not in meta:
+        raise MissingSubsetError(meta_path, "declares no test images (dataset.json has no 'test' list)")
     modality = meta["modality"]
     if not isinstance(modality, dict) or not modality:
         raise DataError(meta_path, "'modality' must be a non-empty mapping like {\"0\": \"FLAIR\"}")

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bayesprior.data import Case, CaseFiles, channel_file_name, resolve_channel, split_channel_suffix
-from bayesprior.errors import DataError
+from bayesprior.errors import DataError, MissingSubsetError
 
 from ._common import declared_label_values, read_dataset_json, try_dataset_json
 
@@ -64,6 +64,8 @@ def files(folder: Path, *, channel: str | int | None = None, subset: str = "trai
     allowed = tuple(sorted(declared_label_values(meta["labels"], meta_path)))
     images_dir = folder / ("imagesTr" if subset == "train" else "imagesTs")
     if not images_dir.is_dir():
+        if subset == "test":
+            raise MissingSubsetError(folder, "declares no test images (it has no imagesTs folder)")
         raise DataError(images_dir, "folder is missing")
     case_ids = _case_ids(images_dir, ending, len(names))
     if subset == "train":

@@ -46,6 +46,11 @@ class DataError(PathError):
     """A data file or dataset folder is unreadable or inconsistent."""
 
 
+class MissingSubsetError(DataError):
+    """A dataset declares no cases of the subset asked for (no ``imagesTs`` folder, no ``test`` list): not a
+    broken dataset, so a caller may say what to do instead, but never silently read another subset."""
+
+
 class FolderInUseError(PathError):
     """Another process holds the lock of a run, experiment or prediction folder (see `bayesprior.locks`)."""
 

@@ -30,6 +30,7 @@ from .data.provenance import preprocessing_summary
 from .errors import CheckpointError, ConfigError
 from .grouping import group_by_resolution
 from .hashing import file_sha256
+from .safe_load import NpzLimits, load_npz
 from .plugins import architecture_groups, build_architecture
 from .tables import format_table
 from .version import __version__, command_line
@@ -37,6 +38,10 @@ from .version import __version__, command_line
 BANK_FORMAT = "bayesprior.kernel-bank/1"
 KERNEL_KEY_PREFIX = "kernels__"
 HEADER_KEY = "header_json"
+#: what a bank file may declare: it is written uncompressed (`KernelBank.save`), so it never holds more than its
+#: own size; a JSON header of megabytes, not gigabytes
+BANK_LIMITS = NpzLimits(max_arrays=4096, max_bytes=16 * 2**30, max_bytes_per_name={HEADER_KEY: 64 * 2**20},
+                        compressed=False)
 GROUP_BY = ("architecture", "resolution")
 #: the reference code's default (`KernelDataset3D(norm_thr=1e-2)`)
 DEFAULT_NORM_THRESHOLD = 1e-2
@@ -92,20 +97,17 @@ class KernelBank:
 
     @classmethod
     def load(cls, path: str | Path) -> "KernelBank":
-        """Read a bank written by `save`. Raises `CheckpointError` naming the file on a bad file."""
+        """Read a bank written by `save`, within `BANK_LIMITS`. Raises `CheckpointError` naming the file on a bad
+        file (one that declares more than the limits is refused before its arrays are read)."""
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(path, "no such kernel bank file")
+        data = load_npz(path, BANK_LIMITS)
+        if HEADER_KEY not in data:
+            raise CheckpointError(path, f"not a kernel bank (no {HEADER_KEY!r} array)")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if HEADER_KEY not in data.files:
-                    raise CheckpointError(path, f"not a kernel bank (no {HEADER_KEY!r} array)")
-                header = json.loads(str(data[HEADER_KEY]))
-                arrays = {k[len(KERNEL_KEY_PREFIX):]: data[k] for k in data.files if k.startswith(KERNEL_KEY_PREFIX)}
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(path, f"cannot be read as a kernel bank ({type(exc).__name__}: {exc})") from None
+            header = json.loads(str(data[HEADER_KEY]))
+        except ValueError as exc:
+            raise CheckpointError(path, f"cannot be read as a kernel bank (its header is not JSON: {exc})") from None
+        arrays = {k[len(KERNEL_KEY_PREFIX):]: v for k, v in data.items() if k.startswith(KERNEL_KEY_PREFIX)}
         if not isinstance(header, dict) or header.get("format") != BANK_FORMAT:
             found = header.get("format") if isinstance(header, dict) else type(header).__name__
             raise CheckpointError(path, f"not a kernel bank (format {found!r}, expected {BANK_FORMAT!r})")

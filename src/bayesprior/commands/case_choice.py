@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import click
 
-from ..training.splits import SPLIT_KEYS, read_split_file
+from ..training.splits import SPLIT_KEYS, read_split_file, repeated_ids
 
 DEFAULT_SUBSET = "test"
 
@@ -25,9 +25,9 @@ def parse_case_list(text: str, option: str = "--cases") -> tuple[str, ...]:
     ids = [c.strip() for c in text.split(",") if c.strip()]
     if not ids:
         raise click.UsageError(f"{option} {text!r} names no case id")
-    twice = sorted({i for i in ids if ids.count(i) > 1})
+    twice = repeated_ids(ids)
     if twice:
-        raise click.UsageError(f"{option} lists {', '.join(twice)} twice")
+        raise click.UsageError(f"{option} lists {', '.join(twice[:5])}{' ...' if len(twice) > 5 else ''} twice")
     return tuple(ids)
 
 
@@ -79,7 +79,8 @@ def chosen_cases(case_list: str | None, split_file: Path | None, subset: str | N
     if case_list is None:
         return CaseChoice(tuple(listed), split_file, subset, by_id=False)
     ids = parse_case_list(case_list)
-    outside = [i for i in ids if i not in set(listed)]
+    allowed = set(listed)
+    outside = [i for i in ids if i not in allowed]
     if outside:
         raise click.UsageError(f"--cases {','.join(outside[:5])}: not in the {subset!r} list of {split_file}")
     return CaseChoice(ids, split_file, subset)

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import BayespriorError
 from ..experiment.runs import parse_shard
-from ..safe_load import trusting_files
+from ..safe_load import offering_trust_option, trusting_files
 
 
 @contextmanager
@@ -176,7 +176,8 @@ def trust_file_option(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, trust_file: bool = False, **kwargs: Any) -> Any:
         if not trust_file:
-            return command(*args, **kwargs)
+            with offering_trust_option("--trust-file"):  # a refused file's message may name it
+                return command(*args, **kwargs)
         click.echo("warning: --trust-file: model files are read with the unsafe unpickler; "
                    "use it only for files whose origin you trust", err=True)
         with trusting_files():

@@ -25,12 +25,17 @@ from .case_choice import case_choice_options
               default=None, help="Folder of the <case>_probability maps (predict --probabilities or --samples writes "
                                  "them beside the masks): adds ECE, Brier score, voxel NLL and UEO, and "
                                  "reliability.png.")
+@click.option("--allow-mixed-models", is_flag=True,
+              help="Score a PRED_DIR whose manifest says its predictions come from several models or settings "
+                   "(refused otherwise: the mean would mix them).")
 @case_choice_options
-def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, probability_dir, cases):
+def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, probability_dir, allow_mixed_models,
+                     cases):
     """Per-case DSC and IoU (label > 0 is foreground), their means, per_case.csv and summary.json.
 
     Strict by default, as nnU-Net's evaluator: every label needs a prediction on the same grid (shape and
-    affine) holding label values only.
+    affine) holding label values only; predictions that PRED_DIR's manifest (bayesprior_predictions.json)
+    says come from several models or settings are refused without --allow-mixed-models.
 
     LABEL_DIR is a folder of labels <case id>.nii.gz, or a dataset folder of any registered layout (nnU-Net,
     MSD, BRATS), whose labels the layout finds.
@@ -54,7 +59,8 @@ def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, prob
                                report_dir / RELIABILITY_FIGURE)
     summary = evaluate_folders(pred_dir, label_dir, out_dir, empty_gt=empty_gt, allow_missing=allow_missing,
                                probability_dir=probability_dir, cases=None if cases is None else cases.ids,
-                               chosen_by=None if cases is None else cases.record())
+                               chosen_by=None if cases is None else cases.record(),
+                               allow_mixed_models=allow_mixed_models)
     if summary["missing_predictions"]:
         missing = summary["missing_predictions"]
         click.echo(f"warning: {len(missing)} labelled case(s) have no prediction and are not scored: "

@@ -31,7 +31,8 @@ from .common import SHAPE, Device, Spacing, trust_file_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the Monte-Carlo samples (each case's samples depend on it and the case id only).")
 @click.option("--overwrite", is_flag=True,
-              help="Replace files in OUT_DIR with the names of predictions that bayesprior did not write.")
+              help="Replace files in OUT_DIR with the names of predictions that bayesprior did not write, and remove "
+                   "the predictions of another model or other settings there first.")
 @click.option("--layout", default=None, help="Dataset layout of IN_DIR (detected when omitted).")
 @click.option("--channel", default=None, help="Channel or sequence to segment (name or index), as in train.")
 @case_choice_options
@@ -56,14 +57,18 @@ def predict_command(model, in_dir, out_dir, samples, probabilities, roi, overlap
     """Segment every case in IN_DIR with MODEL; write masks <case id>.nii.gz to OUT_DIR with each input's
     affine and header, on the input's grid.
 
-    IN_DIR is a folder of NIfTI images (or its imagesTs/imagesTr), or a dataset folder of any registered
+    IN_DIR is a folder of NIfTI images (or its imagesTs), or a dataset folder of any registered
     layout: an nnU-Net or MSD dataset, a BRATS folder or one patient's folder (--channel picks the sequence).
-    The preprocessing the model file records (spacing, shape, intensities and their statistics) is redone
-    by itself; the preprocessing options are for model files that record none.
+    Only test images are taken from a dataset (imagesTs, MSD's 'test' list); to predict training images,
+    give their folder (e.g. DATASET/imagesTr). The preprocessing the model file records (spacing, shape,
+    intensities and their statistics) is redone by itself; the preprocessing options are for model files that
+    record none.
 
     OUT_DIR keeps a manifest (bayesprior_predictions.json) of the files written, with the model's
     SHA-256 and the settings. A file there that bayesprior did not write is never replaced without
-    --overwrite, and OUT_DIR may not be the input folder or its labels' folder.
+    --overwrite, and OUT_DIR may not be the input folder or its labels' folder. OUT_DIR holds one model's
+    predictions with one set of settings: another model or other settings are refused (--overwrite
+    removes the earlier predictions first).
 
     --split-file F predicts only the cases of its 'test' list (--subset val|train for another), --cases ID,...
     only those cases.

@@ -217,8 +217,9 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
                             allow_outside_paths=allow_outside_paths, **read_options)
     cases = [c for c in cases if c.label is not None]
     if split is not None and split.val:
-        train_cases = [c for c in cases if c.case_id in split.train]
-        val_cases = [c for c in cases if c.case_id in split.val]
+        train_ids, val_ids = set(split.train), set(split.val)
+        train_cases = [c for c in cases if c.case_id in train_ids]
+        val_cases = [c for c in cases if c.case_id in val_ids]
     else:
         train_cases, val_cases = validation_split(cases, val_fraction, seeds[0])
     preprocess = recorded_config(cases)  # with the dataset statistics the intensity scheme needs (ct)
@@ -253,7 +254,8 @@ def _case_split(case_list: str | None, split_file: Path | None) -> CaseSplit | N
     ids = parse_case_list(case_list)
     if split is None:
         return CaseSplit(train=tuple(ids))
-    outside = [i for i in ids if i not in split.train]
+    listed = set(split.train)
+    outside = [i for i in ids if i not in listed]
     if outside:
         raise click.UsageError(f"--cases {','.join(outside[:5])}: not in the 'train' list of {split_file}")
     return CaseSplit(train=tuple(ids), val=split.val, test=split.test)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, MissingSubsetError
 from ..plugins import dataset_layout_registry
 from .cases import Case, CaseFiles, label_policy_values
 from .naming import case_ids, is_nifti_name, is_prediction_map, nifti_inputs, split_channel_suffix, strip_nifti_suffix
@@ -57,18 +57,33 @@ def _dataset_json_problem(folder: Path) -> str:
     path = folder / "dataset.json"
     if not path.exists():
         return ": there is no dataset.json"
+    unreadable = _unreadable_dataset_json(path)
+    if unreadable is not None:
+        return f": dataset.json {unreadable}"
+    keys = ", ".join(sorted(json.loads(path.read_text()))[:8]) or "none"
+    return f": dataset.json has the keys {keys}, which no layout expects (or its folders are missing)"
+
+
+def _unreadable_dataset_json(path: Path) -> str | None:
+    """Why the dataset.json at `path` cannot be read as a JSON object, or None if it can."""
     try:
         meta = json.loads(path.read_text())
     except UnicodeDecodeError:
-        return ": dataset.json is not UTF-8 text"
+        return "is not UTF-8 text"
     except json.JSONDecodeError as exc:
-        return f": dataset.json is not valid JSON ({exc})"
+        return f"is not valid JSON ({exc})"
     except OSError as exc:
-        return f": dataset.json cannot be read ({exc.strerror or exc})"
-    if not isinstance(meta, dict):
-        return f": dataset.json holds a JSON {type(meta).__name__}, not an object"
-    keys = ", ".join(sorted(meta)[:8]) or "none"
-    return f": dataset.json has the keys {keys}, which no layout expects (or its folders are missing)"
+        return f"cannot be read ({exc.strerror or exc})"
+    return None if isinstance(meta, dict) else f"holds a JSON {type(meta).__name__}, not an object"
+
+
+def _refuse_unreadable_dataset_json(folder: Path) -> None:
+    """`DataError` if `folder` has a dataset.json that cannot be read: no layout recognises the folder then,
+    and reading it as a plain folder would silently take other files than the dataset declares."""
+    path = folder / "dataset.json"
+    problem = _unreadable_dataset_json(path) if path.is_file() else None
+    if problem is not None:
+        raise DataError(path, f"{problem}, so the dataset's layout cannot be recognised")
 
 
 def read_dataset(folder: str | Path, layout: str | None = None, *, channel: str | int | None = None,
@@ -161,27 +176,30 @@ def prediction_files(folder: str | Path, layout: str | None = None, *, channel: 
                      allow_outside_paths: bool = False) -> list[CaseFiles]:
     """The images to predict in `folder`, one per case, labels left out.
 
-    A folder of a registered layout (a dataset, or one BRATS patient's folder) gives its test images, or its
-    training images when it has none, in the sequence or channel `channel`. Any other folder gives its NIfTI
-    files (or those of its ``imagesTs``/``imagesTr``); when they carry nnU-Net channel suffixes of several
-    channels (``_0000``, ``_0001``), `channel` (an index) picks one.
+    A folder of a registered layout (a dataset, or one BRATS patient's folder) gives its test images, in the
+    sequence or channel `channel`; never its training images instead: a dataset that declares no test images
+    is an error that says how to predict the training images (point at their folder). Any other folder gives
+    its NIfTI files (or those of its ``imagesTs``, `nifti_inputs`); when they carry nnU-Net channel suffixes
+    of several channels (``_0000``, ``_0001``), `channel` (an index) picks one.
 
     Raises:
-        DataError: no image, two images with one case id, unreadable dataset files.
+        MissingSubsetError: a dataset that declares no test images.
+        DataError: no image, two images with one case id, unreadable or undeclared dataset files, a file
+            outside the dataset (unless `allow_outside_paths`).
         ConfigError: several channels and no `channel`, or an unknown one.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "is not a folder" if folder.exists() else "does not exist")
     name = layout or find_layout(folder)
-    if name is not None:
-        try:
-            return dataset_files(folder, name, channel=channel, subset="test", allow_outside_paths=allow_outside_paths)
-        except DataError:
-            found = dataset_files(folder, name, channel=channel, subset="train",
-                                  allow_outside_paths=allow_outside_paths)
-            return [CaseFiles(f.case_id, f.image_path, None, f.channel_index) for f in found]
-    return _plain_folder_files(nifti_inputs(folder), channel, folder)
+    if name is None:
+        _refuse_unreadable_dataset_json(folder)
+        return _plain_folder_files(nifti_inputs(folder), channel, folder)
+    try:
+        return dataset_files(folder, name, channel=channel, subset="test", allow_outside_paths=allow_outside_paths)
+    except MissingSubsetError as exc:  # say how to predict the training images; never read them unasked
+        raise MissingSubsetError(exc.path, f"{exc.problem}; to predict its training images, give their folder "
+                                           f"(e.g. {folder / 'imagesTr'})") from None
 
 
 def _plain_folder_files(paths: Sequence[Path], channel: str | int | None, folder: Path) -> list[CaseFiles]:
@@ -221,10 +239,12 @@ def label_files(folder: str | Path) -> dict[str, Path]:
     ``labelsTr``) named ``<case id>.nii.gz``.
 
     Raises:
-        DataError: two files with one case id, unreadable dataset files.
+        DataError: two files with one case id, unreadable dataset files or dataset.json.
     """
     folder = Path(folder)
     name = find_layout(folder) if folder.is_dir() else None
+    if name is None and folder.is_dir():
+        _refuse_unreadable_dataset_json(folder)
     lister = None if name is None else dataset_layout_registry().get(name).extras.get("label_files")
     if lister is not None:
         return dict(sorted(lister(folder).items()))
@@ -264,9 +284,24 @@ def _refuse_duplicate_ids(cases: Sequence[Case]) -> None:
 
 
 def _refuse_outside_files(folder: Path, cases: Sequence[Case]) -> None:
-    root = os.path.abspath(folder)
+    """`DataError` for a case file that lies outside `folder` once symbolic links are resolved: a ``../`` or
+    absolute path, or a link inside the folder to a file elsewhere."""
+    root = _resolved(folder)
     for case in cases:
         for path in (case.image_path, case.label_path):
-            if path is not None and os.path.commonpath([root, os.path.abspath(path)]) != root:
-                raise DataError(path, f"lies outside the dataset folder {folder} (case {case.case_id!r}); "
-                                      "pass --allow-outside-paths (allow_outside_paths=True) to read it anyway")
+            if path is None:
+                continue
+            real = _resolved(path)
+            if os.path.commonpath([root, real]) != str(root):
+                target = "" if real == Path(os.path.abspath(path)) else f" (it resolves to {real})"
+                raise DataError(path, f"lies outside the dataset folder {folder}{target}, case {case.case_id!r}; "
+                                      "pass --allow-outside-paths (allow_outside_paths=True) to read it anyway, "
+                                      "e.g. for data linked there on purpose")
+
+
+def _resolved(path: str | Path) -> Path:
+    """`path` with every symbolic link resolved; `DataError` for a link loop."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a link loop, before Python 3.13
+        raise DataError(path, f"cannot be resolved ({exc})") from None

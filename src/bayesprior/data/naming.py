@@ -77,16 +77,31 @@ def is_prediction_map(path: Path) -> bool:
 
 
 def nifti_inputs(folder: str | Path) -> list[Path]:
-    """The NIfTI files of `folder`, or of its nnU-Net ``imagesTs``/``imagesTr`` sub-folder.
+    """The NIfTI files of `folder`, or, when it holds none, those of its nnU-Net ``imagesTs`` (test images).
+
+    The training images of an ``imagesTr`` beside are never taken instead: only when `folder` is that folder.
 
     Raises:
-        DataError: not a folder, or no NIfTI file in any of those places.
+        DataError: not a folder; no NIfTI file in `folder` and none in its ``imagesTs`` (an ``imagesTr``
+            inside is named, with how to predict it).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "is not a folder")
-    for candidate in (folder, folder / "imagesTs", folder / "imagesTr"):
-        files = sorted(p for p in candidate.glob("*") if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
-        if files:
-            return files
-    raise DataError(folder, "holds no NIfTI file (.nii or .nii.gz), nor does an imagesTs/imagesTr inside it")
+    own = _nifti_files(folder)
+    if own:
+        return own
+    test_images = folder / "imagesTs"
+    if test_images.is_dir():
+        found = _nifti_files(test_images)
+        if not found:
+            raise DataError(test_images, "holds no NIfTI file (.nii or .nii.gz)")
+        return found
+    if (folder / "imagesTr").is_dir():
+        raise DataError(folder, "holds no NIfTI file (.nii or .nii.gz) and no imagesTs folder of test images; to "
+                                f"predict the training images, give their folder ({folder / 'imagesTr'})")
+    raise DataError(folder, "holds no NIfTI file (.nii or .nii.gz), nor does an imagesTs inside it")
+
+
+def _nifti_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))

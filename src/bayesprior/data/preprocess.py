@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from scipy import ndimage
 
 from ..atomic import atomic_path, atomic_write_json, remove_stale_temp_files
 from ..errors import ConfigError, DataError
+from ..safe_load import NpzLimits, load_npz
 from .cases import Case
 from .datasets import check_folder, read_dataset
 
@@ -36,7 +38,13 @@ CT_STATISTICS = ("clip_low", "clip_high", "mean", "std")
 CT_PERCENTILES = (0.5, 99.5)
 CT_VOXELS_PER_CASE = 10_000
 LABEL_RESAMPLING = ("nearest", "linear")
+#: what a preprocessing cache entry may declare (`image`, `label`, `record`): a JSON record of megabytes
+CACHE_LIMITS = NpzLimits(max_arrays=3, max_bytes=8 * 2**30, max_bytes_per_name={"record": 64 * 2**20})
 RECORD_VERSION = 1
+#: the most voxels an image may have after resampling, cropping or padding (2**28: 1 GiB as float32, e.g.
+#: 1024 x 512 x 512); a spacing or shape that asks for more is refused, naming its option, before anything
+#: is allocated
+MAX_VOXELS = 2**28
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class PreprocessConfig:
                 value = tuple(int(v) for v in value)
                 if len(value) != 3 or min(value) < 1:
                     raise ConfigError(f"PreprocessConfig.{name} must be three positive integers, got {value!r}")
+                refuse_too_many_voxels(value, f"--{name.replace('_', '-')} {','.join(map(str, value))}")
                 object.__setattr__(self, name, value)
         if self.spacing is not None:
             spacing = tuple(float(v) for v in self.spacing)
@@ -85,6 +94,45 @@ class PreprocessConfig:
         if out["intensity_statistics"] is None:
             del out["intensity_statistics"]
         return out
+
+
+def refuse_too_many_voxels(shape: Sequence[int], asked_by: str, case: str = "") -> None:
+    """`ConfigError` naming the option `asked_by` (``"--spacing 0.01"``) if an image of `shape` would have more
+    than `MAX_VOXELS` voxels; `case` says which case, when a spacing made the shape."""
+    voxels = math.prod(int(n) for n in shape)
+    if voxels > MAX_VOXELS:
+        raise ConfigError(f"{asked_by} asks for {'x'.join(map(str, shape))} = {voxels:,} voxels{case}, more than the "
+                          f"{MAX_VOXELS:,} an image may have (bayesprior.data.preprocess.MAX_VOXELS); give a "
+                          f"{'coarser' if asked_by.startswith('--spacing') else 'smaller'} {asked_by.split()[0]}")
+
+
+def resampling_option(config: PreprocessConfig) -> str:
+    """The option that makes `config` resample, as a user gives it: ``"--spacing 4"``, ``"--resample-shape
+    40,48,40"`` (`config` must resample)."""
+    if config.spacing is not None:
+        values = {f"{v:g}" for v in config.spacing}
+        return f"--spacing {values.pop() if len(values) == 1 else ','.join(f'{v:g}' for v in config.spacing)}"
+    return f"--resample-shape {','.join(map(str, config.resample_shape))}"
+
+
+def refuse_resampling_below(prepared: Sequence[Any], min_size: Sequence[int] | None, network: str) -> None:
+    """`ConfigError` naming the resampling option if it made a case smaller than `network`'s smallest input
+    `min_size` on every axis (as `--spacing 1e6` makes one voxel), rather than the network's own complaint
+    about its input shape. Cases without a preprocessing record, or not resampled, pass."""
+    if min_size is None:
+        return
+    for case in prepared:
+        record = getattr(case, "record", None)
+        if not isinstance(record, dict) or record.get("shape_after_resample") == record.get("shape_before_resample"):
+            continue
+        after = record["shape_after_resample"]
+        if all(n < m for n, m in zip(after, min_size)):
+            option = resampling_option(PreprocessConfig(**record["config"]))
+            raise ConfigError(f"{option} resamples case {case.case_id!r} from "
+                              f"{'x'.join(map(str, record['shape_before_resample']))} to {'x'.join(map(str, after))} "
+                              f"voxels, below the smallest input {network} takes ({'x'.join(map(str, min_size))}, "
+                              f"one axis at least); give a {'finer' if option.startswith('--spacing') else 'larger'} "
+                              f"{option.split()[0]}")
 
 
 def _checked_statistics(statistics: Any, intensity: str) -> dict[str, float]:
@@ -310,6 +358,8 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
         target = config.resample_shape
     elif config.spacing is not None:
         target = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(image.shape, zooms, config.spacing))
+        grid = f"{'x'.join(map(str, image.shape))} voxels of {'x'.join(f'{z:.3g}' for z in zooms)} mm"
+        refuse_too_many_voxels(target, resampling_option(config), f" for case {case.case_id!r} ({grid})")
     if target is not None and tuple(target) != image.shape:
         image = _resample(image, target, order=3)
         brain = _resample(brain.astype(np.float32), target, order=1) >= 0.5
@@ -329,6 +379,7 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
     for target in targets:
         if target is None:
             target = tuple(-(-n // k) * k for n in image.shape)
+            refuse_too_many_voxels(target, f"divisible_by {k}", f" for case {case.case_id!r}")
         crops, pads = _crop_or_pad_plan(image.shape, target)
         steps.append({"input_shape": list(image.shape), "crop": crops, "pad": pads})
         image = _apply_crop_pad(image, crops, pads)
@@ -411,15 +462,17 @@ def _save_prepared(prepared: Prepared, path: Path) -> None:
 
 
 def _load_prepared(path: Path) -> Prepared:
-    """One cached case; a file holding anything but plain arrays (a pickle) is refused, never run."""
+    """One cached case; a file holding anything but plain arrays (a pickle), or declaring more than
+    `CACHE_LIMITS`, is refused, never run or read."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            record = json.loads(data["record"].tobytes().decode())
-            label = data["label"] if "label" in data.files else None
-            image = data["image"]
-    except Exception as exc:
-        raise DataError(path, f"corrupt preprocessing cache entry ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no details'})") from None
+        data = load_npz(path, CACHE_LIMITS, DataError)
+        record = json.loads(data["record"].tobytes().decode())
+        label = data.get("label")
+        image = data["image"]
+    except DataError as exc:
+        raise DataError(path, f"corrupt preprocessing cache entry ({exc.problem})") from None
+    except (KeyError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataError(path, f"corrupt preprocessing cache entry ({type(exc).__name__}: {exc})") from None
     if not isinstance(record, dict) or not isinstance(record.get("case_id"), str) or image.dtype.kind != "f":
         raise DataError(path, "corrupt preprocessing cache entry (not a preprocessed case)")
     return Prepared(record["case_id"], image, label, record)

@@ -36,7 +36,7 @@ from ..data.datasets import label_files, nifti_by_case
 from ..data.naming import NIFTI_SUFFIXES, PROBABILITY_SUFFIX, is_prediction_map, strip_nifti_suffix
 from ..data.nifti import read_image, read_label_values, read_volume
 from ..errors import DataError
-from ..inference.prediction_folder import recorded_inputs
+from ..inference.prediction_folder import describe_difference, predictors_of, recorded_inputs
 from .calibration import body_mask, plot_reliability_diagram
 from .scoring import CaseScores
 
@@ -46,7 +46,7 @@ RELIABILITY_FIGURE = "reliability.png"
 def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str | Path | None = None,
                      empty_gt: str = "exclude", allow_missing: bool = False,
                      probability_dir: str | Path | None = None, cases: Sequence[str] | None = None,
-                     chosen_by: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     chosen_by: Mapping[str, Any] | None = None, allow_mixed_models: bool = False) -> dict[str, Any]:
     """Score every prediction against its label (or only the cases `cases` names); write ``per_case.csv`` and
     ``summary.json`` to `out_dir` (default: `pred_dir`) and return the summary, which lists the scored case ids
     (``scored_cases``) and, given `chosen_by`, what chose them (``case_choice``: the split file and its list).
@@ -59,9 +59,12 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
         cases: the case ids to score: predictions of other cases are left alone, and each of these needs a
             label (and a prediction, unless `allow_missing`).
         chosen_by: recorded as the summary's ``case_choice`` (e.g. the split file and its list).
+        allow_mixed_models: score predictions that `pred_dir`'s manifest says come from several models or
+            settings (refused otherwise: the mean would mix them).
     Raises:
         DataError: a missing folder, a prediction without a label, a label without a prediction (unless
-            `allow_missing`), shapes or affines that differ, or a prediction holding other values than labels;
+            `allow_missing`), predictions of several models or settings (unless `allow_mixed_models`), shapes
+            or affines that differ, or a prediction holding other values than labels;
             with `probability_dir`, a missing, unreadable or off-grid map, or one holding values outside [0, 1].
     """
     scores = CaseScores(empty_gt)  # checks the policy before any file is read
@@ -79,6 +82,8 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     if missing and not allow_missing:
         raise DataError(pred_dir, f"has no prediction for {len(missing)} labelled case(s) {missing[:5]}; pass "
                                   "--allow-missing (allow_missing=True) to score the others and list these")
+    if not allow_mixed_models:
+        _refuse_mixed_models(pred_dir, [predictions[case_id].name for case_id in sorted(predictions)])
     images = {} if probability_dir is None else _input_images(Path(probability_dir), pred_dir)
     no_image = []
     predicted_values: dict[str, set[int]] = {}
@@ -131,6 +136,19 @@ def _only_cases(labels: dict[str, Path], predictions: dict[str, Path], cases: Se
         raise DataError(label_dir, f"has no label of case(s) {', '.join(map(repr, unlabelled[:5]))}"
                                    f"{' ...' if len(unlabelled) > 5 else ''} (named by --cases or --split-file)")
     return ({c: labels[c] for c in cases}, {c: predictions[c] for c in cases if c in predictions})
+
+
+def _refuse_mixed_models(pred_dir: Path, names: list[str]) -> None:
+    """`DataError` if the manifest of `pred_dir` says that the predictions `names` come from several models or
+    settings (`bayesprior.inference.prediction_folder.predictors_of`)."""
+    runs = predictors_of(pred_dir, names)
+    if len(runs) > 1:
+        (first, first_names), (second, second_names) = runs[:2]
+        raise DataError(pred_dir, f"holds predictions of {len(runs)} models or settings, which one mean would mix "
+                                  f"({describe_difference(first, second)}: {len(first_names)} and "
+                                  f"{len(second_names)} file(s), e.g. {first_names[0]} and {second_names[0]}); score "
+                                  "one model's predictions at a time, or pass --allow-mixed-models "
+                                  "(allow_mixed_models=True)")
 
 
 def probability_file(folder: Path, case_id: str) -> Path:

@@ -43,8 +43,9 @@ from ..data.cases import apply_label_policy
 from ..data.nifti import read_label_values, write_like
 from ..data.preprocess import (PreprocessConfig, affine_from_record, ct_normalised, ct_statistics,
                                header_from_record, invert, prepare_dataset, recorded_config)
+from ..data.datasets import dataset_case_ids
 from ..data.provenance import input_grid, preprocessing_summary
-from ..data.synth import synthesize_dataset
+from ..data.synth import synthesize_dataset, synthetic_case_ids
 from ..errors import CheckpointError, ConfigError, DataError, FolderInUseError, PluginError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
 from ..evaluation.calibration import body_mask
@@ -54,6 +55,7 @@ from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table
 from ..kernels import KernelBank, harvest_kernels
 from ..locks import folder_lock
 from ..plugins import build_architecture, check_prior_fit_options, prior_fitter, prior_source_file
+from ..safe_load import NpzLimits, load_npz
 from ..training.config import TrainConfig
 from ..training.methods import TrainingMethod, training_method
 from ..training.run_folder import input_files
@@ -67,6 +69,8 @@ from .runs import ResultStore, RunSpec, Split, all_runs, make_splits, shard_runs
 STAGES = ("all", "source", "target", "report")
 #: how often a shard looks again at a synthetic dataset that another shard is making
 DATA_WAIT_SECONDS = 2.0
+#: what a figure slice file may declare: a few 2D slices and a score
+FIGURE_SLICE_LIMITS = NpzLimits(max_arrays=16, max_bytes=256 * 2**20)
 #: run settings that do not change a run's result: left out of the settings a result is keyed by (the
 #: files behind ``source`` and ``prior_path`` are keyed by their content instead)
 NOT_RESULT_SETTINGS = ("progress", "device", "zoo_dir", "source", "prior_path")
@@ -653,8 +657,27 @@ class Experiment:
                 remove_stale_temp_files(self.out, recursive=True)
             return self._run_stages(shard, stage, rerun_changed, reuse_from)
 
+    def check_case_lists(self) -> None:
+        """The listed test and training cases (``protocol.test_cases``, ``train_cases``, ``split_file``) against
+        the target's case ids, before any work: a dataset folder's ids are listed without reading its images,
+        a synthetic target's are known before it is made. Raises ConfigError naming unknown ids first, then a
+        list too short for the train sizes (`make_splits`)."""
+        c, spec = self.config, self.config.target
+        if not (c.test_cases or c.train_cases):
+            return
+        if spec.path is None:
+            ids = synthetic_case_ids(spec.synthetic_kind, spec.synthetic_cases)
+        elif Path(spec.path).is_dir():
+            ids = dataset_case_ids(spec.path, spec.layout, channel=spec.channel,
+                                   allow_outside_paths=spec.allow_outside_paths)
+        else:
+            return  # a missing folder is named when the data are read
+        make_splits(ids, c)
+
     def _run_stages(self, shard: tuple[int, int], stage: str, rerun_changed: bool = False,
                     reuse_from: Path | None = None) -> str | None:
+        if stage != "report":
+            self.check_case_lists()
         atomic_write_json(self.config.to_dict(), self.out / "experiment.json")
         source = None
         priors: dict[str, Path] = {}
@@ -784,13 +807,13 @@ def _grid_note(results: Sequence[dict[str, Any]]) -> str:
 
 
 def _figure_slice(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a figure slice file (plain arrays only: a pickle is refused, never run)."""
+    """The arrays of a figure slice file (plain arrays only, within `FIGURE_SLICE_LIMITS`: a pickle is refused,
+    never run)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as exc:
-        raise DataError(path, f"is not a figure slice of this experiment ({type(exc).__name__}); remove it and "
-                              "its result to redo that run") from None
+        return load_npz(path, FIGURE_SLICE_LIMITS, DataError)
+    except DataError as exc:
+        raise DataError(path, f"is not a figure slice of this experiment ({exc.problem}); remove it and its result "
+                              "to redo that run") from None
 
 
 @contextmanager

@@ -55,7 +55,8 @@ def make_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Split
     """Seeded splits (seed first_split_seed + i): a random test set of test_size, the rest shuffled as the pool.
 
     With ``protocol.test_cases`` every split tests on those cases and shuffles the others (or
-    ``protocol.train_cases``) as its pool. Raises ConfigError naming the key of a case the data lack.
+    ``protocol.train_cases``) as its pool. Raises ConfigError naming the key (or the split file) of a case the
+    data lack, then of a list too short for the train sizes.
     """
     if config.test_cases or config.train_cases:
         return _listed_splits(case_ids, config)
@@ -74,13 +75,20 @@ def make_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Split
     return splits
 
 
+def _list_name(config: ExperimentConfig, key: str) -> str:
+    """Where a case list came from, as the user wrote it: ``protocol.test_cases``, or the split file's list."""
+    if config.split_file is not None:
+        return f"protocol.split_file {config.split_file} ({'test' if key == 'test_cases' else 'train'} list)"
+    return f"protocol.{key}"
+
+
 def _listed_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Split]:
     known = set(case_ids)
     for key in ("test_cases", "train_cases"):
         missing = [i for i in getattr(config, key) if i not in known]
         if missing:
-            raise ConfigError(f"protocol.{key}: {len(missing)} case(s) not in the target dataset: {missing[:5]} "
-                              f"(it has {sorted(known)[:3]}...)")
+            raise ConfigError(f"{_list_name(config, key)}: {len(missing)} case(s) not in the target dataset: "
+                              f"{missing[:5]} (it has {sorted(known)[:3]}...)")
     if config.test_cases:
         test = tuple(sorted(config.test_cases))
     else:  # a random test set of test_size from the cases not listed for training
@@ -92,8 +100,10 @@ def _listed_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Sp
         test = tuple(sorted(rest[j] for j in order[: config.test_size]))
     pool = sorted(config.train_cases or known - set(test))
     if len(pool) < max(config.train_sizes):
-        raise ConfigError(f"protocol.test_cases leaves {len(pool)} cases to train on; the largest train size is "
-                          f"{max(config.train_sizes)}")
+        what = f"{_list_name(config, 'train_cases')} lists" if config.train_cases else \
+            f"{_list_name(config, 'test_cases')} leaves"
+        raise ConfigError(f"{what} {len(pool)} case(s) to train on; the largest of protocol.train_sizes "
+                          f"{list(config.train_sizes)} is {max(config.train_sizes)}")
     splits = []
     for i in range(config.splits):
         seed = config.first_split_seed + i

@@ -118,7 +118,8 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
 
     Args:
         in_dir: a folder of NIfTI images, or a dataset folder of any registered layout (`prediction_files`).
-        overwrite: replace files of `out_dir` that bayesprior did not write (refused otherwise).
+        overwrite: replace files of `out_dir` that bayesprior did not write, and remove every prediction of
+            another model or other settings there first (both refused otherwise: one folder, one model).
         layout, channel: the dataset layout (detected when None) and the sequence or channel to segment (None:
             for a dataset folder, the one the model file records it was trained on).
         allow_outside_paths: read images that a dataset names outside `in_dir` (see `read_dataset`).
@@ -131,8 +132,8 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
         ConfigError: ``samples`` for a deterministic model (it would have no effect); a preprocessing option
             that differs from the model's record.
         DataError: unreadable inputs, two inputs with one case id or one output name, an output folder that
-            is an input or label folder, or one holding same-named files that bayesprior did not write; a case
-            of `cases` that `in_dir` does not have.
+            is an input or label folder, or one holding same-named files that bayesprior did not write or
+            predictions of another model or other settings; a case of `cases` that `in_dir` does not have.
         FolderInUseError: another prediction writes into `out_dir`.
     """
     payload = read_model_file(model_path)  # read once: the preprocessing record and the model come from it
@@ -167,8 +168,11 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
     with folder_lock(out_dir, "prediction folder"):
         remove_stale_temp_files(out_dir)
         folder = PredictionFolder(out_dir, run)
-        if not overwrite:
+        if overwrite:
+            folder.remove_other_predictors()
+        else:
             folder.refuse_foreign([name for names in outputs.values() for name in names])
+            folder.refuse_other_predictors()
         return _predict_files(model, inputs, outputs, folder, config, settings, _min_size(payload), progress)
 
 

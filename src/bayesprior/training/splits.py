@@ -7,9 +7,10 @@ the train, validation and test cases by id instead.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -50,6 +51,14 @@ def validation_split(cases: Sequence[T], fraction: float, seed: int) -> tuple[li
 
 
 SPLIT_KEYS = ("train", "val", "test")
+#: the largest split file read, in bytes: room for millions of case ids (10⁶ ids of 60 characters); a larger
+#: file is refused before it is parsed
+MAX_SPLIT_FILE_BYTES = 64 * 2**20
+
+
+def repeated_ids(ids: Iterable[str]) -> list[str]:
+    """The ids that occur more than once in `ids`, sorted; linear in their number."""
+    return sorted(i for i, count in Counter(ids).items() if count > 1)
 
 
 @dataclass(frozen=True)
@@ -68,12 +77,18 @@ class CaseSplit:
 def read_split_file(path: str | Path) -> CaseSplit:
     """Read a split file: a JSON object with case-id lists ``train`` (needed), ``val`` and ``test``.
 
+    Every check is linear in the number of ids, and a file is read only up to `MAX_SPLIT_FILE_BYTES`.
+
     Raises:
-        DataError (naming the file): not JSON, not an object, unknown keys, no ``train`` list, a list that is
-            not of strings, a case listed twice, or one case in two lists.
+        DataError (naming the file): larger than `MAX_SPLIT_FILE_BYTES`, not JSON, not an object, unknown keys,
+            no ``train`` list, a list that is not of strings, a case listed twice, or one case in two lists.
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_SPLIT_FILE_BYTES:
+            raise DataError(path, f"split file is {size:,} bytes, more than the {MAX_SPLIT_FILE_BYTES:,} a split file "
+                                  "may have (bayesprior.training.splits.MAX_SPLIT_FILE_BYTES)")
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(path, f"split file cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
@@ -92,7 +107,7 @@ def read_split_file(path: str | Path) -> CaseSplit:
         ids = raw.get(key, [])
         if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
             raise DataError(path, f"split file: {key!r} must be a list of case ids (strings), got {ids!r}")
-        twice = sorted({i for i in ids if ids.count(i) > 1})
+        twice = repeated_ids(ids)
         if twice:
             raise DataError(path, f"split file lists case(s) {twice[:5]} twice in {key!r}")
         lists[key] = tuple(ids)

@@ -47,10 +47,12 @@ from torch import Tensor, nn
 from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..checkpoints import model_payload, non_finite_tensors, save_model
 from ..data.provenance import input_grid
+from ..data.preprocess import refuse_resampling_below
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from ..evaluation.metrics import confusion_counts, dice_score
 from ..inference.sliding_window_prediction import sliding_window
 from ..locks import folder_lock
+from ..plugins import architecture_min_input_size
 from ..progress import Progress
 from ..safe_load import load_plain
 from ..version import __version__, command_line
@@ -203,6 +205,8 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     _check_cases(train_cases, "training cases")
     if val_cases:
         _check_cases(val_cases, "validation cases")
+    refuse_resampling_below([*train_cases, *(val_cases or [])], architecture_min_input_size(config.architecture),
+                            config.architecture)
     ctx = current_context()
     if config.batch_size % ctx.world_size:
         raise ConfigError(f"batch_size {config.batch_size} is not divisible by the {ctx.world_size} processes")

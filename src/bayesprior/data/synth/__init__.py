@@ -24,8 +24,15 @@ DATASET_NAMES = {"ms": "SynMS", "tumour": "SynBraTS"}
 LABELS = {"ms": {"background": 0, "lesion": 1},
           "tumour": {"background": 0, "necrotic/non-enhancing core": 1, "edema": 2, "enhancing tumour": 4}}
 
-__all__ = ["synthesize_dataset", "generate_case", "SyntheticCase", "case_seed", "healthy_anatomy", "atlas_folder",
+__all__ = ["synthesize_dataset", "synthetic_case_ids", "generate_case", "SyntheticCase", "case_seed",
+           "healthy_anatomy", "atlas_folder",
            "GENERATOR_VERSION", "MNI_NOTICE", "KINDS"]
+
+
+def synthetic_case_ids(kind: str, n_cases: int) -> list[str]:
+    """The case ids `synthesize_dataset` gives `n_cases` cases of `kind` (``SynMS_0001`` ...), known before they
+    are made."""
+    return [f"{DATASET_NAMES[kind]}_{index:04d}" for index in range(1, n_cases + 1)]
 
 
 def _write(path: Path, array, affine, dtype) -> None:
@@ -39,28 +46,49 @@ def _write(path: Path, array, affine, dtype) -> None:
 SETTINGS_FILE = ".bayesprior-synth.json"
 
 
-def _check_output_folder(out_dir: Path) -> None:
-    """Refuse to write into a non-empty folder unless it holds an earlier (finished or killed) synthetic dataset."""
+def _check_output_folder(out_dir: Path, settings: dict) -> None:
+    """Refuse to write into a non-empty folder unless it holds an earlier (finished or killed) synthetic dataset
+    made with the same `settings` (kind, seed, grid, generator release ...): a rerun resumes, adds or removes cases
+    of its own dataset, never mixes in another one's."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: output exists and is not a folder")
-    if not any(p.name != LOCK_NAME for p in out_dir.iterdir()) or (out_dir / SETTINGS_FILE).is_file():
+    if not any(p.name != LOCK_NAME for p in out_dir.iterdir()):
         return
-    try:
-        release = json.loads((out_dir / "dataset.json").read_text()).get("release", "")
-    except (OSError, ValueError, AttributeError):
-        release = ""
-    if not str(release).startswith("bayesprior-synth"):
+    found = _earlier_settings(out_dir)
+    if found is None:
         raise ConfigError(f"{out_dir}: folder is not empty and is not a bayesprior synthetic dataset; "
                           f"choose an empty or new folder")
+    changed = [f"{key} {found[key]!r} -> {settings[key]!r}" for key in settings
+               if key in found and found[key] != settings[key]]
+    if changed:
+        raise ConfigError(f"{out_dir}: holds a synthetic dataset made with other settings ({', '.join(changed)}); "
+                          "synth resumes only a dataset of its own kind and settings: choose an empty or new folder")
+
+
+def _earlier_settings(out_dir: Path) -> dict | None:
+    """The settings of the synthetic dataset in `out_dir`: its settings file, else (older versions wrote none)
+    what its dataset.json records; None if the folder holds no bayesprior synthetic dataset."""
+    if (out_dir / SETTINGS_FILE).exists():
+        return _read_settings(out_dir)
+    try:
+        meta = json.loads((out_dir / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return None  # no readable dataset.json: not a synthetic dataset of ours
+    generator = meta.get("generator") if isinstance(meta, dict) else None
+    if not str(meta.get("release", "") if isinstance(meta, dict) else "").startswith("bayesprior-synth") \
+            or not isinstance(generator, dict):
+        return None
+    return {"release": meta["release"], **{k: generator[k] for k in ("kind", "seed", "shape", "spacing", "brats_mirror")
+                                           if k in generator}}
 
 
 def _read_settings(out_dir: Path) -> dict | None:
     try:
         settings = json.loads((out_dir / SETTINGS_FILE).read_text())
     except (OSError, ValueError):
-        return None
+        return None  # a damaged settings file: the folder is not recognised as ours
     return settings if isinstance(settings, dict) else None
 
 
@@ -109,7 +137,7 @@ def synthesize_dataset(kind: str, n_cases: int, out_dir: str | Path, shape: tupl
         out_dir as a Path.
     Raises:
         ConfigError: bad kind, count, shape/spacing, a BRATS mirror for MS, or a non-empty folder that
-            is not a synthetic dataset.
+            is not a synthetic dataset of the same kind and settings (seed, grid, generator release ...).
         FolderInUseError: another process writes into `out_dir`.
 
     The settings are written first (``.bayesprior-synth.json``), so a killed run's folder is recognised:
@@ -128,12 +156,13 @@ def synthesize_dataset(kind: str, n_cases: int, out_dir: str | Path, shape: tupl
     if brats_mirror and kind != "tumour":
         raise ConfigError("a BRATS mirror is only written for kind 'tumour'")
     out_dir = Path(out_dir)
-    _check_output_folder(out_dir)
+    settings = {"release": GENERATOR_VERSION, "kind": kind, "seed": int(seed),
+                "shape": None if shape is None else [int(v) for v in shape], "spacing": spacing,
+                "brats_mirror": bool(brats_mirror), "procedural": bool(procedural)}
+    _check_output_folder(out_dir, settings)
     with folder_lock(out_dir, "dataset folder"):
+        _check_output_folder(out_dir, settings)  # again: another process may have written meanwhile
         remove_stale_temp_files(out_dir, recursive=True)
-        settings = {"release": GENERATOR_VERSION, "kind": kind, "seed": int(seed),
-                    "shape": None if shape is None else [int(v) for v in shape], "spacing": spacing,
-                    "brats_mirror": bool(brats_mirror), "procedural": bool(procedural)}
         keep_finished = _read_settings(out_dir) == settings
         atomic_write_json(settings, out_dir / SETTINGS_FILE)
         _write_cases(kind, int(n_cases), out_dir, settings, keep_finished, progress)
@@ -146,11 +175,12 @@ def _write_cases(kind: str, n_cases: int, out_dir: Path, settings: dict, keep_fi
     sequence = KINDS[kind]
     brats_mirror, shape, spacing, seed = settings["brats_mirror"], settings["shape"], settings["spacing"], settings["seed"]
     sequences = (sequence, "FLAIR") if brats_mirror else (sequence,)
+    ids = synthetic_case_ids(kind, n_cases)
     indices = range(1, n_cases + 1)
     loop = progress(indices) if progress else indices
     anatomy_source = None
     for index in loop:
-        case_id = f"{name}_{index:04d}"
+        case_id = ids[index - 1]
         finished = _finished_case(out_dir, case_id) if keep_finished else None
         if finished is not None:  # a killed run with the same settings made it; it is the same case
             anatomy_source = finished.get("anatomy")
