@@ -109,6 +109,8 @@ class Experiment:
 
     def _run_stages(self, shard: tuple[int, int], stage: str, rerun_changed: bool = False,
                     reuse_from: Path | None = None) -> str | None:
+        """The stages of `stage` in their order, the folder locked: source, target (which takes the source network
+        and the prior files the source stage made), report."""
         atomic_write_json(self.config.to_dict(), self.out / "experiment.json")
         source = None
         priors: dict[str, Path] = {}
