@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = load_config(args.config)
         experiment = Experiment(config, args.folder, progress=False, log=lambda line: None)
-        by_id = {c.case_id: c for c in experiment.cases(config.target, "target")}
+        by_id = {c.case_id: c for c in experiment.data.cases(config.target, "target")}
         print("| run | data term at the means | with weight samples |\n|---|---:|---:|")
         for run in args.runs:
             result = json.loads((args.folder / "results" / f"{run}.json").read_text())

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 import bayesprior as bp
-from bayesprior import GaussianPosterior
 from bayesprior.checkpoints import load_model, save_model
 from bayesprior.errors import PriorMismatchError
 from bayesprior_dwp import DeepWeightPrior, KernelVAE

@@ -58,7 +58,7 @@ def test_training_options_reach_the_runs_and_validation_scoring_never_sees_the_t
 def experiment_splits(experiment):
     from bayesprior.experiment.runs import make_splits
 
-    ids = [c.case_id for c in experiment.cases(experiment.config.target, "target")]
+    ids = [c.case_id for c in experiment.data.cases(experiment.config.target, "target")]
     return make_splits(ids, experiment.config)
 
 
@@ -105,12 +105,12 @@ def test_source_networks_train_in_shards_and_the_priors_wait_for_all_of_them(tmp
     assert first.run(shard=(1, 2), stage="source") is None
     runs = tmp_path / "out" / "source" / "runs"
     assert (runs / "seed1" / "model.pt").is_file() and not (runs / "seed0").exists()
-    assert any("not finished yet" in line for line in lines) and not first.source_done()
+    assert any("not finished yet" in line for line in lines) and not first.source.source_done()
     with pytest.raises(ConfigError, match="source stage is not finished"):
         first.run(shard=(0, 2), stage="target")
     Experiment(config, tmp_path / "out", progress=False, log=lines.append).run(shard=(0, 2), stage="source")
     assert (runs / "seed0" / "model.pt").is_file() and (tmp_path / "out" / "source" / "prior_corrnormal.pt").is_file()
-    assert first.source_done()
+    assert first.source.source_done()
 
 
 def test_source_networks_start_small_unless_the_config_says_otherwise():

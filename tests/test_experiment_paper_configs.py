@@ -98,7 +98,7 @@ def test_table5_configs_run_on_msd_ct_tasks(tmp_path, config_name, target_patch,
     assert json.loads(model.read_text())["train_config"]["patch"] == TINY_PATCH
     # the ct statistics of a target run come from its own training case, never from the test case
     result = experiment.store.read_all()[0]
-    raw = {c.case_id: c for c in experiment.cases(experiment.config.target, "target")}
+    raw = {c.case_id: c for c in experiment.data.cases(experiment.config.target, "target")}
     expected = ct_statistics([raw[i] for i in result["train_cases"]])
     assert result["settings"]["preprocess"]["intensity_statistics"] == pytest.approx(expected)
     run_id = f"split{result['split']}_n{result['train_size']}_{result['method']}"

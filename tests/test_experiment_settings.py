@@ -140,14 +140,14 @@ def test_reusing_runs_needs_another_experiment_folder(tmp_path):
 
 
 def test_a_setting_added_later_keeps_the_keys_of_results_made_before_it_while_at_its_default():
-    from bayesprior.experiment.pipeline import LATER_SETTINGS, _result_settings
+    from bayesprior.experiment.settings_record import LATER_SETTINGS, result_settings
     from bayesprior.training.config import TrainConfig
 
     before = {k: v for k, v in TrainConfig().to_dict().items() if k not in LATER_SETTINGS}  # an older version's
-    assert _result_settings(TrainConfig()) == _result_settings(before)
+    assert result_settings(TrainConfig()) == result_settings(before)
     assert set(LATER_SETTINGS) <= set(TrainConfig().to_dict())  # each is a real setting, at the listed default
     assert all(TrainConfig().to_dict()[k] == v for k, v in LATER_SETTINGS.items())
-    changed = _result_settings(TrainConfig(method="gaussian", posterior_std_ratio=0.1))
+    changed = result_settings(TrainConfig(method="gaussian", posterior_std_ratio=0.1))
     assert changed["posterior_std_ratio"] == 0.1  # once used, it is part of the key
 
 

@@ -79,10 +79,10 @@ def test_a_shard_waits_for_the_synthetic_data_another_shard_is_making(tmp_path, 
     import threading
     import time
 
-    from bayesprior.experiment import pipeline
+    from bayesprior.experiment import cases
     from bayesprior.locks import folder_lock
 
-    monkeypatch.setattr(pipeline, "DATA_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(cases, "DATA_WAIT_SECONDS", 0.05)
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
     lines = []
@@ -99,7 +99,7 @@ def test_a_shard_waits_for_the_synthetic_data_another_shard_is_making(tmp_path, 
     held.wait(10)
     threading.Timer(0.5, release.set).start()
     start = time.perf_counter()
-    folder = experiment.dataset_folder(experiment.config.target, "target")
+    folder = experiment.data.dataset_folder(experiment.config.target, "target")
     thread.join()
     assert time.perf_counter() - start >= 0.4 and (folder / "synthesis.json").is_file()
     assert any("being made by another process; waiting" in line for line in lines)

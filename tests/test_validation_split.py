@@ -45,7 +45,7 @@ def test_train_and_experiment_hold_out_the_same_cases_for_the_same_seed(tiny_arc
         "source_training": {"seeds": [0], "max_epochs": 1, "val_fraction": fraction},
         "protocol": {"methods": ["pr"], "first_split_seed": seed, "train_sizes": [1], "test_size": 1},
     })
-    Experiment(config, tmp_path / "experiment", progress=False, log=lambda message: None).source_models()
+    Experiment(config, tmp_path / "experiment", progress=False, log=lambda message: None).source.source_models()
     by_experiment = json.loads((tmp_path / "experiment" / "source" / "runs" / "seed0" / "config.json").read_text())
 
     assert len(by_train["val_cases"]) == 2
