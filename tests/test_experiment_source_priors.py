@@ -57,6 +57,13 @@ def test_an_experiment_trains_every_source_centred_prior_from_one_source_stage(t
     assert (source_run / "swag.pt").is_file()
     # the DWP and its anchored variant learn one kind of prior: fitted once, shared
     assert (out / "source" / "prior_dwp.pt").is_file() and not (out / "source" / "prior_dwp_anchored.pt").exists()
+    # a config with the anchored DWP alone finds that file: nothing is fitted again, the digest is the same
+    alone = tmp_path / "alone.toml"
+    alone.write_text(TINY.replace('"swag", "dwp", "dwp_anchored"]', '"dwp_anchored"]'))
+    again = subprocess.run([sys.executable, "-m", "bayesprior.cli", "experiment", str(alone), "--out", str(out),
+                            "--stage", "source"], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and "fitting" not in again.stdout + again.stderr, again.stdout + again.stderr
+    assert not (out / "source" / "prior_dwp_anchored.pt").exists()
     for method in ("l2sp_strong", "l2sp_bayes", "swag", "dwp", "dwp_anchored"):
         record = json.loads((out / "runs" / f"split0_n1_{method}" / "config.json").read_text())
         assert record["inputs"]["source"], method  # every run starts at the source network

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
 from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table, structure_warnings
 from ..kernels import KernelBank, harvest_kernels
-from ..plugins import prior_fitter, prior_source_file
+from ..plugins import prior_fitter, prior_registry, prior_source_file
 from ..training.config import TrainConfig
 from ..training.splits import validation_split
 from ..training.trainer import train
@@ -234,7 +234,9 @@ class SourceStage(Stage):
         fitted: dict[Callable[..., Any], Path] = {}  # methods that learn one kind of prior share its file
         for method in methods:
             fit = prior_fitter(method)
-            out = fitted.get(fit) or self.out / "source" / f"prior_{method}.pt"
+            # named after the first registered prior with this fit (dwp for dwp_anchored), so that configs with
+            # either method share one file and its digest
+            out = fitted.get(fit) or self.out / "source" / f"prior_{_first_prior_fitted_by(fit, method)}.pt"
             if not out.is_file():
                 self.log(f"fitting the {method} prior on {bank_path.name}")
                 scores = fit(str(bank_path), str(out), **self.context.prior_fit_options())
@@ -253,3 +255,8 @@ class SourceStage(Stage):
         atomic_write_text(table + "\n", self.out / "source" / f"structure_{method}.md")
         atomic_write_json([{"group": r.group, "kernels": r.n_kernels, "iid": r.iid, "full": r.full,
                             "learned": r.learned} for r in rows], self.out / "source" / f"structure_{method}.json")
+
+
+def _first_prior_fitted_by(fit: Callable[..., Any], method: str) -> str:
+    """The first registered prior whose ``fit`` is `fit` (`method` itself when no other one is)."""
+    return next((name for name in prior_registry().names() if prior_fitter(name) is fit), method)
