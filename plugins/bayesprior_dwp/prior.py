@@ -232,7 +232,7 @@ class DeepWeightPrior(Prior):
 
 
 def _negative_entropy(posteriors: Sequence[Any]) -> Tensor:
-    return -torch.stack([q.entropy().sum() for q in posteriors]).sum()
+    return -torch.stack([q.entropy_sum() for q in posteriors]).sum()
 
 
 def create_anchored_dwp_prior(path: str | None = None, group: str | None = None, fine_tune_encoder: bool = True,
