@@ -127,3 +127,20 @@ def test_the_layout_pads_each_group_to_whole_blocks_and_masks_the_padding():
     assert packed.shape == (4, BLOCK_ROWS, 2)
     assert torch.equal(packed.reshape(-1, 2)[:, 0], mask * torch.repeat_interleave(torch.tensor([1., 2., 3.]),
                                                                                  torch.tensor([1, 1, 2]) * BLOCK_ROWS))
+
+
+@pytest.mark.parametrize("anchored", [False, True], ids=["dwp", "dwp_anchored"])
+def test_the_models_kl_equals_the_formula_group_by_group(anchored, monkeypatch):
+    # deterministic draws: posteriors of (almost) no variance, so a weight sample is its mean, and zero latent noise
+    net = nn.Sequential(nn.Conv3d(2, 5, 3), nn.Conv3d(5, 5, 3), nn.Conv3d(5, 3, 3), nn.Conv3d(3, 3, 3))
+    priors = [DeepWeightPrior(_vae(seed), anchored=anchored) for seed in range(2)]
+    bm = bp.bayesianize(net, {"0": priors[0], "2": priors[0], "1": priors[1], "3": priors[1]},
+                        log_variance_init=-80.0)  # each prior is bound to its layers in network order
+    layers = {id(prior): [] for prior in priors}
+    for name, layer in bm.bayesian_layers():
+        layers[id(bm.prior_of(name))].append(layer.posterior)
+    monkeypatch.setattr(torch, "randn", lambda *size, **kwargs: torch.zeros(*size, **kwargs))
+    fast = bm.kl()
+    slow = _reference(priors, [layers[id(p)] for p in priors], [[q.loc for q in layers[id(p)]] for p in priors],
+                      [torch.zeros(sum(q.shape[0] * q.shape[1] for q in layers[id(p)]), 2) for p in priors])
+    assert torch.allclose(fast, slow, rtol=1e-5)
