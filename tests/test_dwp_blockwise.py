@@ -144,3 +144,17 @@ def test_the_models_kl_equals_the_formula_group_by_group(anchored, monkeypatch):
     slow = _reference(priors, [layers[id(p)] for p in priors], [[q.loc for q in layers[id(p)]] for p in priors],
                       [torch.zeros(sum(q.shape[0] * q.shape[1] for q in layers[id(p)]), 2) for p in priors])
     assert torch.allclose(fast, slow, rtol=1e-5)
+
+
+def test_what_the_fast_pass_keeps_follows_the_priors_to_another_dtype():
+    priors, posteriors, samples, noise = _groups()
+    batch = [PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples)]
+    DeepWeightPrior.kl_batch(batch, noise)  # keeps the float32 layout, whitening and decoders
+    for prior in priors:
+        prior.double()
+    samples = [[w.detach().double() for w in ws] for ws in samples]
+    posteriors = [[q.double() for q in layers] for layers in posteriors]
+    noise = [n.double() for n in noise]
+    again = DeepWeightPrior.kl_batch([PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples)], noise)
+    assert again.dtype == torch.float64
+    assert torch.allclose(again, _reference(priors, posteriors, samples, noise), rtol=1e-10)

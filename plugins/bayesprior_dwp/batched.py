@@ -154,7 +154,7 @@ def blockwise_negative_elbo_sum(vaes: Sequence[Any], kernels: Sequence[Sequence[
     layout = BlockLayout([sum(int(w.shape[0]) for w in group) for group in kernels])
     first = vaes[0]
     device, dtype, latent = first.data_mean.device, first.data_mean.dtype, first.latent_dim
-    key = (layout.counts, tuple(id(vae) for vae in vaes))
+    key = (layout.counts, tuple(id(vae) for vae in vaes), device, dtype)
     blocks = frozen.get("layout", [], lambda: (layout.block_group(device), layout.mask(device, dtype)), key)
     block_group, mask = blocks
     whitening = frozen.get("whitening", [t for vae in vaes for t in (vae.data_mean, vae.data_whitening)],

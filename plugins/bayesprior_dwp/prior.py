@@ -45,7 +45,8 @@ class DeepWeightPrior(Prior):
         vae: the group's VAE (taken over: its decoder is frozen).
         fine_tune_encoder: keep the encoder r(z|w) trainable (default True); False freezes it too.
         chunk_size: score at most this many kernels at once, recomputing each chunk in the backward
-            pass (bounds activation memory); None scores all at once.
+            pass (bounds activation memory); None scores all at once. A chunked prior is scored on its
+            own, through `KernelVAE.negative_elbo`; unchunked ones share the fast pass of `kl_batch`.
         source: ``{"path": ..., "group": ...}`` when built from a prior file (for `config`).
         anchored: anchor each kernel's latent prior at its source kernel (module docstring).
         anchor_scale: factor on the anchors' standard deviations (1: the encoder's own).
