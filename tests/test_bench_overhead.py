@@ -21,6 +21,13 @@ def test_benchmark_runs_every_variant_and_prints_ratios(capsys):
         assert variant in out
 
 
+def test_benchmark_can_time_steps_by_cpu_time(capsys):
+    bench = runpy.run_path(str(BENCH))
+    bench["main"](["--sizes", "4", "--repeats", "1", "--warmup", "0", "--variants", "plain", "--clock", "cpu"])
+    out = capsys.readouterr().out
+    assert "times are CPU times" in out and "| 4x4x4 | plain |" in out
+
+
 def test_benchmark_refuses_an_unregistered_architecture():
     bench = runpy.run_path(str(BENCH))
     with pytest.raises(SystemExit, match="not registered"):
