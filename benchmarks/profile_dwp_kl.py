@@ -9,7 +9,7 @@ of a small input, 16x8x8, outside the timed region). Per thread count it prints 
 process CPU time and wall time of the KL pass, the number of top-level operator calls in one pass (and how
 many of them touch more than 32,768 numbers, torch's grain for splitting an element-wise operation over
 threads: with two threads each of those is one fork and join), and the profiler's table of operators by
-self CPU time. The prior's quality does not change the cost, so any prior file with the U-Net's groups will
+self CPU time over `--profiled` passes. The prior's quality does not change the cost, so any prior file with the U-Net's groups will
 do. On a machine shared with other jobs read the CPU times, and the operator counts, not the wall times.
 """
 from __future__ import annotations
@@ -57,12 +57,26 @@ def operator_counts(prof) -> tuple[int, int]:
     return len(top), sum(map(large, top))
 
 
+def _merged(profiles):
+    """The key averages of several profiles as one table (a single pass is at the mercy of one time slice)."""
+    merged = profiles[0].key_averages()
+    for prof in profiles[1:]:
+        by_key = {e.key: e for e in merged}
+        for event in prof.key_averages():
+            if event.key in by_key:
+                by_key[event.key].add(event)
+            else:
+                merged.append(event)
+    return merged
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dwp", required=True, metavar="PRIOR_FILE", help="a DWP prior file of the U-Net's groups")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch CPU thread counts (default 1 2)")
     parser.add_argument("--repeats", type=int, default=20, help="timed KL passes per thread count (default 20)")
     parser.add_argument("--table", type=int, default=15, help="rows of the profiler table (default 15)")
+    parser.add_argument("--profiled", type=int, default=5, help="KL passes in the profile (default 5)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -73,16 +87,20 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(3):  # warm-up
             kl_pass(model, x)
         cpu, wall = zip(*(kl_pass(model, x) for _ in range(args.repeats)))
-        model.zero_grad(set_to_none=True)
-        model(x)
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            model.kl().backward()
-        calls, large = operator_counts(prof)
+        tables = []
+        for _ in range(args.profiled):
+            model.zero_grad(set_to_none=True)
+            model(x)
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                model.kl().backward()
+            tables.append(prof)
+        calls, large = operator_counts(tables[0])
         print(f"## {threads} thread(s), {args.repeats} KL passes (forward + backward): CPU time median "
               f"{1e3 * statistics.median(cpu):.1f} ms, min {1e3 * min(cpu):.1f} ms; wall median "
               f"{1e3 * statistics.median(wall):.1f} ms, min {1e3 * min(wall):.1f} ms; {calls} top-level operator "
               f"calls (views aside), {large} of them on more than {GRAIN} numbers")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.table))
+        print(f"operators by self CPU time over {args.profiled} profiled passes:")
+        print(_merged(tables).table(sort_by="self_cpu_time_total", row_limit=args.table))
 
 if __name__ == "__main__":
     main()

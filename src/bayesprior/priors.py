@@ -131,8 +131,8 @@ class Prior(nn.Module):
     def kl_batch(cls, batch: Sequence["PriorLayers"]) -> Tensor:
         """The KL summed over several priors of this class with equal `batch_key`, each with its layers.
 
-        The default adds each prior's `kl_layers`; a class may override it to score them all in one pass (the
-        result must equal that sum in distribution, given the same draws exactly).
+        The default adds each prior's `kl_layers`; a class may override it to score them all in one pass. The
+        result must equal that sum in distribution, and exactly given the same draws.
         """
         total = batch[0].prior.kl_layers(batch[0].posteriors, batch[0].weight_samples)
         for item in batch[1:]:
