@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     base = build_network(args.arch)
     print(f"# {args.arch}: {count_convs(base)} conv layers, {sum(p.numel() for p in base.parameters())} "
           f"parameters; batch {BATCH}; {args.repeats} timed rounds after {args.warmup} warm-up; "
-          f"torch {torch.__version__}, {args.threads} threads, {args.device}, {platform.processor() or platform.machine()}"
-          f"{'; times are CPU times' if args.clock == 'cpu' else ''}")
+          f"torch {torch.__version__}, {args.threads} threads, {args.device}, "
+          f"{platform.processor() or platform.machine()}{'; times are CPU times' if args.clock == 'cpu' else ''}")
     print("| input | variant | median step (s) | min step (s) | ratio to plain: median of per-round ratios "
           "| ratio to plain: of min steps |")
     print("|---|---|---:|---:|---:|---:|")

@@ -9,8 +9,9 @@ of a small input, 16x8x8, outside the timed region). Per thread count it prints 
 process CPU time and wall time of the KL pass, the number of top-level operator calls in one pass (and how
 many of them touch more than 32,768 numbers, torch's grain for splitting an element-wise operation over
 threads: with two threads each of those is one fork and join), and the profiler's table of operators by
-self CPU time over `--profiled` passes. The prior's quality does not change the cost, so any prior file with the U-Net's groups will
-do. On a machine shared with other jobs read the CPU times, and the operator counts, not the wall times.
+self CPU time over `--profiled` passes. The prior's quality does not change the cost, so any prior file
+with the U-Net's groups will do. On a machine shared with other jobs read the CPU times, and the operator
+counts, not the wall times.
 """
 from __future__ import annotations
 

@@ -122,7 +122,9 @@ class KernelVAE(nn.Module):
         """What VAEs must share to be evaluated as one (`bayesprior_dwp.batched`): hyper-parameters, device and dtype;
         None if the encoder or decoder is not this class's own `GaussianHead` of linear and ELU layers."""
         heads = (self.encoder, self.decoder)
-        if not all(type(head) is GaussianHead and all(type(m) in (nn.Linear, nn.ELU) for m in head.net) for head in heads):
+        standard = all(type(head) is GaussianHead and all(type(m) in (nn.Linear, nn.ELU) for m in head.net)
+                       for head in heads)
+        if not standard:
             return None
         alphas = tuple(m.alpha for head in heads for m in head.net if type(m) is nn.ELU)
         return (tuple(sorted((k, str(v)) for k, v in self.hparams.items())), alphas, self.data_mean.device,

@@ -34,7 +34,7 @@ class Posterior(Protocol):
         """Element-wise differential entropy."""
 
     def entropy_sum(self) -> Tensor:
-        """The entropy of the whole tensor, `entropy().sum()`, a scalar (in one reduction where a closed form has it)."""
+        """The entropy of the whole tensor, `entropy().sum()`, a scalar (one reduction where a closed form has it)."""
 
     def log_prob(self, w: Tensor) -> Tensor:
         """Element-wise log density of `w`."""
