@@ -151,8 +151,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def time_size(base: nn.Module, names: list[str], size: tuple[int, int, int], repeats: int, warmup: int,
-              device: torch.device, arch: str = "resnet", dwp: str | None = None) -> list[dict]:
+              device: torch.device, arch: str = "resnet", dwp: str | None = None, clock: str = "wall") -> list[dict]:
     variants = make_variants(base, names, arch, dwp)
     for v in variants:
         v.model.to(device)
@@ -166,11 +169,11 @@ def time_size(base: nn.Module, names: list[str], size: tuple[int, int, int], rep
         shift = round_index % len(variants)
         for v in variants[shift:] + variants[:shift]:  # rotate the order: no variant always runs first
             _sync(device)
-            start = time.perf_counter()
+            start = CLOCKS[clock]()
             v.step(x, target)
             _sync(device)
             if round_index >= warmup:
-                times[v.name].append(time.perf_counter() - start)
+                times[v.name].append(CLOCKS[clock]() - start)
         print(f"  {'x'.join(map(str, size))} round {round_index + 1}/{warmup + repeats}"
               f"{' (warm-up)' if round_index < warmup else ''}", file=sys.stderr, flush=True)
     plain = times.get(variants[0].name)
@@ -198,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="a DWP prior file fitted for --arch (for the dwp-lrt / dwp-sample variants)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall (default) or cpu: this process's CPU time, which other jobs' time slices do not "
+                             "lengthen (with --threads 1 on a busy machine; with more threads it counts their waits)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -209,12 +215,13 @@ def main(argv: list[str] | None = None) -> None:
     base = build_network(args.arch)
     print(f"# {args.arch}: {count_convs(base)} conv layers, {sum(p.numel() for p in base.parameters())} "
           f"parameters; batch {BATCH}; {args.repeats} timed rounds after {args.warmup} warm-up; "
-          f"torch {torch.__version__}, {args.threads} threads, {args.device}, {platform.processor() or platform.machine()}")
+          f"torch {torch.__version__}, {args.threads} threads, {args.device}, "
+          f"{platform.processor() or platform.machine()}{'; times are CPU times' if args.clock == 'cpu' else ''}")
     print("| input | variant | median step (s) | min step (s) | ratio to plain: median of per-round ratios "
           "| ratio to plain: of min steps |")
     print("|---|---|---:|---:|---:|---:|")
     for size in sizes:
-        for row in time_size(base, names, size, args.repeats, args.warmup, device, args.arch, args.dwp):
+        for row in time_size(base, names, size, args.repeats, args.warmup, device, args.arch, args.dwp, args.clock):
             print(f"| {row['size']} | {row['variant']} | {row['median_s']:.3f} | {row['min_s']:.3f} | "
                   f"{row['ratio']:.2f}x | {row['ratio_of_mins']:.2f}x |", flush=True)
 

@@ -21,6 +21,13 @@ def test_benchmark_runs_every_variant_and_prints_ratios(capsys):
         assert variant in out
 
 
+def test_benchmark_can_time_steps_by_cpu_time(capsys):
+    bench = runpy.run_path(str(BENCH))
+    bench["main"](["--sizes", "4", "--repeats", "1", "--warmup", "0", "--variants", "plain", "--clock", "cpu"])
+    out = capsys.readouterr().out
+    assert "times are CPU times" in out and "| 4x4x4 | plain |" in out
+
+
 def test_benchmark_refuses_an_unregistered_architecture():
     bench = runpy.run_path(str(BENCH))
     with pytest.raises(SystemExit, match="not registered"):
@@ -56,3 +63,18 @@ def test_mc_prediction_benchmark_compares_stacked_and_sequential_samples(capsys)
     runpy.run_path(str(MC_PREDICTION))["main"](["--size", "16", "--samples", "2", "--stacks", "1", "2", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "| 1 | 2 |" in out and "| 2 | 1 |" in out
+
+
+def test_the_dwp_kl_profile_times_and_counts_the_operators_of_one_kl_pass(capsys, tmp_path):
+    from test_dwp_prior import _random_vae
+    from bayesprior.kernels import KernelBank
+    from bayesprior.plugins import architecture_groups, build_architecture
+    from bayesprior_dwp import save_prior_file
+
+    groups = architecture_groups("unet3d", build_architecture("unet3d"))
+    save_prior_file(tmp_path / "prior.pt", {g: (_random_vae(hidden=4), [0.0]) for g in groups},
+                    KernelBank({}, {"groups": {}}))
+    runpy.run_path(str(BENCH.parent / "profile_dwp_kl.py"))["main"](
+        ["--dwp", str(tmp_path / "prior.pt"), "--threads", "1", "--repeats", "1", "--table", "3"])
+    out = capsys.readouterr().out
+    assert "## 1 thread(s), 1 KL passes" in out and "top-level operator calls" in out

@@ -36,6 +36,15 @@ def test_entropy_and_log_prob_match_torch_normal_element_wise():
     assert torch.allclose(q.log_prob(w), q.distribution().log_prob(w), atol=1e-5)
 
 
+def test_the_entropy_of_the_whole_tensor_is_the_sum_of_the_element_wise_one_with_its_gradient():
+    q = GaussianPosterior(torch.randn(5, 2), log_variance_init=-1.0)
+    with torch.no_grad():
+        q.log_variance.add_(torch.randn(5, 2))
+    total, summed = q.entropy_sum(), q.entropy().sum()
+    assert torch.allclose(total, summed) and total.shape == ()
+    assert torch.allclose(torch.autograd.grad(total, q.log_variance)[0], torch.autograd.grad(summed, q.log_variance)[0])
+
+
 def test_rsample_has_the_posterior_moments_and_reaches_both_parameters():
     q = GaussianPosterior(torch.full((20000,), 0.5), log_variance_init=math.log(0.09))
     w = q.rsample()

@@ -242,3 +242,55 @@ def test_a_unit_set_on_an_instance_is_checked_when_a_layer_is_assigned():
     with pytest.raises(ConfigError, match="unit must be one of"):
         prior.check_compatible(torch.Size([2, 3]), "fc")
 
+
+
+# -- several priors in one pass (issue 25)
+class BatchedConstant(Prior):
+    """Scores each layer 1.0 alone, or its batch in one call that it records; key None scores alone."""
+
+    calls: list = []
+
+    def __init__(self, key="k"):
+        super().__init__()
+        self.key = key
+
+    def batch_key(self):
+        return self.key
+
+    def kl_upper_bound(self, posterior, weight_sample):
+        return weight_sample.sum() * 0 + 1.0
+
+    @classmethod
+    def kl_batch(cls, batch):
+        cls.calls.append([item.prior for item in batch])
+        return super().kl_batch(batch)
+
+
+class OtherBatchedConstant(BatchedConstant):
+    calls: list = []
+
+
+def _layers(n):
+    return [GaussianPosterior(torch.zeros(2, 2)) for _ in range(n)]
+
+
+def test_priors_of_one_class_with_an_equal_batch_key_are_scored_in_one_pass():
+    from bayesprior.priors import PriorLayers, kl_of_priors
+
+    BatchedConstant.calls.clear()
+    OtherBatchedConstant.calls.clear()
+    a, b, c = BatchedConstant(), BatchedConstant(), BatchedConstant(key="other")
+    d = OtherBatchedConstant()  # the same key, another class: never in the same pass
+    terms = kl_of_priors([PriorLayers(p, _layers(2), None) for p in (a, c, b, d)])
+    assert BatchedConstant.calls == [[a, b]] and OtherBatchedConstant.calls == []
+    assert [float(t) for t in terms] == [4.0, 2.0, 2.0]  # in the order of each pass's first prior
+
+
+def test_a_prior_without_a_batch_key_is_scored_alone_by_its_kl_layers():
+    from bayesprior.priors import PriorLayers, kl_of_priors
+
+    BatchedConstant.calls.clear()
+    alone = [BatchedConstant(key=None), BatchedConstant(key=None)]
+    terms = kl_of_priors([PriorLayers(p, _layers(3), None) for p in alone])
+    assert BatchedConstant.calls == [] and [float(t) for t in terms] == [3.0, 3.0]
+    assert GaussianPrior().batch_key() is None  # the default

@@ -21,6 +21,7 @@ buffers; with every anchor at mean 0 and log-variance 0 it is the plain DWP.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from torch.utils.checkpoint import checkpoint
 
 from bayesprior import Prior
 from bayesprior.errors import ConfigError, PriorMismatchError
-from bayesprior.priors import kernel_view
+from bayesprior.priors import PriorLayers, kernel_view
 
+from .batched import FrozenParts, blockwise_negative_elbo_sum
 from .prior_file import load_prior_file
 from .vae import KernelVAE
 
@@ -43,7 +45,8 @@ class DeepWeightPrior(Prior):
         vae: the group's VAE (taken over: its decoder is frozen).
         fine_tune_encoder: keep the encoder r(z|w) trainable (default True); False freezes it too.
         chunk_size: score at most this many kernels at once, recomputing each chunk in the backward
-            pass (bounds activation memory); None scores all at once.
+            pass (bounds activation memory); None scores all at once. A chunked prior is scored on its
+            own, through `KernelVAE.negative_elbo`; unchunked ones share the fast pass of `kl_batch`.
         source: ``{"path": ..., "group": ...}`` when built from a prior file (for `config`).
         anchored: anchor each kernel's latent prior at its source kernel (module docstring).
         anchor_scale: factor on the anchors' standard deviations (1: the encoder's own).
@@ -96,6 +99,11 @@ class DeepWeightPrior(Prior):
 
     def _anchors(self, posteriors: list[Any]) -> tuple[Tensor, Tensor] | None:
         """The latent priors of the kernels of `posteriors` (the layers bound, in their order), or None."""
+        layers = self._layer_anchors(posteriors)
+        return None if layers is None else (torch.cat([m for m, _ in layers]), torch.cat([v for _, v in layers]))
+
+    def _layer_anchors(self, posteriors: list[Any]) -> list[tuple[Tensor, Tensor]] | None:
+        """Per layer of `posteriors`, its kernels' latent priors (mean, log-variance), or None if not anchored."""
         if not self.anchored:
             return None
         kernels = [q.shape[0] * q.shape[1] for q in posteriors]
@@ -103,9 +111,8 @@ class DeepWeightPrior(Prior):
             raise PriorMismatchError(f"anchored DWP prior {self.describe()} was bound to layers of "
                                      f"{self.anchor_kernels} kernels, in that order, but is asked to score layers of "
                                      f"{kernels}: score the layers it was bound to together (kl_layers)")
-        k = range(len(kernels))
-        return (torch.cat([getattr(self, f"anchor_mean_{i}") for i in k]),
-                torch.cat([getattr(self, f"anchor_log_variance_{i}") for i in k]))
+        return [(getattr(self, f"anchor_mean_{i}"), getattr(self, f"anchor_log_variance_{i}"))
+                for i in range(len(kernels))]
 
     # -- the bound
     def kl_upper_bound(self, posterior: Any, weight_sample: Tensor,
@@ -118,10 +125,7 @@ class DeepWeightPrior(Prior):
             latent_noise: standard-normal draws for the latent samples, (out * in, latent_dim); drawn
                 if None (given in tests to compare chunked and unchunked evaluation).
         """
-        w = kernel_view(weight_sample)
-        noise = torch.randn(w.shape[0], self.vae.latent_dim, device=w.device, dtype=w.dtype) \
-            if latent_noise is None else latent_noise
-        return -posterior.entropy().sum() + self._chunked_latent_terms(w, noise, self._anchors([posterior]))
+        return self._bound([posterior], [weight_sample], latent_noise)
 
     def kl_layers(self, posteriors: list[Any], weight_samples: list[Tensor | None] | None = None) -> Tensor:
         """The bound summed over every layer of the group, with the kernels of all layers in one VAE pass.
@@ -131,14 +135,57 @@ class DeepWeightPrior(Prior):
         entry in `weight_samples` (the forward's sample, see `Prior.kl_layers`) is scored in place of a
         fresh draw.
         """
-        samples = weight_samples or [None] * len(posteriors)
+        return self._bound(posteriors, weight_samples)
+
+    def _bound(self, posteriors: list[Any], weight_samples: list[Tensor | None] | None,
+               latent_noise: Tensor | None = None) -> Tensor:
+        # the fast pass (`kl_batch`) as a batch of this group alone; a chunked prior, or one whose VAE has heads
+        # of its own, goes through `KernelVAE.negative_elbo`
+        if self.batch_key() is not None:
+            return type(self).kl_batch([PriorLayers(self, posteriors, weight_samples)],
+                                       None if latent_noise is None else [latent_noise])
+        kernels = torch.cat(self._layer_kernels(posteriors, weight_samples))
+        noise = torch.randn(kernels.shape[0], self.vae.latent_dim, device=kernels.device, dtype=kernels.dtype) \
+            if latent_noise is None else latent_noise
+        return _negative_entropy(posteriors) + self._chunked_latent_terms(kernels, noise, self._anchors(posteriors))
+
+    def batch_key(self) -> tuple | None:
+        """DWP priors whose VAEs share an architecture, device and dtype, anchored or not alike, are scored in one
+        pass (`kl_batch`); a chunked prior (`chunk_size`) bounds its memory by scoring its kernels in pieces, alone."""
+        signature = self.vae.batch_signature()
+        if signature is None or self.chunk_size is not None:
+            return None
+        return ("dwp", signature, self.anchored)
+
+    @classmethod
+    def kl_batch(cls, batch: Sequence[PriorLayers], latent_noise: Sequence[Tensor] | None = None) -> Tensor:
+        """The bound summed over the layers of several DWP priors (one per layer group), all groups' kernels in one
+        pass (`bayesprior_dwp.batched`): the same estimator as each prior's `kl_layers`, added.
+
+        `latent_noise` (per prior, (its kernels, latent_dim)) gives the latent samples' standard-normal draws
+        (tests compare with `kl_upper_bound`); drawn if None.
+        """
+        priors = [item.prior for item in batch]
+        kernels = [item.prior._layer_kernels(item.posteriors, item.weight_samples) for item in batch]
+        anchors = [item.prior._layer_anchors(item.posteriors) for item in batch]
+        frozen = priors[0].__dict__.setdefault("_frozen_parts", FrozenParts())
+        latent_terms = blockwise_negative_elbo_sum([p.vae for p in priors], kernels, frozen,
+                                                   None if not priors[0].anchored else anchors, latent_noise)
+        return _negative_entropy([q for item in batch for q in item.posteriors]) + latent_terms
+
+    def _layer_kernels(self, posteriors: list[Any], weight_samples: list[Tensor | None] | None) -> list[Tensor]:
+        """Each layer's weight sample as kernels (n, k^d): the one given (the forward's), else a fresh draw."""
         for q in posteriors:
             if tuple(q.shape[2:]) != self.vae.kernel_size:
                 self.check_compatible(q.shape, "<layer of this group>")
-        kernels = torch.cat([kernel_view(q.rsample() if w is None else w) for q, w in zip(posteriors, samples)])
-        negative_entropy = -torch.stack([q.entropy().sum() for q in posteriors]).sum()
-        noise = torch.randn(kernels.shape[0], self.vae.latent_dim, device=kernels.device, dtype=kernels.dtype)
-        return negative_entropy + self._chunked_latent_terms(kernels, noise, self._anchors(posteriors))
+        samples = weight_samples or [None] * len(posteriors)
+        return [kernel_view(q.rsample() if w is None else w) for q, w in zip(posteriors, samples)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and pickles never carry the fast pass's kept tensors (rebuilt on first use)
+        state = super().__getstate__()
+        state.pop("_frozen_parts", None)
+        return state
 
     def _chunked_latent_terms(self, w: Tensor, noise: Tensor, anchors: tuple[Tensor, Tensor] | None = None) -> Tensor:
         if self.chunk_size is None or w.shape[0] <= self.chunk_size:
@@ -183,6 +230,10 @@ class DeepWeightPrior(Prior):
         if self.anchored:
             config["anchor_scale"] = self.anchor_scale
         return config
+
+
+def _negative_entropy(posteriors: Sequence[Any]) -> Tensor:
+    return -torch.stack([q.entropy_sum() for q in posteriors]).sum()
 
 
 def create_anchored_dwp_prior(path: str | None = None, group: str | None = None, fine_tune_encoder: bool = True,

@@ -118,6 +118,18 @@ class KernelVAE(nn.Module):
             self.data_whitening.copy_(torch.linalg.solve_triangular(cholesky, eye, upper=False))
             self.data_log_det.fill_(float(cholesky.diagonal().log().sum()))
 
+    def batch_signature(self) -> tuple | None:
+        """What VAEs must share to be evaluated as one (`bayesprior_dwp.batched`): hyper-parameters, device and dtype;
+        None if the encoder or decoder is not this class's own `GaussianHead` of linear and ELU layers."""
+        heads = (self.encoder, self.decoder)
+        standard = all(type(head) is GaussianHead and all(type(m) in (nn.Linear, nn.ELU) for m in head.net)
+                       for head in heads)
+        if not standard:
+            return None
+        alphas = tuple(m.alpha for head in heads for m in head.net if type(m) is nn.ELU)
+        return (tuple(sorted((k, str(v)) for k, v in self.hparams.items())), alphas, self.data_mean.device,
+                self.data_mean.dtype)
+
     def whiten(self, w: Tensor) -> Tensor:
         """u = L^-1 (w - mean) for flattened kernels (n, k^d)."""
         whitening = self.data_whitening.T

@@ -33,6 +33,9 @@ class Posterior(Protocol):
     def entropy(self) -> Tensor:
         """Element-wise differential entropy."""
 
+    def entropy_sum(self) -> Tensor:
+        """The entropy of the whole tensor, `entropy().sum()`, a scalar (one reduction where a closed form has it)."""
+
     def log_prob(self, w: Tensor) -> Tensor:
         """Element-wise log density of `w`."""
 
@@ -105,6 +108,11 @@ class GaussianPosterior(nn.Module):
     def entropy(self) -> Tensor:
         """Element-wise differential entropy 0.5 * (log(2*pi) + 1 + log_variance)."""
         return 0.5 * (_LOG_2PI + 1.0 + self.log_variance)
+
+    def entropy_sum(self) -> Tensor:
+        """The entropy of the whole tensor, 0.5 * (n (log(2*pi) + 1) + sum(log_variance)): one reduction, whose
+        gradient needs no tensor of its own (the DWP bound takes it at every step for every layer)."""
+        return self.log_variance.sum().add(self.log_variance.numel() * (_LOG_2PI + 1.0)).mul(0.5)
 
     def log_prob(self, w: Tensor) -> Tensor:
         """Element-wise log density of `w`."""

@@ -10,12 +10,17 @@ layer, or an upper bound of it for implicit priors. Priors say how by what they 
 
 `resolve_kl` tries them in that order, and nowhere else branches on prior types.
 
+Several priors may be scored in one pass: priors of one class that return the same `batch_key` are handed to
+that class's `kl_batch` together (`kl_of_priors`, which `BayesianModel.kl` calls), so a prior with one network
+per layer group can evaluate all groups' networks as one batched computation.
+
 A prior's `unit` says what it treats as one random variable: ``"scalar"`` (every weight independent)
 or ``"kernel"`` (each ``weight[a, b]`` slice of a convolution, k x k x k values, is one variable).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Hashable, Sequence
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -113,6 +118,27 @@ class Prior(nn.Module):
             total = total + self.kl(posterior, sample)
         return total
 
+    def batch_key(self) -> Hashable | None:
+        """A key under which this prior is scored in one pass with the other priors of its class that return an
+        equal key (`kl_batch`), or None (the default): scored alone, by `kl_layers`.
+
+        Return a key only where `kl_batch` can score such priors together, e.g. one that holds what their
+        networks must share (sizes, device, dtype).
+        """
+        return None
+
+    @classmethod
+    def kl_batch(cls, batch: Sequence["PriorLayers"]) -> Tensor:
+        """The KL summed over several priors of this class with equal `batch_key`, each with its layers.
+
+        The default adds each prior's `kl_layers`; a class may override it to score them all in one pass. The
+        result must equal that sum in distribution, and exactly given the same draws.
+        """
+        total = batch[0].prior.kl_layers(batch[0].posteriors, batch[0].weight_samples)
+        for item in batch[1:]:
+            total = total + item.prior.kl_layers(item.posteriors, item.weight_samples)
+        return total
+
     def log_prob(self, w: Tensor) -> Tensor:
         """Log density of `w`, summed over it. Explicit priors override this."""
         raise NotImplementedError
@@ -146,6 +172,28 @@ class Prior(nn.Module):
 
     def _overrides(self, method: str) -> bool:
         return getattr(type(self), method) is not getattr(Prior, method)
+
+
+class PriorLayers(NamedTuple):
+    """One prior and the layers it scores: their posteriors and, per layer, a weight sample to score or None."""
+
+    prior: Prior
+    posteriors: list[Posterior]
+    weight_samples: list[Tensor | None] | None = None
+
+
+def kl_of_priors(items: Sequence[PriorLayers]) -> list[Tensor]:
+    """The KL of each prior's layers; priors of one class with an equal `Prior.batch_key` are scored together.
+
+    Returns one scalar tensor per pass, in the order of each pass's first prior: a prior without a batch key,
+    or alone with its key, by `Prior.kl_layers`; several with one key by their class's `Prior.kl_batch`.
+    """
+    passes: dict[Any, list[PriorLayers]] = {}
+    for index, item in enumerate(items):
+        key = item.prior.batch_key()
+        passes.setdefault(("alone", index) if key is None else (type(item.prior), key), []).append(item)
+    return [batch[0].prior.kl_layers(batch[0].posteriors, batch[0].weight_samples) if len(batch) == 1
+            else type(batch[0].prior).kl_batch(batch) for batch in passes.values()]
 
 
 def resolve_kl(posterior: Posterior, prior: Prior, weight_sample: Tensor | None = None) -> Tensor:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .errors import ConfigError
 from .layers import MODES, BayesianLayer, is_supported
 from .plugins import create_prior, parse_spec
-from .priors import Prior
+from .priors import Prior, PriorLayers, kl_of_priors
 from .selectors import Selector, as_selector
 from .tables import format_table
 
@@ -141,17 +141,16 @@ class BayesianModel(nn.Module):
 
         An estimator that needs a weight sample scores the one the last ``"sample"`` forward drew, while
         it is still a draw from the current q (`BayesianLayer.take_weight_sample`), and else draws its
-        own. A prior shared by several layers scores them in one call (`Prior.kl_layers`), so it can
-        batch its work.
+        own. A prior shared by several layers scores them in one call (`Prior.kl_layers`), and priors that
+        declare the same batch key are scored in one pass (`Prior.kl_batch`), so they can batch their work.
         """
-        posteriors_of: dict[str, list] = {}
-        samples_of: dict[str, list] = {}
+        layers_of: dict[str, PriorLayers] = {}
         for name, layer in self.bayesian_layers():
             key = self.assignment[name]
-            posteriors_of.setdefault(key, []).append(layer.posterior)
-            samples_of.setdefault(key, []).append(layer.take_weight_sample())
-        terms = [self.priors[key].kl_layers(posteriors, weight_samples=samples_of[key])
-                 for key, posteriors in posteriors_of.items()]
+            item = layers_of.setdefault(key, PriorLayers(self.priors[key], [], []))
+            item.posteriors.append(layer.posterior)
+            item.weight_samples.append(layer.take_weight_sample())
+        terms = kl_of_priors(list(layers_of.values()))
         if not terms:
             return torch.zeros(())
         return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
