@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from bayesprior import Prior
 from bayesprior.errors import ConfigError, PriorMismatchError
+from bayesprior.posteriors import summed_entropy
 from bayesprior.priors import PriorLayers, kernel_view
 
 from .batched import FrozenParts, blockwise_negative_elbo_sum
@@ -233,7 +234,7 @@ class DeepWeightPrior(Prior):
 
 
 def _negative_entropy(posteriors: Sequence[Any]) -> Tensor:
-    return -torch.stack([q.entropy_sum() for q in posteriors]).sum()
+    return -torch.stack([summed_entropy(q) for q in posteriors]).sum()
 
 
 def create_anchored_dwp_prior(path: str | None = None, group: str | None = None, fine_tune_encoder: bool = True,

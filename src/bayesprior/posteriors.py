@@ -33,11 +33,15 @@ class Posterior(Protocol):
     def entropy(self) -> Tensor:
         """Element-wise differential entropy."""
 
-    def entropy_sum(self) -> Tensor:
-        """The entropy of the whole tensor, `entropy().sum()`, a scalar (one reduction where a closed form has it)."""
-
     def log_prob(self, w: Tensor) -> Tensor:
         """Element-wise log density of `w`."""
+
+
+def summed_entropy(posterior: Posterior) -> Tensor:
+    """The entropy of the whole tensor, a scalar: the posterior's ``entropy_sum()`` where it has one (one
+    reduction, as `GaussianPosterior`), else ``entropy().sum()``; the protocol asks for `entropy` only."""
+    entropy_sum = getattr(posterior, "entropy_sum", None)
+    return entropy_sum() if entropy_sum is not None else posterior.entropy().sum()
 
 
 class _Reparameterise(torch.autograd.Function):
