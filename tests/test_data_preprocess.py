@@ -7,8 +7,14 @@ from hypothesis import strategies as st
 
 from bayesprior.data import Case, read_image, write_like
 from bayesprior.data import preprocess as preprocess_module
-from bayesprior.data.preprocess import (PreprocessConfig, affine_from_record, header_from_record, invert,
-                                        prepare_dataset, preprocess)
+from bayesprior.data.preprocess import (
+    PreprocessConfig,
+    affine_from_record,
+    header_from_record,
+    invert,
+    prepare_dataset,
+    preprocess,
+)
 from bayesprior.errors import ConfigError, DataError
 
 OBLIQUE_LPS = np.array([[-0.9, 0.1, 0.0, 90.0], [0.0, -1.1, 0.2, 120.0], [0.05, 0.0, 2.5, -60.0], [0, 0, 0, 1]])

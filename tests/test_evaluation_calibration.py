@@ -9,11 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayesprior.evaluation.calibration import (EPS, N_BINS, UEO_THRESHOLDS, ReliabilityBins, brier_score,
-                                               calibration_scores, expected_calibration_error,
-                                               normalised_entropy, uncertainty_error_overlap, voxel_nll)
-from bayesprior.evaluation.scoring import CaseScores
 from bayesprior.errors import ConfigError
+from bayesprior.evaluation.calibration import (
+    EPS,
+    N_BINS,
+    UEO_THRESHOLDS,
+    ReliabilityBins,
+    brier_score,
+    calibration_scores,
+    expected_calibration_error,
+    normalised_entropy,
+    uncertainty_error_overlap,
+    voxel_nll,
+)
+from bayesprior.evaluation.scoring import CaseScores
+
 from hostile import assert_ok, assert_one_line_error, nifti, run
 
 

@@ -11,6 +11,7 @@ from bayesprior.data import read_dataset
 from bayesprior.data.datasets import label_files, prediction_files
 from bayesprior.data.preprocess import ct_statistics
 from bayesprior.errors import ConfigError
+
 from hostile import SMALL_UNET, assert_one_line_error, run
 from training_fixtures import write_nnunet_dataset
 

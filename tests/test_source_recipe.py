@@ -3,12 +3,12 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from bayesprior.checkpoints import read_model_file
-from bayesprior.training.methods import build_model
 from bayesprior.training.config import TrainConfig
+from bayesprior.training.methods import build_model
 from bayesprior.training.trainer import train
+
 from training_fixtures import make_cases
 
 

@@ -5,14 +5,16 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bayesprior.checkpoints import read_model_file
 from bayesprior.errors import ConfigError
+from bayesprior.training.config import TrainConfig
 from bayesprior.training.distributed import DistContext
 from bayesprior.training.sampling import BatchSampler, SamplingConfig, _forced, augment, crop
-from bayesprior.training.config import TrainConfig
 from bayesprior.training.trainer import train
+
 from training_fixtures import make_cases
 
 

@@ -438,8 +438,9 @@ def test_deterministic_state_maps_a_wrapped_model_back_to_plain_keys_even_with_a
 
 
 def test_kl_asks_each_shared_prior_once_for_all_its_layers():
-    import bayesprior as bp
     from torch import nn
+
+    import bayesprior as bp
 
     calls = []
 

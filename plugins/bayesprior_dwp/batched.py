@@ -20,8 +20,8 @@ group's own parameters.
 from __future__ import annotations
 
 import math
-from functools import partial
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import torch

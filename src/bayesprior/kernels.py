@@ -30,8 +30,8 @@ from .data.provenance import preprocessing_summary
 from .errors import CheckpointError, ConfigError
 from .grouping import group_by_resolution
 from .hashing import file_sha256
-from .safe_load import NpzLimits, load_npz
 from .plugins import architecture_groups, build_architecture
+from .safe_load import NpzLimits, load_npz
 from .tables import format_table
 from .version import __version__, command_line
 

@@ -35,10 +35,9 @@ The UEO is a Dice, which background voxels do not move: it is computed over ever
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
-
-import math
 
 import numpy as np
 from scipy import ndimage

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..atomic import atomic_write_json
-from ..data.preprocess import PreprocessConfig, ct_normalised, ct_statistics, prepare_dataset
 from ..data.datasets import dataset_case_ids
+from ..data.preprocess import PreprocessConfig, ct_normalised, ct_statistics, prepare_dataset
 from ..data.synth import synthesize_dataset, synthetic_case_ids
 from ..errors import ConfigError, FolderInUseError
 from ..hashing import cases_sha256, settings_sha256

@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..checkpoints import model_payload, non_finite_tensors, save_model
-from ..data.provenance import input_grid
 from ..data.preprocess import refuse_resampling_below
+from ..data.provenance import input_grid
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from ..evaluation.metrics import confusion_counts, dice_score
 from ..inference.sliding_window_prediction import sliding_window
@@ -61,10 +61,21 @@ from .config import TrainConfig
 from .distributed import DistContext, barrier, current_context, global_mean_float, global_sum
 from .losses import LossConfig, dice_from_statistics, dice_statistics, segmentation_loss
 from .methods import WeightPenalty, build_model, build_penalty
-from .precision import MixedPrecision
 from .plots import plot_curves
-from .run_folder import (CHECKPOINT_FORMAT, check_resumable, command_history, data_record, input_files,  # noqa: F401
-                         log_text, portable_settings, read_checkpoint, read_log, rng_state, set_rng_state)
+from .precision import MixedPrecision
+from .run_folder import (
+    CHECKPOINT_FORMAT,
+    check_resumable,
+    command_history,
+    data_record,
+    input_files,
+    log_text,
+    portable_settings,
+    read_checkpoint,
+    read_log,
+    rng_state,
+    set_rng_state,
+)
 from .sampling import BatchSampler, as_arrays, stack
 from .swag import SwagMoments, read_swag_file, write_swag_file
 
