@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(threads)
         for _ in range(3):  # warm-up
             kl_pass(model, x)
-        cpu, wall = zip(*(kl_pass(model, x) for _ in range(args.repeats)))
+        cpu, wall = zip(*(kl_pass(model, x) for _ in range(args.repeats)), strict=True)
         tables = []
         for _ in range(args.profiled):
             model.zero_grad(set_to_none=True)

@@ -43,7 +43,7 @@ def reference_ece(p, y, n_bins=N_BINS):
 def reference_nll(p, y):
     p = np.clip(p.ravel().astype(np.float64), EPS, 1 - EPS)
     y = y.ravel() > 0
-    return float(np.mean([-math.log(q) if t else -math.log(1 - q) for q, t in zip(p, y)]))
+    return float(np.mean([-math.log(q) if t else -math.log(1 - q) for q, t in zip(p, y, strict=True)]))
 
 
 def reference_ueo(p, y, prediction):

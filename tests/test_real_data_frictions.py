@@ -324,7 +324,7 @@ def _real_data_commands():
 def _brats_with_ids(root, ids):
     """A tiny BRATS folder whose patients have the ids `ids` (those of the README's split file)."""
     written = write_brats_folder(root, n=len(ids), shape=SHAPE)
-    for old, new in zip(written, ids):
+    for old, new in zip(written, ids, strict=True):
         folder = root / "HGG" / old
         for file in folder.iterdir():
             file.rename(folder / file.name.replace(old, new))

@@ -270,7 +270,7 @@ def test_kl_and_data_terms_give_gradients_to_every_posterior_parameter(prior, mo
     assert len(posterior_params) == 8
     for term in (elbo.kl, elbo.data):
         grads = torch.autograd.grad(term, list(posterior_params.values()), allow_unused=True)
-        for (name, _), g in zip(posterior_params.items(), grads):
+        for (name, _), g in zip(posterior_params.items(), grads, strict=True):
             assert g is not None and torch.isfinite(g).all(), name
             if term is elbo.data or not name.endswith("loc") or prior != "loguniform":
                 assert g.abs().sum() > 0, name

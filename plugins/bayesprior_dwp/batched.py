@@ -43,7 +43,7 @@ class BlockLayout:
         self.counts = tuple(int(n) for n in counts)
         self.rows = rows
         self.blocks = tuple(math.ceil(n / rows) for n in self.counts)
-        self.padding = tuple(b * rows - n for b, n in zip(self.blocks, self.counts))
+        self.padding = tuple(b * rows - n for b, n in zip(self.blocks, self.counts, strict=True))
 
     @property
     def n_blocks(self) -> int:
@@ -58,7 +58,7 @@ class BlockLayout:
         """1 for a kernel's row, 0 for a padding row, flattened: (blocks * rows,)."""
         mask = torch.zeros(self.n_blocks * self.rows, device=device, dtype=dtype)
         start = 0
-        for n, blocks in zip(self.counts, self.blocks):
+        for n, blocks in zip(self.counts, self.blocks, strict=True):
             mask[start:start + n] = 1
             start += blocks * self.rows
         return mask
@@ -67,7 +67,7 @@ class BlockLayout:
         """Each group's row pieces (n, features), in group order, as one padded (blocks, rows, features) tensor."""
         first = pieces[0][0]
         zeros = first.new_zeros(max(self.padding), first.shape[-1])
-        rows = [part for group, pad in zip(pieces, self.padding) for part in (*group, zeros[:pad])]
+        rows = [part for group, pad in zip(pieces, self.padding, strict=True) for part in (*group, zeros[:pad])]
         return torch.cat(rows).view(self.n_blocks, self.rows, -1)
 
 
@@ -94,7 +94,7 @@ class BlockHead:
     def __init__(self, heads: Sequence[GaussianHead], block_group: Tensor):
         self.log_min_variance = heads[0].log_min_variance
         self.steps: list[Callable[[Tensor], Tensor]] = []
-        for layers in zip(*(head.net for head in heads)):
+        for layers in zip(*(head.net for head in heads), strict=True):
             if isinstance(layers[0], nn.Linear):
                 weight = torch.stack([layer.weight for layer in layers]).index_select(0, block_group)
                 bias = torch.stack([layer.bias for layer in layers]).index_select(0, block_group)
@@ -160,7 +160,7 @@ def blockwise_negative_elbo_sum(vaes: Sequence[Any], kernels: Sequence[Sequence[
     whitening = frozen.get("whitening", [t for vae in vaes for t in (vae.data_mean, vae.data_whitening)],
                            lambda: _block_whitening(vaes, block_group), key)
     log_det = frozen.get("log_det", [vae.data_log_det for vae in vaes],
-                         lambda: sum(n * vae.data_log_det for n, vae in zip(layout.counts, vaes)), key)
+                         lambda: sum(n * vae.data_log_det for n, vae in zip(layout.counts, vaes, strict=True)), key)
     encoder = frozen.get("encoder", list(_parameters(vaes, "encoder")),
                          lambda: BlockHead([vae.encoder for vae in vaes], block_group), key)
     decoder = frozen.get("decoder", list(_parameters(vaes, "decoder")),

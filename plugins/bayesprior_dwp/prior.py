@@ -180,7 +180,7 @@ class DeepWeightPrior(Prior):
             if tuple(q.shape[2:]) != self.vae.kernel_size:
                 self.check_compatible(q.shape, "<layer of this group>")
         samples = weight_samples or [None] * len(posteriors)
-        return [kernel_view(q.rsample() if w is None else w) for q, w in zip(posteriors, samples)]
+        return [kernel_view(q.rsample() if w is None else w) for q, w in zip(posteriors, samples, strict=True)]
 
     def __getstate__(self) -> dict[str, Any]:
         # copies and pickles never carry the fast pass's kept tensors (rebuilt on first use)
@@ -195,7 +195,7 @@ class DeepWeightPrior(Prior):
         pieces = [w.split(self.chunk_size), noise.split(self.chunk_size)]
         if anchors is not None:
             pieces += [a.split(self.chunk_size) for a in anchors]
-        for chunk in zip(*pieces):
+        for chunk in zip(*pieces, strict=True):
             chunk_anchors = None if anchors is None else (chunk[2], chunk[3])
             if torch.is_grad_enabled():
                 total = total + checkpoint(self._latent_terms, chunk[0], chunk[1], chunk_anchors, use_reentrant=False)

@@ -27,6 +27,7 @@ only add non-Gaussian structure on top of it (benchmarks/RESULTS.md, "Structure 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Sequence
 
 import torch
@@ -39,7 +40,7 @@ _LOG_2PI = math.log(2 * math.pi)
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ELU())

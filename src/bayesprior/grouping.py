@@ -116,7 +116,7 @@ def _exponents(reference: Sequence[int], spatial: Sequence[int]) -> tuple[int, .
     if any(s <= 0 for s in spatial):
         return tuple(0 for _ in spatial)
     if len(spatial) == len(reference):
-        return tuple(round(math.log2(r / s)) for r, s in zip(reference, spatial))
+        return tuple(round(math.log2(r / s)) for r, s in zip(reference, spatial, strict=True))
     ratio = math.prod(reference) / math.prod(spatial)
     e = round(math.log2(ratio) / max(len(reference), 1))
     return tuple(e for _ in spatial)

@@ -125,7 +125,7 @@ class KernelBank:
             std = f"{k.std():.3g}" if len(k) else "-"
             norm = f"{np.linalg.norm(k, axis=1).mean():.3g}" if len(k) else "-"
             values = [g, str(len(info["layers"])), str(info["kept"]), str(info["dropped"]), std, norm]
-            rows.append(dict(zip(cols, values)))
+            rows.append(dict(zip(cols, values, strict=True)))
         return format_table(rows, cols)
 
 

@@ -325,7 +325,7 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
             hits[i] += 1
             break
     if strict:
-        for rule, n in zip(parsed, hits):
+        for rule, n in zip(parsed, hits, strict=True):
             if n == 0:
                 raise ConfigError(f"rule {rule.select} selects no layer that can be made Bayesian")
 

@@ -216,11 +216,11 @@ def _plain_folder_files(paths: Sequence[Path], channel: str | int | None, folder
             raise ConfigError(f"{folder}: --channel {channel} names no channel of its files (they have "
                               f"{', '.join(f'_{c:04d}' for c in channels)}); give the index, e.g. --channel "
                               f"{channels[0]}")
-        paths = [p for p, (_, index) in zip(paths, suffixes) if index == int(text)]
+        paths = [p for p, (_, index) in zip(paths, suffixes, strict=True) if index == int(text)]
     else:
         raise ConfigError(f"{folder}: --channel {channel} has no effect: its files are not the channels of "
                           "cases (nnU-Net's _0000, _0001 suffixes); leave --channel out")
-    return [CaseFiles(case_id, path) for path, case_id in zip(paths, case_ids(paths))]
+    return [CaseFiles(case_id, path) for path, case_id in zip(paths, case_ids(paths), strict=True)]
 
 
 def _several_channels(suffixes: Sequence[tuple[str, int | None]]) -> bool:

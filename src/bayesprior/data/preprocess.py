@@ -126,7 +126,7 @@ def refuse_resampling_below(prepared: Sequence[Any], min_size: Sequence[int] | N
         if not isinstance(record, dict) or record.get("shape_after_resample") == record.get("shape_before_resample"):
             continue
         after = record["shape_after_resample"]
-        if all(n < m for n, m in zip(after, min_size)):
+        if all(n < m for n, m in zip(after, min_size, strict=True)):
             option = resampling_option(PreprocessConfig(**record["config"]))
             raise ConfigError(f"{option} resamples case {case.case_id!r} from "
                               f"{'x'.join(map(str, record['shape_before_resample']))} to {'x'.join(map(str, after))} "
@@ -258,18 +258,18 @@ def nonzero_box(image: np.ndarray) -> list[list[int]]:
 def _resample(array: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
     if tuple(array.shape) == tuple(shape):
         return array.copy()
-    factors = [t / n for t, n in zip(shape, array.shape)]
+    factors = [t / n for t, n in zip(shape, array.shape, strict=True)]
     out = ndimage.zoom(array, factors, order=order, mode="nearest", grid_mode=False)
     if out.shape != tuple(shape):  # zoom rounds; never trust it with the final shape
         out = out[tuple(slice(0, s) for s in shape)]
-        out = np.pad(out, [(0, s - o) for s, o in zip(shape, out.shape)], mode="edge")
+        out = np.pad(out, [(0, s - o) for s, o in zip(shape, out.shape, strict=True)], mode="edge")
     return out
 
 
 def _crop_or_pad_plan(current: tuple[int, ...], target: tuple[int, ...]) -> tuple[list, list]:
     """Centred crop (start, stop) and pad (before, after) per axis, to go from `current` to `target`."""
     crops, pads = [], []
-    for n, t in zip(current, target):
+    for n, t in zip(current, target, strict=True):
         if n >= t:
             start = (n - t) // 2
             crops.append([start, start + t])
@@ -357,7 +357,7 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
     if config.resample_shape is not None:
         target = config.resample_shape
     elif config.spacing is not None:
-        target = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(image.shape, zooms, config.spacing))
+        target = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(image.shape, zooms, config.spacing, strict=True))
         grid = f"{'x'.join(map(str, image.shape))} voxels of {'x'.join(f'{z:.3g}' for z in zooms)} mm"
         refuse_too_many_voxels(target, resampling_option(config), f" for case {case.case_id!r} ({grid})")
     if target is not None and tuple(target) != image.shape:
@@ -370,7 +370,7 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
                 label = (_resample(label.astype(np.float32), target, order=1) >= 0.5).astype(np.uint8)
     record["shape_after_resample"] = list(image.shape)
     inside = np.ones(image.shape, dtype=bool)
-    record["output_zooms"] = [z * a / b for z, a, b in zip(zooms, record["shape_before_resample"], image.shape)]
+    record["output_zooms"] = [z * a / b for z, a, b in zip(zooms, record["shape_before_resample"], image.shape, strict=True)]
 
     steps = []
     targets = [] if config.shape is None else [config.shape]

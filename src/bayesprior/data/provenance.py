@@ -73,7 +73,7 @@ def preprocessing_differences(first: Mapping[str, Any], second: Mapping[str, Any
         if a is None or b is None:
             continue
         if key == "spacing":
-            if any(abs(x - y) > SPACING_TOLERANCE * max(x, y) for x, y in zip(a, b)):
+            if len(a) != len(b) or any(abs(x - y) > SPACING_TOLERANCE * max(x, y) for x, y in zip(a, b, strict=True)):
                 differ.append(key)
         elif a != b:
             differ.append(key)
@@ -101,7 +101,10 @@ def describe_grid(grid: Mapping[str, Any] | None) -> str:
     if not isinstance(grid, Mapping) or grid.get("spacing") is None:
         return NOT_RECORDED
     low, high = grid.get("shape_min"), grid.get("shape_max")
-    shape = "x".join(f"{a}" if a == b else f"{a}-{b}" for a, b in zip(low, high)) if low and high else NOT_RECORDED
+    # both lists come from one array (`input_grid`), but are read from a file here: a damaged record is shown
+    # as far as it goes, not refused by a display
+    shape = "x".join(f"{a}" if a == b else f"{a}-{b}" for a, b in zip(low, high, strict=False)) \
+        if low and high else NOT_RECORDED
     return (f"spacing {_spacing(grid['spacing'])} mm ({_SPACING_ORIGIN.get(grid.get('spacing_from'), 'the data')}), "
             f"shape {shape} ({_SHAPE_ORIGIN.get(grid.get('shape_from'), 'the data')})")
 

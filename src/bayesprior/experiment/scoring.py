@@ -95,7 +95,7 @@ def _prediction_window(shape: Sequence[int], patch: Sequence[int] | None) -> tup
     """The whole volume, or windows of the training patch where it is smaller (both divisible by 8)."""
     if patch is None or any(int(p) % 8 for p in patch):
         return tuple(shape)
-    return tuple(min(int(p), int(n)) for p, n in zip(patch, shape))
+    return tuple(min(int(p), int(n)) for p, n in zip(patch, shape, strict=True))
 
 
 def _original_label(case: Any) -> np.ndarray:

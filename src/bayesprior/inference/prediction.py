@@ -106,7 +106,7 @@ def output_names(case_id: str, with_maps: bool) -> list[str]:
 
 
 def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Path,
-                   settings: PredictionSettings = PredictionSettings(), progress: bool = True,
+                   settings: PredictionSettings | None = None, progress: bool = True,
                    preprocess_config: Mapping[str, Any] | None = None, overwrite: bool = False,
                    layout: str | None = None, channel: str | int | None = None, allow_outside_paths: bool = False,
                    preprocess_options: Mapping[str, Any] | None = None,
@@ -118,6 +118,7 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
 
     Args:
         in_dir: a folder of NIfTI images, or a dataset folder of any registered layout (`prediction_files`).
+        settings: window, overlap, samples, device ... (None: `PredictionSettings()`'s defaults).
         overwrite: replace files of `out_dir` that bayesprior did not write, and remove every prediction of
             another model or other settings there first (both refused otherwise: one folder, one model).
         layout, channel: the dataset layout (detected when None) and the sequence or channel to segment (None:
@@ -136,6 +137,7 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
             predictions of another model or other settings; a case of `cases` that `in_dir` does not have.
         FolderInUseError: another prediction writes into `out_dir`.
     """
+    settings = PredictionSettings() if settings is None else settings
     payload = read_model_file(model_path)  # read once: the preprocessing record and the model come from it
     recorded = payload.get("extra", {}).get("preprocess")
     if recorded is not None and preprocess_options:

@@ -64,14 +64,14 @@ def sliding_window(inputs: Tensor, roi: Sequence[int], predictor: Callable[[Tens
     if not 0 <= overlap < 1:
         raise ConfigError(f"overlap must be in [0, 1), got {overlap}")
     pads, padded = [], []
-    for size, r in zip(spatial, roi):
+    for size, r in zip(spatial, roi, strict=True):
         diff = max(r - size, 0)
         pads.append((diff // 2, diff - diff // 2))
         padded.append(max(size, r))
     if any(sum(p) for p in pads):
         inputs = F.pad(inputs, [v for p in reversed(pads) for v in p])
     weight_map = gaussian_importance_map(roi, sigma_scale, inputs.device)
-    axes = [window_starts(size, r, overlap) for size, r in zip(padded, roi)]
+    axes = [window_starts(size, r, overlap) for size, r in zip(padded, roi, strict=True)]
     corners = [(a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]] if len(roi) == 3 else \
         _product(axes)
     output = weights = None
@@ -92,12 +92,12 @@ def sliding_window(inputs: Tensor, roi: Sequence[int], predictor: Callable[[Tens
             output[(slice(None), slice(None)) + region] += predicted[:, j] * weight_map
             weights[region] += weight_map
     output = output / weights
-    crop = tuple(slice(lo, lo + size) for (lo, _), size in zip(pads, spatial))
+    crop = tuple(slice(lo, lo + size) for (lo, _), size in zip(pads, spatial, strict=True))
     return output[(slice(None), slice(None)) + crop]
 
 
 def _slices(corner: Sequence[int], roi: Sequence[int]) -> tuple[slice, ...]:
-    return tuple(slice(c, c + r) for c, r in zip(corner, roi))
+    return tuple(slice(c, c + r) for c, r in zip(corner, roi, strict=True))
 
 
 def _product(axes: list[list[int]]) -> list[tuple[int, ...]]:
@@ -114,9 +114,9 @@ def pad_to_multiple(x: Tensor, multiple: int = 8,
     spatial = tuple(x.shape[2:])
     floor = tuple(minimum) if minimum is not None else (0,) * len(spatial)
     target = [max(int(math.ceil(s / multiple) * multiple), int(math.ceil(m / multiple) * multiple))
-              for s, m in zip(spatial, floor)]
+              for s, m in zip(spatial, floor, strict=True)]
     pad = []
-    for s, t in zip(reversed(spatial), reversed(target)):
+    for s, t in zip(reversed(spatial), reversed(target), strict=True):
         pad += [0, t - s]
     return (F.pad(x, pad) if any(pad) else x), spatial
 
@@ -133,7 +133,7 @@ def predict_probabilities(predictor: Callable[[Tensor], Tensor], image: Tensor,
     if any(r % multiple for r in roi):
         raise ConfigError(f"roi {tuple(roi)} must be divisible by {multiple} on every axis")
     spatial = tuple(image.shape[2:])
-    if all(s <= r for s, r in zip(spatial, roi)):
+    if all(s <= r for s, r in zip(spatial, roi, strict=True)):
         padded, _ = pad_to_multiple(image, multiple, min_size)
         out = predictor(padded)
         return out[(slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)]

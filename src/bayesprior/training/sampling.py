@@ -157,9 +157,9 @@ def as_arrays(case: Any) -> tuple[np.ndarray, np.ndarray]:
 def crop(image: np.ndarray, label: np.ndarray, corner: Sequence[int], patch: Sequence[int]
          ) -> tuple[np.ndarray, np.ndarray]:
     """The patch at `corner`, zero-padded at the far end where the volume is smaller than the patch."""
-    region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+    region = tuple(slice(c, c + p) for c, p in zip(corner, patch, strict=True))
     image, label = image[region], label[region]
-    pad = [(0, p - s) for p, s in zip(patch, image.shape)]
+    pad = [(0, p - s) for p, s in zip(patch, image.shape, strict=True)]
     if any(after for _, after in pad):
         image, label = np.pad(image, pad), np.pad(label, pad)
     return image, label

@@ -48,7 +48,7 @@ class Grid:
 def make_grid(shape: tuple[int, int, int] | None, spacing: float | None, centre_mm: np.ndarray) -> Grid:
     """Grid from a shape (spacing chosen so the field of view holds the brain) or a spacing (default 2 mm)."""
     if shape is not None:
-        spacing = max(fov / n for fov, n in zip(FIELD_OF_VIEW_MM, shape))
+        spacing = max(fov / n for fov, n in zip(FIELD_OF_VIEW_MM, shape, strict=True))
     else:
         spacing = float(spacing or 2.0)
         shape = tuple(max(8, int(round(fov / spacing))) for fov in FIELD_OF_VIEW_MM)
