@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -71,7 +72,8 @@ class BlockLayout:
         return torch.cat(rows).view(self.n_blocks, self.rows, -1)
 
 
-class _BlockLinear(NamedTuple):
+@dataclass(frozen=True, slots=True)  # not a NamedTuple: mypy does not see a NamedTuple's __call__
+class _BlockLinear:
     """A linear layer whose weight (blocks, in, out) and bias (blocks, 1, out) are those of each block's group."""
 
     weight: Tensor
@@ -137,7 +139,7 @@ class FrozenParts:
 
 
 def blockwise_negative_elbo_sum(vaes: Sequence[Any], kernels: Sequence[Sequence[Tensor]], frozen: FrozenParts,
-                                anchors: Sequence[Sequence[Tensor]] | None = None,
+                                anchors: Sequence[Sequence[tuple[Tensor, Tensor]]] | None = None,
                                 latent_noise: Sequence[Tensor] | None = None) -> Tensor:
     """Sum over every group g and kernel w of `vaes[g].negative_elbo(w, noise, anchor)`, in one pass.
 

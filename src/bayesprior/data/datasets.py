@@ -154,10 +154,11 @@ def dataset_case_ids(folder: str | Path, layout: str | None = None, *, channel: 
     else from the cases read. The arguments and errors are `read_dataset`'s."""
     folder = check_folder(folder)
     name = layout or detect_layout(folder)
-    options = {"channel": channel, "subset": subset, "allow_outside_paths": allow_outside_paths}
     if dataset_layout_registry().get(name).extras.get("files") is not None:
-        return [item.case_id for item in dataset_files(folder, name, **options)]
-    return [case.case_id for case in read_dataset(folder, name, **options)]
+        files = dataset_files(folder, name, channel=channel, subset=subset, allow_outside_paths=allow_outside_paths)
+        return [item.case_id for item in files]
+    cases = read_dataset(folder, name, channel=channel, subset=subset, allow_outside_paths=allow_outside_paths)
+    return [case.case_id for case in cases]
 
 
 def _chosen(found: Sequence, cases: Sequence[str] | None, folder: Path) -> list:

@@ -24,8 +24,9 @@ COMPARED_KEYS = ("intensity", "crop_nonzero", "spacing")
 SPACING_TOLERANCE = 0.05
 NOT_RECORDED = "not recorded"
 #: how a spacing or shape came about, as `describe_grid` says it
-_SPACING_ORIGIN = {"preprocessing": "resampled", "data": "measured"}
-_SHAPE_ORIGIN = {"preprocessing": "cropped or padded", "data": "measured"}
+# keyed by a record's "spacing_from" / "shape_from", which older records lack (None)
+_SPACING_ORIGIN: dict[str | None, str] = {"preprocessing": "resampled", "data": "measured"}
+_SHAPE_ORIGIN: dict[str | None, str] = {"preprocessing": "cropped or padded", "data": "measured"}
 
 
 def input_grid(prepared: Sequence[Any]) -> dict[str, Any] | None:
@@ -33,8 +34,9 @@ def input_grid(prepared: Sequence[Any]) -> dict[str, Any] | None:
     in mm (the configuration's, or the median over the cases where it sets none), the smallest and largest input
     shape, and whether each came from the configuration (``"preprocessing"``) or was measured on the cases
     (``"data"``). None for cases without a preprocessing record."""
-    records = [getattr(case, "record", None) for case in prepared]
-    if not records or any(not isinstance(r, dict) or "output_zooms" not in r for r in records):
+    records = [r for r in (getattr(case, "record", None) for case in prepared)
+               if isinstance(r, dict) and "output_zooms" in r]
+    if not records or len(records) < len(prepared):
         return None
     config = records[0].get("config") or {}
     spacing = config.get("spacing")  # as asked for: the grid's whole voxels make each case's a little off
@@ -54,7 +56,9 @@ def preprocessing_summary(record: Mapping[str, Any] | None) -> dict[str, Any] | 
     preprocess = record.get("preprocess")
     if not isinstance(preprocess, Mapping):
         return None
-    grid = record.get("input_grid") if isinstance(record.get("input_grid"), Mapping) else {}
+    grid = record.get("input_grid")
+    if not isinstance(grid, Mapping):
+        grid = {}
     spacing = grid.get("spacing", preprocess.get("spacing"))
     return {"intensity": preprocess.get("intensity", "minmax"),
             "crop_nonzero": bool(preprocess.get("crop_nonzero", True)),

@@ -21,11 +21,11 @@ from ..errors import ConfigError
 def gaussian_importance_map(roi: Sequence[int], sigma_scale: float = 0.125,
                             device: torch.device | str = "cpu") -> Tensor:
     """Separable Gaussian weights of shape `roi` (peak near 1, floor max(min, 1e-3))."""
-    weights = None
+    weights = torch.ones((), dtype=torch.float32, device=device)  # times g is g exactly
     for size in roi:
         x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2.0
         g = torch.exp(-(x ** 2) / (2 * (sigma_scale * size) ** 2))
-        weights = g if weights is None else weights.unsqueeze(-1) * g
+        weights = weights.unsqueeze(-1) * g
     floor = max(float(weights.min()), 1e-3)
     return weights.clamp(min=floor)
 
@@ -74,7 +74,8 @@ def sliding_window(inputs: Tensor, roi: Sequence[int], predictor: Callable[[Tens
     axes = [window_starts(size, r, overlap) for size, r in zip(padded, roi, strict=True)]
     corners = [(a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]] if len(roi) == 3 else \
         _product(axes)
-    output = weights = None
+    weights = torch.zeros(tuple(padded), dtype=torch.float32, device=inputs.device)
+    output: Tensor | None = None  # its number of classes is known from the first windows' prediction
     for first in range(0, len(corners), batch_size):
         chunk = corners[first:first + batch_size]
         windows = []
@@ -85,12 +86,12 @@ def sliding_window(inputs: Tensor, roi: Sequence[int], predictor: Callable[[Tens
         if output is None:
             output = torch.zeros((inputs.shape[0], predicted.shape[1]) + tuple(padded),
                                  dtype=torch.float32, device=inputs.device)
-            weights = torch.zeros(tuple(padded), dtype=torch.float32, device=inputs.device)
         predicted = predicted.float().view(inputs.shape[0], len(chunk), *predicted.shape[1:])
         for j, corner in enumerate(chunk):
             region = _slices(corner, roi)
             output[(slice(None), slice(None)) + region] += predicted[:, j] * weight_map
             weights[region] += weight_map
+    assert output is not None  # every axis has a window start (`window_starts`), so the loop ran
     output = output / weights
     crop = tuple(slice(lo, lo + size) for (lo, _), size in zip(pads, spatial, strict=True))
     return output[(slice(None), slice(None)) + crop]

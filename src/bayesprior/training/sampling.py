@@ -125,6 +125,9 @@ class BatchSampler:
                      force_foreground: bool) -> tuple[int, ...]:
         """The patch's first voxel: random, or centred on a random foreground voxel (kept inside the volume)."""
         patch = self.config.patch
+        if patch is None:
+            raise ConfigError("patch_corner needs a sampler of patches (SamplingConfig.patch), this one gives "
+                              "whole volumes")
         spatial = label.shape
         if force_foreground:
             voxels = self._foreground_voxels(index, label)
