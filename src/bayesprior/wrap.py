@@ -323,34 +323,8 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
     if posterior_std_ratio is not None and not (math.isfinite(posterior_std_ratio) and posterior_std_ratio > 0):
         raise ConfigError(f"posterior_std_ratio must be a finite number > 0, got {posterior_std_ratio!r}")
     parsed = _as_rules(rules)
-    groups = {k: list(v) for k, v in (groups or {}).items()}
-    known = {name for name, _ in model.named_modules()}
-    for g, members in groups.items():
-        missing = [m for m in members if m not in known]
-        if missing:
-            raise ConfigError(f"layer group {g!r} names modules the model does not have: {missing[:5]}")
-
-    chosen: dict[str, int] = {}
-    hits = [0] * len(parsed)
-    for name, module in model.named_modules():
-        if not name or any(name.startswith(c + ".") for c in chosen):
-            continue
-        for i, rule in enumerate(parsed):
-            if not rule.select(name, module, groups):
-                continue
-            if not is_supported(module):
-                if strict and getattr(module, "weight", None) is not None and not list(module.children()):
-                    raise ConfigError(f"rule {rule.select} selects layer {name!r} of type "
-                                      f"{type(module).__name__}, which cannot be made Bayesian")
-                continue
-            chosen[name] = i
-            hits[i] += 1
-            break
-    if strict:
-        for rule, n in zip(parsed, hits, strict=True):
-            if n == 0:
-                raise ConfigError(f"rule {rule.select} selects no layer that can be made Bayesian")
-
+    layer_groups = _checked_groups(model, groups)
+    chosen, hits = _chosen_layers(model, parsed, layer_groups, strict)
     priors, layer_key = _bound_priors(model, parsed, hits, chosen)
     # check every layer (and draw every initial mean) before touching the model, so that an error
     # leaves the caller's network exactly as it was rather than half wrapped
@@ -366,15 +340,53 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
     assignment: dict[str, str] = {}
     for name in chosen:
         layer = BayesianLayer(model.get_submodule(name), log_variance_init=log_variance_init, mode=mode)
-        if name in initial_means:
-            with torch.no_grad():
+        with torch.no_grad():
+            if name in initial_means:
                 layer.posterior.loc.copy_(initial_means[name])
-        if name in log_variances:
-            with torch.no_grad():
+            if name in log_variances:
                 layer.posterior.log_variance.fill_(log_variances[name])
         _replace_module(model, name, layer)
         assignment[name] = layer_key[name]
-    return BayesianModel(model, priors, assignment, groups)
+    return BayesianModel(model, priors, assignment, layer_groups)
+
+
+def _checked_groups(model: nn.Module, groups: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
+    """The layer groups as lists; `ConfigError` for a group that names a module the model does not have."""
+    checked = {k: list(v) for k, v in (groups or {}).items()}
+    known = {name for name, _ in model.named_modules()}
+    for g, members in checked.items():
+        missing = [m for m in members if m not in known]
+        if missing:
+            raise ConfigError(f"layer group {g!r} names modules the model does not have: {missing[:5]}")
+    return checked
+
+
+def _chosen_layers(model: nn.Module, rules: list[Rule], groups: dict[str, list[str]],
+                   strict: bool) -> tuple[dict[str, int], list[int]]:
+    """The layers to wrap, in network order, each with the index of the first rule that selects it, and how many
+    layers each rule got. A module inside a chosen one is not chosen again. With `strict`, `ConfigError` for a rule
+    that selects a layer with a weight that cannot be wrapped, or that selects none."""
+    chosen: dict[str, int] = {}
+    hits = [0] * len(rules)
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(c + ".") for c in chosen):
+            continue
+        for i, rule in enumerate(rules):
+            if not rule.select(name, module, groups):
+                continue
+            if not is_supported(module):
+                if strict and getattr(module, "weight", None) is not None and not list(module.children()):
+                    raise ConfigError(f"rule {rule.select} selects layer {name!r} of type "
+                                      f"{type(module).__name__}, which cannot be made Bayesian")
+                continue
+            chosen[name] = i
+            hits[i] += 1
+            break
+    if strict:
+        for rule, n in zip(rules, hits, strict=True):
+            if n == 0:
+                raise ConfigError(f"rule {rule.select} selects no layer that can be made Bayesian")
+    return chosen, hits
 
 
 def _bound_priors(model: nn.Module, rules: list[Rule], hits: list[int],

@@ -58,7 +58,7 @@ def score_run(model: Any, cases: Sequence[Any], run: RunSpec, config: Experiment
         else:
             row = scores.add(case.case_id, prediction, case.label, probability=probabilities[1], body=body,
                              spacing=case.record["output_zooms"])
-        if c.write_predictions:
+        if c.write_predictions and original is not None:  # (made above whenever write_predictions)
             write_like(original, affine_from_record(case.record), header_from_record(case.record),
                        out / "predictions" / run.run_id / f"{case.case_id}.nii.gz", dtype=np.uint8)
         if k == 0:

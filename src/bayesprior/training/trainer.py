@@ -246,7 +246,8 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
     _refuse_non_finite_start(model, config)
     penalty = build_penalty(config, model)  # before a resume: it is centred at the start (source) weights
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+        # the ignore: Module.to takes memory_format, which torch's typed overloads of it leave out
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = (torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
                  if config.weight_decay > 0 else torch.optim.Adam(trainable, lr=config.lr))
@@ -415,7 +416,6 @@ def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: 
                  device: torch.device, ctx: DistContext) -> dict[str, Any]:
     """One epoch of steps (`BatchSampler`); the epoch's log entry (means over steps, across processes)."""
     net.train()
-    bayesian = isinstance(run.model, BayesianModel)
     n_train = len(train_cases)
     kl_weight = config.kl_weight * (min(1.0, (epoch + 1) / config.kl_warmup) if config.kl_warmup else 1.0)
     totals = {"loss": 0.0, "data": 0.0, "data_per_case": 0.0, "kl": 0.0}
@@ -428,7 +428,7 @@ def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: 
             logits = net(images)
         # the loss and the KL are computed in float32 whatever the forward's precision
         data_loss, n_global = batch_data_loss(logits.float(), labels, config.loss_config())
-        if bayesian:
+        if isinstance(run.model, BayesianModel):
             elbo = run.model.elbo_loss(data_loss / n_global, n_train, kl_weight)
             loss, data_term, kl = elbo.loss, elbo.data, elbo.kl
         elif run.penalty is not None:  # e.g. L2-SP: the pull towards the source weights
