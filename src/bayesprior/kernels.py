@@ -96,8 +96,7 @@ class KernelBank:
         arrays[HEADER_KEY] = np.array(json.dumps(header))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:  # a file object keeps numpy from appending ".npz" to the temp name
-                # the ignore: mypy fits **arrays to savez's allow_pickle too; its keys (prefixed names) never are that
-                np.savez(f, **arrays)  # type: ignore[arg-type]
+                np.savez(f, **arrays)  # type: ignore[arg-type]  # mypy: a key might be allow_pickle; none is
 
     @classmethod
     def load(cls, path: str | Path) -> "KernelBank":

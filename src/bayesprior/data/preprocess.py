@@ -497,9 +497,8 @@ def _save_prepared(prepared: Prepared, path: Path) -> None:
         arrays["label"] = prepared.label
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            # np.load reads these and the older uncompressed entries; the ignore: mypy fits **arrays to
-            # savez_compressed's allow_pickle too, which none of these keys is
-            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+            # np.load reads these and the older uncompressed entries
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]  # mypy: a key might be allow_pickle
 
 
 def _load_prepared(path: Path) -> Prepared:

@@ -246,8 +246,7 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
     _refuse_non_finite_start(model, config)
     penalty = build_penalty(config, model)  # before a resume: it is centred at the start (source) weights
     if config.channels_last:
-        # the ignore: Module.to takes memory_format, which torch's typed overloads of it leave out
-        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stubs lack it
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = (torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
                  if config.weight_decay > 0 else torch.optim.Adam(trainable, lr=config.lr))
