@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
           f"1 warm-up; torch {torch.__version__}, {args.threads} threads")
     print("| samples per forward | forwards | median time (s) | ratio to the first row |\n|---:|---:|---:|---:|")
     for k in args.stacks:
-        ratio = statistics.median(t / b for t, b in zip(times[k], base))
+        ratio = statistics.median(t / b for t, b in zip(times[k], base, strict=True))
         print(f"| {k} | {-(-args.samples // k)} | {statistics.median(times[k]):.3f} | {ratio:.2f}x |")
 
 

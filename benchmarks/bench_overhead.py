@@ -180,7 +180,7 @@ def time_size(base: nn.Module, names: list[str], size: tuple[int, int, int], rep
     rows = []
     for v in variants:
         ts = times[v.name]
-        ratios = [t / p for t, p in zip(ts, plain)] if plain else []
+        ratios = [t / p for t, p in zip(ts, plain, strict=True)] if plain else []
         rows.append({"variant": v.name, "size": "x".join(map(str, size)), "median_s": statistics.median(ts),
                      "min_s": min(ts), "ratio": statistics.median(ratios) if ratios else float("nan"),
                      "ratio_of_mins": min(ts) / min(plain) if plain else float("nan")})

@@ -28,7 +28,6 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_overhead import build_network, make_variants  # noqa: E402
 
-
 SMALL_INPUT = (1, 1, 16, 8, 8)  # the U-Net's smallest input: at 1/8 resolution one axis keeps 2 voxels
 GRAIN = 32768  # at::internal::GRAIN_SIZE
 #: operators that only make a view (or an empty tensor): never split over threads, not counted
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(threads)
         for _ in range(3):  # warm-up
             kl_pass(model, x)
-        cpu, wall = zip(*(kl_pass(model, x) for _ in range(args.repeats)))
+        cpu, wall = zip(*(kl_pass(model, x) for _ in range(args.repeats)), strict=True)
         tables = []
         for _ in range(args.profiled):
             model.zero_grad(set_to_none=True)

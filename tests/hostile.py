@@ -14,6 +14,7 @@ from bayesprior.checkpoints import save_model
 from bayesprior.cli import cli
 from bayesprior.plugins import build_architecture
 from bayesprior.wrap import bayesianize
+
 from training_fixtures import oblique_lps_affine, write_nnunet_dataset
 
 #: a U-Net small enough for tests that only need a valid model file

@@ -46,10 +46,11 @@ def test_scaling_benchmark_measures_time_and_memory_in_a_process_per_row(capsys)
 
 
 def test_scaling_benchmark_times_the_kl_against_the_number_of_kernels(capsys, tmp_path):
+    import numpy as np
     from test_dwp_prior import _random_vae
+
     from bayesprior.kernels import KernelBank
     from bayesprior_dwp import save_prior_file
-    import numpy as np
 
     bank = KernelBank({"g1": np.zeros((4, 3, 3, 3), np.float32)},
                       {"kernel_size": [3, 3, 3], "groups": {"g1": {"layers": ["c"], "kept": 4, "dropped": 0}}})
@@ -67,6 +68,7 @@ def test_mc_prediction_benchmark_compares_stacked_and_sequential_samples(capsys)
 
 def test_the_dwp_kl_profile_times_and_counts_the_operators_of_one_kl_pass(capsys, tmp_path):
     from test_dwp_prior import _random_vae
+
     from bayesprior.kernels import KernelBank
     from bayesprior.plugins import architecture_groups, build_architecture
     from bayesprior_dwp import save_prior_file

@@ -11,7 +11,6 @@ from bayesprior import __version__, hookimpl
 from bayesprior.cli import cli
 from bayesprior.plugins import register_plugin, unregister_plugin
 
-
 pytestmark = pytest.mark.usefixtures("fresh_plugins")
 
 

@@ -9,10 +9,19 @@ import pytest
 
 from bayesprior.data import Case, read_dataset, read_image, write_like
 from bayesprior.data import preprocess as preprocess_module
-from bayesprior.data.preprocess import (PreprocessConfig, affine_from_record, ct_normalised, ct_statistics, invert,
-                                        prepare_dataset, preprocess, recorded_config)
+from bayesprior.data.preprocess import (
+    PreprocessConfig,
+    affine_from_record,
+    ct_normalised,
+    ct_statistics,
+    invert,
+    prepare_dataset,
+    preprocess,
+    recorded_config,
+)
 from bayesprior.errors import ConfigError, DataError
 from bayesprior.inference.prediction import mask_and_probability
+
 from training_fixtures import oblique_lps_affine, write_nnunet_dataset
 
 KEEP_GRID = {"crop_nonzero": False, "divisible_by": 1}

@@ -117,7 +117,7 @@ def test_corrupted_bytes_give_data_error_or_success(tmp_path, positions, values,
     name = "c.nii.gz" if compressed else "c.nii"
     path = write_like(_volume((8, 9, 7)), OBLIQUE_LPS, None, tmp_path / name)
     raw = bytearray(path.read_bytes())
-    for position, value in zip(positions, values):
+    for position, value in zip(positions, values, strict=False):  # values has the most positions' length
         raw[position % len(raw)] = value
     if truncate:
         raw = raw[: max(1, len(raw) - truncate)]
@@ -136,7 +136,7 @@ def test_corrupted_bytes_give_data_error_or_success(tmp_path, positions, values,
 def test_corrupted_header_inside_valid_gzip_gives_data_error_or_success(tmp_path, positions, values):
     path = write_like(_volume((8, 9, 7)), np.eye(4), None, tmp_path / "h.nii")
     raw = bytearray(path.read_bytes())
-    for position, value in zip(positions, values):
+    for position, value in zip(positions, values, strict=False):  # values has the most positions' length
         raw[position] = value
     target = tmp_path / "h.nii.gz"
     target.write_bytes(gzip.compress(bytes(raw)))

@@ -7,8 +7,14 @@ from hypothesis import strategies as st
 
 from bayesprior.data import Case, read_image, write_like
 from bayesprior.data import preprocess as preprocess_module
-from bayesprior.data.preprocess import (PreprocessConfig, affine_from_record, header_from_record, invert,
-                                        prepare_dataset, preprocess)
+from bayesprior.data.preprocess import (
+    PreprocessConfig,
+    affine_from_record,
+    header_from_record,
+    invert,
+    prepare_dataset,
+    preprocess,
+)
 from bayesprior.errors import ConfigError, DataError
 
 OBLIQUE_LPS = np.array([[-0.9, 0.1, 0.0, 90.0], [0.0, -1.1, 0.2, 120.0], [0.05, 0.0, 2.5, -60.0], [0, 0, 0, 1]])
@@ -111,7 +117,7 @@ def test_prepare_dataset_second_call_hits_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(preprocess_module, "preprocess", fail)
     second = prepare_dataset(root, config, cache_dir=tmp_path / "cache")
     assert [p.case_id for p in second] == [p.case_id for p in first]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
         np.testing.assert_array_equal(a.label, b.label)
         assert a.record == b.record
@@ -135,13 +141,13 @@ def test_prepare_dataset_cache_is_keyed_by_configuration_and_files(tmp_path):
        pad_extra=st.integers(0, 5))
 def test_invert_of_preprocess_restores_any_label_inside_the_brain(shape, data, divisible_by, pad_extra):
     starts = [data.draw(st.integers(0, n - 2)) for n in shape]
-    stops = [data.draw(st.integers(s + 1, n)) for s, n in zip(starts, shape)]
+    stops = [data.draw(st.integers(s + 1, n)) for s, n in zip(starts, shape, strict=True)]
     image = np.zeros(shape, np.float32)
-    box = tuple(slice(a, b) for a, b in zip(starts, stops))
+    box = tuple(slice(a, b) for a, b in zip(starts, stops, strict=True))
     image[box] = 1 + np.random.default_rng(0).random(image[box].shape)
     label = np.zeros(shape, np.uint8)
     label[box] = np.random.default_rng(1).integers(0, 2, image[box].shape)
-    target = tuple(b - a + pad_extra for a, b in zip(starts, stops))
+    target = tuple(b - a + pad_extra for a, b in zip(starts, stops, strict=True))
     case = Case("h", image, label, OBLIQUE_LPS, nibabel.Nifti1Header(), None, None)
     prepared = preprocess(case, PreprocessConfig(shape=target, divisible_by=divisible_by))
     assert all(n % divisible_by == 0 for n in prepared.image.shape)

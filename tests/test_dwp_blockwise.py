@@ -34,7 +34,7 @@ def _groups(anchored=False):
     posteriors = [[GaussianPosterior(0.3 * torch.randn(a, b, 3, 3, 3), -2.0) for a, b in shapes]
                   for shapes in GROUP_SHAPES]
     if anchored:
-        for prior, layers in zip(priors, posteriors):
+        for prior, layers in zip(priors, posteriors, strict=True):
             for i, q in enumerate(layers):
                 prior.bind(f"layer{i}", q.loc.detach() + 0.1 * torch.randn(q.shape))
     samples = [[q.rsample() for q in layers] for layers in posteriors]
@@ -45,7 +45,7 @@ def _groups(anchored=False):
 def _reference(priors, posteriors, samples, noise):
     """Group by group: -H(q) + sum of `KernelVAE.negative_elbo`, the formula the fast pass must equal."""
     total = 0
-    for prior, layers, ws, eps in zip(priors, posteriors, samples, noise):
+    for prior, layers, ws, eps in zip(priors, posteriors, samples, noise, strict=True):
         kernels = torch.cat([w.reshape(-1, 27) for w in ws])
         total = total - sum(q.entropy().sum() for q in layers) + prior.vae.negative_elbo(
             kernels, eps, prior._anchors(layers)).sum()
@@ -60,17 +60,17 @@ def _parameters(priors, posteriors):
 @pytest.mark.parametrize("anchored", [False, True], ids=["dwp", "dwp_anchored"])
 def test_one_pass_over_several_groups_equals_each_groups_vae_given_the_same_draws(anchored):
     priors, posteriors, samples, noise = _groups(anchored)
-    fast = DeepWeightPrior.kl_batch([PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples)], noise)
+    fast = DeepWeightPrior.kl_batch([PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples, strict=True)], noise)
     slow = _reference(priors, posteriors, samples, noise)
     assert torch.allclose(fast, slow, rtol=1e-5)
     parameters = _parameters(priors, posteriors)
-    for a, b in zip(torch.autograd.grad(fast, parameters, retain_graph=True), torch.autograd.grad(slow, parameters)):
+    for a, b in zip(torch.autograd.grad(fast, parameters, retain_graph=True), torch.autograd.grad(slow, parameters), strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
 def test_the_fast_pass_sends_no_gradient_to_the_frozen_decoders():
     priors, posteriors, samples, noise = _groups()
-    DeepWeightPrior.kl_batch([PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples)]).backward()
+    DeepWeightPrior.kl_batch([PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples, strict=True)]).backward()
     encoders = [p for prior in priors for p in prior.vae.encoder.parameters()]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoders)
     assert all(p.grad is None for prior in priors for p in prior.vae.decoder.parameters())
@@ -80,7 +80,7 @@ def test_a_frozen_encoder_is_kept_between_steps_and_a_changed_one_is_not():
     priors, posteriors, samples, noise = _groups()
     for prior in priors:
         prior.vae.encoder.requires_grad_(False)
-    batch = [PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples)]
+    batch = [PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples, strict=True)]
     before = DeepWeightPrior.kl_batch(batch, noise)
     with torch.no_grad():  # an in-place change of a frozen weight, of a buffer (as load_state_dict makes them)
         priors[1].vae.encoder.net[0].weight.mul_(1.5)
@@ -149,13 +149,13 @@ def test_the_models_kl_equals_the_formula_group_by_group(anchored, monkeypatch):
 
 def test_what_the_fast_pass_keeps_follows_the_priors_to_another_dtype():
     priors, posteriors, samples, noise = _groups()
-    batch = [PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples)]
+    batch = [PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples, strict=True)]
     DeepWeightPrior.kl_batch(batch, noise)  # keeps the float32 layout, whitening and decoders
     for prior in priors:
         prior.double()
     samples = [[w.detach().double() for w in ws] for ws in samples]
     posteriors = [[q.double() for q in layers] for layers in posteriors]
     noise = [n.double() for n in noise]
-    again = DeepWeightPrior.kl_batch([PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples)], noise)
+    again = DeepWeightPrior.kl_batch([PriorLayers(p, q, w) for p, q, w in zip(priors, posteriors, samples, strict=True)], noise)
     assert again.dtype == torch.float64
     assert torch.allclose(again, _reference(priors, posteriors, samples, noise), rtol=1e-10)

@@ -92,7 +92,7 @@ def test_prior_file_round_trip_keeps_the_vae_and_its_metadata(fitted, tmp_path):
     assert loaded.heldout_elbo("g") == pytest.approx(history)
     assert loaded.header["groups"]["g"]["layers"] == ["conv"]
     again = loaded.vae("g")
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), vae.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), vae.state_dict().values(), strict=True))
 
 
 def test_a_truncated_prior_file_is_reported_by_name(tmp_path):

@@ -150,7 +150,7 @@ def test_chunked_bound_equals_unchunked_bound_given_the_same_draws():
     assert torch.allclose(a, b, rtol=1e-5)
     grads_a = torch.autograd.grad(a, [q.loc, q.log_variance, *whole.vae.encoder.parameters()], retain_graph=True)
     grads_b = torch.autograd.grad(b, [q.loc, q.log_variance, *chunked.vae.encoder.parameters()])
-    assert all(torch.allclose(x, y, rtol=1e-4, atol=1e-6) for x, y in zip(grads_a, grads_b))
+    assert all(torch.allclose(x, y, rtol=1e-4, atol=1e-6) for x, y in zip(grads_a, grads_b, strict=True))
 
 
 def test_a_layer_with_another_kernel_size_is_rejected_by_name():
@@ -185,7 +185,7 @@ def test_the_registry_factory_builds_the_prior_of_a_group_and_its_config_rebuild
     assert prior.config() == {"group": "g1", "vae": vae, "fine_tune_encoder": False, "chunk_size": None}
     again = create_prior(("dwp", prior.config()))
     again.load_state_dict(prior.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), prior.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), prior.state_dict().values(), strict=True))
     assert again.config() == prior.config()
 
 
@@ -247,7 +247,7 @@ def test_the_vae_pass_equals_the_pre_speedup_formula_given_the_same_draws():
     new, old = vae.negative_elbo(w, noise), _pre_speedup_negative_elbo(vae, w, noise)
     assert torch.allclose(new, old, rtol=1e-5, atol=1e-4)
     params = [w, *vae.encoder.parameters()]
-    for a, b in zip(torch.autograd.grad(new.sum(), params), torch.autograd.grad(old.sum(), params)):
+    for a, b in zip(torch.autograd.grad(new.sum(), params), torch.autograd.grad(old.sum(), params), strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
 
 

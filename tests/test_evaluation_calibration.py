@@ -9,11 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayesprior.evaluation.calibration import (EPS, N_BINS, UEO_THRESHOLDS, ReliabilityBins, brier_score,
-                                               calibration_scores, expected_calibration_error,
-                                               normalised_entropy, uncertainty_error_overlap, voxel_nll)
-from bayesprior.evaluation.scoring import CaseScores
 from bayesprior.errors import ConfigError
+from bayesprior.evaluation.calibration import (
+    EPS,
+    N_BINS,
+    UEO_THRESHOLDS,
+    ReliabilityBins,
+    brier_score,
+    calibration_scores,
+    expected_calibration_error,
+    normalised_entropy,
+    uncertainty_error_overlap,
+    voxel_nll,
+)
+from bayesprior.evaluation.scoring import CaseScores
+
 from hostile import assert_ok, assert_one_line_error, nifti, run
 
 
@@ -33,7 +43,7 @@ def reference_ece(p, y, n_bins=N_BINS):
 def reference_nll(p, y):
     p = np.clip(p.ravel().astype(np.float64), EPS, 1 - EPS)
     y = y.ravel() > 0
-    return float(np.mean([-math.log(q) if t else -math.log(1 - q) for q, t in zip(p, y)]))
+    return float(np.mean([-math.log(q) if t else -math.log(1 - q) for q, t in zip(p, y, strict=True)]))
 
 
 def reference_ueo(p, y, prediction):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-
 TINY = """
 [source]
 synthetic = { kind = "ms", cases = 4, shape = [16, 24, 16], seed = 1 }
@@ -132,8 +131,9 @@ def _models(out: Path) -> dict:
 def test_an_experiment_killed_in_each_stage_and_moved_resumes_to_the_uninterrupted_result(tmp_path):
     from click.testing import CliRunner
 
-    from _kill_at import kill_at, temp_files
     from bayesprior.cli import cli
+
+    from _kill_at import kill_at, temp_files
 
     config = tmp_path / "small.toml"
     config.write_text(SMALL)

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from bayesprior.errors import ConfigError
-from bayesprior.hashing import file_sha256
 from bayesprior.experiment.config import load_config
 from bayesprior.experiment.pipeline import Experiment
+from bayesprior.hashing import file_sha256
 
 TINY = """
 [source]

@@ -4,13 +4,13 @@ they are (the fixture holds them as the code before the split wrote them)."""
 import json
 from pathlib import Path
 
+from test_experiment_settings import TINY as SETTINGS_TINY
 
 from bayesprior.experiment import source_stage, target_stage
 from bayesprior.experiment.config import parse_config
 from bayesprior.experiment.pipeline import Experiment
 from bayesprior.hashing import cases_sha256
 from bayesprior.locks import LOCK_NAME
-from test_experiment_settings import TINY as SETTINGS_TINY
 
 #: the tiny experiment of the settings tests, with a method from the source and a learned prior
 TINY = {**SETTINGS_TINY, "protocol": {**SETTINGS_TINY["protocol"], "methods": ["ri", "pr", "corrnormal"]}}

@@ -3,12 +3,20 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import ttest_1samp, wilcoxon
 
-from bayesprior.experiment.statistics import (MIN_SPLITS_FOR_VERDICT, Comparison, bootstrap_interval, compare,
-                                              comparison_markdown, detectable_difference, paired_differences,
-                                              wilcoxon_p)
+from bayesprior.experiment.statistics import (
+    MIN_SPLITS_FOR_VERDICT,
+    Comparison,
+    bootstrap_interval,
+    compare,
+    comparison_markdown,
+    detectable_difference,
+    paired_differences,
+    wilcoxon_p,
+)
 
 
 def _results(dsc):

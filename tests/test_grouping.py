@@ -1,14 +1,20 @@
 """bayesprior.grouping on small networks written here: resolution, kernel-size and name groups."""
 import pytest
-from hypothesis import given, settings, strategies as st
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from bayesprior import bayesianize, by_type
 from bayesprior.errors import ConfigError
-from bayesprior.grouping import (describe_layers, group_by_kernel_size, group_by_name, group_by_resolution,
-                                 resolution_label)
+from bayesprior.grouping import (
+    describe_layers,
+    group_by_kernel_size,
+    group_by_name,
+    group_by_resolution,
+    resolution_label,
+)
 
 
 class TinyUNet2d(nn.Module):

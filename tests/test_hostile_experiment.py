@@ -3,6 +3,7 @@ message names the key (`bayesprior experiment`)."""
 import pytest
 
 from bayesprior.locks import folder_lock
+
 from hostile import assert_one_line_error, run
 
 GOOD = {
@@ -86,6 +87,7 @@ def test_a_figure_slice_with_a_pickle_payload_is_refused_when_the_report_is_made
 
     from bayesprior.experiment.config import load_config
     from bayesprior.experiment.pipeline import Experiment
+
     from hostile import Payload
 
     out = tmp_path / "out"

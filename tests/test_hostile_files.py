@@ -13,6 +13,7 @@ from bayesprior.data.preprocess import PreprocessConfig, _load_prepared, prepare
 from bayesprior.errors import CheckpointError, DataError
 from bayesprior.kernels import BANK_FORMAT, KernelBank
 from bayesprior.locks import folder_lock
+
 from hostile import Payload, assert_ok, assert_one_line_error, dataset, model_file, run
 
 

@@ -14,8 +14,18 @@ from bayesprior.locks import folder_lock
 from bayesprior.plugins import architecture_groups, build_architecture
 from bayesprior.training.methods import prior_rules
 from bayesprior.wrap import bayesianize
-from hostile import (SMALL_UNET, assert_ok, assert_one_line_error, bayesian_model_file, dataset, model_file, nifti,
-                     run, write_json)
+
+from hostile import (
+    SMALL_UNET,
+    assert_ok,
+    assert_one_line_error,
+    bayesian_model_file,
+    dataset,
+    model_file,
+    nifti,
+    run,
+    write_json,
+)
 
 NO_PROGRESS = "--no-progress"
 

@@ -16,6 +16,7 @@ from bayesprior.kernels import KernelBank
 from bayesprior.locks import folder_lock
 from bayesprior.training.config import TrainConfig
 from bayesprior.training.trainer import train
+
 from hostile import SMALL_UNET, assert_ok, assert_one_line_error, dataset, model_file, nifti, run, write_json
 from training_fixtures import TinyNet, make_cases
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from bayesprior.cli import cli
 from bayesprior.kernels import harvest_kernels
+
 from hostile import Payload, assert_ok, assert_one_line_error, bayesian_model_file, model_file, run
 from training_fixtures import write_nnunet_dataset
 
@@ -85,6 +86,7 @@ def test_a_kernel_bank_shows_its_groups_and_the_models_it_was_harvested_from(tmp
 
 def test_a_dwp_prior_file_shows_its_groups_and_provenance(tmp_path):
     from test_dwp_prior import _random_vae
+
     from bayesprior_dwp import save_prior_file
 
     bank = _bank(tmp_path)
@@ -108,6 +110,7 @@ def test_a_corrnormal_prior_file_shows_its_groups(tmp_path):
 @pytest.mark.parametrize("kind", ["dwp", "corrnormal"])
 def test_a_prior_file_shows_the_command_that_fitted_it_not_the_banks_harvest_command(tmp_path, monkeypatch, kind):
     from test_dwp_prior import _random_vae
+
     from bayesprior_corrnormal import fit_corrnormal_file
     from bayesprior_dwp import save_prior_file
 

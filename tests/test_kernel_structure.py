@@ -4,11 +4,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bayesprior.checkpoints import save_model
-from bayesprior.kernel_structure import (full_gaussian_loglik, group_structure, heldout_split,
-                                         iid_gaussian_loglik, structure_rows, structure_table)
+from bayesprior.kernel_structure import (
+    full_gaussian_loglik,
+    group_structure,
+    heldout_split,
+    iid_gaussian_loglik,
+    structure_rows,
+    structure_table,
+)
 from bayesprior.kernels import harvest_kernels
 from bayesprior.plugins import build_architecture
 from bayesprior.training.methods import he_initialise

@@ -5,10 +5,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from bayesprior import kernels
 from bayesprior.checkpoints import save_model
 from bayesprior.cli import cli
 from bayesprior.errors import CheckpointError
-from bayesprior import kernels
 from bayesprior.kernels import KernelBank, harvest_kernels
 from bayesprior.plugins import build_architecture
 

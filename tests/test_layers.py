@@ -170,7 +170,7 @@ def test_settings_of_the_wrapped_module_stay_readable():
     assert layer.bias is conv.bias
     assert torch.equal(layer.weight, layer.posterior.loc)
     with pytest.raises(AttributeError):
-        layer.no_such_attribute
+        _ = layer.no_such_attribute
 
 
 def test_posterior_takes_over_the_weight_parameter():

@@ -12,8 +12,16 @@ import bayesprior as bp
 from bayesprior import Prior, hookimpl
 from bayesprior import plugins as plugins_module
 from bayesprior.errors import PluginError
-from bayesprior.plugins import (add_plugin_commands, create_prior, parse_spec, plugin_report, prior_registry,
-                                register_plugin, reset_plugins, unregister_plugin)
+from bayesprior.plugins import (
+    add_plugin_commands,
+    create_prior,
+    parse_spec,
+    plugin_report,
+    prior_registry,
+    register_plugin,
+    reset_plugins,
+    unregister_plugin,
+)
 
 
 class HalfNormalish(Prior):

@@ -78,4 +78,4 @@ def test_rsample_gradients_match_the_reparameterisation_formula():
     assert torch.allclose(w, reference)
     grads = torch.autograd.grad((w * torch.arange(12.0).reshape(4, 3)).sum(), [q.loc, q.log_variance])
     expected = torch.autograd.grad((reference * torch.arange(12.0).reshape(4, 3)).sum(), [q.loc, q.log_variance])
-    assert all(torch.allclose(a, b) for a, b in zip(grads, expected))
+    assert all(torch.allclose(a, b) for a, b in zip(grads, expected, strict=True))

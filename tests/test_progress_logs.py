@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from bayesprior.cli import cli
 from bayesprior.progress import Progress, bars_wanted, plain_lines, progress_line
+
 from hostile import assert_one_line_error
 from training_fixtures import write_nnunet_dataset
 

@@ -11,6 +11,7 @@ from bayesprior.data import read_dataset
 from bayesprior.data.datasets import label_files, prediction_files
 from bayesprior.data.preprocess import ct_statistics
 from bayesprior.errors import ConfigError
+
 from hostile import SMALL_UNET, assert_one_line_error, run
 from training_fixtures import write_nnunet_dataset
 
@@ -23,12 +24,12 @@ def write_brats_folder(root, n=4, shape=(240, 240, 155), sequences=("flair", "t2
     grid = np.ogrid[tuple(slice(0, s) for s in shape)]
     centre = np.array(shape) / 2
     radii = np.array(shape) * 0.38
-    brain = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) < 1
+    brain = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) < 1
     rng = np.random.default_rng(0)
     for i in range(n):
         spot = centre + rng.uniform(-0.15, 0.15, 3) * np.array(shape)
         size = min(shape) * rng.uniform(0.08, 0.14)
-        distance = np.sqrt(sum(((g - c) / size) ** 2 for g, c in zip(grid, spot)))
+        distance = np.sqrt(sum(((g - c) / size) ** 2 for g, c in zip(grid, spot, strict=True)))
         seg = np.zeros(shape, np.int16)
         seg[distance < 1.6] = 2
         seg[distance < 1.0] = 4

@@ -8,9 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from test_real_data_cli import write_brats_folder
 
 from hostile import assert_one_line_error, run
-from test_real_data_cli import write_brats_folder
 
 SHAPE = (24, 24, 16)
 
@@ -265,7 +265,6 @@ score_grid = "original"
 # ------------------------------------------------------------------ 5. calibration where it is informative
 def test_calibration_is_scored_in_the_body_mask_and_the_band_with_every_voxel_kept(tmp_path, tiny_architecture):
     from scipy import ndimage
-
     from test_evaluation_calibration import reference_ece
 
     data, ids, split = _brats(tmp_path)
@@ -325,7 +324,7 @@ def _real_data_commands():
 def _brats_with_ids(root, ids):
     """A tiny BRATS folder whose patients have the ids `ids` (those of the README's split file)."""
     written = write_brats_folder(root, n=len(ids), shape=SHAPE)
-    for old, new in zip(written, ids):
+    for old, new in zip(written, ids, strict=True):
         folder = root / "HGG" / old
         for file in folder.iterdir():
             file.rename(folder / file.name.replace(old, new))

@@ -14,6 +14,7 @@ from bayesprior.kernels import KernelBank
 from bayesprior.safe_load import is_plain, load_plain, trusting_files
 from bayesprior.training.config import TrainConfig
 from bayesprior.training.trainer import train
+
 from training_fixtures import TinyNet, make_cases
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner
 
-from _kill_at import kill_at, temp_files
 from bayesprior.cli import cli
 from bayesprior.data.synth import synthesize_dataset
 from bayesprior.locks import LOCK_NAME
 from bayesprior.safe_load import load_plain
+
+from _kill_at import kill_at, temp_files
 from hostile import bayesian_model_file
 from training_fixtures import write_nnunet_dataset
 

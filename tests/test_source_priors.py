@@ -12,8 +12,8 @@ from bayesprior.checkpoints import load_model, save_model
 from bayesprior.errors import ConfigError
 from bayesprior.plugins import create_prior
 from bayesprior.posteriors import GaussianPosterior
-from bayesprior.training.methods import build_penalty, training_method
 from bayesprior.training.config import TrainConfig
+from bayesprior.training.methods import build_penalty, training_method
 from bayesprior_l2sp import L2SPPenalty, LayerSourceGaussian, SourceGaussianPrior
 from bayesprior_swag import LayerSwagPrior
 

@@ -3,12 +3,12 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from bayesprior.checkpoints import read_model_file
-from bayesprior.training.methods import build_model
 from bayesprior.training.config import TrainConfig
+from bayesprior.training.methods import build_model
 from bayesprior.training.trainer import train
+
 from training_fixtures import make_cases
 
 
@@ -17,7 +17,7 @@ def test_init_scale_multiplies_the_he_initialisation(tiny_architecture):
     he = build_model(TrainConfig(architecture=tiny_architecture, architecture_config={}))
     torch.manual_seed(0)
     small = build_model(TrainConfig(architecture=tiny_architecture, architecture_config={}, init_scale=0.1))
-    for (name, a), b in zip(he.named_parameters(), small.parameters()):
+    for (name, a), b in zip(he.named_parameters(), small.parameters(), strict=True):
         if name.endswith("weight"):
             assert torch.allclose(b, 0.1 * a)
     conv = he.init_conv.weight

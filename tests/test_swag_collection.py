@@ -21,7 +21,7 @@ def test_swag_moments_are_the_snapshots_mean_variance_and_last_deviations():
     net = nn.Linear(3, 2)
     snapshots = []
     moments = SwagMoments(net, rank=3)
-    for k in range(5):
+    for _ in range(5):
         with torch.no_grad():
             net.weight.copy_(torch.randn(2, 3))
         snapshots.append(net.weight.detach().double().clone())

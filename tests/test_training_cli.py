@@ -6,6 +6,7 @@ import torch
 from click.testing import CliRunner
 
 from bayesprior.cli import cli
+
 from training_fixtures import write_nnunet_dataset
 
 
@@ -88,6 +89,7 @@ def test_several_seeds_fill_a_model_zoo(tiny_architecture, tmp_path):
 
 def test_bad_roi_is_reported_without_traceback(tiny_architecture, tmp_path):
     from bayesprior.checkpoints import save_model
+
     from training_fixtures import TinyNet
 
     save_model(TinyNet(), tmp_path / "m.pt", extra={"preprocess": {}})

@@ -4,6 +4,7 @@ import torch.multiprocessing as mp
 from bayesprior.checkpoints import read_model_file
 from bayesprior.plugins import register_plugin, unregister_plugin
 from bayesprior.training.trainer import TrainConfig, train
+
 from training_fixtures import TinyArchitecturePlugin, make_cases
 
 # one deterministic run (batch Dice, summed CE) and one Bayesian run (per-case Dice, mean CE); the Bayesian

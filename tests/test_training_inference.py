@@ -1,5 +1,4 @@
 import json
-
 from pathlib import Path
 
 import monai.inferers
@@ -11,8 +10,13 @@ import torch
 from bayesprior.data.naming import case_id_of, case_ids
 from bayesprior.evaluation.folders import evaluate_folders
 from bayesprior.inference.postprocess import largest_connected_component
-from bayesprior.inference.sliding_window_prediction import (gaussian_importance_map, predict_probabilities,
-                                                            sliding_window, window_starts)
+from bayesprior.inference.sliding_window_prediction import (
+    gaussian_importance_map,
+    predict_probabilities,
+    sliding_window,
+    window_starts,
+)
+
 from training_fixtures import TinyNet
 
 

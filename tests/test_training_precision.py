@@ -8,6 +8,7 @@ import torch
 from bayesprior.checkpoints import load_model
 from bayesprior.training.config import TrainConfig
 from bayesprior.training.trainer import evaluate_cases, train
+
 from training_fixtures import make_cases
 
 

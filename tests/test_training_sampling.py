@@ -5,14 +5,16 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bayesprior.checkpoints import read_model_file
 from bayesprior.errors import ConfigError
+from bayesprior.training.config import TrainConfig
 from bayesprior.training.distributed import DistContext
 from bayesprior.training.sampling import BatchSampler, SamplingConfig, _forced, augment, crop
-from bayesprior.training.config import TrainConfig
 from bayesprior.training.trainer import train
+
 from training_fixtures import make_cases
 
 
@@ -38,7 +40,7 @@ def test_patches_lie_inside_the_volume(shape, patch, seed, force):
     case = _case(shape, foreground=[tuple(s - 1 for s in shape)])
     sampler = BatchSampler([case], SamplingConfig(batch_size=1, patch=patch), seed, torch.device("cpu"))
     corner = sampler.patch_corner(0, case.label, np.random.default_rng(seed), force)
-    for c, p, s in zip(corner, patch, shape):
+    for c, p, s in zip(corner, patch, shape, strict=True):
         assert 0 <= c and (c + p <= s or c == 0)
     image, label = crop(case.image, case.label, corner, patch)
     assert image.shape == patch and label.shape == patch
@@ -74,7 +76,7 @@ def test_batches_depend_only_on_seed_and_epoch():
     torch.manual_seed(123)
     np.random.seed(5)  # the global random state plays no part
     second = [b for b in BatchSampler(cases, config, 7, torch.device("cpu")).epoch(3)]
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second, strict=True))
     other = next(iter(BatchSampler(cases, config, 7, torch.device("cpu")).epoch(4)))
     assert not torch.equal(first[0][0], other[0])
 

@@ -6,6 +6,7 @@ import torch
 from bayesprior.checkpoints import load_model, read_model_file
 from bayesprior.errors import ConfigError
 from bayesprior.training.trainer import TrainConfig, TrainingStopped, train
+
 from training_fixtures import make_cases
 
 

@@ -9,6 +9,7 @@ from bayesprior.errors import ConfigError
 from bayesprior.experiment.config import parse_config
 from bayesprior.experiment.pipeline import Experiment
 from bayesprior.training.splits import validation_split
+
 from training_fixtures import write_nnunet_dataset
 
 

@@ -270,7 +270,7 @@ def test_kl_and_data_terms_give_gradients_to_every_posterior_parameter(prior, mo
     assert len(posterior_params) == 8
     for term in (elbo.kl, elbo.data):
         grads = torch.autograd.grad(term, list(posterior_params.values()), allow_unused=True)
-        for (name, _), g in zip(posterior_params.items(), grads):
+        for (name, _), g in zip(posterior_params.items(), grads, strict=True):
             assert g is not None and torch.isfinite(g).all(), name
             if term is elbo.data or not name.endswith("loc") or prior != "loguniform":
                 assert g.abs().sum() > 0, name
@@ -438,8 +438,9 @@ def test_deterministic_state_maps_a_wrapped_model_back_to_plain_keys_even_with_a
 
 
 def test_kl_asks_each_shared_prior_once_for_all_its_layers():
-    import bayesprior as bp
     from torch import nn
+
+    import bayesprior as bp
 
     calls = []
 

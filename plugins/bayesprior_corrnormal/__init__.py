@@ -13,8 +13,14 @@ from __future__ import annotations
 
 from bayesprior import hookimpl
 
-from .prior import (PRIOR_FORMAT, CorrelatedNormalPrior, check_corrnormal_fit_options, create_corrnormal_prior,
-                    fit_corrnormal_file, load_corrnormal_file)
+from .prior import (
+    PRIOR_FORMAT,
+    CorrelatedNormalPrior,
+    check_corrnormal_fit_options,
+    create_corrnormal_prior,
+    fit_corrnormal_file,
+    load_corrnormal_file,
+)
 
 __all__ = ["CorrelatedNormalPrior", "create_corrnormal_prior", "fit_corrnormal_file", "load_corrnormal_file",
            "PRIOR_FORMAT"]

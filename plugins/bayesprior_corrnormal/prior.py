@@ -50,6 +50,9 @@ class CorrelatedNormalPrior(Prior):
     """
 
     unit = "kernel"
+    # buffers (register_buffer), declared for the type checker
+    mean: Tensor  # (k^d,)
+    cholesky: Tensor  # lower Cholesky factor of the covariance, (k^d, k^d)
 
     def __init__(self, mean: Tensor, covariance: Tensor, kernel_size: Sequence[int], group: str | None = None):
         super().__init__()

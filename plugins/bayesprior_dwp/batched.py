@@ -20,9 +20,10 @@ group's own parameters.
 from __future__ import annotations
 
 import math
-from functools import partial
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +44,7 @@ class BlockLayout:
         self.counts = tuple(int(n) for n in counts)
         self.rows = rows
         self.blocks = tuple(math.ceil(n / rows) for n in self.counts)
-        self.padding = tuple(b * rows - n for b, n in zip(self.blocks, self.counts))
+        self.padding = tuple(b * rows - n for b, n in zip(self.blocks, self.counts, strict=True))
 
     @property
     def n_blocks(self) -> int:
@@ -58,7 +59,7 @@ class BlockLayout:
         """1 for a kernel's row, 0 for a padding row, flattened: (blocks * rows,)."""
         mask = torch.zeros(self.n_blocks * self.rows, device=device, dtype=dtype)
         start = 0
-        for n, blocks in zip(self.counts, self.blocks):
+        for n, blocks in zip(self.counts, self.blocks, strict=True):
             mask[start:start + n] = 1
             start += blocks * self.rows
         return mask
@@ -67,11 +68,12 @@ class BlockLayout:
         """Each group's row pieces (n, features), in group order, as one padded (blocks, rows, features) tensor."""
         first = pieces[0][0]
         zeros = first.new_zeros(max(self.padding), first.shape[-1])
-        rows = [part for group, pad in zip(pieces, self.padding) for part in (*group, zeros[:pad])]
+        rows = [part for group, pad in zip(pieces, self.padding, strict=True) for part in (*group, zeros[:pad])]
         return torch.cat(rows).view(self.n_blocks, self.rows, -1)
 
 
-class _BlockLinear(NamedTuple):
+@dataclass(frozen=True, slots=True)  # not a NamedTuple: mypy does not see a NamedTuple's __call__
+class _BlockLinear:
     """A linear layer whose weight (blocks, in, out) and bias (blocks, 1, out) are those of each block's group."""
 
     weight: Tensor
@@ -94,7 +96,7 @@ class BlockHead:
     def __init__(self, heads: Sequence[GaussianHead], block_group: Tensor):
         self.log_min_variance = heads[0].log_min_variance
         self.steps: list[Callable[[Tensor], Tensor]] = []
-        for layers in zip(*(head.net for head in heads)):
+        for layers in zip(*(head.net for head in heads), strict=True):
             if isinstance(layers[0], nn.Linear):
                 weight = torch.stack([layer.weight for layer in layers]).index_select(0, block_group)
                 bias = torch.stack([layer.bias for layer in layers]).index_select(0, block_group)
@@ -137,7 +139,7 @@ class FrozenParts:
 
 
 def blockwise_negative_elbo_sum(vaes: Sequence[Any], kernels: Sequence[Sequence[Tensor]], frozen: FrozenParts,
-                                anchors: Sequence[Sequence[Tensor]] | None = None,
+                                anchors: Sequence[Sequence[tuple[Tensor, Tensor]]] | None = None,
                                 latent_noise: Sequence[Tensor] | None = None) -> Tensor:
     """Sum over every group g and kernel w of `vaes[g].negative_elbo(w, noise, anchor)`, in one pass.
 
@@ -160,7 +162,7 @@ def blockwise_negative_elbo_sum(vaes: Sequence[Any], kernels: Sequence[Sequence[
     whitening = frozen.get("whitening", [t for vae in vaes for t in (vae.data_mean, vae.data_whitening)],
                            lambda: _block_whitening(vaes, block_group), key)
     log_det = frozen.get("log_det", [vae.data_log_det for vae in vaes],
-                         lambda: sum(n * vae.data_log_det for n, vae in zip(layout.counts, vaes)), key)
+                         lambda: sum(n * vae.data_log_det for n, vae in zip(layout.counts, vaes, strict=True)), key)
     encoder = frozen.get("encoder", list(_parameters(vaes, "encoder")),
                          lambda: BlockHead([vae.encoder for vae in vaes], block_group), key)
     decoder = frozen.get("decoder", list(_parameters(vaes, "decoder")),

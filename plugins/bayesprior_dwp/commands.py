@@ -6,8 +6,8 @@ from pathlib import Path
 import click
 
 from bayesprior.atomic import remove_stale_temp_files_of
-from bayesprior.kernels import KernelBank
 from bayesprior.kernel_structure import structure_rows, structure_table, structure_warnings
+from bayesprior.kernels import KernelBank
 
 from .fit import fit_prior_file, heldout_scores
 from .pictures import draw_kernel_figure

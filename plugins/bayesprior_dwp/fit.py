@@ -49,44 +49,25 @@ def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: in
     """
     if max_epochs < 1 or batch_size < 1:
         raise ConfigError(f"max_epochs and batch_size must be >= 1, got {max_epochs!r}, {batch_size!r}")
-    kernels = torch.from_numpy(np.ascontiguousarray(bank.flat(group), dtype=np.float32))
-    if len(kernels) < 2:
-        raise ConfigError(f"group {group!r} has {len(kernels)} kernel(s); a VAE needs at least 2")
-    if not torch.isfinite(kernels).all():
-        raise ConfigError(f"group {group!r} holds NaN or infinite kernels; harvest finite models")
+    kernels = _group_kernels(bank, group)
     generator = torch.Generator().manual_seed(seed)
     # the split of the structure report (`bayesprior.kernel_structure`), so its scores compare
     train_index, heldout_index = heldout_split(len(kernels), heldout_fraction, generator=generator)
     heldout, train = kernels[heldout_index], kernels[train_index]
 
     torch.manual_seed(seed)
-    vae = KernelVAE(bank.kernel_size, latent_dim=latent_dim, hidden=hidden, depth=depth)
-    # the VAE starts as the training kernels' full-covariance Gaussian (see `KernelVAE.set_reference`)
-    mean, covariance = reference_gaussian(train)
-    vae.set_reference(mean, covariance)
+    vae = _vae_at_reference(bank.kernel_size, train, latent_dim, hidden, depth)
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=patience)
     # the same latent noise at every evaluation, so epochs are compared on equal terms
     heldout_noise = torch.randn(len(heldout), latent_dim, generator=generator)
-
-    def heldout_elbo() -> float:
-        vae.eval()
-        with torch.no_grad():
-            value = -float(vae.negative_elbo(heldout, heldout_noise).mean())
-        vae.train()
-        return value
-
-    history = [heldout_elbo()]
+    history = [_heldout_elbo(vae, heldout, heldout_noise)]
     best_elbo, best_state = history[0], _copy_state(vae)
     # a line per group where no bar shows (a log file): a line per epoch of every group would bury the rest
     bar = Progress(range(max_epochs), f"fit {group}", "epoch", enabled=progress, lines=False, leave=False)
     for _ in bar:
-        for batch in torch.randperm(len(train), generator=generator).split(batch_size):
-            loss = vae.negative_elbo(train[batch]).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        elbo = heldout_elbo()
+        _train_epoch(vae, optimizer, train, batch_size, generator)
+        elbo = _heldout_elbo(vae, heldout, heldout_noise)
         history.append(elbo)
         if elbo > best_elbo:
             best_elbo, best_state = elbo, _copy_state(vae)
@@ -102,6 +83,44 @@ def fit_kernel_vae(bank: KernelBank, group: str, latent_dim: int = 6, hidden: in
                           "the kernels may be degenerate (all equal, or of wildly different scales)")
     vae.load_state_dict(best_state)
     return vae.eval(), history
+
+
+def _vae_at_reference(kernel_size: Sequence[int], train: torch.Tensor, latent_dim: int, hidden: int,
+                      depth: int) -> KernelVAE:
+    """A new VAE that starts as the training kernels' full-covariance Gaussian (see `KernelVAE.set_reference`)."""
+    vae = KernelVAE(kernel_size, latent_dim=latent_dim, hidden=hidden, depth=depth)
+    mean, covariance = reference_gaussian(train)
+    vae.set_reference(mean, covariance)
+    return vae
+
+
+def _group_kernels(bank: KernelBank, group: str) -> torch.Tensor:
+    """The kernels of `group`, flattened (n, k^d), float32; `ConfigError` for fewer than two or non-finite ones."""
+    kernels = torch.from_numpy(np.ascontiguousarray(bank.flat(group), dtype=np.float32))
+    if len(kernels) < 2:
+        raise ConfigError(f"group {group!r} has {len(kernels)} kernel(s); a VAE needs at least 2")
+    if not torch.isfinite(kernels).all():
+        raise ConfigError(f"group {group!r} holds NaN or infinite kernels; harvest finite models")
+    return kernels
+
+
+def _heldout_elbo(vae: KernelVAE, heldout: torch.Tensor, noise: torch.Tensor) -> float:
+    """The mean ELBO per held-out kernel, with the latent `noise` given (evaluated in eval mode)."""
+    vae.eval()
+    with torch.no_grad():
+        value = -float(vae.negative_elbo(heldout, noise).mean())
+    vae.train()
+    return value
+
+
+def _train_epoch(vae: KernelVAE, optimizer: torch.optim.Optimizer, train: torch.Tensor, batch_size: int,
+                 generator: torch.Generator) -> None:
+    """One pass over the training kernels in a random order, an Adam step per batch."""
+    for batch in torch.randperm(len(train), generator=generator).split(batch_size):
+        loss = vae.negative_elbo(train[batch]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
 
 #: what `fit_prior_file` accepts (the options of `fit_kernel_vae`, and the groups)

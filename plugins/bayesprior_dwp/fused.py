@@ -44,7 +44,8 @@ class _LatentSampleAndKL(torch.autograd.Function):
         stddev = log_variance.mul(0.5).exp_()
         z = torch.addcmul(mean, stddev, noise)
         variance = stddev * stddev
-        if prior_mean is None:  # KL to N(0, I): 0.5 (mu^2 + var - 1 - lv)
+        if prior_mean is None or prior_log_variance is None:  # KL to N(0, I): 0.5 (mu^2 + var - 1 - lv)
+            # (`latent_sample_and_kl` passes both or neither)
             kl = torch.addcmul(variance - log_variance, mean, mean).sum(-1).sub_(latent).mul_(0.5)
             kl_by_mean = mean.clone()
         else:  # 0.5 (v - lv - 1 + (var + (mu - m)^2) e^-v)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -105,8 +105,10 @@ class DeepWeightPrior(Prior):
 
     def _layer_anchors(self, posteriors: list[Any]) -> list[tuple[Tensor, Tensor]] | None:
         """Per layer of `posteriors`, its kernels' latent priors (mean, log-variance), or None if not anchored."""
-        if not self.anchored:
-            return None
+        return self._bound_anchors(posteriors) if self.anchored else None
+
+    def _bound_anchors(self, posteriors: list[Any]) -> list[tuple[Tensor, Tensor]]:
+        """The latent priors `bind` kept for the layers of `posteriors` (an anchored prior's)."""
         kernels = [q.shape[0] * q.shape[1] for q in posteriors]
         if kernels != self.anchor_kernels:
             raise PriorMismatchError(f"anchored DWP prior {self.describe()} was bound to layers of "
@@ -166,12 +168,14 @@ class DeepWeightPrior(Prior):
         `latent_noise` (per prior, (its kernels, latent_dim)) gives the latent samples' standard-normal draws
         (tests compare with `kl_upper_bound`); drawn if None.
         """
-        priors = [item.prior for item in batch]
-        kernels = [item.prior._layer_kernels(item.posteriors, item.weight_samples) for item in batch]
-        anchors = [item.prior._layer_anchors(item.posteriors) for item in batch]
+        # one batch holds priors of one class (`kl_of_priors`) and one `batch_key`, so all anchored or none
+        priors = cast(list[DeepWeightPrior], [item.prior for item in batch])
+        kernels = [p._layer_kernels(item.posteriors, item.weight_samples)
+                   for p, item in zip(priors, batch, strict=True)]
+        anchors = [p._bound_anchors(item.posteriors) for p, item in zip(priors, batch, strict=True)] \
+            if priors[0].anchored else None
         frozen = priors[0].__dict__.setdefault("_frozen_parts", FrozenParts())
-        latent_terms = blockwise_negative_elbo_sum([p.vae for p in priors], kernels, frozen,
-                                                   None if not priors[0].anchored else anchors, latent_noise)
+        latent_terms = blockwise_negative_elbo_sum([p.vae for p in priors], kernels, frozen, anchors, latent_noise)
         return _negative_entropy([q for item in batch for q in item.posteriors]) + latent_terms
 
     def _layer_kernels(self, posteriors: list[Any], weight_samples: list[Tensor | None] | None) -> list[Tensor]:
@@ -180,7 +184,7 @@ class DeepWeightPrior(Prior):
             if tuple(q.shape[2:]) != self.vae.kernel_size:
                 self.check_compatible(q.shape, "<layer of this group>")
         samples = weight_samples or [None] * len(posteriors)
-        return [kernel_view(q.rsample() if w is None else w) for q, w in zip(posteriors, samples)]
+        return [kernel_view(q.rsample() if w is None else w) for q, w in zip(posteriors, samples, strict=True)]
 
     def __getstate__(self) -> dict[str, Any]:
         # copies and pickles never carry the fast pass's kept tensors (rebuilt on first use)
@@ -195,7 +199,7 @@ class DeepWeightPrior(Prior):
         pieces = [w.split(self.chunk_size), noise.split(self.chunk_size)]
         if anchors is not None:
             pieces += [a.split(self.chunk_size) for a in anchors]
-        for chunk in zip(*pieces):
+        for chunk in zip(*pieces, strict=True):
             chunk_anchors = None if anchors is None else (chunk[2], chunk[3])
             if torch.is_grad_enabled():
                 total = total + checkpoint(self._latent_terms, chunk[0], chunk[1], chunk_anchors, use_reentrant=False)

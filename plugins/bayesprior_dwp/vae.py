@@ -27,7 +27,8 @@ only add non-Gaussian structure on top of it (benchmarks/RESULTS.md, "Structure 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from itertools import pairwise
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +40,7 @@ _LOG_2PI = math.log(2 * math.pi)
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ELU())
@@ -76,6 +77,12 @@ class KernelVAE(nn.Module):
         min_variance: floor of the variances, in units of `data_scale` squared.
     """
 
+    # buffers (register_buffer), declared for the type checker: the whitening reference N(mean, L L^T)
+    data_mean: Tensor
+    data_cholesky: Tensor  # L
+    data_whitening: Tensor  # L^-1
+    data_log_det: Tensor  # log|det L|
+
     def __init__(self, kernel_size: Sequence[int] = (3, 3, 3), latent_dim: int = 6, hidden: int = 32,
                  depth: int = 2, min_variance: float = 1e-6):
         super().__init__()
@@ -95,8 +102,9 @@ class KernelVAE(nn.Module):
         self.encoder = GaussianHead(self.n_elements, latent_dim, hidden, depth, min_variance)
         self.decoder = GaussianHead(latent_dim, self.n_elements, hidden, depth, min_variance)
         for head in (self.encoder, self.decoder):  # start as the reference Gaussian (module docstring)
-            nn.init.zeros_(head.net[-1].weight)
-            nn.init.zeros_(head.net[-1].bias)
+            output_layer = cast(nn.Linear, head.net[-1])  # `_mlp` ends every network with a linear layer
+            nn.init.zeros_(output_layer.weight)
+            nn.init.zeros_(output_layer.bias)
         d = self.n_elements
         self.register_buffer("data_mean", torch.zeros(d))
         self.register_buffer("data_cholesky", torch.eye(d))

@@ -21,6 +21,9 @@ class GaussianPrior(Prior):
     """
 
     unit = "scalar"
+    # buffers (register_buffer), declared for the type checker
+    loc: Tensor
+    scale: Tensor
 
     def __init__(self, loc: float = 0.0, scale: float = 1.0):
         super().__init__()

@@ -81,11 +81,10 @@ class SourceGaussianPrior(Prior):
     def bind(self, layer_name: str, weight: Tensor) -> "LayerSourceGaussian":
         """The prior of one layer, centred at its (source) weight."""
         centre = weight.detach().clone()
-        if self.empirical_bayes:
-            scale = None
-        elif self.scale is not None:
+        scale: float | None = None  # empirical Bayes (__init__ lets exactly one of the three through)
+        if self.scale is not None:
             scale = self.scale
-        else:
+        elif self.relative_scale is not None:
             rms = float(centre.double().square().mean().sqrt())
             if not (rms > 0 and math.isfinite(rms)):
                 raise ConfigError(f"layer {layer_name!r}: l2sp_bayes relative_scale needs source weights of finite, "
@@ -108,6 +107,9 @@ class LayerSourceGaussian(Prior):
     """N(centre, scale^2) on every weight of one layer; `scale` None: empirical Bayes (module docstring)."""
 
     unit = "scalar"
+    # buffers (register_buffer), declared for the type checker
+    centre: Tensor
+    scale: Tensor
 
     def __init__(self, centre: Tensor, scale: float | None, options: dict[str, Any]):
         super().__init__()

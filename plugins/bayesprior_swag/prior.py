@@ -58,11 +58,13 @@ class SwagPrior(Prior):
                 raise ConfigError(f"swag prior: {name} must be a positive finite number, got {value!r}")
         self.scale, self.relative_floor = float(scale), float(relative_floor)
         self.path = path
-        self.params = read_swag_file(path)["params"] if path else None
-        self.rank = int(read_swag_file(path)["rank"]) if path else rank
-        if not (isinstance(self.rank, int) and self.rank >= 2):
+        swag = read_swag_file(path) if path else None
+        self.params = None if swag is None else swag["params"]
+        rank = rank if swag is None else int(swag["rank"])
+        if not (isinstance(rank, int) and rank >= 2):
             raise ConfigError("swag prior needs path=<swag.pt written by `bayesprior train --swag-epochs`> (or rank, "
                               "when a saved model's state fills it)")
+        self.rank = rank
 
     def bind(self, layer_name: str, weight: Tensor) -> "LayerSwagPrior":
         key = f"{layer_name}.weight"
@@ -92,6 +94,10 @@ class LayerSwagPrior(Prior):
     """N(mean, A + U U^T) over one layer's weights (module docstring), from its SWAG moments."""
 
     unit = "scalar"
+    # buffers (register_buffer), declared for the type checker
+    mean: Tensor
+    diagonal: Tensor  # A, flattened (P,)
+    factor: Tensor  # U^T, (K, P)
 
     def __init__(self, mean: Tensor, variance: Tensor, deviations: Tensor, scale: float, relative_floor: float,
                  options: dict[str, Any]):

@@ -92,8 +92,12 @@ def remove_stale_temp_files_of(*paths: str | Path) -> list[Path]:
     removed = []
     for path in paths:
         path = Path(path)
-        removed += remove_stale_temp_files(path.parent, targets=lambda name, wanted=path.name: name == wanted)
+        removed += remove_stale_temp_files(path.parent, targets=_named(path.name))
     return removed
+
+
+def _named(wanted: str) -> Callable[[str], bool]:
+    return lambda name: name == wanted
 
 
 def _umask() -> int:

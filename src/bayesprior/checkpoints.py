@@ -53,7 +53,8 @@ def model_payload(model: nn.Module, extra: Mapping[str, Any] | None = None) -> d
 
 def _bayesian_payload(model: BayesianModel, extra: Mapping[str, Any] | None) -> dict[str, Any]:
     specs = {}
-    for key, prior in model.priors.items():
+    for key in model.priors:
+        prior = model.prior_by_key(key)
         if prior.registry_name is None:
             raise ConfigError(f"prior {key!r} ({type(prior).__name__}) was not built through the plugin "
                               "registry, so it cannot be saved by name; build it with a registry spec")
@@ -99,7 +100,8 @@ def _check_payload(payload: Mapping[str, Any], path: Path) -> None:
     kind = payload.get("kind")
     if kind not in ("deterministic", "bayesian"):
         raise CheckpointError(path, f"model file of unknown kind {kind!r} (expected 'deterministic' or 'bayesian')")
-    expected = {"state_dict": dict, "extra": (dict, type(None)), "architecture": (dict, type(None))}
+    expected: dict[str, type | tuple[type, ...]] = {"state_dict": dict, "extra": (dict, type(None)),
+                                                    "architecture": (dict, type(None))}
     if kind == "bayesian":
         expected.update(priors=dict, assignment=dict)
     for key, types in expected.items():
@@ -152,7 +154,10 @@ def load_bayesian(path: str | Path, model: nn.Module | None = None,
     payload = read_model_file(path, map_location, trust)
     if payload.get("kind") != "bayesian":
         raise CheckpointError(path, "holds a deterministic model, not a Bayesian one (use load_model)")
-    return model_from_payload(payload, path, model)
+    loaded = model_from_payload(payload, path, model)
+    if not isinstance(loaded, BayesianModel):  # a Bayesian payload is rebuilt by bayesianize
+        raise CheckpointError(path, f"holds a Bayesian model that was rebuilt as a {type(loaded).__name__}")
+    return loaded
 
 
 def model_from_payload(payload: Mapping[str, Any], path: str | Path, model: nn.Module | None = None) -> nn.Module:

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
-from .layers import BayesianLayer, is_supported
+from .layers import BayesianLayer, WrappableLayer, is_supported
 
 CONV_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
@@ -74,7 +74,9 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def kernel_size_of(module: nn.Module) -> tuple[int, ...]:
     """The kernel size of a convolution (or of a Bayesian-wrapped one) as a tuple."""
-    k = module.kernel_size
+    # a layer setting (a tuple, or an int for a layer of another library), which nn.Module's __getattr__ would
+    # type as a tensor or a module
+    k: Any = module.kernel_size
     return tuple(k) if isinstance(k, (tuple, list)) else (int(k),)
 
 
@@ -116,7 +118,7 @@ def _exponents(reference: Sequence[int], spatial: Sequence[int]) -> tuple[int, .
     if any(s <= 0 for s in spatial):
         return tuple(0 for _ in spatial)
     if len(spatial) == len(reference):
-        return tuple(round(math.log2(r / s)) for r, s in zip(reference, spatial))
+        return tuple(round(math.log2(r / s)) for r, s in zip(reference, spatial, strict=True))
     ratio = math.prod(reference) / math.prod(spatial)
     e = round(math.log2(ratio) / max(len(reference), 1))
     return tuple(e for _ in spatial)
@@ -257,9 +259,9 @@ def group_by_kernel_size(model: nn.Module, *, include_pointwise: bool = True) ->
     return groups
 
 
-def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def weight_layers(model: nn.Module) -> list[tuple[str, BayesianLayer | WrappableLayer]]:
     """(name, module) for every layer that can be (or already is) Bayesian: convolutions and linears."""
-    found: list[tuple[str, nn.Module]] = []
+    found: list[tuple[str, BayesianLayer | WrappableLayer]] = []
     bayesian_prefixes: list[str] = []
     for name, module in model.named_modules():
         if not name or any(name.startswith(p + ".") for p in bayesian_prefixes):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .tables import format_table
+from .tables import Column, format_table
 
 #: a learned prior must beat the full-covariance Gaussian by this much (nats per kernel) to count as better
 MARGIN = 0.1
@@ -126,7 +126,7 @@ def structure_table(rows: list[GroupStructure], learned_name: str = "VAE ELBO",
             record["learned"] = "-" if r.learned is None else f"{r.learned:.1f}"
             record["learned_gain"] = "-" if r.learned is None else f"{r.learned - r.full:+.1f}"
         records.append(record)
-    columns = ["group", "kernels", *extra, ("iid", "iid Gaussian"), ("full", "full-cov Gaussian"), "gain"]
+    columns: list[Column] = ["group", "kernels", *extra, ("iid", "iid Gaussian"), ("full", "full-cov Gaussian"), "gain"]
     if with_learned:
         columns += [("learned", learned_name), ("learned_gain", f"{learned_name} - full")]
     return format_table(records, columns)

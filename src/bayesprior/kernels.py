@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ from .data.provenance import preprocessing_summary
 from .errors import CheckpointError, ConfigError
 from .grouping import group_by_resolution
 from .hashing import file_sha256
-from .safe_load import NpzLimits, load_npz
 from .plugins import architecture_groups, build_architecture
+from .safe_load import NpzLimits, load_npz
 from .tables import format_table
 from .version import __version__, command_line
 
@@ -45,6 +45,9 @@ BANK_LIMITS = NpzLimits(max_arrays=4096, max_bytes=16 * 2**30, max_bytes_per_nam
 GROUP_BY = ("architecture", "resolution")
 #: the reference code's default (`KernelDataset3D(norm_thr=1e-2)`)
 DEFAULT_NORM_THRESHOLD = 1e-2
+_NEEDS_EXAMPLE_SHAPE = "group_by='resolution' needs example_shape (the spatial size of an input, e.g. 40,48,40)"
+#: what `_read` takes from a model file: its plain weights, its architecture, its preprocessing summary
+_ModelFile = tuple[dict[str, torch.Tensor], dict[str, Any], Union[dict[str, Any], None]]
 
 
 @dataclass
@@ -93,7 +96,7 @@ class KernelBank:
         arrays[HEADER_KEY] = np.array(json.dumps(header))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:  # a file object keeps numpy from appending ".npz" to the temp name
-                np.savez(f, **arrays)
+                np.savez(f, **arrays)  # type: ignore[arg-type]  # mypy: a key might be allow_pickle; none is
 
     @classmethod
     def load(cls, path: str | Path) -> "KernelBank":
@@ -125,7 +128,7 @@ class KernelBank:
             std = f"{k.std():.3g}" if len(k) else "-"
             norm = f"{np.linalg.norm(k, axis=1).mean():.3g}" if len(k) else "-"
             values = [g, str(len(info["layers"])), str(info["kept"]), str(info["dropped"]), std, norm]
-            rows.append(dict(zip(cols, values)))
+            rows.append(dict(zip(cols, values, strict=True)))
         return format_table(rows, cols)
 
 
@@ -156,15 +159,7 @@ def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "arc
             kernel above the norm threshold.
     """
     paths = [Path(p) for p in checkpoint_paths]
-    if not paths:
-        raise ConfigError("harvest needs at least one checkpoint")
-    if group_by not in GROUP_BY:
-        raise ConfigError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
-    if not (norm_threshold >= 0 and np.isfinite(norm_threshold)):
-        raise ConfigError(f"norm_threshold must be a finite number >= 0, got {norm_threshold!r}")
-    if group_by == "resolution" and not example_shape:
-        raise ConfigError("group_by='resolution' needs example_shape (the spatial size of an input, e.g. 40,48,40)")
-
+    _check_harvest_options(paths, group_by, example_shape, norm_threshold)
     first = _read(paths[0])
     architecture = first[1]
     model = _build(paths[0], architecture)
@@ -172,31 +167,8 @@ def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "arc
     reference_shapes = {name: tuple(p.shape) for name, p in _layer_weights(model, groups).items()}
     size = kernel_size if kernel_size is not None else _common_kernel_size(reference_shapes)
     wanted = _wanted_layers(groups, reference_shapes, size)
-
-    pooled: dict[str, list[np.ndarray]] = {g: [] for g in wanted}
-    checkpoints = []
-    for i, path in enumerate(paths):
-        state, arch, preprocessing = first if i == 0 else _read(path)
-        if arch != architecture:
-            raise CheckpointError(path, f"was built as architecture {arch}, but {paths[0]} as {architecture}; "
-                                        "harvest checkpoints of one architecture at a time")
-        for g, layers in wanted.items():
-            for layer in layers:
-                pooled[g].append(_layer_kernels(path, state, layer, reference_shapes[layer]))
-        checkpoints.append({"path": str(path), "sha256": file_sha256(path), "preprocessing": preprocessing})
-
-    kernels, group_info = {}, {}
-    for g, layers in wanted.items():
-        all_kernels = np.concatenate(pooled[g]) if pooled[g] else np.zeros((0,) + (size,) * 3, np.float32)
-        norms = np.linalg.norm(all_kernels.reshape(len(all_kernels), size ** (all_kernels.ndim - 1)), axis=1)
-        keep = norms >= norm_threshold
-        kernels[g] = np.ascontiguousarray(all_kernels[keep], dtype=np.float32)
-        group_info[g] = {"layers": list(layers), "kept": int(keep.sum()), "dropped": int((~keep).sum())}
-    empty = [g for g, info in group_info.items() if info["kept"] == 0]
-    if empty:
-        raise ConfigError(f"no kernel of group(s) {empty} has an L2 norm >= the norm threshold {norm_threshold:g} "
-                          "(the bank would teach a prior nothing about them); lower the threshold "
-                          "(--norm-threshold), or check the models")
+    pooled, checkpoints = _pool_kernels(paths, first, wanted, reference_shapes)
+    kernels, group_info = _kernels_above_threshold(pooled, wanted, size, norm_threshold)
     skipped = {name: f"kernel {shape[2:]} is not {size}^{len(shape) - 2}"
                for name, shape in reference_shapes.items() if not _is_cubic(shape, size)}
     header = {
@@ -213,6 +185,57 @@ def harvest_kernels(checkpoint_paths: Sequence[str | Path], group_by: str = "arc
         "skipped_layers": skipped,
     }
     return KernelBank(kernels, header)
+
+
+def _check_harvest_options(paths: list[Path], group_by: str, example_shape: Sequence[int] | None,
+                           norm_threshold: float) -> None:
+    """`ConfigError` for arguments of `harvest_kernels` that cannot work, before any file is read."""
+    if not paths:
+        raise ConfigError("harvest needs at least one checkpoint")
+    if group_by not in GROUP_BY:
+        raise ConfigError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
+    if not (norm_threshold >= 0 and np.isfinite(norm_threshold)):
+        raise ConfigError(f"norm_threshold must be a finite number >= 0, got {norm_threshold!r}")
+    if group_by == "resolution" and not example_shape:
+        raise ConfigError(_NEEDS_EXAMPLE_SHAPE)
+
+
+def _pool_kernels(paths: list[Path], first: _ModelFile, wanted: dict[str, list[str]],
+                  shapes: dict[str, tuple[int, ...]]) -> tuple[dict[str, list[np.ndarray]], list[dict[str, Any]]]:
+    """Per group, the kernels of its `wanted` layers in every model file (`first` is the first file, read), and
+    each file's record (path, SHA-256, preprocessing). A file of another architecture than the first is refused."""
+    architecture = first[1]
+    pooled: dict[str, list[np.ndarray]] = {g: [] for g in wanted}
+    checkpoints = []
+    for i, path in enumerate(paths):
+        state, arch, preprocessing = first if i == 0 else _read(path)
+        if arch != architecture:
+            raise CheckpointError(path, f"was built as architecture {arch}, but {paths[0]} as {architecture}; "
+                                        "harvest checkpoints of one architecture at a time")
+        for g, layers in wanted.items():
+            for layer in layers:
+                pooled[g].append(_layer_kernels(path, state, layer, shapes[layer]))
+        checkpoints.append({"path": str(path), "sha256": file_sha256(path), "preprocessing": preprocessing})
+    return pooled, checkpoints
+
+
+def _kernels_above_threshold(pooled: dict[str, list[np.ndarray]], wanted: dict[str, list[str]], size: int,
+                             norm_threshold: float) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Per group, its pooled kernels with an L2 norm of at least `norm_threshold` (float32), and its header entry
+    (layers, kept, dropped). `ConfigError` if a group keeps none."""
+    kernels, group_info = {}, {}
+    for g, layers in wanted.items():
+        all_kernels = np.concatenate(pooled[g]) if pooled[g] else np.zeros((0,) + (size,) * 3, np.float32)
+        norms = np.linalg.norm(all_kernels.reshape(len(all_kernels), size ** (all_kernels.ndim - 1)), axis=1)
+        keep = norms >= norm_threshold
+        kernels[g] = np.ascontiguousarray(all_kernels[keep], dtype=np.float32)
+        group_info[g] = {"layers": list(layers), "kept": int(keep.sum()), "dropped": int((~keep).sum())}
+    empty = [g for g, info in group_info.items() if info["kept"] == 0]
+    if empty:
+        raise ConfigError(f"no kernel of group(s) {empty} has an L2 norm >= the norm threshold {norm_threshold:g} "
+                          "(the bank would teach a prior nothing about them); lower the threshold "
+                          "(--norm-threshold), or check the models")
+    return kernels, group_info
 
 
 def _check_against_header(path: Path, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
@@ -237,7 +260,7 @@ def _check_against_header(path: Path, arrays: dict[str, np.ndarray], header: dic
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any] | None]:
+def _read(path: Path) -> _ModelFile:
     """A model file's plain weights, its architecture, and the summary of its preprocessing (None: not recorded)."""
     payload = read_model_file(path)
     architecture = payload.get("architecture")
@@ -264,6 +287,8 @@ def _groups(model: nn.Module, name: str, group_by: str, example_shape: Sequence[
             raise ConfigError(f"architecture {name!r} declares no layer groups; harvest with "
                               "group_by='resolution' and an example input shape")
         return {g: list(v) for g, v in groups.items()}
+    if example_shape is None:  # (`_check_harvest_options` refuses this first)
+        raise ConfigError(_NEEDS_EXAMPLE_SHAPE)
     return {g: list(v) for g, v in group_by_resolution(model, _example_input(model, example_shape)).items()}
 
 

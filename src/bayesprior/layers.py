@@ -22,11 +22,12 @@ normalisation and dropout layers).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, TypeGuard, Union, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.parameter import is_lazy
 from torch.nn.utils import parametrize
 
@@ -63,29 +64,39 @@ _CONV_OPS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE_OPS = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def _apply_conv(m: nn.Module, x: Tensor, w: Tensor, b: Tensor | None, *args: Any, **kwargs: Any) -> Tensor:
+def _apply_conv(m: _ConvNd, x: Tensor, w: Tensor, b: Tensor | None, *args: Any, **kwargs: Any) -> Tensor:
     # _conv_forward applies padding_mode (reflect/replicate/circular) exactly as the module does
     return m._conv_forward(x, w, b)
 
 
-def _apply_conv_transpose(m: nn.Module, x: Tensor, w: Tensor, b: Tensor | None,
+def _transpose_padding(m: _ConvTransposeNd) -> tuple[int, ...]:
+    # a ConvTranspose*d takes no string padding ("same", "valid"): its constructor has no such option
+    return cast(tuple[int, ...], m.padding)
+
+
+def _output_padding(m: _ConvTransposeNd, x: Tensor, output_size: list[int] | None) -> list[int]:
+    # torch types these arguments as lists (for TorchScript); the module holds the same numbers as tuples
+    return m._output_padding(x, output_size, list(m.stride), list(_transpose_padding(m)), list(m.kernel_size),
+                             len(m.kernel_size), list(m.dilation))
+
+
+def _apply_conv_transpose(m: _ConvTransposeNd, x: Tensor, w: Tensor, b: Tensor | None,
                           output_size: list[int] | None = None) -> Tensor:
-    dims = len(m.kernel_size)
-    output_padding = m._output_padding(x, output_size, m.stride, m.padding, m.kernel_size, dims, m.dilation)
-    return _CONV_TRANSPOSE_OPS[dims](x, w, b, m.stride, m.padding, output_padding, m.groups, m.dilation)
+    return _CONV_TRANSPOSE_OPS[len(m.kernel_size)](x, w, b, m.stride, _transpose_padding(m),
+                                                   _output_padding(m, x, output_size), m.groups, m.dilation)
 
 
-def _apply_linear(m: nn.Module, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+def _apply_linear(m: nn.Linear, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     return F.linear(x, w, b)
 
 
 # -- several weight samples in one forward: the batch holds `n` inputs, each repeated S times in a row
 # (index i * S + s), so (n * S, C, ...) is the same memory as (n, S * C, ...) and a convolution with S
 # times the groups applies weight sample s to copy s of every input without moving any data
-def _apply_conv_stacked(m: nn.Module, x: Tensor, weights: Tensor, b: Tensor | None) -> Tensor:
+def _apply_conv_stacked(m: _ConvNd, x: Tensor, weights: Tensor, b: Tensor | None) -> Tensor:
     samples, dims = weights.shape[0], len(m.kernel_size)
     grouped = x.reshape(x.shape[0] // samples, samples * x.shape[1], *x.shape[2:])
-    padding = m.padding
+    padding: str | tuple[int, ...] | int = m.padding
     if m.padding_mode != "zeros":
         grouped, padding = F.pad(grouped, m._reversed_padding_repeated_twice, mode=m.padding_mode), 0
     y = _CONV_OPS[dims](grouped, weights.flatten(0, 1), None if b is None else b.repeat(samples), m.stride,
@@ -93,17 +104,17 @@ def _apply_conv_stacked(m: nn.Module, x: Tensor, weights: Tensor, b: Tensor | No
     return y.reshape(x.shape[0], y.shape[1] // samples, *y.shape[2:])
 
 
-def _apply_conv_transpose_stacked(m: nn.Module, x: Tensor, weights: Tensor, b: Tensor | None,
+def _apply_conv_transpose_stacked(m: _ConvTransposeNd, x: Tensor, weights: Tensor, b: Tensor | None,
                                   output_size: list[int] | None = None) -> Tensor:
     samples, dims = weights.shape[0], len(m.kernel_size)
     grouped = x.reshape(x.shape[0] // samples, samples * x.shape[1], *x.shape[2:])
-    output_padding = m._output_padding(x, output_size, m.stride, m.padding, m.kernel_size, dims, m.dilation)
     y = _CONV_TRANSPOSE_OPS[dims](grouped, weights.flatten(0, 1), None if b is None else b.repeat(samples),
-                                  m.stride, m.padding, output_padding, samples * m.groups, m.dilation)
+                                  m.stride, _transpose_padding(m), _output_padding(m, x, output_size),
+                                  samples * m.groups, m.dilation)
     return y.reshape(x.shape[0], y.shape[1] // samples, *y.shape[2:])
 
 
-def _apply_linear_stacked(m: nn.Module, x: Tensor, weights: Tensor, b: Tensor | None) -> Tensor:
+def _apply_linear_stacked(m: nn.Linear, x: Tensor, weights: Tensor, b: Tensor | None) -> Tensor:
     samples = weights.shape[0]
     grouped = x.reshape(x.shape[0] // samples, samples, -1, x.shape[-1])  # (n, S, other dims, in)
     y = torch.einsum("nsmi,soi->nsmo", grouped, weights)
@@ -117,8 +128,12 @@ _SUPPORTED: tuple[tuple[type[nn.Module], Callable[..., Tensor]], ...] = (
     (nn.ConvTranspose3d, _apply_conv_transpose),
     (nn.Linear, _apply_linear),
 )
-_STACKED = {_apply_conv: _apply_conv_stacked, _apply_conv_transpose: _apply_conv_transpose_stacked,
-            _apply_linear: _apply_linear_stacked}
+_STACKED: dict[Callable[..., Tensor], Callable[..., Tensor]] = {
+    _apply_conv: _apply_conv_stacked, _apply_conv_transpose: _apply_conv_transpose_stacked,
+    _apply_linear: _apply_linear_stacked}
+#: what every class of _SUPPORTED derives from (checked as well, it tells the type checker their attributes)
+WrappableLayer = Union[_ConvNd, nn.Linear]
+_WRAPPABLE = (_ConvNd, nn.Linear)
 
 # hyper-parameters of the wrapped module that stay readable on the wrapper (e.g. layer.kernel_size)
 _FORWARDED = frozenset({
@@ -135,10 +150,10 @@ def supported_base(module: nn.Module) -> type[nn.Module] | None:
     return None
 
 
-def is_supported(module: nn.Module) -> bool:
+def is_supported(module: nn.Module) -> TypeGuard[WrappableLayer]:
     """True if `module` can be wrapped by `BayesianLayer`."""
-    return (supported_base(module) is not None and not parametrize.is_parametrized(module)
-            and not is_lazy(module.weight))
+    return (supported_base(module) is not None and isinstance(module, _WRAPPABLE)
+            and not parametrize.is_parametrized(module) and not is_lazy(module.weight))
 
 
 class BayesianLayer(nn.Module):
@@ -158,7 +173,7 @@ class BayesianLayer(nn.Module):
     def __init__(self, module: nn.Module, log_variance_init: float = -10.0, mode: str = "lrt"):
         super().__init__()
         base = supported_base(module)
-        if base is None:
+        if base is None or not isinstance(module, _WRAPPABLE):
             raise ConfigError(
                 f"cannot wrap {type(module).__name__}: supported are Conv1d/2d/3d, ConvTranspose1d/2d/3d "
                 "and Linear (subclasses only if they keep the base class's forward)"

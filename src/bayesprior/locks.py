@@ -26,7 +26,7 @@ from .errors import FolderInUseError
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # no fcntl on Windows: the lock is not taken there
 
 LOCK_NAME = ".bayesprior.lock"
 

@@ -149,6 +149,23 @@ def _register_object(state: _State, obj: Any, info: PluginInfo) -> None:
         _report_broken(info, exc, "has invalid hooks")
 
 
+def _register_callback(kind: str, extra_keys: tuple[str, ...], info: PluginInfo,
+                       staged: list[Entry]) -> Callable[..., None]:
+    """The `register` a plugin's hook implementation is called with: it checks each entry and stages it
+    in `staged`, attributed to `info`'s plugin. A function of its own, so the callback keeps this kind and
+    plugin even if a plugin keeps it and calls it after its hook returned."""
+
+    def register(name: str, obj: Callable[..., Any], description: str = "", **extras: Any) -> None:
+        unknown = set(extras) - set(extra_keys)
+        if unknown:
+            raise TypeError(f"register() got unexpected arguments {sorted(unknown)} for a {kind}")
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{kind} name must be a non-empty string, got {name!r}")
+        staged.append(Entry(name, obj, description, info.name, info.distribution, dict(extras)))
+
+    return register
+
+
 def _build_registries(state: _State) -> dict[str, Registry]:
     registries = {kind: Registry(kind) for kind in _REGISTRY_HOOKS}
     for kind, (hook_name, extra_keys) in _REGISTRY_HOOKS.items():
@@ -158,18 +175,8 @@ def _build_registries(state: _State) -> dict[str, Registry]:
         for impl in hook.get_hookimpls():
             info = state.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
             staged: list[Entry] = []
-
-            def register(name: str, obj: Callable[..., Any], description: str = "", _staged=staged,
-                         _info=info, **extras: Any) -> None:
-                unknown = set(extras) - set(extra_keys)
-                if unknown:
-                    raise TypeError(f"register() got unexpected arguments {sorted(unknown)} for a {kind}")
-                if not isinstance(name, str) or not name:
-                    raise TypeError(f"{kind} name must be a non-empty string, got {name!r}")
-                _staged.append(Entry(name, obj, description, _info.name, _info.distribution, dict(extras)))
-
             try:
-                impl.function(register=register)
+                impl.function(register=_register_callback(kind, extra_keys, info, staged))
             except Exception as exc:
                 _report_broken(info, exc, f"raised in {hook_name}")
                 continue

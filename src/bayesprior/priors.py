@@ -114,7 +114,7 @@ class Prior(nn.Module):
         """
         samples = weight_samples or [None] * len(posteriors)
         total = self.kl(posteriors[0], samples[0])
-        for posterior, sample in zip(posteriors[1:], samples[1:]):
+        for posterior, sample in zip(posteriors[1:], samples[1:], strict=True):
             total = total + self.kl(posterior, sample)
         return total
 

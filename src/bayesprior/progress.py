@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sized
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Callable, Iterable, Iterator
@@ -91,7 +92,7 @@ class Progress:
                  total: int | None = None, initial: int = 0, line_per_item: bool = False, lines: bool = True,
                  leave: bool = True, item_name: Callable[[Any], str] | None = None, timed: bool = False):
         self.desc, self.unit, self.enabled, self.lines = desc, unit, enabled, lines
-        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.total = total if total is not None else (len(iterable) if isinstance(iterable, Sized) else None)
         self.position = self.initial = initial
         self.line_per_item = line_per_item
         self.item_name, self.timed = item_name, timed

@@ -24,7 +24,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if right else v.ljust(w)
-                         for v, w, right in zip(values, widths, numeric)).rstrip()
+                         for v, w, right in zip(values, widths, numeric, strict=True)).rstrip()
 
     return "\n".join([line(titles), line(["-" * w for w in widths])] + [line(c) for c in cells])
 

@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NamedTuple, Union
+from typing import Any, Callable, Iterator, NamedTuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from .errors import ConfigError
 from .layers import MODES, BayesianLayer, is_supported
 from .plugins import create_prior, parse_spec
+from .posteriors import Posterior
 from .priors import Prior, PriorLayers, kl_of_priors
 from .selectors import Selector, as_selector
 from .tables import format_table
@@ -61,6 +62,20 @@ def _build_prior(spec: PriorSpec) -> Prior:
     if not isinstance(prior, Prior):
         raise ConfigError(f"prior factory for {parse_spec(spec)[0]!r} returned {type(prior).__name__}, not a Prior")
     return prior
+
+
+def _bayesian_layer(root: nn.Module, name: str) -> BayesianLayer:
+    """The Bayesian layer called `name` in `root`; `ConfigError` if something else took its place since."""
+    layer = root.get_submodule(name)
+    if not isinstance(layer, BayesianLayer):
+        raise ConfigError(f"layer {name!r} is no longer a Bayesian layer (it is a {type(layer).__name__}): "
+                          "a module was replaced after bayesianize")
+    return layer
+
+
+def _weight_of(model: nn.Module, name: str) -> Tensor:
+    # the layers bayesianize chooses passed `is_supported`: convolutions and linear layers, whose weight is a tensor
+    return cast(Tensor, model.get_submodule(name).weight)
 
 
 def _replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -107,7 +122,7 @@ class BayesianModel(nn.Module):
     def bayesian_layers(self) -> Iterator[tuple[str, BayesianLayer]]:
         """(name, layer) for every Bayesian layer, in network order."""
         for name in self.assignment:
-            yield name, self.net.get_submodule(name)
+            yield name, _bayesian_layer(self.net, name)
 
     def set_mode(self, mode: str) -> None:
         """Set the forward mode of every Bayesian layer: ``"lrt"``, ``"sample"`` or ``"mean"``."""
@@ -134,7 +149,12 @@ class BayesianModel(nn.Module):
 
     # -- objective
     def prior_of(self, layer_name: str) -> Prior:
-        return self.priors[self.assignment[layer_name]]
+        return self.prior_by_key(self.assignment[layer_name])
+
+    def prior_by_key(self, key: str) -> Prior:
+        """The prior kept under `key` (a value of `assignment`)."""
+        # `priors` is made from the constructor's dict of Prior instances
+        return cast(Prior, self.priors[key])
 
     def kl(self) -> Tensor:
         """KL(q || p) summed over all Bayesian layers (an upper bound where a prior is implicit).
@@ -144,13 +164,13 @@ class BayesianModel(nn.Module):
         own. A prior shared by several layers scores them in one call (`Prior.kl_layers`), and priors that
         declare the same batch key are scored in one pass (`Prior.kl_batch`), so they can batch their work.
         """
-        layers_of: dict[str, PriorLayers] = {}
+        layers_of: dict[str, tuple[list[Posterior], list[Tensor | None]]] = {}  # prior key -> its layers
         for name, layer in self.bayesian_layers():
-            key = self.assignment[name]
-            item = layers_of.setdefault(key, PriorLayers(self.priors[key], [], []))
-            item.posteriors.append(layer.posterior)
-            item.weight_samples.append(layer.take_weight_sample())
-        terms = kl_of_priors(list(layers_of.values()))
+            posteriors, weight_samples = layers_of.setdefault(self.assignment[name], ([], []))
+            posteriors.append(layer.posterior)
+            weight_samples.append(layer.take_weight_sample())
+        terms = kl_of_priors([PriorLayers(self.prior_by_key(key), posteriors, weight_samples)
+                              for key, (posteriors, weight_samples) in layers_of.items()])
         if not terms:
             return torch.zeros(())
         return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
@@ -202,21 +222,23 @@ class BayesianModel(nn.Module):
         transform = transform or (lambda y: y)
         if samples == 0:
             with self.sampling("mean"):
-                mean = transform(self(x))
-            return Predictive(mean, torch.zeros_like(mean))
-        mean = m2 = None
+                at_mean = transform(self(x))
+            return Predictive(at_mean, torch.zeros_like(at_mean))
+        mean: Tensor | None = None
+        m2: Tensor | None = None
         done = 0
         with self.sampling("sample"):
             while done < samples:
                 stack = min(samples_per_forward, samples - done)
                 for y in self._stacked_outputs(x, stack, transform):  # Welford: no need to keep every sample
                     done += 1
-                    if mean is None:
+                    if mean is None or m2 is None:
                         mean, m2 = y.clone(), torch.zeros_like(y)
                     else:
                         delta = y - mean
                         mean += delta / done
                         m2 += delta * (y - mean)
+        assert mean is not None and m2 is not None  # samples >= 1 outputs went in
         if uncertainty == "std":
             return Predictive(mean, (m2 / max(samples - 1, 1)).sqrt())
         p = mean.clamp_min(1e-12)
@@ -241,7 +263,7 @@ class BayesianModel(nn.Module):
         """A plain deterministic copy of the network with every Bayesian layer at its posterior mean."""
         plain = copy.deepcopy(self.net)
         for name, _ in self.bayesian_layers():
-            _replace_module(plain, name, plain.get_submodule(name).to_deterministic())
+            _replace_module(plain, name, _bayesian_layer(plain, name).to_deterministic())
         return plain
 
     def layer_table(self) -> list[dict[str, Any]]:
@@ -301,19 +323,55 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
     if posterior_std_ratio is not None and not (math.isfinite(posterior_std_ratio) and posterior_std_ratio > 0):
         raise ConfigError(f"posterior_std_ratio must be a finite number > 0, got {posterior_std_ratio!r}")
     parsed = _as_rules(rules)
-    groups = {k: list(v) for k, v in (groups or {}).items()}
+    layer_groups = _checked_groups(model, groups)
+    chosen, hits = _chosen_layers(model, parsed, layer_groups, strict)
+    priors, layer_key = _bound_priors(model, parsed, hits, chosen)
+    # check every layer (and draw every initial mean) before touching the model, so that an error
+    # leaves the caller's network exactly as it was rather than half wrapped
+    initial_means: dict[str, Tensor] = {}
+    for name in chosen:
+        weight = _weight_of(model, name)
+        priors[layer_key[name]].check_compatible(weight.shape, name)
+        if init_from_prior:
+            initial_means[name] = priors[layer_key[name]].sample(weight.shape)
+    log_variances = ({name: _relative_log_variance(initial_means.get(name, _weight_of(model, name)), name,
+                                                   posterior_std_ratio) for name in chosen}
+                     if posterior_std_ratio is not None else {})
+    assignment: dict[str, str] = {}
+    for name in chosen:
+        layer = BayesianLayer(model.get_submodule(name), log_variance_init=log_variance_init, mode=mode)
+        with torch.no_grad():
+            if name in initial_means:
+                layer.posterior.loc.copy_(initial_means[name])
+            if name in log_variances:
+                layer.posterior.log_variance.fill_(log_variances[name])
+        _replace_module(model, name, layer)
+        assignment[name] = layer_key[name]
+    return BayesianModel(model, priors, assignment, layer_groups)
+
+
+def _checked_groups(model: nn.Module, groups: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
+    """The layer groups as lists; `ConfigError` for a group that names a module the model does not have."""
+    checked = {k: list(v) for k, v in (groups or {}).items()}
     known = {name for name, _ in model.named_modules()}
-    for g, members in groups.items():
+    for g, members in checked.items():
         missing = [m for m in members if m not in known]
         if missing:
             raise ConfigError(f"layer group {g!r} names modules the model does not have: {missing[:5]}")
+    return checked
 
+
+def _chosen_layers(model: nn.Module, rules: list[Rule], groups: dict[str, list[str]],
+                   strict: bool) -> tuple[dict[str, int], list[int]]:
+    """The layers to wrap, in network order, each with the index of the first rule that selects it, and how many
+    layers each rule got. A module inside a chosen one is not chosen again. With `strict`, `ConfigError` for a rule
+    that selects a layer with a weight that cannot be wrapped, or that selects none."""
     chosen: dict[str, int] = {}
-    hits = [0] * len(parsed)
+    hits = [0] * len(rules)
     for name, module in model.named_modules():
         if not name or any(name.startswith(c + ".") for c in chosen):
             continue
-        for i, rule in enumerate(parsed):
+        for i, rule in enumerate(rules):
             if not rule.select(name, module, groups):
                 continue
             if not is_supported(module):
@@ -325,34 +383,10 @@ def bayesianize(model: nn.Module, rules: Mapping[Any, PriorSpec] | Sequence[Rule
             hits[i] += 1
             break
     if strict:
-        for rule, n in zip(parsed, hits):
+        for rule, n in zip(rules, hits, strict=True):
             if n == 0:
                 raise ConfigError(f"rule {rule.select} selects no layer that can be made Bayesian")
-
-    priors, layer_key = _bound_priors(model, parsed, hits, chosen)
-    # check every layer (and draw every initial mean) before touching the model, so that an error
-    # leaves the caller's network exactly as it was rather than half wrapped
-    initial_means: dict[str, Tensor] = {}
-    for name in chosen:
-        module = model.get_submodule(name)
-        priors[layer_key[name]].check_compatible(module.weight.shape, name)
-        if init_from_prior:
-            initial_means[name] = priors[layer_key[name]].sample(module.weight.shape)
-    log_variances = ({name: _relative_log_variance(initial_means.get(name, model.get_submodule(name).weight), name,
-                                                   posterior_std_ratio) for name in chosen}
-                     if posterior_std_ratio is not None else {})
-    assignment: dict[str, str] = {}
-    for name in chosen:
-        layer = BayesianLayer(model.get_submodule(name), log_variance_init=log_variance_init, mode=mode)
-        if name in initial_means:
-            with torch.no_grad():
-                layer.posterior.loc.copy_(initial_means[name])
-        if name in log_variances:
-            with torch.no_grad():
-                layer.posterior.log_variance.fill_(log_variances[name])
-        _replace_module(model, name, layer)
-        assignment[name] = layer_key[name]
-    return BayesianModel(model, priors, assignment, groups)
+    return chosen, hits
 
 
 def _bound_priors(model: nn.Module, rules: list[Rule], hits: list[int],
@@ -365,7 +399,7 @@ def _bound_priors(model: nn.Module, rules: list[Rule], hits: list[int],
     network order. A Prior instance given to several rules stays one.
     """
     rule_priors = {i: _build_prior(rule.prior) for i, rule in enumerate(rules) if hits[i]}
-    bound = {name: rule_priors[i].bind(name, model.get_submodule(name).weight.detach()) for name, i in chosen.items()}
+    bound = {name: rule_priors[i].bind(name, _weight_of(model, name).detach()) for name, i in chosen.items()}
     for name, prior in bound.items():
         if not isinstance(prior, Prior):
             raise ConfigError(f"layer {name!r}: {type(rule_priors[chosen[name]]).__name__}.bind returned "

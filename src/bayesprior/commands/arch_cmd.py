@@ -5,6 +5,7 @@ import json
 
 import click
 import torch
+from torch import nn
 
 from ..grouping import describe_layers, group_by_kernel_size, group_by_resolution, weight_layers
 from ..plugins import architecture_groups, architecture_registry, build_architecture
@@ -14,9 +15,11 @@ from .common import Integers, KeyValue
 GROUPINGS = ("plugin", "resolution", "kernel")
 
 
-def _example_input(model, spatial: tuple[int, ...]):
-    layers = weight_layers(model)
-    channels = getattr(model, "in_channels", None) or (getattr(layers[0][1], "in_channels", 1) if layers else 1)
+def _example_input(model: nn.Module, spatial: tuple[int, ...]) -> torch.Tensor:
+    channels = getattr(model, "in_channels", None)
+    if not channels:  # not declared by the network: its first weight layer's, else one
+        layers = weight_layers(model)
+        channels = getattr(layers[0][1], "in_channels", 1) if layers else 1
     return torch.zeros((1, int(channels)) + spatial)
 
 

@@ -66,11 +66,10 @@ def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, prob
         click.echo(f"warning: {len(missing)} labelled case(s) have no prediction and are not scored: "
                    f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}", err=True)
     mean = summary["mean"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     chosen = "" if cases is None else f" of {cases.describe()}"
     click.echo(f"{summary['n_scored']}/{summary['n_cases']} cases{chosen} scored "
                f"({summary['n_empty_reference']} with empty reference, policy {empty_gt}): "
-               f"DSC {fmt(mean['dsc'])}, IoU {fmt(mean['iou'])}")
+               f"DSC {_score_text(mean['dsc'])}, IoU {_score_text(mean['iou'])}")
     if "calibration" in summary:
         calibration = summary["calibration"]
         if calibration["no_image"]:
@@ -82,10 +81,14 @@ def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, prob
         for where, suffix in ((f"in the region: {region}", ""),
                               (f"in the band (label, prediction and {calibration['band_mm']:g} mm around)", "_band"),
                               (f"over {EVERY_VOXEL}", "_all")):
-            click.echo(f"calibration {where}: ECE {fmt(mean['ece' + suffix])}, Brier {fmt(mean['brier' + suffix])}, "
-                       f"NLL {fmt(mean['nll' + suffix])}")
-        click.echo(f"UEO (uncertainty-error overlap) {fmt(mean['ueo'])}; reliability diagram of the region: "
+            click.echo(f"calibration {where}: ECE {_score_text(mean['ece' + suffix])}, "
+                       f"Brier {_score_text(mean['brier' + suffix])}, NLL {_score_text(mean['nll' + suffix])}")
+        click.echo(f"UEO (uncertainty-error overlap) {_score_text(mean['ueo'])}; reliability diagram of the region: "
                    f"{report_dir / RELIABILITY_FIGURE}")
+
+
+def _score_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def register(cli: click.Group) -> None:

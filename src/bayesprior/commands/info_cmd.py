@@ -69,7 +69,9 @@ def _model(payload: Mapping[str, Any], path: Path) -> Rows:
 def _checkpoint(state: Mapping[str, Any], model: Mapping[str, Any], path: Path) -> Rows:
     rows = [("format", f"{state['format']}, a training checkpoint after epoch {state.get('epoch')}"
                        f"{' (finished)' if state.get('finished') else ''}")]
-    versions = state.get("versions") if isinstance(state.get("versions"), dict) else {}
+    versions = state.get("versions")
+    if not isinstance(versions, dict):
+        versions = {}
     model = dict(model, extra={**(model.get("extra") or {}), "command": state.get("command"),
                                "commands": state.get("commands"), "torch_version": versions.get("torch"),
                                "bayesprior_version": versions.get("bayesprior")})

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -165,89 +167,132 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     bayesprior train data/SynBraTS runs/l2sp --method l2sp --source runs/src/model.pt --penalty-weight 0.01
     bayesprior train data/SynBraTS runs/swag --method swag --source runs/src/model.pt --prior-file runs/src/swag.pt
     """
-    _refuse_options_without_effect(click.get_current_context(), training_method(method), source, patch, amp,
-                                   no_cache)
-    if training_method(method).needs_source and source is None:
-        raise click.UsageError(f"method {method!r} needs a source model: --source MODEL_FILE")
-    if training_method(method).learned_prior and not (prior_path or dict(prior_option).get("path")):
-        raise click.UsageError(f"method {method!r} learns its prior from source kernels: give the fitted prior with "
-                               "--prior-file PRIOR_FILE (e.g. from `bayesprior fit-prior`)")
-    if spacing is not None and resample_shape is not None:
-        raise click.UsageError("give --spacing or --resample-shape, not both")
-    bayesian = _recipe_settings(training_method(method), recipe_name, source, init_from_prior, quiet,
-                                kl_weight=kl_weight, forward_mode=forward_mode, log_variance_init=log_variance_init,
+    chosen, options = training_method(method), click.get_current_context()
+    _refuse_options_without_effect(options, chosen, source, patch, amp, no_cache)
+    _refuse_missing_inputs(chosen, source, prior_path, dict(prior_option), spacing, resample_shape)
+    bayesian = _recipe_settings(chosen, recipe_name, source, init_from_prior, quiet, kl_weight=kl_weight,
+                                forward_mode=forward_mode, log_variance_init=log_variance_init,
                                 posterior_std_ratio=posterior_std_ratio)
-    split = _case_split(case_list, split_file)
-    if split is not None and split.val and val_fraction > 0:
-        raise click.UsageError(f"--val-fraction has no effect: {split_file} lists the validation cases ('val'); "
-                               "leave --val-fraction out")
+    split = _case_split(case_list, split_file, val_fraction)
     # every setting is checked here, before the dataset is read and preprocessed
-    many = len(seeds) > 1
-    try:
-        preprocess_config = PreprocessConfig(crop_nonzero=not no_crop, shape=shape, intensity=intensity,
-                                             spacing=spacing, resample_shape=resample_shape)
-        base_config = TrainConfig(
-            architecture=architecture,
-            architecture_config={"in_channels": 1, "n_classes": 2, **dict(arch_option)},
-            method=method, source=source, prior_path=prior_path,
-            prior_options=dict(prior_option), init_from_prior=init_from_prior, posterior_std_ratio=posterior_std_ratio,
-            max_epochs=max_epochs, batch_size=batch_size, lr=lr, seed=seeds[0], restarts=restarts,
-            zoo_dir=str(run_dir / "zoo") if (restarts > 0 or many) else None, ce_reduction=ce_reduction,
-            dice_batch=dice_batch, device=device, **bayesian,
-            progress=not quiet, init_scale=init_scale, weight_decay=weight_decay, patch=patch,
-            foreground_fraction=foreground_fraction, steps_per_epoch=steps_per_epoch, augment=augment,
-            patience=patience, kl_warmup=kl_warmup, amp=amp_dtype if amp else None, channels_last=channels_last,
-            skip_nonfinite_loss=skip_nonfinite_loss, penalty_weight=penalty_weight, swag_epochs=swag_epochs,
-            swag_rank=swag_rank, swag_lr=swag_lr)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    preprocess_config, base_config = _settings(options.params, bayesian)
     build_model(base_config)  # the network, source model and prior file are checked before the data are read
     if tensorboard_dir is not None:
         summary_writer_class()  # installed? said before the data are read
     if no_progress:
-        click.get_current_context().with_resource(plain_lines())
-
+        options.with_resource(plain_lines())
     ctx = init_from_environment()
-    read_options = {"layout": layout, "channel": channel}
-    if split is not None:
-        known = dataset_case_ids(data_dir, allow_outside_paths=allow_outside_paths, **read_options)
-        check_known_cases(split.all_ids(), known, split_file if split_file is not None else "--cases")
-        read_options["cases"] = sorted({*split.train, *split.val})
-    cases = prepare_dataset(data_dir, preprocess_config, cache_dir=False if no_cache else cache_dir,
-                            allow_outside_paths=allow_outside_paths, **read_options)
-    cases = [c for c in cases if c.label is not None]
-    if split is not None and split.val:
-        train_ids, val_ids = set(split.train), set(split.val)
-        train_cases = [c for c in cases if c.case_id in train_ids]
-        val_cases = [c for c in cases if c.case_id in val_ids]
-    else:
-        train_cases, val_cases = validation_split(cases, val_fraction, seeds[0])
+    cases = _labelled_cases(data_dir, preprocess_config, split, split_file, layout, channel,
+                            False if no_cache else cache_dir, allow_outside_paths)
+    train_cases, val_cases = _train_and_validation(cases, split, val_fraction, seeds[0])
     preprocess = recorded_config(cases)  # with the dataset statistics the intensity scheme needs (ct)
     if ctx.is_main:  # a source model or prior trained on other inputs: said before the run starts
         target = preprocessing_summary({"preprocess": preprocess, "input_grid": input_grid(cases), "channel": channel})
         for line in preprocessing_warnings(transfer_origins(base_config), target):
             click.echo(f"warning: {line}", err=True)
     for seed in seeds:
-        config = dataclasses.replace(base_config, seed=seed)
-        seed_everything(seed)
-        curves = (TensorBoardLog(tensorboard_dir / f"seed{seed}" if many else tensorboard_dir)
-                  if tensorboard_dir is not None and ctx.is_main else None)
-        try:
-            with labelled(f"seed {seed}") if many else contextlib.nullcontext():
-                path = train(config, train_cases, val_cases or None, run_dir / f"seed{seed}" if many else run_dir,
-                             preprocess=preprocess, epoch_callback=curves, channel=channel)
-        finally:
-            if curves is not None:
-                curves.close()
+        path = _train_seed(dataclasses.replace(base_config, seed=seed), train_cases, val_cases, run_dir, len(seeds) > 1,
+                           preprocess, channel, tensorboard_dir if ctx.is_main else None)
         if ctx.is_main:
             click.echo(f"seed {seed}: {path}")
 
 
-def _case_split(case_list: str | None, split_file: Path | None) -> CaseSplit | None:
+def _refuse_missing_inputs(method: TrainingMethod, source: str | None, prior_path: str | None,
+                           prior_options: dict[str, Any], spacing: Any, resample_shape: Any) -> None:
+    """A `click.UsageError` for a method without the source model or prior file it needs, and for two ways to
+    resample."""
+    if method.needs_source and source is None:
+        raise click.UsageError(f"method {method.name!r} needs a source model: --source MODEL_FILE")
+    if method.learned_prior and not (prior_path or prior_options.get("path")):
+        raise click.UsageError(f"method {method.name!r} learns its prior from source kernels: give the fitted prior "
+                               "with --prior-file PRIOR_FILE (e.g. from `bayesprior fit-prior`)")
+    if spacing is not None and resample_shape is not None:
+        raise click.UsageError("give --spacing or --resample-shape, not both")
+
+
+def _settings(options: Mapping[str, Any], bayesian: Mapping[str, Any]) -> tuple[PreprocessConfig, TrainConfig]:
+    """The preprocessing and the training settings (of the first seed) the command's `options` give, with the
+    Bayesian `bayesian` ones (`_recipe_settings`); a `click.UsageError` names a bad one."""
+    o = options
+    try:
+        preprocess_config = PreprocessConfig(crop_nonzero=not o["no_crop"], shape=o["shape"],
+                                             intensity=o["intensity"], spacing=o["spacing"],
+                                             resample_shape=o["resample_shape"])
+        base_config = TrainConfig(
+            architecture=o["architecture"],
+            architecture_config={"in_channels": 1, "n_classes": 2, **dict(o["arch_option"])},
+            method=o["method"], source=o["source"], prior_path=o["prior_path"],
+            prior_options=dict(o["prior_option"]), init_from_prior=o["init_from_prior"],
+            posterior_std_ratio=o["posterior_std_ratio"], max_epochs=o["max_epochs"], batch_size=o["batch_size"],
+            lr=o["lr"], seed=o["seeds"][0], restarts=o["restarts"],
+            zoo_dir=str(o["run_dir"] / "zoo") if (o["restarts"] > 0 or len(o["seeds"]) > 1) else None,
+            ce_reduction=o["ce_reduction"], dice_batch=o["dice_batch"], device=o["device"], **bayesian,
+            progress=not o["quiet"], init_scale=o["init_scale"], weight_decay=o["weight_decay"], patch=o["patch"],
+            foreground_fraction=o["foreground_fraction"], steps_per_epoch=o["steps_per_epoch"],
+            augment=o["augment"], patience=o["patience"], kl_warmup=o["kl_warmup"],
+            amp=o["amp_dtype"] if o["amp"] else None, channels_last=o["channels_last"],
+            skip_nonfinite_loss=o["skip_nonfinite_loss"], penalty_weight=o["penalty_weight"],
+            swag_epochs=o["swag_epochs"], swag_rank=o["swag_rank"], swag_lr=o["swag_lr"])
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    return preprocess_config, base_config
+
+
+def _labelled_cases(data_dir: Path, config: PreprocessConfig, split: CaseSplit | None, split_file: Path | None,
+                    layout: str | None, channel: str | None, cache_dir: Path | bool | None,
+                    allow_outside_paths: bool) -> list[Any]:
+    """The labelled cases of the dataset (those of `split`, whose ids are checked against it first), preprocessed
+    by `config`."""
+    read_options: dict[str, Any] = {"layout": layout, "channel": channel}
+    if split is not None:
+        known = dataset_case_ids(data_dir, allow_outside_paths=allow_outside_paths, **read_options)
+        check_known_cases(split.all_ids(), known, split_file if split_file is not None else "--cases")
+        read_options["cases"] = sorted({*split.train, *split.val})
+    cases = prepare_dataset(data_dir, config, cache_dir=cache_dir, allow_outside_paths=allow_outside_paths,
+                            **read_options)
+    return [c for c in cases if c.label is not None]
+
+
+def _train_and_validation(cases: list[Any], split: CaseSplit | None, val_fraction: float,
+                          seed: int) -> tuple[list[Any], list[Any]]:
+    """The training and validation cases: the split's lists if it has a validation list, else a random
+    `val_fraction` of the cases (`validation_split`, by `seed`)."""
+    if split is not None and split.val:
+        train_ids, val_ids = set(split.train), set(split.val)
+        return [c for c in cases if c.case_id in train_ids], [c for c in cases if c.case_id in val_ids]
+    return validation_split(cases, val_fraction, seed)
+
+
+def _train_seed(config: TrainConfig, train_cases: list[Any], val_cases: list[Any], run_dir: Path, many: bool,
+                preprocess: Any, channel: str | None, tensorboard_dir: Path | None) -> Path:
+    """Train the run of `config`'s seed (in RUN_DIR/seed<S> when there are `many`); its curves also go to
+    TensorBoard when `tensorboard_dir` is given."""
+    seed_everything(config.seed)
+    curves = (TensorBoardLog(tensorboard_dir / f"seed{config.seed}" if many else tensorboard_dir)
+              if tensorboard_dir is not None else None)
+    try:
+        with labelled(f"seed {config.seed}") if many else contextlib.nullcontext():
+            return train(config, train_cases, val_cases or None, run_dir / f"seed{config.seed}" if many else run_dir,
+                         preprocess=preprocess, epoch_callback=curves, channel=channel)
+    finally:
+        if curves is not None:
+            curves.close()
+
+
+def _case_split(case_list: str | None, split_file: Path | None, val_fraction: float) -> CaseSplit | None:
     """The cases `--cases` and `--split-file` choose (None: every case of the dataset).
 
-    With both, `--cases` picks training cases among the split file's 'train' list.
+    With both, `--cases` picks training cases among the split file's 'train' list. A split that lists the
+    validation cases leaves `val_fraction` without effect (a `click.UsageError` if it is set).
     """
+    split = _listed_cases(case_list, split_file)
+    if split is not None and split.val and val_fraction > 0:
+        raise click.UsageError(f"--val-fraction has no effect: {split_file} lists the validation cases ('val'); "
+                               "leave --val-fraction out")
+    return split
+
+
+def _listed_cases(case_list: str | None, split_file: Path | None) -> CaseSplit | None:
     split = read_split_file(split_file) if split_file is not None else None
     if case_list is None:
         return split

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from .cases import Case, CaseFiles, apply_label_policy, check_same_grid, load_case, resolve_channel
 from .datasets import check_folder, detect_layout, read_dataset
-from .naming import (case_id_of, case_ids, channel_file_name, is_nifti_name, nifti_inputs, split_channel_suffix,
-                     strip_nifti_suffix)
+from .naming import (
+                     case_id_of,
+                     case_ids,
+                     channel_file_name,
+                     is_nifti_name,
+                     nifti_inputs,
+                     split_channel_suffix,
+                     strip_nifti_suffix,
+)
 from .nifti import read_image, read_label_values, read_volume, write_like
 
 __all__ = [

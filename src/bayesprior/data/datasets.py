@@ -154,10 +154,11 @@ def dataset_case_ids(folder: str | Path, layout: str | None = None, *, channel: 
     else from the cases read. The arguments and errors are `read_dataset`'s."""
     folder = check_folder(folder)
     name = layout or detect_layout(folder)
-    options = {"channel": channel, "subset": subset, "allow_outside_paths": allow_outside_paths}
     if dataset_layout_registry().get(name).extras.get("files") is not None:
-        return [item.case_id for item in dataset_files(folder, name, **options)]
-    return [case.case_id for case in read_dataset(folder, name, **options)]
+        files = dataset_files(folder, name, channel=channel, subset=subset, allow_outside_paths=allow_outside_paths)
+        return [item.case_id for item in files]
+    cases = read_dataset(folder, name, channel=channel, subset=subset, allow_outside_paths=allow_outside_paths)
+    return [case.case_id for case in cases]
 
 
 def _chosen(found: Sequence, cases: Sequence[str] | None, folder: Path) -> list:
@@ -216,11 +217,11 @@ def _plain_folder_files(paths: Sequence[Path], channel: str | int | None, folder
             raise ConfigError(f"{folder}: --channel {channel} names no channel of its files (they have "
                               f"{', '.join(f'_{c:04d}' for c in channels)}); give the index, e.g. --channel "
                               f"{channels[0]}")
-        paths = [p for p, (_, index) in zip(paths, suffixes) if index == int(text)]
+        paths = [p for p, (_, index) in zip(paths, suffixes, strict=True) if index == int(text)]
     else:
         raise ConfigError(f"{folder}: --channel {channel} has no effect: its files are not the channels of "
                           "cases (nnU-Net's _0000, _0001 suffixes); leave --channel out")
-    return [CaseFiles(case_id, path) for path, case_id in zip(paths, case_ids(paths))]
+    return [CaseFiles(case_id, path) for path, case_id in zip(paths, case_ids(paths), strict=True)]
 
 
 def _several_channels(suffixes: Sequence[tuple[str, int | None]]) -> bool:

@@ -63,7 +63,7 @@ def case_ids(paths: Sequence[Path]) -> list[str]:
         return stripped
     ids = [strip_nifti_suffix(p.name) for p in paths]
     first: dict[str, Path] = {}
-    for path, case_id in zip(paths, ids):
+    for path, case_id in zip(paths, ids, strict=True):
         if case_id in first:
             raise DataError(path, f"and {first[case_id]} both name case {case_id!r}; one of them would overwrite "
                                   "the other's prediction, so rename or remove one")

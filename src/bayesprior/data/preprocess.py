@@ -45,6 +45,8 @@ RECORD_VERSION = 1
 #: 1024 x 512 x 512); a spacing or shape that asks for more is refused, naming its option, before anything
 #: is allocated
 MAX_VOXELS = 2**28
+_CT_NEEDS_STATISTICS = ("intensity 'ct' needs the dataset's statistics (`with_dataset_statistics`, which "
+                        "`prepare_dataset` applies to the training cases; a model file records them)")
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ def resampling_option(config: PreprocessConfig) -> str:
     if config.spacing is not None:
         values = {f"{v:g}" for v in config.spacing}
         return f"--spacing {values.pop() if len(values) == 1 else ','.join(f'{v:g}' for v in config.spacing)}"
+    if config.resample_shape is None:
+        raise ValueError("resampling_option: this configuration does not resample")
     return f"--resample-shape {','.join(map(str, config.resample_shape))}"
 
 
@@ -126,7 +130,7 @@ def refuse_resampling_below(prepared: Sequence[Any], min_size: Sequence[int] | N
         if not isinstance(record, dict) or record.get("shape_after_resample") == record.get("shape_before_resample"):
             continue
         after = record["shape_after_resample"]
-        if all(n < m for n, m in zip(after, min_size)):
+        if all(n < m for n, m in zip(after, min_size, strict=True)):
             option = resampling_option(PreprocessConfig(**record["config"]))
             raise ConfigError(f"{option} resamples case {case.case_id!r} from "
                               f"{'x'.join(map(str, record['shape_before_resample']))} to {'x'.join(map(str, after))} "
@@ -258,18 +262,18 @@ def nonzero_box(image: np.ndarray) -> list[list[int]]:
 def _resample(array: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
     if tuple(array.shape) == tuple(shape):
         return array.copy()
-    factors = [t / n for t, n in zip(shape, array.shape)]
+    factors = [t / n for t, n in zip(shape, array.shape, strict=True)]
     out = ndimage.zoom(array, factors, order=order, mode="nearest", grid_mode=False)
     if out.shape != tuple(shape):  # zoom rounds; never trust it with the final shape
         out = out[tuple(slice(0, s) for s in shape)]
-        out = np.pad(out, [(0, s - o) for s, o in zip(shape, out.shape)], mode="edge")
+        out = np.pad(out, [(0, s - o) for s, o in zip(shape, out.shape, strict=True)], mode="edge")
     return out
 
 
 def _crop_or_pad_plan(current: tuple[int, ...], target: tuple[int, ...]) -> tuple[list, list]:
     """Centred crop (start, stop) and pad (before, after) per axis, to go from `current` to `target`."""
     crops, pads = [], []
-    for n, t in zip(current, target):
+    for n, t in zip(current, target, strict=True):
         if n >= t:
             start = (n - t) // 2
             crops.append([start, start + t])
@@ -295,6 +299,8 @@ def _normalise(image: np.ndarray, config: PreprocessConfig, brain: np.ndarray,
         return image.astype(np.float32), {}
     if mode == "ct":
         stats = config.intensity_statistics
+        if stats is None:  # (`preprocess` refuses this first)
+            raise ConfigError(_CT_NEEDS_STATISTICS)
         out = np.zeros_like(image, dtype=np.float32)
         clipped = np.clip(image[inside], stats["clip_low"], stats["clip_high"])
         out[inside] = (clipped - stats["mean"]) / max(stats["std"], 1e-8)  # padding stays 0, as nnU-Net pads
@@ -335,17 +341,11 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
         crop box, resampling shapes, crops and pads, intensity statistics, the configuration).
     """
     if config.intensity == "ct" and config.intensity_statistics is None:
-        raise ConfigError("intensity 'ct' needs the dataset's statistics (`with_dataset_statistics`, which "
-                          "`prepare_dataset` applies to the training cases; a model file records them)")
+        raise ConfigError(_CT_NEEDS_STATISTICS)
     image = np.asarray(case.image, dtype=np.float32)
     label = None if case.label is None else np.asarray(case.label, dtype=np.uint8)
     zooms = [float(z) for z in np.sqrt((np.asarray(case.affine)[:3, :3] ** 2).sum(axis=0))]
-    record: dict[str, Any] = {
-        "version": RECORD_VERSION, "case_id": case.case_id, "config": config.to_dict(),
-        "original_shape": list(image.shape), "affine": np.asarray(case.affine).tolist(),
-        "header": header_to_text(case.header), "zooms": zooms,
-        "image_path": None if case.image_path is None else str(case.image_path), "label_path": None if case.label_path is None else str(case.label_path),
-    }
+    record = _source_record(case, config, image.shape, zooms)
     box = nonzero_box(image) if config.crop_nonzero else [[0, n] for n in image.shape]
     record["crop_box"] = box
     image = image[tuple(slice(a, b) for a, b in box)]
@@ -353,41 +353,18 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
     brain = image != 0
 
     record["shape_before_resample"] = list(image.shape)
-    target = None
-    if config.resample_shape is not None:
-        target = config.resample_shape
-    elif config.spacing is not None:
-        target = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(image.shape, zooms, config.spacing))
-        grid = f"{'x'.join(map(str, image.shape))} voxels of {'x'.join(f'{z:.3g}' for z in zooms)} mm"
-        refuse_too_many_voxels(target, resampling_option(config), f" for case {case.case_id!r} ({grid})")
+    target = _resampled_shape(image.shape, zooms, config, case.case_id)
     if target is not None and tuple(target) != image.shape:
-        image = _resample(image, target, order=3)
-        brain = _resample(brain.astype(np.float32), target, order=1) >= 0.5
-        if label is not None:
-            if config.label_resampling == "nearest":
-                label = _resample(label, target, order=0)
-            else:
-                label = (_resample(label.astype(np.float32), target, order=1) >= 0.5).astype(np.uint8)
+        image, brain, label = _resample_case(image, brain, label, target, config.label_resampling)
     record["shape_after_resample"] = list(image.shape)
-    inside = np.ones(image.shape, dtype=bool)
-    record["output_zooms"] = [z * a / b for z, a, b in zip(zooms, record["shape_before_resample"], image.shape)]
+    record["output_zooms"] = [z * a / b
+                              for z, a, b in zip(zooms, record["shape_before_resample"], image.shape, strict=True)]
 
-    steps = []
-    targets = [] if config.shape is None else [config.shape]
-    targets.append(None)  # then pad up to a multiple of divisible_by
-    k = int(config.divisible_by)
-    for target in targets:
-        if target is None:
-            target = tuple(-(-n // k) * k for n in image.shape)
-            refuse_too_many_voxels(target, f"divisible_by {k}", f" for case {case.case_id!r}")
-        crops, pads = _crop_or_pad_plan(image.shape, target)
-        steps.append({"input_shape": list(image.shape), "crop": crops, "pad": pads})
-        image = _apply_crop_pad(image, crops, pads)
-        brain = _apply_crop_pad(brain, crops, pads)
-        inside = _apply_crop_pad(inside, crops, pads)
-        if label is not None:
-            label = _apply_crop_pad(label, crops, pads)
+    steps = _crop_pad_steps(image.shape, config, case.case_id)
     record["crop_pad_steps"] = steps
+    inside = _apply_steps(np.ones(image.shape, dtype=bool), steps)  # the voxels that come from the file
+    image, brain = _apply_steps(image, steps), _apply_steps(brain, steps)
+    label = None if label is None else _apply_steps(label, steps)
 
     image, stats = _normalise(image, config, brain, inside)
     record["intensity"] = {"mode": config.intensity, **stats}
@@ -396,7 +373,69 @@ def preprocess(case: Case, config: PreprocessConfig) -> Prepared:
                     None if label is None else np.ascontiguousarray(label, dtype=np.uint8), record)
 
 
-def invert(array: np.ndarray, record: dict, order: int = 0) -> np.ndarray:
+def _source_record(case: Case, config: PreprocessConfig, shape: tuple[int, ...], zooms: list[float]) -> dict[str, Any]:
+    """The start of a case's preprocessing record: the configuration, and the case as read (shape, affine,
+    header, voxel sizes, files)."""
+    return {
+        "version": RECORD_VERSION, "case_id": case.case_id, "config": config.to_dict(),
+        "original_shape": list(shape), "affine": np.asarray(case.affine).tolist(),
+        "header": header_to_text(case.header), "zooms": zooms,
+        "image_path": None if case.image_path is None else str(case.image_path),
+        "label_path": None if case.label_path is None else str(case.label_path),
+    }
+
+
+def _resampled_shape(shape: tuple[int, ...], zooms: list[float], config: PreprocessConfig,
+                     case_id: str) -> tuple[int, ...] | None:
+    """The shape `config` resamples an image of `shape` with voxels of `zooms` mm to; None if it does not resample.
+    `ConfigError` for a spacing that would make too many voxels."""
+    if config.resample_shape is not None:
+        return config.resample_shape
+    if config.spacing is None:
+        return None
+    target = tuple(max(1, int(round(n * z / s))) for n, z, s in zip(shape, zooms, config.spacing, strict=True))
+    grid = f"{'x'.join(map(str, shape))} voxels of {'x'.join(f'{z:.3g}' for z in zooms)} mm"
+    refuse_too_many_voxels(target, resampling_option(config), f" for case {case_id!r} ({grid})")
+    return target
+
+
+def _resample_case(image: np.ndarray, brain: np.ndarray, label: np.ndarray | None, target: tuple[int, ...],
+                   label_resampling: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The image (cubic), its brain mask (linear, then >= 0.5) and the label (`label_resampling`) at `target`."""
+    image = _resample(image, target, order=3)
+    brain = _resample(brain.astype(np.float32), target, order=1) >= 0.5
+    if label is not None:
+        if label_resampling == "nearest":
+            label = _resample(label, target, order=0)
+        else:
+            label = (_resample(label.astype(np.float32), target, order=1) >= 0.5).astype(np.uint8)
+    return image, brain, label
+
+
+def _crop_pad_steps(shape: tuple[int, ...], config: PreprocessConfig, case_id: str) -> list[dict[str, Any]]:
+    """The centred crop-and-pad steps from `shape`: to `config.shape` if set, then up to multiples of
+    `config.divisible_by`; each ``{input_shape, crop, pad}``, as the record keeps it for `invert`."""
+    steps = []
+    targets: list[tuple[int, ...] | None] = [] if config.shape is None else [config.shape]
+    targets.append(None)  # then pad up to a multiple of divisible_by
+    k = int(config.divisible_by)
+    for target in targets:
+        if target is None:
+            target = tuple(-(-n // k) * k for n in shape)
+            refuse_too_many_voxels(target, f"divisible_by {k}", f" for case {case_id!r}")
+        crops, pads = _crop_or_pad_plan(shape, target)
+        steps.append({"input_shape": list(shape), "crop": crops, "pad": pads})
+        shape = tuple(target)  # what the step makes
+    return steps
+
+
+def _apply_steps(array: np.ndarray, steps: list[dict[str, Any]]) -> np.ndarray:
+    for step in steps:
+        array = _apply_crop_pad(array, step["crop"], step["pad"])
+    return array
+
+
+def invert(array: np.ndarray, record: Mapping[str, Any], order: int = 0) -> np.ndarray:
     """Map an array on the preprocessed grid back onto the original file's grid.
 
     Args:
@@ -458,7 +497,8 @@ def _save_prepared(prepared: Prepared, path: Path) -> None:
         arrays["label"] = prepared.label
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)  # np.load reads these and the older uncompressed entries
+            # np.load reads these and the older uncompressed entries
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]  # mypy: a key might be allow_pickle
 
 
 def _load_prepared(path: Path) -> Prepared:
@@ -531,7 +571,7 @@ def prepare_dataset(folder: str | Path, config: PreprocessConfig, cache_dir: str
 
     if cache_dir is False:
         return prepared_from(read())
-    root = Path(default_cache_dir() if cache_dir in (None, True) else cache_dir)
+    root = default_cache_dir() if cache_dir is None or cache_dir is True else Path(cache_dir)
     entry = root / cache_key(folder, config, read_kwargs)
     index = entry / "index.json"
     if index.is_file():

@@ -24,8 +24,9 @@ COMPARED_KEYS = ("intensity", "crop_nonzero", "spacing")
 SPACING_TOLERANCE = 0.05
 NOT_RECORDED = "not recorded"
 #: how a spacing or shape came about, as `describe_grid` says it
-_SPACING_ORIGIN = {"preprocessing": "resampled", "data": "measured"}
-_SHAPE_ORIGIN = {"preprocessing": "cropped or padded", "data": "measured"}
+# keyed by a record's "spacing_from" / "shape_from", which older records lack (None)
+_SPACING_ORIGIN: dict[str | None, str] = {"preprocessing": "resampled", "data": "measured"}
+_SHAPE_ORIGIN: dict[str | None, str] = {"preprocessing": "cropped or padded", "data": "measured"}
 
 
 def input_grid(prepared: Sequence[Any]) -> dict[str, Any] | None:
@@ -33,8 +34,9 @@ def input_grid(prepared: Sequence[Any]) -> dict[str, Any] | None:
     in mm (the configuration's, or the median over the cases where it sets none), the smallest and largest input
     shape, and whether each came from the configuration (``"preprocessing"``) or was measured on the cases
     (``"data"``). None for cases without a preprocessing record."""
-    records = [getattr(case, "record", None) for case in prepared]
-    if not records or any(not isinstance(r, dict) or "output_zooms" not in r for r in records):
+    records = [r for r in (getattr(case, "record", None) for case in prepared)
+               if isinstance(r, dict) and "output_zooms" in r]
+    if not records or len(records) < len(prepared):
         return None
     config = records[0].get("config") or {}
     spacing = config.get("spacing")  # as asked for: the grid's whole voxels make each case's a little off
@@ -54,7 +56,9 @@ def preprocessing_summary(record: Mapping[str, Any] | None) -> dict[str, Any] | 
     preprocess = record.get("preprocess")
     if not isinstance(preprocess, Mapping):
         return None
-    grid = record.get("input_grid") if isinstance(record.get("input_grid"), Mapping) else {}
+    grid = record.get("input_grid")
+    if not isinstance(grid, Mapping):
+        grid = {}
     spacing = grid.get("spacing", preprocess.get("spacing"))
     return {"intensity": preprocess.get("intensity", "minmax"),
             "crop_nonzero": bool(preprocess.get("crop_nonzero", True)),
@@ -73,7 +77,7 @@ def preprocessing_differences(first: Mapping[str, Any], second: Mapping[str, Any
         if a is None or b is None:
             continue
         if key == "spacing":
-            if any(abs(x - y) > SPACING_TOLERANCE * max(x, y) for x, y in zip(a, b)):
+            if len(a) != len(b) or any(abs(x - y) > SPACING_TOLERANCE * max(x, y) for x, y in zip(a, b, strict=True)):
                 differ.append(key)
         elif a != b:
             differ.append(key)
@@ -101,7 +105,10 @@ def describe_grid(grid: Mapping[str, Any] | None) -> str:
     if not isinstance(grid, Mapping) or grid.get("spacing") is None:
         return NOT_RECORDED
     low, high = grid.get("shape_min"), grid.get("shape_max")
-    shape = "x".join(f"{a}" if a == b else f"{a}-{b}" for a, b in zip(low, high)) if low and high else NOT_RECORDED
+    # both lists come from one array (`input_grid`), but are read from a file here: a damaged record is shown
+    # as far as it goes, not refused by a display
+    shape = "x".join(f"{a}" if a == b else f"{a}-{b}" for a, b in zip(low, high, strict=False)) \
+        if low and high else NOT_RECORDED
     return (f"spacing {_spacing(grid['spacing'])} mm ({_SPACING_ORIGIN.get(grid.get('spacing_from'), 'the data')}), "
             f"shape {shape} ({_SHAPE_ORIGIN.get(grid.get('shape_from'), 'the data')})")
 

@@ -28,7 +28,8 @@ def show_cases(cases: Sequence[Case], out: str | Path, columns: int = 4, title: 
     fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.8 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, case in zip(axes.ravel(), cases):
+    # the grid is filled row by row: its last row may have more cells than cases left
+    for ax, case in zip(axes.ravel(), cases, strict=False):
         index = most_foreground_slice(case.label if case.label is not None else np.zeros(case.image.shape, bool))
         if case.label is None:
             index = case.image.shape[2] // 2

@@ -35,10 +35,9 @@ The UEO is a Dice, which background voxels do not move: it is computed over ever
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
-
-import math
 
 import numpy as np
 from scipy import ndimage
@@ -150,10 +149,13 @@ def uncertainty_error_overlap(probability: Any, reference: Any, prediction: Any 
         prediction: the predicted mask (``> 0`` is foreground); default ``p > 0.5``.
     """
     p, y = _checked(probability, reference)
-    predicted = (p > 0.5) if prediction is None else (np.asarray(prediction) > 0).ravel()
-    if predicted.shape != y.shape:
-        raise ConfigError(f"prediction shape {np.shape(prediction)} differs from reference shape "
-                          f"{np.shape(reference)}")
+    if prediction is None:
+        predicted = p > 0.5
+    else:
+        predicted = (np.asarray(prediction) > 0).ravel()
+        if predicted.shape != y.shape:
+            raise ConfigError(f"prediction shape {np.shape(prediction)} differs from reference shape "
+                              f"{np.shape(reference)}")
     errors = predicted != y
     n_errors = int(errors.sum())
     uncertainty = normalised_entropy(p)
@@ -186,12 +188,12 @@ def boundary_band(reference: Any, prediction: Any, spacing: Any = None, width_mm
         return band
     spacing = np.ones(union.ndim) if spacing is None else np.asarray(spacing, dtype=np.float64)
     reach = [int(math.ceil(width_mm / s)) for s in spacing]
-    box = []
+    extent = []
     for axis in range(union.ndim):  # the distance transform only where the band can reach
         other = tuple(a for a in range(union.ndim) if a != axis)
         hits = np.flatnonzero(union.any(axis=other))
-        box.append(slice(max(0, hits[0] - reach[axis]), min(union.shape[axis], hits[-1] + reach[axis] + 1)))
-    box = tuple(box)
+        extent.append(slice(max(0, hits[0] - reach[axis]), min(union.shape[axis], hits[-1] + reach[axis] + 1)))
+    box = tuple(extent)
     band[box] = ndimage.distance_transform_edt(~union[box], sampling=spacing) <= width_mm
     return band
 

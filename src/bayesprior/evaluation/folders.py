@@ -69,6 +69,26 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     """
     scores = CaseScores(empty_gt)  # checks the policy before any file is read
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
+    predictions, labels, missing = _matched_files(pred_dir, label_dir, cases, allow_missing)
+    if not allow_mixed_models:
+        _refuse_mixed_models(pred_dir, [predictions[case_id].name for case_id in sorted(predictions)])
+    probabilities = None if probability_dir is None else Path(probability_dir)
+    images = {} if probabilities is None else _input_images(probabilities, pred_dir)
+    no_image = _score_cases(scores, predictions, labels, probabilities, images)
+    summary = dict(scores.summary(), missing_predictions=missing, scored_cases=[r["case_id"] for r in scores.rows])
+    if chosen_by is not None:
+        summary["case_choice"] = dict(chosen_by)
+    if "calibration" in summary:
+        summary["calibration"]["no_image"] = no_image
+    _write_results(scores, summary, Path(out_dir) if out_dir is not None else pred_dir, probabilities is not None)
+    return summary
+
+
+def _matched_files(pred_dir: Path, label_dir: Path, cases: Sequence[str] | None,
+                   allow_missing: bool) -> tuple[dict[str, Path], dict[str, Path], list[str]]:
+    """The predictions and labels to score by case id (those of `cases`, if given), and the labelled cases without
+    a prediction; a `DataError` for a prediction without a label, and for a missing prediction unless
+    `allow_missing`."""
     predictions = nifti_by_case(pred_dir)
     labels = label_files(label_dir)
     if not predictions:
@@ -82,25 +102,24 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     if missing and not allow_missing:
         raise DataError(pred_dir, f"has no prediction for {len(missing)} labelled case(s) {missing[:5]}; pass "
                                   "--allow-missing (allow_missing=True) to score the others and list these")
-    if not allow_mixed_models:
-        _refuse_mixed_models(pred_dir, [predictions[case_id].name for case_id in sorted(predictions)])
-    images = {} if probability_dir is None else _input_images(Path(probability_dir), pred_dir)
+    return predictions, labels, missing
+
+
+def _score_cases(scores: CaseScores, predictions: dict[str, Path], labels: dict[str, Path],
+                 probability_dir: Path | None, images: Mapping[str, Path]) -> list[str]:
+    """Add every predicted case to `scores`, in case-id order (with its probability map and body mask, given
+    `probability_dir`); return the cases whose input image is not known. `DataError` for a prediction that is
+    not on its label's grid or holds values that no label holds."""
     no_image = []
     predicted_values: dict[str, set[int]] = {}
     label_values = {0, 1}
     for case_id in sorted(predictions):
-        pred, pred_affine, _ = _read_mask(predictions[case_id], "prediction")
-        ref, ref_affine, _ = _read_mask(labels[case_id], "label")
-        if pred.shape != ref.shape:
-            raise DataError(predictions[case_id], f"shape {pred.shape} differs from its label's {ref.shape}")
-        if not same_affine(pred_affine, ref_affine):
-            raise DataError(predictions[case_id], f"lies on another grid than its label {labels[case_id]} "
-                                                  "(the affines differ): it was not predicted from this case's image")
+        pred, ref, ref_affine = _mask_and_label(predictions[case_id], labels[case_id])
         predicted_values[case_id] = set(np.unique(pred).tolist())
         label_values |= set(np.unique(ref).tolist())
         probability, body = None, None
         if probability_dir is not None:
-            probability = _read_probability(Path(probability_dir), case_id, ref.shape, ref_affine, labels[case_id])
+            probability = _read_probability(probability_dir, case_id, ref.shape, ref_affine, labels[case_id])
             body = _body(images.get(case_id), ref.shape, ref_affine)
             if body is None:
                 no_image.append(case_id)
@@ -110,22 +129,32 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
         if values - label_values:
             raise DataError(predictions[case_id], f"holds values {sorted(values - label_values)} that no label "
                                                   f"holds (labels: {sorted(label_values)}); is it a mask?")
-    summary = dict(scores.summary(), missing_predictions=missing, scored_cases=[r["case_id"] for r in scores.rows])
-    if chosen_by is not None:
-        summary["case_choice"] = dict(chosen_by)
-    if "calibration" in summary:
-        summary["calibration"]["no_image"] = no_image
-    out_dir = Path(out_dir) if out_dir is not None else pred_dir
+    return no_image
+
+
+def _mask_and_label(prediction: Path, label: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A predicted mask, its label and the label's affine; `DataError` unless both lie on one grid."""
+    pred, pred_affine, _ = _read_mask(prediction, "prediction")
+    ref, ref_affine, _ = _read_mask(label, "label")
+    if pred.shape != ref.shape:
+        raise DataError(prediction, f"shape {pred.shape} differs from its label's {ref.shape}")
+    if not same_affine(pred_affine, ref_affine):
+        raise DataError(prediction, f"lies on another grid than its label {label} "
+                                    "(the affines differ): it was not predicted from this case's image")
+    return pred, ref, ref_affine
+
+
+def _write_results(scores: CaseScores, summary: dict[str, Any], out_dir: Path, reliability: bool) -> None:
+    """``per_case.csv`` and ``summary.json`` in `out_dir`, and with `reliability` the pooled reliability diagram."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(scores.rows[0]))
     writer.writeheader()
     writer.writerows(scores.rows)
     atomic_write_text(buffer.getvalue(), out_dir / "per_case.csv")
     atomic_write_json(summary, out_dir / "summary.json")
-    if probability_dir is not None:
+    if reliability:
         plot_reliability_diagram(scores.reliability, out_dir / RELIABILITY_FIGURE,
                                  title=f"{len(scores.rows)} case(s), pooled ECE {scores.reliability.ece():.4f}")
-    return summary
 
 
 def _only_cases(labels: dict[str, Path], predictions: dict[str, Path], cases: Sequence[str],

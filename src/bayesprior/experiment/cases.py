@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..atomic import atomic_write_json
-from ..data.preprocess import PreprocessConfig, ct_normalised, ct_statistics, prepare_dataset
 from ..data.datasets import dataset_case_ids
+from ..data.preprocess import PreprocessConfig, ct_normalised, ct_statistics, prepare_dataset
 from ..data.synth import synthesize_dataset, synthetic_case_ids
 from ..errors import ConfigError, FolderInUseError
 from ..hashing import cases_sha256, settings_sha256
@@ -44,9 +44,9 @@ class ExperimentCases(Stage):
         c, spec = self.config, self.config.target
         if not (c.test_cases or c.train_cases):
             return
-        if spec.path is None:
+        if spec.synthetic_kind is not None:  # (the target has a path or is synthetic: `config._dataset`)
             ids = synthetic_case_ids(spec.synthetic_kind, spec.synthetic_cases)
-        elif Path(spec.path).is_dir():
+        elif spec.path is not None and Path(spec.path).is_dir():
             ids = dataset_case_ids(spec.path, spec.layout, channel=spec.channel,
                                    allow_outside_paths=spec.allow_outside_paths)
         else:
@@ -58,6 +58,8 @@ class ExperimentCases(Stage):
         waits for another that is making it)."""
         if spec.path is not None:
             return Path(spec.path)
+        if spec.synthetic_kind is None:
+            raise ConfigError(f"[{name}] names no dataset: give its path or synthetic")
         folder = self.out / "data" / name
         marker = folder / "synthesis.json"
         waited = False

@@ -44,7 +44,7 @@ class ExperimentContext:
     def train_config(self, target: bool = True, **overrides: Any) -> TrainConfig:
         """The settings of a target run (or, with ``target=False``, the shared base of a source run)."""
         c = self.config
-        base = dict(architecture=c.architecture, architecture_config=dict(c.architecture_config) or
+        base: dict[str, Any] = dict(architecture=c.architecture, architecture_config=dict(c.architecture_config) or
                     {"in_channels": 1, "n_classes": 2}, max_epochs=c.max_epochs, batch_size=c.batch_size,
                     ce_reduction=c.ce_reduction, kl_weight=c.kl_weight, lr=c.lr, forward_mode=c.forward_mode,
                     patience=c.patience,

@@ -71,7 +71,7 @@ def markdown_table(results: Sequence[dict[str, Any]], metric: str, methods: Sequ
     for n in train_sizes:
         shown = {m: f"{stats[(n, m)][0]:.3f}" for m in methods if (n, m) in stats and not np.isnan(stats[(n, m)][0])}
         best = (min if lower_is_better else max)(shown.values(), key=float) if shown else None
-        unique = list(shown.values()).count(best) == 1
+        unique = best is not None and list(shown.values()).count(best) == 1
         cells = []
         for m in methods:
             if (n, m) not in stats:

@@ -58,7 +58,7 @@ def score_run(model: Any, cases: Sequence[Any], run: RunSpec, config: Experiment
         else:
             row = scores.add(case.case_id, prediction, case.label, probability=probabilities[1], body=body,
                              spacing=case.record["output_zooms"])
-        if c.write_predictions:
+        if c.write_predictions and original is not None:  # (made above whenever write_predictions)
             write_like(original, affine_from_record(case.record), header_from_record(case.record),
                        out / "predictions" / run.run_id / f"{case.case_id}.nii.gz", dtype=np.uint8)
         if k == 0:
@@ -95,7 +95,7 @@ def _prediction_window(shape: Sequence[int], patch: Sequence[int] | None) -> tup
     """The whole volume, or windows of the training patch where it is smaller (both divisible by 8)."""
     if patch is None or any(int(p) % 8 for p in patch):
         return tuple(shape)
-    return tuple(min(int(p), int(n)) for p, n in zip(patch, shape))
+    return tuple(min(int(p), int(n)) for p, n in zip(patch, shape, strict=True))
 
 
 def _original_label(case: Any) -> np.ndarray:

@@ -9,7 +9,7 @@ the source lands here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..checkpoints import read_model_file
@@ -57,11 +57,10 @@ class SourceStage(Stage):
         if c.prior_file is not None and len({prior_fitter(m) for m in learned}) != 1:
             raise ConfigError(f"[prior] file serves the methods that learn one kind of prior; protocol.methods has "
                               f"{len(learned)} ({', '.join(learned) or 'none'})")
-        swag_file_methods = [m for m in self.methods.values() if m.bayesian and prior_source_file(m.name)]
-        if swag_file_methods and not c.source_models and not c.source_train_options.get("swag_epochs"):
-            names = ", ".join(sorted({m.name for m in swag_file_methods}))
-            raise ConfigError(f"method(s) {names} read their prior from a file the source run writes "
-                              f"({', '.join(sorted({prior_source_file(m.name) for m in swag_file_methods}))}): set "
+        swag_files = {m.name: file for m in self.methods.values() if m.bayesian and (file := prior_source_file(m.name))}
+        if swag_files and not c.source_models and not c.source_train_options.get("swag_epochs"):
+            raise ConfigError(f"method(s) {', '.join(sorted(swag_files))} read their prior from a file the source run "
+                              f"writes ({', '.join(sorted(set(swag_files.values())))}): set "
                               "[source_training] swag_epochs (e.g. 10) so that the source stage collects it")
         for model in c.source_models:  # an existing zoo is read before any work: a bad file is named now
             with naming("[source] models"):
@@ -233,7 +232,7 @@ class SourceStage(Stage):
         priors: dict[str, Path] = {}
         fitted: dict[Callable[..., Any], Path] = {}  # methods that learn one kind of prior share its file
         for method in methods:
-            fit = prior_fitter(method)
+            fit = cast(Callable[..., Any], prior_fitter(method))  # a learned prior's plugin gives fit (`methods`)
             # named after the first registered prior with this fit (dwp for dwp_anchored), so that configs with
             # either method share one file and its digest
             out = fitted.get(fit) or self.out / "source" / f"prior_{_first_prior_fitted_by(fit, method)}.pt"

@@ -28,8 +28,15 @@ from .config import lists_as_tuples
 from .context import ExperimentContext, Stage, naming
 from .runs import RunSpec, Split, all_runs, make_splits, shard_runs
 from .scoring import score_run
-from .settings_record import (BAYESIAN_SETTINGS, TRAINING_KEYS, few_differences, folder_settings, read_record,
-                              result_settings, scoring_only)
+from .settings_record import (
+    BAYESIAN_SETTINGS,
+    TRAINING_KEYS,
+    few_differences,
+    folder_settings,
+    read_record,
+    result_settings,
+    scoring_only,
+)
 from .superseded import set_aside
 
 

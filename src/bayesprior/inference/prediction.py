@@ -49,7 +49,7 @@ class PredictionSettings:
     """How to predict: window size, overlap, MC samples and their seed, post-processing, device, and whether
     the probability and entropy maps are written for every model (`probabilities`)."""
 
-    roi: tuple[int, int, int] = (40, 48, 40)
+    roi: tuple[int, ...] = (40, 48, 40)  # three sizes (checked)
     overlap: float = 0.5
     samples: int = 0
     largest_component: bool = False
@@ -106,7 +106,7 @@ def output_names(case_id: str, with_maps: bool) -> list[str]:
 
 
 def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Path,
-                   settings: PredictionSettings = PredictionSettings(), progress: bool = True,
+                   settings: PredictionSettings | None = None, progress: bool = True,
                    preprocess_config: Mapping[str, Any] | None = None, overwrite: bool = False,
                    layout: str | None = None, channel: str | int | None = None, allow_outside_paths: bool = False,
                    preprocess_options: Mapping[str, Any] | None = None,
@@ -118,6 +118,7 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
 
     Args:
         in_dir: a folder of NIfTI images, or a dataset folder of any registered layout (`prediction_files`).
+        settings: window, overlap, samples, device ... (None: `PredictionSettings()`'s defaults).
         overwrite: replace files of `out_dir` that bayesprior did not write, and remove every prediction of
             another model or other settings there first (both refused otherwise: one folder, one model).
         layout, channel: the dataset layout (detected when None) and the sequence or channel to segment (None:
@@ -136,22 +137,11 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
             predictions of another model or other settings; a case of `cases` that `in_dir` does not have.
         FolderInUseError: another prediction writes into `out_dir`.
     """
+    settings = PredictionSettings() if settings is None else settings
     payload = read_model_file(model_path)  # read once: the preprocessing record and the model come from it
-    recorded = payload.get("extra", {}).get("preprocess")
-    if recorded is not None and preprocess_options:
-        _refuse_other_preprocessing(PreprocessConfig(**dict(recorded)), preprocess_options, model_path)
-    if preprocess_config is None and recorded is None:
-        if not preprocess_options:
-            raise CheckpointError(model_path, "records no preprocessing configuration (train it with "
-                                              "`preprocess=`, or give predict --spacing, --shape, --intensity ...)")
-        preprocess_config = preprocess_options
-    config = PreprocessConfig(**dict(preprocess_config if preprocess_config is not None else recorded))
-    model = model_from_payload(payload, model_path).to(settings.device).eval()
+    config = _model_preprocessing(payload, model_path, preprocess_config, preprocess_options)
+    model = _prediction_model(payload, model_path, settings)
     bayesian = isinstance(model, BayesianModel)
-    if settings.samples > 0 and not bayesian:
-        raise ConfigError(f"--samples {settings.samples} has no effect: {model_path} is a deterministic model, "
-                          "which gives one prediction (no Monte-Carlo samples, so no uncertainty from them); leave "
-                          "--samples out (--probabilities writes its softmax probability and entropy maps)")
     if channel is None and (layout or find_layout(in_dir)) is not None:
         channel = payload.get("extra", {}).get("channel")  # a dataset folder: the sequence the model was trained on
     inputs = prediction_files(in_dir, layout, channel=channel, allow_outside_paths=allow_outside_paths)
@@ -176,7 +166,34 @@ def predict_folder(model_path: str | Path, in_dir: str | Path, out_dir: str | Pa
         return _predict_files(model, inputs, outputs, folder, config, settings, _min_size(payload), progress)
 
 
-def _refuse_other_preprocessing(recorded: PreprocessConfig, options: Mapping[str, Any], model_path: Path) -> None:
+def _model_preprocessing(payload: Mapping[str, Any], model_path: str | Path, preprocess_config: Mapping[str, Any] | None,
+                         preprocess_options: Mapping[str, Any] | None) -> PreprocessConfig:
+    """The preprocessing to redo for the model: `preprocess_config` if given, else the one the model file records,
+    else `preprocess_options` (command-line options, which must agree with a record)."""
+    recorded = payload.get("extra", {}).get("preprocess")
+    if recorded is not None and preprocess_options:
+        _refuse_other_preprocessing(PreprocessConfig(**dict(recorded)), preprocess_options, model_path)
+    if preprocess_config is None and recorded is None:
+        if not preprocess_options:
+            raise CheckpointError(model_path, "records no preprocessing configuration (train it with "
+                                              "`preprocess=`, or give predict --spacing, --shape, --intensity ...)")
+        preprocess_config = preprocess_options
+    return PreprocessConfig(**dict(preprocess_config if preprocess_config is not None else recorded))
+
+
+def _prediction_model(payload: Mapping[str, Any], model_path: str | Path, settings: PredictionSettings) -> nn.Module:
+    """The model of the file, on the settings' device, in eval mode; `ConfigError` for Monte-Carlo samples of
+    a deterministic one."""
+    model = model_from_payload(payload, model_path).to(settings.device).eval()
+    if settings.samples > 0 and not isinstance(model, BayesianModel):
+        raise ConfigError(f"--samples {settings.samples} has no effect: {model_path} is a deterministic model, "
+                          "which gives one prediction (no Monte-Carlo samples, so no uncertainty from them); leave "
+                          "--samples out (--probabilities writes its softmax probability and entropy maps)")
+    return model
+
+
+def _refuse_other_preprocessing(recorded: PreprocessConfig, options: Mapping[str, Any],
+                                model_path: str | Path) -> None:
     """A preprocessing option that contradicts the model file's record is an error: the model would see other
     inputs than it was trained on. One that repeats the record is harmless."""
     for name, value in options.items():

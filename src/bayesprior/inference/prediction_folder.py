@@ -46,7 +46,9 @@ def run_id(run: Mapping[str, Any]) -> str:
 def _predictor(run: Mapping[str, Any]) -> dict[str, Any]:
     """What decides a run's predictions: the model's SHA-256, the settings (execution ones aside), the
     preprocessing."""
-    settings = run.get("settings") if isinstance(run.get("settings"), dict) else {}
+    settings = run.get("settings")
+    if not isinstance(settings, dict):
+        settings = {}
     return {"model_sha256": run.get("model_sha256"), "preprocess": run.get("preprocess"),
             "settings": {k: v for k, v in settings.items() if k not in EXECUTION_SETTINGS}}
 
@@ -154,7 +156,7 @@ class PredictionFolder:
         self.path = self.folder / MANIFEST_NAME
         self.run = dict(run)
         self.run_id = run_id(run)
-        self.manifest = read_manifest(self.path) if self.path.exists() else \
+        self.manifest: dict[str, Any] = read_manifest(self.path) if self.path.exists() else \
             {"format": MANIFEST_FORMAT, "runs": {}, "files": {}}
         self.manifest["runs"][self.run_id] = self.run
 

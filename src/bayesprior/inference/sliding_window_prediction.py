@@ -21,11 +21,11 @@ from ..errors import ConfigError
 def gaussian_importance_map(roi: Sequence[int], sigma_scale: float = 0.125,
                             device: torch.device | str = "cpu") -> Tensor:
     """Separable Gaussian weights of shape `roi` (peak near 1, floor max(min, 1e-3))."""
-    weights = None
+    weights = torch.ones((), dtype=torch.float32, device=device)  # times g is g exactly
     for size in roi:
         x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2.0
         g = torch.exp(-(x ** 2) / (2 * (sigma_scale * size) ** 2))
-        weights = g if weights is None else weights.unsqueeze(-1) * g
+        weights = weights.unsqueeze(-1) * g
     floor = max(float(weights.min()), 1e-3)
     return weights.clamp(min=floor)
 
@@ -64,17 +64,18 @@ def sliding_window(inputs: Tensor, roi: Sequence[int], predictor: Callable[[Tens
     if not 0 <= overlap < 1:
         raise ConfigError(f"overlap must be in [0, 1), got {overlap}")
     pads, padded = [], []
-    for size, r in zip(spatial, roi):
+    for size, r in zip(spatial, roi, strict=True):
         diff = max(r - size, 0)
         pads.append((diff // 2, diff - diff // 2))
         padded.append(max(size, r))
     if any(sum(p) for p in pads):
         inputs = F.pad(inputs, [v for p in reversed(pads) for v in p])
     weight_map = gaussian_importance_map(roi, sigma_scale, inputs.device)
-    axes = [window_starts(size, r, overlap) for size, r in zip(padded, roi)]
+    axes = [window_starts(size, r, overlap) for size, r in zip(padded, roi, strict=True)]
     corners = [(a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]] if len(roi) == 3 else \
         _product(axes)
-    output = weights = None
+    weights = torch.zeros(tuple(padded), dtype=torch.float32, device=inputs.device)
+    output: Tensor | None = None  # its number of classes is known from the first windows' prediction
     for first in range(0, len(corners), batch_size):
         chunk = corners[first:first + batch_size]
         windows = []
@@ -85,19 +86,19 @@ def sliding_window(inputs: Tensor, roi: Sequence[int], predictor: Callable[[Tens
         if output is None:
             output = torch.zeros((inputs.shape[0], predicted.shape[1]) + tuple(padded),
                                  dtype=torch.float32, device=inputs.device)
-            weights = torch.zeros(tuple(padded), dtype=torch.float32, device=inputs.device)
         predicted = predicted.float().view(inputs.shape[0], len(chunk), *predicted.shape[1:])
         for j, corner in enumerate(chunk):
             region = _slices(corner, roi)
             output[(slice(None), slice(None)) + region] += predicted[:, j] * weight_map
             weights[region] += weight_map
+    assert output is not None  # every axis has a window start (`window_starts`), so the loop ran
     output = output / weights
-    crop = tuple(slice(lo, lo + size) for (lo, _), size in zip(pads, spatial))
+    crop = tuple(slice(lo, lo + size) for (lo, _), size in zip(pads, spatial, strict=True))
     return output[(slice(None), slice(None)) + crop]
 
 
 def _slices(corner: Sequence[int], roi: Sequence[int]) -> tuple[slice, ...]:
-    return tuple(slice(c, c + r) for c, r in zip(corner, roi))
+    return tuple(slice(c, c + r) for c, r in zip(corner, roi, strict=True))
 
 
 def _product(axes: list[list[int]]) -> list[tuple[int, ...]]:
@@ -114,9 +115,9 @@ def pad_to_multiple(x: Tensor, multiple: int = 8,
     spatial = tuple(x.shape[2:])
     floor = tuple(minimum) if minimum is not None else (0,) * len(spatial)
     target = [max(int(math.ceil(s / multiple) * multiple), int(math.ceil(m / multiple) * multiple))
-              for s, m in zip(spatial, floor)]
+              for s, m in zip(spatial, floor, strict=True)]
     pad = []
-    for s, t in zip(reversed(spatial), reversed(target)):
+    for s, t in zip(reversed(spatial), reversed(target), strict=True):
         pad += [0, t - s]
     return (F.pad(x, pad) if any(pad) else x), spatial
 
@@ -133,7 +134,7 @@ def predict_probabilities(predictor: Callable[[Tensor], Tensor], image: Tensor,
     if any(r % multiple for r in roi):
         raise ConfigError(f"roi {tuple(roi)} must be divisible by {multiple} on every axis")
     spatial = tuple(image.shape[2:])
-    if all(s <= r for s, r in zip(spatial, roi)):
+    if all(s <= r for s, r in zip(spatial, roi, strict=True)):
         padded, _ = pad_to_multiple(image, multiple, min_size)
         out = predictor(padded)
         return out[(slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)]

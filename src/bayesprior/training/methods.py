@@ -27,8 +27,16 @@ from torch import Tensor, nn
 
 from ..checkpoints import deterministic_state, read_model_file, require_finite_state
 from ..errors import CheckpointError, ConfigError
-from ..plugins import (architecture_finetune_layers, architecture_groups, build_architecture, method_registry,
-                       prior_centred_at_source, prior_fitter, prior_per_group, prior_registry)
+from ..plugins import (
+    architecture_finetune_layers,
+    architecture_groups,
+    build_architecture,
+    method_registry,
+    prior_centred_at_source,
+    prior_fitter,
+    prior_per_group,
+    prior_registry,
+)
 from ..selectors import Selector, by_group
 from ..wrap import Rule, bayesianize
 from .config import TrainConfig

@@ -21,7 +21,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> None:
     axes[0].legend()
     axes[1].plot(epochs, [r["kl"] for r in history])
     axes[2].plot(epochs, [r.get("val_dsc", math.nan) for r in history])
-    for ax, title in zip(axes, ("loss", "KL", "validation DSC")):
+    for ax, title in zip(axes, ("loss", "KL", "validation DSC"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
     fig.tight_layout()

@@ -43,7 +43,11 @@ PATH_KEYS = FILE_KEYS + ("zoo_dir",)
 # ------------------------------------------------------------------------------------ RNG states
 def rng_state() -> dict[str, Any]:
     """Python's, NumPy's and torch's random states, as plain types (numpy's key array as a tensor)."""
-    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state()
+    if not isinstance(numpy_state, tuple):  # a dict: the global generator is not MT19937 (set_bit_generator)
+        raise ConfigError(f"NumPy's global random generator is a {numpy_state.get('bit_generator')}; a run's "
+                          "random state can be saved only with NumPy's default MT19937")
+    name, keys, position, has_gauss, cached = numpy_state
     state = {"python": random.getstate(),
              "numpy": [str(name), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
                        float(cached)],

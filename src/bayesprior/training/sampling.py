@@ -125,6 +125,9 @@ class BatchSampler:
                      force_foreground: bool) -> tuple[int, ...]:
         """The patch's first voxel: random, or centred on a random foreground voxel (kept inside the volume)."""
         patch = self.config.patch
+        if patch is None:
+            raise ConfigError("patch_corner needs a sampler of patches (SamplingConfig.patch), this one gives "
+                              "whole volumes")
         spatial = label.shape
         if force_foreground:
             voxels = self._foreground_voxels(index, label)
@@ -157,9 +160,9 @@ def as_arrays(case: Any) -> tuple[np.ndarray, np.ndarray]:
 def crop(image: np.ndarray, label: np.ndarray, corner: Sequence[int], patch: Sequence[int]
          ) -> tuple[np.ndarray, np.ndarray]:
     """The patch at `corner`, zero-padded at the far end where the volume is smaller than the patch."""
-    region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+    region = tuple(slice(c, c + p) for c, p in zip(corner, patch, strict=True))
     image, label = image[region], label[region]
-    pad = [(0, p - s) for p, s in zip(patch, image.shape)]
+    pad = [(0, p - s) for p, s in zip(patch, image.shape, strict=True)]
     if any(after for _, after in pad):
         image, label = np.pad(image, pad), np.pad(label, pad)
     return image, label

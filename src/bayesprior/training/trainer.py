@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text, remove_stale_temp_files
 from ..checkpoints import model_payload, non_finite_tensors, save_model
-from ..data.provenance import input_grid
 from ..data.preprocess import refuse_resampling_below
+from ..data.provenance import input_grid
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from ..evaluation.metrics import confusion_counts, dice_score
 from ..inference.sliding_window_prediction import sliding_window
@@ -61,10 +61,21 @@ from .config import TrainConfig
 from .distributed import DistContext, barrier, current_context, global_mean_float, global_sum
 from .losses import LossConfig, dice_from_statistics, dice_statistics, segmentation_loss
 from .methods import WeightPenalty, build_model, build_penalty
-from .precision import MixedPrecision
 from .plots import plot_curves
-from .run_folder import (CHECKPOINT_FORMAT, check_resumable, command_history, data_record, input_files,  # noqa: F401
-                         log_text, portable_settings, read_checkpoint, read_log, rng_state, set_rng_state)
+from .precision import MixedPrecision
+from .run_folder import (
+    CHECKPOINT_FORMAT,
+    check_resumable,
+    command_history,
+    data_record,
+    input_files,
+    log_text,
+    portable_settings,
+    read_checkpoint,
+    read_log,
+    rng_state,
+    set_rng_state,
+)
 from .sampling import BatchSampler, as_arrays, stack
 from .swag import SwagMoments, read_swag_file, write_swag_file
 
@@ -235,7 +246,7 @@ def _train_in(run_dir: Path, config: TrainConfig, train_cases: Sequence[Any], va
     _refuse_non_finite_start(model, config)
     penalty = build_penalty(config, model)  # before a resume: it is centred at the start (source) weights
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stubs lack it
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = (torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
                  if config.weight_decay > 0 else torch.optim.Adam(trainable, lr=config.lr))
@@ -404,7 +415,6 @@ def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: 
                  device: torch.device, ctx: DistContext) -> dict[str, Any]:
     """One epoch of steps (`BatchSampler`); the epoch's log entry (means over steps, across processes)."""
     net.train()
-    bayesian = isinstance(run.model, BayesianModel)
     n_train = len(train_cases)
     kl_weight = config.kl_weight * (min(1.0, (epoch + 1) / config.kl_warmup) if config.kl_warmup else 1.0)
     totals = {"loss": 0.0, "data": 0.0, "data_per_case": 0.0, "kl": 0.0}
@@ -417,7 +427,7 @@ def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: 
             logits = net(images)
         # the loss and the KL are computed in float32 whatever the forward's precision
         data_loss, n_global = batch_data_loss(logits.float(), labels, config.loss_config())
-        if bayesian:
+        if isinstance(run.model, BayesianModel):
             elbo = run.model.elbo_loss(data_loss / n_global, n_train, kl_weight)
             loss, data_term, kl = elbo.loss, elbo.data, elbo.kl
         elif run.penalty is not None:  # e.g. L2-SP: the pull towards the source weights

@@ -48,14 +48,15 @@ class Grid:
 def make_grid(shape: tuple[int, int, int] | None, spacing: float | None, centre_mm: np.ndarray) -> Grid:
     """Grid from a shape (spacing chosen so the field of view holds the brain) or a spacing (default 2 mm)."""
     if shape is not None:
-        spacing = max(fov / n for fov, n in zip(FIELD_OF_VIEW_MM, shape))
+        spacing = max(fov / n for fov, n in zip(FIELD_OF_VIEW_MM, shape, strict=True))
+        nx, ny, nz = (int(n) for n in shape)
     else:
         spacing = float(spacing or 2.0)
-        shape = tuple(max(8, int(round(fov / spacing))) for fov in FIELD_OF_VIEW_MM)
+        nx, ny, nz = (max(8, int(round(fov / spacing))) for fov in FIELD_OF_VIEW_MM)
     affine = np.eye(4)
     affine[:3, :3] *= spacing
-    affine[:3, 3] = np.asarray(centre_mm) - spacing * (np.asarray(shape) - 1) / 2
-    return Grid(tuple(int(n) for n in shape), float(spacing), affine)
+    affine[:3, 3] = np.asarray(centre_mm) - spacing * (np.asarray((nx, ny, nz)) - 1) / 2
+    return Grid((nx, ny, nz), float(spacing), affine)
 
 
 @dataclass

@@ -24,7 +24,7 @@ def smooth_noise(shape: tuple[int, ...], correlation_voxels: float, rng: np.rand
     else:
         coarse = tuple(max(3, int(np.ceil(n / correlation_voxels)) + 2) for n in shape)
         grid = rng.standard_normal(coarse).astype(np.float32)
-        wx, wy, wz = (_interpolation_matrix(n, c, 0.7) for n, c in zip(shape, coarse))
+        wx, wy, wz = (_interpolation_matrix(n, c, 0.7) for n, c in zip(shape, coarse, strict=True))
         # contract z, then y, then x, keeping every intermediate contiguous for BLAS
         along_z = grid @ wz.T                                     # (cx, cy, Z)
         along_y = np.matmul(wy, along_z)                          # (cx, Y, Z)

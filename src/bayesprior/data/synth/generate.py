@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -135,63 +137,104 @@ def generate_case(kind: str, index: int, seed: int = 0, shape: tuple[int, int, i
         manifest["tumour"] = tumour
         anatomy_coords = mass_effect_shift(coords, centre, tumour["mass_effect_mm"], tumour["mass_effect_sigma_mm"],
                                            spacing_mm)
-    mask_fraction = np.clip(_warp(anatomy.mask_fraction, anatomy_coords), 0, 1)
+    mask_fraction, healthy = _healthy_tissues(anatomy, anatomy_coords)
     mask = mask_fraction >= 0.5
-    gm = _warp(anatomy.gm, anatomy_coords)
-    wm = _warp(anatomy.wm, anatomy_coords)
+    warped = {name: np.clip(_warp(f, coords), 0, 1) * mask for name, f in atlas_pathology.items()}
+
+    tumour_texture = None
+    if kind == "ms":
+        label, manifest["label_forced"] = _lesion_label(warped["lesion"], mask)
+        contrast_out = ndimage.map_coordinates(lesion_contrast, coords, order=0, mode="nearest")
+    else:
+        label = _tumour_label(warped, mask)
+        tumour_texture = smooth_noise(label.shape, max(0.6, 3.0 / spacing_mm), rng)
+
+    images, imaging = {}, {}
+    for sequence in sequences:
+        sequence_rng = np.random.default_rng(rng.integers(2 ** 63))
+        terms = _lesion_terms(warped, contrast_out) if kind == "ms" else _tumour_terms(warped, sequence, sequence_rng)
+        images[sequence], imaging[sequence] = _form_image(
+            sequence, healthy, terms, mask_fraction, sequence_rng, kind, spacing_mm, tumour_texture)
+    manifest["imaging"] = imaging
+    label = label.astype(np.uint8)
+    manifest.update(_label_summary(label, kind, anatomy.grid.voxel_volume_ml))
+    return SyntheticCase(images, label, anatomy.grid.affine.copy(), manifest)
+
+
+def _healthy_tissues(anatomy: Anatomy, coords: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The brain's partial-volume fraction and the fractions of GM, WM and CSF inside it (summing to at most 1),
+    warped to the subject by `coords`."""
+    mask_fraction = np.clip(_warp(anatomy.mask_fraction, coords), 0, 1)
+    mask = mask_fraction >= 0.5
+    gm = _warp(anatomy.gm, coords)
+    wm = _warp(anatomy.wm, coords)
     safe = np.maximum(mask_fraction, 1e-6)
     gm, wm = np.clip(gm / safe, 0, 1) * mask, np.clip(wm / safe, 0, 1) * mask
     total = gm + wm
     over = total > 1
     gm[over] /= total[over]
     wm[over] /= total[over]
-    healthy = {"gm": gm, "wm": wm, "csf": np.clip(1 - gm - wm, 0, 1) * mask}
-    warped = {name: np.clip(_warp(f, coords), 0, 1) * mask for name, f in atlas_pathology.items()}
+    return mask_fraction, {"gm": gm, "wm": wm, "csf": np.clip(1 - gm - wm, 0, 1) * mask}
 
-    if kind == "ms":
-        label = (warped["lesion"] >= 0.5) & mask
-        contrast_out = ndimage.map_coordinates(lesion_contrast, coords, order=0, mode="nearest")
-        manifest["label_forced"] = False
-        if not label.any():  # partial volume hid every lesion centre; label the most lesion-filled voxel
-            label.flat[int(np.argmax(warped["lesion"]))] = True
-            manifest["label_forced"] = True
-    else:
-        whole = sum(warped.values())
-        stacked = np.stack([warped[c] for c in CLASSES])
-        codes = np.array([BRATS_LABEL[c] for c in CLASSES], dtype=np.uint8)
-        label = np.where((whole >= 0.5) & mask, codes[np.argmax(stacked, axis=0)], 0).astype(np.uint8)
-        if not label.any():
-            flat = int(np.argmax(whole))
-            label.flat[flat] = codes[int(np.argmax(stacked.reshape(len(CLASSES), -1)[:, flat]))]
-        tumour_texture = smooth_noise(label.shape, max(0.6, 3.0 / spacing_mm), rng)
 
-    images, imaging = {}, {}
-    for sequence in sequences:
-        sequence_rng = np.random.default_rng(rng.integers(2 ** 63))
-        if kind == "ms":
-            def terms(signals, params, _contrast=contrast_out):
-                return [(warped["lesion"], _contrast * np.float32(signals["wm"]))]
-        else:
-            def terms(signals, params, _sequence=sequence, _rng=sequence_rng):
-                out, factors = [], {}
-                for name in CLASSES:
-                    low, high = TUMOUR_CONTRAST[_sequence][name]
-                    factors[name] = float(_rng.uniform(low, high))
-                    # necrosis is as bright as CSF in T2, so a threshold cannot tell it from the ventricles
-                    base = signals["csf"] if (name == "necrosis" and _sequence == "T2") else signals["wm"]
-                    out.append((warped[name], np.float32(factors[name] * base)))
-                params["tumour_contrast"] = {k: round(v, 3) for k, v in factors.items()}
-                return out
-        images[sequence], imaging[sequence] = _form_image(
-            sequence, healthy, terms, mask_fraction, sequence_rng, kind, spacing_mm,
-            None if kind == "ms" else tumour_texture)
-    manifest["imaging"] = imaging
-    label = label.astype(np.uint8)
-    manifest["label_voxels"] = int((label > 0).sum())
-    manifest["label_volume_ml"] = round(float((label > 0).sum() * anatomy.grid.voxel_volume_ml), 3)
+def _lesion_label(lesion: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The lesion mask (lesion fraction >= 0.5, in the brain), and whether it had to be forced: where partial
+    volume hid every lesion centre, the most lesion-filled voxel is labelled."""
+    label = (lesion >= 0.5) & mask
+    if label.any():
+        return label, False
+    label.flat[int(np.argmax(lesion))] = True
+    return label, True
+
+
+def _tumour_label(warped: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """BRATS labels: where the tumour's classes fill at least half a brain voxel, the code of the largest; never
+    empty (the most tumour-filled voxel is labelled)."""
+    whole = sum(warped.values())
+    stacked = np.stack([warped[c] for c in CLASSES])
+    codes = np.array([BRATS_LABEL[c] for c in CLASSES], dtype=np.uint8)
+    label = np.where((whole >= 0.5) & mask, codes[np.argmax(stacked, axis=0)], 0).astype(np.uint8)
+    if not label.any():
+        flat = int(np.argmax(whole))
+        label.flat[flat] = codes[int(np.argmax(stacked.reshape(len(CLASSES), -1)[:, flat]))]
+    return label
+
+
+#: what `_form_image` asks of the pathology: given the subject's tissue signals and the sequence's parameters
+#: (for the manifest), its [(fraction, signal)] terms
+PathologyTerms = Callable[[dict[str, float], dict[str, Any]], list[tuple[np.ndarray, Any]]]
+
+
+def _lesion_terms(warped: dict[str, np.ndarray], contrast: np.ndarray) -> PathologyTerms:
+    """MS lesions: their fraction, at the lesion's contrast times this subject's white-matter signal."""
+    def terms(signals: dict[str, float], params: dict[str, Any]) -> list[tuple[np.ndarray, Any]]:
+        return [(warped["lesion"], contrast * np.float32(signals["wm"]))]
+    return terms
+
+
+def _tumour_terms(warped: dict[str, np.ndarray], sequence: str, rng: np.random.Generator) -> PathologyTerms:
+    """The tumour's classes, each at a contrast drawn from `TUMOUR_CONTRAST` for `sequence` (recorded in the
+    parameters) times the white-matter signal (CSF's for T2 necrosis)."""
+    def terms(signals: dict[str, float], params: dict[str, Any]) -> list[tuple[np.ndarray, Any]]:
+        out, factors = [], {}
+        for name in CLASSES:
+            low, high = TUMOUR_CONTRAST[sequence][name]
+            factors[name] = float(rng.uniform(low, high))
+            # necrosis is as bright as CSF in T2, so a threshold cannot tell it from the ventricles
+            base = signals["csf"] if (name == "necrosis" and sequence == "T2") else signals["wm"]
+            out.append((warped[name], np.float32(factors[name] * base)))
+        params["tumour_contrast"] = {k: round(v, 3) for k, v in factors.items()}
+        return out
+    return terms
+
+
+def _label_summary(label: np.ndarray, kind: str, voxel_volume_ml: float) -> dict[str, Any]:
+    """The label's size for the manifest: voxels and volume, and lesion components (ms) or class volumes."""
+    summary: dict[str, Any] = {"label_voxels": int((label > 0).sum()),
+                               "label_volume_ml": round(float((label > 0).sum() * voxel_volume_ml), 3)}
     if kind == "ms":
-        manifest["lesion_components"] = int(ndimage.label(label)[1])
+        summary["lesion_components"] = int(ndimage.label(label)[1])
     else:
-        manifest["class_volumes_ml"] = {str(v): round(float((label == v).sum() * anatomy.grid.voxel_volume_ml), 3)
-                                        for v in (1, 2, 4)}
-    return SyntheticCase(images, label, anatomy.grid.affine.copy(), manifest)
+        summary["class_volumes_ml"] = {str(v): round(float((label == v).sum() * voxel_volume_ml), 3)
+                                       for v in (1, 2, 4)}
+    return summary

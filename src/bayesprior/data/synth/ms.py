@@ -18,7 +18,7 @@ def _candidates(anatomy: Anatomy) -> dict[str, np.ndarray]:
     juxtacortical = white & (anatomy.distance_to_grey_mm <= 5) & ~periventricular
     infratentorial = white & (z < -20) & (y < -30)
     deep = white & ~periventricular & ~juxtacortical & ~infratentorial
-    return {name: np.argwhere(m) for name, m in zip(CATEGORIES, (periventricular, juxtacortical, deep, infratentorial))}
+    return {name: np.argwhere(m) for name, m in zip(CATEGORIES, (periventricular, juxtacortical, deep, infratentorial), strict=True)}
 
 
 def _long_axis(anatomy: Anatomy, centre: np.ndarray, category: str, rng: np.random.Generator) -> np.ndarray:
@@ -60,7 +60,7 @@ def draw_lesions(anatomy: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray
         half = int(np.ceil(long_semi / spacing)) + 2
         low = np.maximum(np.floor(centre).astype(int) - half, 0)
         high = np.minimum(np.floor(centre).astype(int) + half + 1, shape)
-        box = tuple(slice(a, b) for a, b in zip(low, high))
+        box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
         offsets = (np.indices(high - low, dtype=np.float32) + low[:, None, None, None] - centre[:, None, None, None]) * spacing
         along = np.einsum("i,i...->...", axis.astype(np.float32), offsets)
         across_sq = np.maximum((offsets ** 2).sum(axis=0) - along ** 2, 0)

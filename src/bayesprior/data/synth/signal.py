@@ -1,6 +1,8 @@
 """MR signal from tissue relaxation times: spin-echo and FLAIR equations, BrainWeb 1.5 T tissue values."""
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 
 # BrainWeb 1.5 T: T1 (ms), T2 (ms), proton density
@@ -11,7 +13,16 @@ TISSUES = {
     "lesion": (752.0, 237.0, 0.76),
 }
 
-SEQUENCES = {
+
+class MRSequence(TypedDict):
+    """An MR sequence: its signal equation and its repetition and echo times (ms)."""
+
+    equation: str
+    TR: float
+    TE: float
+
+
+SEQUENCES: dict[str, MRSequence] = {
     "T2": {"equation": "spin_echo", "TR": 3500.0, "TE": 100.0},
     "FLAIR": {"equation": "flair", "TR": 9000.0, "TE": 100.0},
 }

@@ -88,7 +88,7 @@ def draw_tumour(anatomy: Anatomy, rng: np.random.Generator) -> tuple[dict[str, n
     arrival = geodesic_arrival(core, edema_allowed, step)
     edema = _lowest(arrival, edema_allowed & np.isfinite(arrival), wanted) if wanted > 0 else np.zeros_like(core)
     fractions = {}
-    for name, hard in zip(CLASSES, (necrosis, solid, rim, edema)):
+    for name, hard in zip(CLASSES, (necrosis, solid, rim, edema), strict=True):
         fractions[name] = ndimage.gaussian_filter(hard.astype(np.float32), 0.5) * anatomy.mask
     total = sum(fractions.values())
     over = total > 1
