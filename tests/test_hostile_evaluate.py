@@ -120,3 +120,25 @@ def test_predictions_of_one_model_are_scored(folders):
     preds, labels = folders
     _manifest(preds, {"case0": "a", "case1": "a", "case2": "a"})
     assert_ok(run("evaluate", preds, labels))
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent"])
+def test_an_msd_label_named_outside_the_label_folder_needs_allow_outside_paths(tmp_path, where):
+    """A dataset.json that names a label outside the dataset (../ or absolute) is refused as its images are."""
+    label = np.zeros((8, 8, 8), np.uint8)
+    label[2:5, 2:5, 2:5] = 1
+    root, preds = tmp_path / "msd", tmp_path / "preds"
+    nifti(root / "labelsTr" / "a.nii.gz", label)
+    nifti(root / "imagesTr" / "a.nii.gz", label.astype(np.float32))
+    outside = nifti(tmp_path / "elsewhere" / "b.nii.gz", label)
+    named = str(outside) if where == "absolute" else "../elsewhere/b.nii.gz"
+    entries = [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"},
+               {"image": "imagesTr/a.nii.gz".replace("a.", "b."), "label": named}]
+    (root / "dataset.json").write_text(json.dumps({"modality": {"0": "T2"}, "training": entries,
+                                                   "labels": {"0": "background", "1": "lesion"}}))
+    for case in ("a", "b"):
+        nifti(preds / f"{case}.nii.gz", label)
+    assert_one_line_error(run("evaluate", preds, root), "lies outside the dataset folder", "--allow-outside-paths")
+    assert not (preds / "summary.json").exists()
+    assert_ok(run("evaluate", preds, root, "--allow-outside-paths"))
+    assert json.loads((preds / "summary.json").read_text())["n_scored"] == 2

@@ -28,9 +28,12 @@ from .case_choice import case_choice_options
 @click.option("--allow-mixed-models", is_flag=True,
               help="Score a PRED_DIR whose manifest says its predictions come from several models or settings "
                    "(refused otherwise: the mean would mix them).")
+@click.option("--allow-outside-paths", is_flag=True,
+              help="Read label files that the dataset names outside LABEL_DIR (absolute or ../ paths in an MSD "
+                   "dataset.json).")
 @case_choice_options
 def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, probability_dir, allow_mixed_models,
-                     cases):
+                     allow_outside_paths, cases):
     """Per-case DSC and IoU (label > 0 is foreground), their means, per_case.csv and summary.json.
 
     Strict by default, as nnU-Net's evaluator: every label needs a prediction on the same grid (shape and
@@ -60,7 +63,7 @@ def evaluate_command(pred_dir, label_dir, empty_gt, out_dir, allow_missing, prob
     summary = evaluate_folders(pred_dir, label_dir, out_dir, empty_gt=empty_gt, allow_missing=allow_missing,
                                probability_dir=probability_dir, cases=None if cases is None else cases.ids,
                                chosen_by=None if cases is None else cases.record(),
-                               allow_mixed_models=allow_mixed_models)
+                               allow_mixed_models=allow_mixed_models, allow_outside_paths=allow_outside_paths)
     if summary["missing_predictions"]:
         missing = summary["missing_predictions"]
         click.echo(f"warning: {len(missing)} labelled case(s) have no prediction and are not scored: "

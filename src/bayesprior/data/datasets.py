@@ -234,13 +234,14 @@ def _several_channels(suffixes: Sequence[tuple[str, int | None]]) -> bool:
     return all(s == set(range(len(sets[0]))) for s in sets) and len(sets[0]) > 1 if sets else False
 
 
-def label_files(folder: str | Path) -> dict[str, Path]:
+def label_files(folder: str | Path, allow_outside_paths: bool = False) -> dict[str, Path]:
     """The label files to score against, by case id: those of a registered layout's dataset folder (BRATS
     ``*_seg``, nnU-Net ``labelsTr``, MSD ``training`` labels), else the NIfTI files of `folder` (or of its
     ``labelsTr``) named ``<case id>.nii.gz``.
 
     Raises:
-        DataError: two files with one case id, unreadable dataset files or dataset.json.
+        DataError: two files with one case id, unreadable dataset files or dataset.json, a label file that a
+            layout names outside `folder` (unless `allow_outside_paths`), as for images.
     """
     folder = Path(folder)
     name = find_layout(folder) if folder.is_dir() else None
@@ -248,7 +249,10 @@ def label_files(folder: str | Path) -> dict[str, Path]:
         _refuse_unreadable_dataset_json(folder)
     lister = None if name is None else dataset_layout_registry().get(name).extras.get("label_files")
     if lister is not None:
-        return dict(sorted(lister(folder).items()))
+        labels = dict(sorted(lister(folder).items()))
+        if not allow_outside_paths:  # a dataset.json's ../ or absolute label path, as for its images
+            _refuse_outside_files(folder, [CaseFiles(case_id, path, path) for case_id, path in labels.items()])
+        return labels
     if (folder / "labelsTr").is_dir() and not any(folder.glob("*.nii*")):
         folder = folder / "labelsTr"
     return nifti_by_case(folder)
@@ -284,7 +288,7 @@ def _refuse_duplicate_ids(cases: Sequence[Case]) -> None:
         seen[case.case_id] = case
 
 
-def _refuse_outside_files(folder: Path, cases: Sequence[Case]) -> None:
+def _refuse_outside_files(folder: Path, cases: Sequence[Case | CaseFiles]) -> None:
     """`DataError` for a case file that lies outside `folder` once symbolic links are resolved: a ``../`` or
     absolute path, or a link inside the folder to a file elsewhere."""
     root = _resolved(folder)

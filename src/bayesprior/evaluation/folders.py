@@ -46,7 +46,8 @@ RELIABILITY_FIGURE = "reliability.png"
 def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str | Path | None = None,
                      empty_gt: str = "exclude", allow_missing: bool = False,
                      probability_dir: str | Path | None = None, cases: Sequence[str] | None = None,
-                     chosen_by: Mapping[str, Any] | None = None, allow_mixed_models: bool = False) -> dict[str, Any]:
+                     chosen_by: Mapping[str, Any] | None = None, allow_mixed_models: bool = False,
+                     allow_outside_paths: bool = False) -> dict[str, Any]:
     """Score every prediction against its label (or only the cases `cases` names); write ``per_case.csv`` and
     ``summary.json`` to `out_dir` (default: `pred_dir`) and return the summary, which lists the scored case ids
     (``scored_cases``) and, given `chosen_by`, what chose them (``case_choice``: the split file and its list).
@@ -61,6 +62,7 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
         chosen_by: recorded as the summary's ``case_choice`` (e.g. the split file and its list).
         allow_mixed_models: score predictions that `pred_dir`'s manifest says come from several models or
             settings (refused otherwise: the mean would mix them).
+        allow_outside_paths: read label files that a dataset names outside `label_dir` (refused otherwise).
     Raises:
         DataError: a missing folder, a prediction without a label, a label without a prediction (unless
             `allow_missing`), predictions of several models or settings (unless `allow_mixed_models`), shapes
@@ -69,7 +71,7 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     """
     scores = CaseScores(empty_gt)  # checks the policy before any file is read
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
-    predictions, labels, missing = _matched_files(pred_dir, label_dir, cases, allow_missing)
+    predictions, labels, missing = _matched_files(pred_dir, label_dir, cases, allow_missing, allow_outside_paths)
     if not allow_mixed_models:
         _refuse_mixed_models(pred_dir, [predictions[case_id].name for case_id in sorted(predictions)])
     probabilities = None if probability_dir is None else Path(probability_dir)
@@ -84,13 +86,13 @@ def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out_dir: str |
     return summary
 
 
-def _matched_files(pred_dir: Path, label_dir: Path, cases: Sequence[str] | None,
-                   allow_missing: bool) -> tuple[dict[str, Path], dict[str, Path], list[str]]:
+def _matched_files(pred_dir: Path, label_dir: Path, cases: Sequence[str] | None, allow_missing: bool,
+                   allow_outside_paths: bool) -> tuple[dict[str, Path], dict[str, Path], list[str]]:
     """The predictions and labels to score by case id (those of `cases`, if given), and the labelled cases without
     a prediction; a `DataError` for a prediction without a label, and for a missing prediction unless
     `allow_missing`."""
     predictions = nifti_by_case(pred_dir)
-    labels = label_files(label_dir)
+    labels = label_files(label_dir, allow_outside_paths)
     if not predictions:
         raise DataError(pred_dir, "holds no prediction")
     if cases is not None:
