@@ -1,5 +1,8 @@
 """NIfTI reading/writing: round trips, and every kind of bad file gives a DataError naming it."""
 import gzip
+import struct
+import zlib
+from itertools import pairwise
 
 import nibabel
 import numpy as np
@@ -146,3 +149,72 @@ def test_corrupted_header_inside_valid_gzip_gives_data_error_or_success(tmp_path
         assert "h.nii.gz" in str(exc)
     else:
         assert data.ndim == 3 and np.isfinite(data).all()
+
+
+# --- memory stays bounded: gzip bombs and headers that declare too much ---------------------------------------
+
+
+def _gzip_stream(*parts: tuple[bytes, int]) -> bytes:
+    """One gzip member holding each (block, repeats) in turn, compressed as it goes (never held whole)."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    out = [packer.compress(block) for block, repeats in parts for _ in range(repeats)]
+    return b"".join(out) + packer.flush()
+
+
+def _nifti_with_shape(shape, dtype=np.uint8) -> bytes:
+    """The uncompressed bytes of a NIfTI-1 file whose header declares `shape`, holding 8x8x8 voxels of data."""
+    raw = bytearray(nibabel.Nifti1Image(np.zeros((8, 8, 8), dtype), np.eye(4)).to_bytes())
+    struct.pack_into("<8h", raw, 40, len(shape), *shape, *[1] * (7 - len(shape)))  # the header's dim field
+    return bytes(raw)
+
+
+def test_a_gzip_bomb_is_refused_without_holding_what_it_inflates_to(tmp_path):
+    image = nibabel.Nifti1Image(np.ones((8, 8, 8), np.uint8), np.eye(4)).to_bytes()
+    path = tmp_path / "bomb.nii.gz"
+    path.write_bytes(_gzip_stream((image, 1), (bytes(1 << 20), 80)))  # 80 MiB of zeros after 512 bytes of data
+    assert path.stat().st_size < 200_000
+    with pytest.raises(DataError, match=r"bomb.nii.gz.*more than 64 MiB beyond the \d[\d,]* bytes its header"):
+        read_image(path)
+
+
+def test_a_little_padding_after_the_data_of_a_gzip_file_is_read_and_dropped(tmp_path):
+    data = np.arange(512, dtype=np.uint8).reshape(8, 8, 8)
+    image = nibabel.Nifti1Image(data, np.eye(4)).to_bytes()
+    path = tmp_path / "padded.nii.gz"
+    path.write_bytes(_gzip_stream((image, 1), (bytes(1000), 1)))
+    np.testing.assert_array_equal(read_image(path)[0], data)
+
+
+def test_a_gzip_file_of_several_members_reads_as_one_stream(tmp_path):
+    data = _volume((9, 7, 5))
+    raw = nibabel.Nifti1Image(data, np.eye(4)).to_bytes()
+    path = tmp_path / "members.nii.gz"
+    path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))  # as `cat a.gz b.gz` makes
+    np.testing.assert_array_equal(read_image(path)[0], data)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_header_that_declares_more_than_max_voxels_is_refused_before_the_data_are_read(tmp_path, compressed):
+    raw = _nifti_with_shape((2048, 2048, 1024))
+    path = tmp_path / ("huge.nii.gz" if compressed else "huge.nii")
+    path.write_bytes(gzip.compress(raw) if compressed else raw)
+    with pytest.raises(DataError, match=r"huge.nii.*declares 2048x2048x1024 = 4,294,967,296 voxels, more than"):
+        read_image(path)
+
+
+def test_a_truncated_gzip_stream_inside_the_header_is_a_data_error(tmp_path):
+    path = tmp_path / "short.nii.gz"
+    path.write_bytes(gzip.compress(_nifti_with_shape((8, 8, 8)))[:60])
+    with pytest.raises(DataError, match="short.nii.gz.*(corrupt|truncated)"):
+        read_image(path)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=3), padding=st.integers(0, 600))
+def test_any_split_into_gzip_members_and_zero_padding_reads_the_same_volume(tmp_path, cuts, padding):
+    data = _volume((9, 7, 5))
+    raw = nibabel.Nifti1Image(data, np.eye(4)).to_bytes()
+    edges = [0, *sorted(cuts), len(raw)]
+    path = tmp_path / "members.nii.gz"
+    path.write_bytes(b"".join(gzip.compress(raw[a:b]) + bytes(padding) for a, b in pairwise(edges)))
+    np.testing.assert_array_equal(read_image(path)[0], data)

@@ -2,11 +2,14 @@
 
 The bytes are read and decompressed here (not by nibabel) so that a truncated or corrupted gzip stream, a
 file that is not NIfTI at all, or a header that promises more data than the file holds is reported as one
-clear problem instead of a traceback from gzip, zlib, nibabel or numpy.
+clear problem instead of a traceback from gzip, zlib, nibabel or numpy. Memory stays bounded: a gzip stream is
+decompressed only as far as its header's data reach, and a header may declare at most `MAX_VOXELS` voxels, so a
+small file that inflates to gigabytes (a gzip bomb) is refused before it is held.
 """
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import warnings
 import zlib
@@ -18,6 +21,94 @@ import numpy as np
 from ..atomic import atomic_path
 from ..errors import DataError
 from .naming import NIFTI_SUFFIXES, is_nifti_name, strip_nifti_suffix  # noqa: F401  (their old home)
+
+MAX_VOXELS = 2**28  # the most voxels an image may have, as a file and after resampling (`preprocess`)
+_SURPLUS_BYTES = 64 << 20  # a gzip stream may hold this much beyond the data its header declares (checked, dropped)
+_CHUNK = 1 << 20
+
+
+def _declared_bytes(head: bytes, path: Path) -> int | None:
+    """The bytes a NIfTI-1/-2 file's header says it holds (data offset + voxels x bytes per voxel), read from
+    its first 540 bytes; None when `head` is too short or holds no NIfTI header (`_header_class` says why
+    later). A `DataError` for a header that declares more than `MAX_VOXELS` voxels."""
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", head[40:56])
+            bitpix, offset = struct.unpack(order + "h", head[72:74])[0], struct.unpack(order + "f", head[108:112])[0]
+        elif len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            dims = struct.unpack(order + "8q", head[16:80])
+            bitpix, offset = struct.unpack(order + "h", head[14:16])[0], struct.unpack(order + "q", head[168:176])[0]
+        else:
+            continue
+        shape = dims[1:1 + dims[0]] if 1 <= dims[0] <= 7 else ()
+        if not shape or min(shape) < 1 or bitpix < 1 or not math.isfinite(offset) or not 0 <= offset < 2**40:
+            return None  # nibabel names what is wrong with this header
+        voxels = math.prod(shape)
+        if voxels > MAX_VOXELS:
+            raise DataError(path, f"header declares {'x'.join(map(str, shape))} = {voxels:,} voxels, more than the "
+                                  f"{MAX_VOXELS:,} an image may have (bayesprior.data.nifti.MAX_VOXELS)")
+        return int(offset) + voxels * ((bitpix + 7) // 8)
+    return None
+
+
+def _gunzip(raw: bytes, path: Path) -> bytes:
+    """The decompressed bytes of gzip stream `raw` (several members, as ``cat a.gz b.gz`` makes, are one stream),
+    up to the data its header declares: what lies beyond is decompressed in chunks and dropped (the CRC is still
+    checked) unless it exceeds `_SURPLUS_BYTES`, which is an error. Input goes in by blocks, output comes out by
+    chunks: neither is ever copied whole."""
+    pieces: list[bytes] = []
+    held, limit, surplus = 0, None, 0
+    blocks = _Blocks(raw)
+    try:
+        while blocks.left():
+            member, pending = zlib.decompressobj(wbits=31), b""
+            while not member.eof:
+                pending = pending or blocks.next()
+                if not pending:
+                    raise EOFError("the stream ends before its end-of-stream marker")
+                piece = member.decompress(pending, _CHUNK)
+                pending = member.unconsumed_tail
+                keep = len(piece) if limit is None else max(0, min(len(piece), limit - held))
+                pieces.append(piece if keep == len(piece) else piece[:keep])
+                held, surplus = held + keep, surplus + len(piece) - keep
+                if surplus > _SURPLUS_BYTES:
+                    raise DataError(path, f"decompresses to more than {_SURPLUS_BYTES >> 20} MiB beyond the "
+                                          f"{limit:,} bytes its header declares")
+                if limit is None and (held >= 540 or member.eof):
+                    limit = _declared_bytes(b"".join(pieces)[:540], path) or held + _SURPLUS_BYTES
+            blocks.put_back(member.unused_data)
+            blocks.skip_zeros()  # gzip allows zero padding between members
+    except (EOFError, zlib.error) as exc:
+        raise DataError(path, f"corrupt or truncated gzip stream ({type(exc).__name__}: {exc})") from None
+    return b"".join(pieces)
+
+
+class _Blocks:
+    """`raw` handed out in blocks of 256 KiB, with what a finished gzip member did not use put back in front."""
+
+    def __init__(self, raw: bytes):
+        self.view, self.pos, self.front = memoryview(raw), 0, b""
+
+    def left(self) -> bool:
+        return bool(self.front) or self.pos < len(self.view)
+
+    def next(self) -> bytes:
+        if self.front:
+            block, self.front = self.front, b""
+            return block
+        block = bytes(self.view[self.pos:self.pos + (256 << 10)])
+        self.pos += len(block)
+        return block
+
+    def put_back(self, unused: bytes) -> None:
+        self.front = unused + self.front
+
+    def skip_zeros(self) -> None:
+        while self.left():
+            block = self.next().lstrip(b"\0")
+            if block:
+                self.put_back(block)
+                return
 
 
 def _raw_bytes(path: Path) -> bytes:
@@ -32,12 +123,11 @@ def _raw_bytes(path: Path) -> bytes:
     except OSError as exc:
         raise DataError(path, f"cannot be read: {exc.strerror or exc}") from None
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(path, f"corrupt or truncated gzip stream ({type(exc).__name__}: {exc})") from None
+        raw = _gunzip(raw, path)
     elif str(path).lower().endswith(".gz"):
         raise DataError(path, "named .nii.gz but is not gzip-compressed")
+    else:
+        _declared_bytes(raw[:540], path)  # refuses a header that declares more than MAX_VOXELS voxels
     return raw
 
 

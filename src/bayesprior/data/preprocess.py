@@ -31,6 +31,11 @@ from ..safe_load import NpzLimits, load_npz
 from .cases import Case
 from .datasets import check_folder, read_dataset
 
+# MAX_VOXELS: the most voxels an image may have after resampling, cropping or padding (2**28: 1 GiB as float32,
+# e.g. 1024 x 512 x 512); a spacing or shape that asks for more is refused, naming its option, before anything is
+# allocated; a file whose header declares more, before it is read
+from .nifti import MAX_VOXELS
+
 INTENSITY_MODES = ("minmax", "zscore", "ct", "none")
 #: what the `ct` scheme needs from the training cases (`ct_statistics`)
 CT_STATISTICS = ("clip_low", "clip_high", "mean", "std")
@@ -41,10 +46,6 @@ LABEL_RESAMPLING = ("nearest", "linear")
 #: what a preprocessing cache entry may declare (`image`, `label`, `record`): a JSON record of megabytes
 CACHE_LIMITS = NpzLimits(max_arrays=3, max_bytes=8 * 2**30, max_bytes_per_name={"record": 64 * 2**20})
 RECORD_VERSION = 1
-#: the most voxels an image may have after resampling, cropping or padding (2**28: 1 GiB as float32, e.g.
-#: 1024 x 512 x 512); a spacing or shape that asks for more is refused, naming its option, before anything
-#: is allocated
-MAX_VOXELS = 2**28
 _CT_NEEDS_STATISTICS = ("intensity 'ct' needs the dataset's statistics (`with_dataset_statistics`, which "
                         "`prepare_dataset` applies to the training cases; a model file records them)")
 
