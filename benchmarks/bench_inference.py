@@ -5,7 +5,8 @@ Run: .venv/bin/python benchmarks/bench_inference.py [--size 96,112,96] [--roi 40
 
 Uses the registered `unet3d` architecture when installed, else a small 3-level conv net. Prints the
 median times and the ratio (ours / MONAI; target <= 1.0), checks that both outputs agree within 1e-5,
-and appends the result under a dated heading to benchmarks/RESULTS.md.
+and appends the result under a dated heading to benchmarks/notes/<date>-inference-vs-monai.md (RESULTS.md holds
+each benchmark's current, curated result: copy a new measurement there by hand, with its reading).
 """
 from __future__ import annotations
 
@@ -98,9 +99,12 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if not args.no_write:
-        results = Path(__file__).with_name("RESULTS.md")
-        previous = results.read_text() if results.exists() else "# Benchmark results\n\n"
-        results.write_text(previous + "\n".join(lines) + "\n")
+        notes = Path(__file__).with_name("notes") / f"{datetime.date.today().isoformat()}-inference-vs-monai.md"
+        previous = notes.read_text() if notes.exists() else "# Sliding-window inference against MONAI\n\n"
+        partial = notes.with_name(f".{notes.name}.tmp")  # a kill mid-write leaves the old notes whole
+        partial.write_text(previous + "\n".join(lines) + "\n")
+        partial.replace(notes)
+        print(f"appended to {notes}")
 
 
 if __name__ == "__main__":
