@@ -151,3 +151,21 @@ def test_the_cli_refuses_a_source_centred_method_without_a_source_and_swag_optio
     assert result.exit_code == 2 and "--swag-rank has no effect without --swag-epochs" in result.output
     result = runner.invoke(cli, ["train", str(data), str(tmp_path / "r"), "--penalty-weight", "1", *TINY_UNET])
     assert result.exit_code == 2 and "--penalty-weight has no effect with --method ri" in result.output
+
+
+def test_a_swag_file_records_its_source_runs_preprocessing_and_a_target_run_is_checked_against_it(tmp_path):
+    """The swag prior's file says how its source run saw the data: a target run on other preprocessing is warned,
+    one on the same is not, and neither is told the file is from an older bayesprior."""
+    from bayesprior.data.provenance import preprocessing_summary
+    from bayesprior.training.transfer_checks import preprocessing_warnings, prior_file_origins
+    data, source = tmp_path / "data", tmp_path / "source"
+    write_nnunet_dataset(data, n=3, size=16)
+    _invoke(["train", str(data), str(source), "--epochs", "1", "--swag-epochs", "2", "--swag-rank", "2", *TINY_UNET])
+    swag = read_swag_file(source / "swag.pt")
+    assert swag["preprocess"]["intensity"] == "minmax" and len(swag["input_grid"]["spacing"]) == 3
+    origins = prior_file_origins(source / "swag.pt")
+    same = preprocessing_summary(json.loads((source / "config.json").read_text()))
+    assert same is not None and preprocessing_warnings(origins, same) == []
+    warned = preprocessing_warnings(origins, {**same, "intensity": "zscore"})
+    assert len(warned) == 1 and "preprocessing differs in intensity" in warned[0] and "swag.pt" in warned[0]
+    assert not any("older bayesprior" in line for line in warned)

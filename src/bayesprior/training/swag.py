@@ -11,6 +11,8 @@ File format ``bayesprior.swag/1`` (plain types, read with ``weights_only=True``)
     {"format": ..., "bayesprior_version": ..., "torch_version": ..., "command": ...,
      "rank": K, "snapshots": n, "lr": ..., "source_model_sha256": the model.pt it started from,
      "architecture": {"name": ..., "config": {...}}, "preprocess": {...} or None,
+     "input_grid": {"spacing": [...], ...} or None (the source run's grid: `bayesprior.data.provenance`; absent
+     in files written before it),
      "params": {"down1.conv1.weight": {"mean": tensor, "variance": tensor, "deviations": tensor (K, *shape)}}}
 
 Only weights of two or more dimensions (convolutions, linear layers) are kept: those are what Bayesian
@@ -85,14 +87,17 @@ class SwagMoments:
 
 
 def write_swag_file(moments: SwagMoments, path: str | Path, *, lr: float, source_model: str | Path,
-                    architecture: Mapping[str, Any] | None, preprocess: Mapping[str, Any] | None) -> None:
-    """Write the moments as a SWAG file (module docstring), atomically."""
+                    architecture: Mapping[str, Any] | None, preprocess: Mapping[str, Any] | None,
+                    input_grid: Mapping[str, Any] | None = None) -> None:
+    """Write the moments as a SWAG file (module docstring), atomically. `preprocess` and `input_grid` are the
+    source run's, so that a target run using the file as a prior is checked against them."""
     atomic_torch_save({"format": SWAG_FORMAT, "bayesprior_version": __version__,
                        "torch_version": str(torch.__version__), "command": command_line(),
                        "rank": moments.rank, "snapshots": moments.snapshots, "lr": float(lr),
                        "source_model_sha256": file_sha256(source_model),
                        "architecture": dict(architecture) if architecture else None,
                        "preprocess": dict(preprocess) if preprocess is not None else None,
+                       "input_grid": dict(input_grid) if input_grid is not None else None,
                        "params": moments.params()}, path)
 
 

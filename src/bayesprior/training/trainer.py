@@ -330,7 +330,8 @@ def _collect_swag(run: _Run, net: nn.Module, run_dir: Path, config: TrainConfig,
     progress.close()
     if ctx.is_main:
         write_swag_file(moments, out, lr=lr, source_model=run_dir / "model.pt",
-                        architecture=getattr(run.model, "architecture_spec", None), preprocess=record["preprocess"])
+                        architecture=getattr(run.model, "architecture_spec", None), preprocess=record["preprocess"],
+                        input_grid=record.get("input_grid"))
         state_path.unlink(missing_ok=True)
     barrier()
 

@@ -46,7 +46,8 @@ def source_model_origins(paths: Sequence[str | Path]) -> list[Origin]:
 
 
 def prior_file_origins(path: str | Path) -> list[Origin]:
-    """The source models a prior file was fitted to (its kernel bank's ``checkpoints``), with their preprocessing.
+    """The source models a prior file was fitted to (its kernel bank's ``checkpoints``), with their preprocessing;
+    for a file that records its source run's preprocessing itself (a SWAG file), that run.
 
     A file that is not a readable bayesprior prior file, or records no source models, gives one origin that
     records nothing.
@@ -55,6 +56,8 @@ def prior_file_origins(path: str | Path) -> list[Origin]:
         payload = load_plain(path, "a prior file", trust=False)
     except CheckpointError:
         payload = None  # a plugin's prior file of its own kind: its factory checked it; it records nothing here
+    if isinstance(payload, dict) and isinstance(payload.get("preprocess"), Mapping):
+        return [(f"the source run of the prior file {path}", preprocessing_summary(payload))]
     provenance = payload.get("provenance") if isinstance(payload, dict) else None
     checkpoints = provenance.get("checkpoints") if isinstance(provenance, dict) else None
     if not isinstance(checkpoints, list) or not checkpoints:
