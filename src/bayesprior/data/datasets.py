@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from ..errors import ConfigError, DataError, MissingSubsetError
 from ..plugins import dataset_layout_registry
@@ -251,7 +251,7 @@ def label_files(folder: str | Path, allow_outside_paths: bool = False) -> dict[s
     if lister is not None:
         labels = dict(sorted(lister(folder).items()))
         if not allow_outside_paths:  # a dataset.json's ../ or absolute label path, as for its images
-            _refuse_outside_files(folder, [CaseFiles(case_id, path, path) for case_id, path in labels.items()])
+            _refuse_outside_paths(folder, labels.items())
         return labels
     if (folder / "labelsTr").is_dir() and not any(folder.glob("*.nii*")):
         folder = folder / "labelsTr"
@@ -289,19 +289,22 @@ def _refuse_duplicate_ids(cases: Sequence[Case]) -> None:
 
 
 def _refuse_outside_files(folder: Path, cases: Sequence[Case | CaseFiles]) -> None:
-    """`DataError` for a case file that lies outside `folder` once symbolic links are resolved: a ``../`` or
-    absolute path, or a link inside the folder to a file elsewhere."""
+    """`_refuse_outside_paths` for the image and label files of `cases`."""
+    _refuse_outside_paths(folder, ((case.case_id, path) for case in cases
+                                   for path in (case.image_path, case.label_path) if path is not None))
+
+
+def _refuse_outside_paths(folder: Path, named: Iterable[tuple[str, Path]]) -> None:
+    """`DataError` for a (case id, file) whose file lies outside `folder` once symbolic links are resolved: a
+    ``../`` or absolute path, or a link inside the folder to a file elsewhere."""
     root = _resolved(folder)
-    for case in cases:
-        for path in (case.image_path, case.label_path):
-            if path is None:
-                continue
-            real = _resolved(path)
-            if os.path.commonpath([root, real]) != str(root):
-                target = "" if real == Path(os.path.abspath(path)) else f" (it resolves to {real})"
-                raise DataError(path, f"lies outside the dataset folder {folder}{target}, case {case.case_id!r}; "
-                                      "pass --allow-outside-paths (allow_outside_paths=True) to read it anyway, "
-                                      "e.g. for data linked there on purpose")
+    for case_id, path in named:
+        real = _resolved(path)
+        if os.path.commonpath([root, real]) != str(root):
+            target = "" if real == Path(os.path.abspath(path)) else f" (it resolves to {real})"
+            raise DataError(path, f"lies outside the dataset folder {folder}{target}, case {case_id!r}; "
+                                  "pass --allow-outside-paths (allow_outside_paths=True) to read it anyway, "
+                                  "e.g. for data linked there on purpose")
 
 
 def _resolved(path: str | Path) -> Path:

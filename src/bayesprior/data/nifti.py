@@ -9,6 +9,7 @@ small file that inflates to gigabytes (a gzip bomb) is refused before it is held
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import struct
 import warnings
@@ -52,63 +53,23 @@ def _declared_bytes(head: bytes, path: Path) -> int | None:
 
 
 def _gunzip(raw: bytes, path: Path) -> bytes:
-    """The decompressed bytes of gzip stream `raw` (several members, as ``cat a.gz b.gz`` makes, are one stream),
-    up to the data its header declares: what lies beyond is decompressed in chunks and dropped (the CRC is still
-    checked) unless it exceeds `_SURPLUS_BYTES`, which is an error. Input goes in by blocks, output comes out by
-    chunks: neither is ever copied whole."""
-    pieces: list[bytes] = []
-    held, limit, surplus = 0, None, 0
-    blocks = _Blocks(raw)
+    """The decompressed bytes of gzip stream `raw` (several members and zero padding, as gzip allows), up to the
+    data its header declares: the standard reader streams, so what lies beyond is read in chunks and dropped (the
+    CRC is still checked) unless it exceeds `_SURPLUS_BYTES`, which is an error."""
     try:
-        while blocks.left():
-            member, pending = zlib.decompressobj(wbits=31), b""
-            while not member.eof:
-                pending = pending or blocks.next()
-                if not pending:
-                    raise EOFError("the stream ends before its end-of-stream marker")
-                piece = member.decompress(pending, _CHUNK)
-                pending = member.unconsumed_tail
-                keep = len(piece) if limit is None else max(0, min(len(piece), limit - held))
-                pieces.append(piece if keep == len(piece) else piece[:keep])
-                held, surplus = held + keep, surplus + len(piece) - keep
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            data = stream.read(540)
+            limit = _declared_bytes(data, path) or len(data) + _SURPLUS_BYTES
+            data += stream.read(max(0, limit - len(data)))
+            surplus = 0
+            while chunk := stream.read(_CHUNK):
+                surplus += len(chunk)
                 if surplus > _SURPLUS_BYTES:
                     raise DataError(path, f"decompresses to more than {_SURPLUS_BYTES >> 20} MiB beyond the "
                                           f"{limit:,} bytes its header declares")
-                if limit is None and (held >= 540 or member.eof):
-                    limit = _declared_bytes(b"".join(pieces)[:540], path) or held + _SURPLUS_BYTES
-            blocks.put_back(member.unused_data)
-            blocks.skip_zeros()  # gzip allows zero padding between members
-    except (EOFError, zlib.error) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise DataError(path, f"corrupt or truncated gzip stream ({type(exc).__name__}: {exc})") from None
-    return b"".join(pieces)
-
-
-class _Blocks:
-    """`raw` handed out in blocks of 256 KiB, with what a finished gzip member did not use put back in front."""
-
-    def __init__(self, raw: bytes):
-        self.view, self.pos, self.front = memoryview(raw), 0, b""
-
-    def left(self) -> bool:
-        return bool(self.front) or self.pos < len(self.view)
-
-    def next(self) -> bytes:
-        if self.front:
-            block, self.front = self.front, b""
-            return block
-        block = bytes(self.view[self.pos:self.pos + (256 << 10)])
-        self.pos += len(block)
-        return block
-
-    def put_back(self, unused: bytes) -> None:
-        self.front = unused + self.front
-
-    def skip_zeros(self) -> None:
-        while self.left():
-            block = self.next().lstrip(b"\0")
-            if block:
-                self.put_back(block)
-                return
+    return data
 
 
 def _raw_bytes(path: Path) -> bytes:
