@@ -55,6 +55,28 @@ def test_training_options_reach_the_runs_and_validation_scoring_never_sees_the_t
     assert (tmp_path / "out" / "comparisons.csv").read_text().startswith("method,baseline,train_size")
 
 
+def test_schedule_cases_steer_every_run_and_are_never_trained_on_or_scored(tmp_path):
+    raw = json.loads(json.dumps(BASE))
+    raw["protocol"].update({"splits": 1, "methods": ["ri"], "schedule_cases": 1})
+    del raw["target_training"]["per_method"]
+    config = parse_config(raw)
+    experiment = Experiment(config, tmp_path / "out", progress=False, log=lambda line: None)
+    text = experiment.run()
+    (result,) = experiment.store.read_all()
+    (split,) = experiment_splits(experiment)
+    assert result["schedule_cases"] == list(split.schedule) and len(split.schedule) == 1
+    assert not set(split.schedule) & (set(result["train_cases"]) | set(result["test_cases"]) | set(split.test))
+    assert len(result["test_cases"]) == 6 - 2 - 1 - 1  # the validation cases: the pool less training and schedule
+    run = tmp_path / "out" / "runs" / "split0_n1_ri"
+    assert json.loads((run / "config.json").read_text())["monitor"] == "validation loss"
+    assert all("val_loss" in json.loads(line) for line in (run / "log.jsonl").read_text().splitlines())
+    assert "learning rate steered by the loss of 1 held-out pool case(s) per split" in text
+    # the same runs without schedule cases were made otherwise: refused, naming what changed
+    raw["protocol"]["schedule_cases"] = 0
+    with pytest.raises(ConfigError, match="schedule_data"):
+        Experiment(parse_config(raw), tmp_path / "out", progress=False, log=lambda line: None).run()
+
+
 def experiment_splits(experiment):
     from bayesprior.experiment.runs import make_splits
 

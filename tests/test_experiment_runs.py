@@ -2,6 +2,8 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bayesprior.errors import ConfigError
 from bayesprior.experiment.config import load_config, parse_config
@@ -61,9 +63,32 @@ def test_splits_are_seeded_disjoint_and_nested():
     assert a[0].test != a[1].test
 
 
+@settings(max_examples=60, deadline=None)
+@given(n_cases=st.integers(8, 30), test_size=st.integers(1, 8), largest=st.integers(1, 6), k=st.integers(0, 5),
+       listed=st.booleans())
+def test_schedule_cases_come_off_the_pool_end_and_leave_training_prefixes_as_they_were(n_cases, test_size, largest,
+                                                                                       k, listed):
+    ids = [f"c{i:02d}" for i in range(n_cases)]
+    protocol = {"train_sizes": [largest], "test_size": test_size, "splits": 2}
+    if listed:
+        protocol["test_cases"] = ids[:test_size]
+    if test_size + largest + k > n_cases:
+        with pytest.raises(ConfigError, match="schedule_cases" if k else "train"):
+            make_splits(ids, _config(**protocol, schedule_cases=k))
+        return
+    without, with_k = make_splits(ids, _config(**protocol)), make_splits(ids, _config(**protocol, schedule_cases=k))
+    for a, b in zip(without, with_k, strict=True):
+        assert b.test == a.test and len(b.schedule) == k
+        assert b.train_pool + b.schedule == a.train_pool  # the same shuffled pool, its last k cases set aside
+        assert b.train_cases(largest) == a.train_cases(largest)
+        assert not set(b.schedule) & (set(b.test) | set(b.unused_pool(largest)) | set(b.train_cases(largest)))
+
+
 def test_too_few_cases_is_a_clear_error():
     with pytest.raises(ConfigError, match="needs 9"):
         make_splits([f"c{i}" for i in range(8)], _config())
+    with pytest.raises(ConfigError, match="schedule_cases 3 needs 12"):
+        make_splits([f"c{i}" for i in range(11)], _config(schedule_cases=3))
 
 
 def test_shards_partition_the_runs():

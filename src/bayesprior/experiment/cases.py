@@ -121,8 +121,9 @@ class ExperimentCases(Stage):
         """The cases `run` is scored on: its split's test set, or (``score_on = 'validation'``) its unused pool."""
         scored = split.test if self.config.score_on == "test" else split.unused_pool(run.train_size)
         if not scored:
+            schedule = f" + {len(split.schedule)} schedule cases" if split.schedule else ""
             raise ConfigError(f"score_on = 'validation' needs target cases beyond test_size + {run.train_size} "
-                              "training cases to validate on")
+                              f"training cases{schedule} to validate on")
         return scored
 
     def case_digest(self, case: Any) -> str:

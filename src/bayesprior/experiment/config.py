@@ -80,6 +80,9 @@ class ExperimentConfig:
     # "test": score on each split's test set; "validation": on the split's pool cases that the run did
     # not train on (for choosing settings without ever looking at the test set)
     score_on: str = "test"
+    # pool cases set aside in every split (the last of its shuffled pool) whose loss steers every run's learning-rate
+    # schedule, as the paper's validation set did; never trained on, never scored. 0: the training loss steers it
+    schedule_cases: int = 0
     # explicit case lists: a fixed test set for every split (test_size is then its length), and the cases
     # the training subsets are drawn from (default: every other case); each split shuffles the pool. A split
     # file (`bayesprior train --split-file`'s JSON) gives both: its 'train' and 'test' lists
@@ -225,6 +228,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Check]]] = {
                  "methods": ("methods", Check("strs")),
                  "first_split_seed": ("first_split_seed", Check("int")),
                  "score_on": ("score_on", Check("str", choices=("test", "validation"))),
+                 "schedule_cases": ("schedule_cases", Check("int", minimum=0)),
                  "test_cases": ("test_cases", Check("strs")),
                  "train_cases": ("train_cases", Check("strs")),
                  "split_file": ("split_file", Check("str")),

@@ -29,7 +29,7 @@ def write_report(context: ExperimentContext) -> str | None:
     bayesian = {name for name, method in context.methods.items() if method.bayesian}
     outside = f", {len(found) - len(results)} result(s) of runs outside this config left out" if len(found) > len(
         results) else ""
-    note = (f"{_settings_note(results, bayesian)}; {_grid_note(results)}; "
+    note = (f"{_settings_note(results, bayesian)}; {_schedule_note(results)}; {_grid_note(results)}; "
             f"{len(planned) - len(results)} run(s) not finished yet{outside}.")
     text = write_tables(results, c.methods, c.train_sizes, out, note=note)
     plot_dsc_vs_train_size(results, c.methods, c.train_sizes, out / "dsc_vs_train_size.png")
@@ -58,6 +58,14 @@ def _settings_note(results: Sequence[dict[str, Any]], bayesian: set[str]) -> str
         else:
             parts.append(f"{name} " + ", ".join(f"{m} {'/'.join(v)}" for m, v in values.items()))
     return ", ".join(parts)
+
+
+def _schedule_note(results: Sequence[dict[str, Any]]) -> str:
+    """What steered the results' learning-rate schedules, as the results record it."""
+    counts = sorted({len(r.get("schedule_cases", [])) for r in results})
+    steer = {0: "the training loss"}
+    return "learning rate steered by " + " and ".join(
+        steer.get(k, f"the loss of {k} held-out pool case(s) per split") for k in counts)
 
 
 def _grid_note(results: Sequence[dict[str, Any]]) -> str:

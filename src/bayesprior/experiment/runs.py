@@ -36,12 +36,15 @@ class Split:
     """One train/test split of the target cases: a fixed test set and an ordered pool to draw training cases from.
 
     Training subsets are prefixes of `train_pool`, so the 5 cases of a split are among its 10, 15 and 20.
+    `schedule` (``protocol.schedule_cases``) are cases set aside from the end of the pool: every run of the split
+    steers its learning-rate schedule by their loss, never trains on them and is never scored on them.
     """
 
     index: int
     seed: int
     test: tuple[str, ...]
     train_pool: tuple[str, ...]
+    schedule: tuple[str, ...] = ()
 
     def train_cases(self, n: int) -> tuple[str, ...]:
         return self.train_pool[:n]
@@ -61,18 +64,24 @@ def make_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Split
     if config.test_cases or config.train_cases:
         return _listed_splits(case_ids, config)
     ids = sorted(case_ids)
-    need = config.test_size + max(config.train_sizes)
+    need = config.test_size + max(config.train_sizes) + config.schedule_cases
     if len(ids) < need:
+        schedule = f" + schedule_cases {config.schedule_cases}" if config.schedule_cases else ""
         raise ConfigError(f"the target dataset has {len(ids)} cases; test_size {config.test_size} + largest "
-                          f"train size {max(config.train_sizes)} needs {need}")
+                          f"train size {max(config.train_sizes)}{schedule} needs {need}")
     splits = []
     for i in range(config.splits):
         seed = config.first_split_seed + i
         order = np.random.default_rng(seed).permutation(len(ids))
         test = tuple(sorted(ids[j] for j in order[: config.test_size]))
-        pool = tuple(ids[j] for j in order[config.test_size:])
-        splits.append(Split(i, seed, test, pool))
+        splits.append(_split(i, seed, test, tuple(ids[j] for j in order[config.test_size:]), config))
     return splits
+
+
+def _split(index: int, seed: int, test: tuple[str, ...], pool: tuple[str, ...], config: ExperimentConfig) -> Split:
+    # the schedule cases come off the end of the pool, so training prefixes are the same with or without them
+    cut = len(pool) - config.schedule_cases
+    return Split(index, seed, test, pool[:cut], pool[cut:])
 
 
 def _list_name(config: ExperimentConfig, key: str) -> str:
@@ -99,16 +108,17 @@ def _listed_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Sp
         order = np.random.default_rng(config.first_split_seed).permutation(len(rest))
         test = tuple(sorted(rest[j] for j in order[: config.test_size]))
     pool = sorted(config.train_cases or known - set(test))
-    if len(pool) < max(config.train_sizes):
+    if len(pool) < max(config.train_sizes) + config.schedule_cases:
         what = f"{_list_name(config, 'train_cases')} lists" if config.train_cases else \
             f"{_list_name(config, 'test_cases')} leaves"
+        schedule = f" plus protocol.schedule_cases {config.schedule_cases}" if config.schedule_cases else ""
         raise ConfigError(f"{what} {len(pool)} case(s) to train on; the largest of protocol.train_sizes "
-                          f"{list(config.train_sizes)} is {max(config.train_sizes)}")
+                          f"{list(config.train_sizes)} is {max(config.train_sizes)}{schedule}")
     splits = []
     for i in range(config.splits):
         seed = config.first_split_seed + i
         order = np.random.default_rng(seed).permutation(len(pool))
-        splits.append(Split(i, seed, test, tuple(pool[j] for j in order)))
+        splits.append(_split(i, seed, test, tuple(pool[j] for j in order), config))
     return splits
 
 

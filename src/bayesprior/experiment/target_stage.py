@@ -128,13 +128,17 @@ class TargetStage(Stage):
         c = self.config
         scored = self.data.scored_ids(run, split)
         statistics = self.data.run_ct_statistics(run, split, by_id)  # with the data's digests, they fix what it sees
-        return {"method": run.method, "train_config": result_settings(config), "inputs": input_files(config),
-                # the cases as the run trains on them: the digest its run folder records (`train`)
-                "train_data": cases_sha256(self.data.run_cases(split.train_cases(run.train_size), by_id, statistics)),
-                "scored": {"on": c.score_on, "cases": list(scored), "grid": c.score_grid, "samples": c.samples,
-                           "data": settings_sha256([self.data.case_digest(by_id[i]) for i in scored])},
-                "preprocess": dict(c.preprocess) if statistics is None else
-                {**c.preprocess, "intensity_statistics": statistics}}
+        settings = {"method": run.method, "train_config": result_settings(config), "inputs": input_files(config),
+                    # the cases as the run trains on them: the digest its run folder records (`train`)
+                    "train_data": cases_sha256(self.data.run_cases(split.train_cases(run.train_size), by_id,
+                                                                   statistics)),
+                    "scored": {"on": c.score_on, "cases": list(scored), "grid": c.score_grid, "samples": c.samples,
+                               "data": settings_sha256([self.data.case_digest(by_id[i]) for i in scored])},
+                    "preprocess": dict(c.preprocess) if statistics is None else
+                    {**c.preprocess, "intensity_statistics": statistics}}
+        if split.schedule:  # only then, so that results made before schedule_cases existed keep their settings
+            settings["schedule_data"] = cases_sha256(self.data.run_cases(split.schedule, by_id, statistics))
+        return settings
 
     def _legacy_settings(self, run: RunSpec) -> dict[str, Any] | None:
         """The settings a run folder recorded (``config.json``), in `run_settings`' terms; None if none."""
@@ -236,8 +240,10 @@ class TargetStage(Stage):
         statistics = self.data.run_ct_statistics(run, split, by_id)
         train_cases = self.data.run_cases(split.train_cases(run.train_size), by_id, statistics)
         scored_ids = self.data.scored_ids(run, split)
+        # with schedule cases their validation loss steers the learning rate (`train`), else the training loss
+        schedule_cases = self.data.run_cases(split.schedule, by_id, statistics) if split.schedule else None
         start = time.perf_counter()
-        model_path = train(config, train_cases, None, run_dir=self.out / "runs" / run.run_id,
+        model_path = train(config, train_cases, schedule_cases, run_dir=self.out / "runs" / run.run_id,
                            preprocess=recorded_config(train_cases), channel=self.config.target.channel)
         # the run's own training time, over every session it was resumed in; else this call's (or, for a run
         # rescored from an older version's model, its first result's)
@@ -245,7 +251,8 @@ class TargetStage(Stage):
                    or time.perf_counter() - start)
         model = load_model(model_path)
         scores = score_run(model, self.data.run_cases(scored_ids, by_id, statistics), run, c, self.out, config.patch)
+        schedule = {"schedule_cases": list(split.schedule)} if split.schedule else {}
         return {**scores, "train_cases": list(split.train_cases(run.train_size)), "scored_on": c.score_on,
                 "test_cases": list(scored_ids), "score_grid": c.score_grid,
                 "train_seconds": round(seconds, 1), "ce_reduction": config.ce_reduction,
-                "kl_weight": config.kl_weight}
+                "kl_weight": config.kl_weight, **schedule}
