@@ -5,14 +5,15 @@
 # pairs. (Round-robin shards 0/2 and 1/2 would give one process every PR run when a config has two methods.)
 # Every run resumes where a kill left it: run the same line again.
 #
-#   benchmarks/run_splits_in_turn.sh CONFIG OUT [REUSE_FROM]
+#   benchmarks/run_splits_in_turn.sh CONFIG OUT [REUSE_FROM ...]
 #
-# OUT must hold the finished source stage (copy one in); REUSE_FROM is passed as --reuse-runs-from.
+# OUT must hold the finished source stage (copy one in); each REUSE_FROM is passed as --reuse-runs-from (the first
+# folder that has a run gives it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-config=${1:?usage: $0 CONFIG OUT [REUSE_FROM]} out=${2:?usage: $0 CONFIG OUT [REUSE_FROM]}
+config=${1:?usage: $0 CONFIG OUT [REUSE_FROM ...]} out=${2:?usage: $0 CONFIG OUT [REUSE_FROM ...]}
 reuse=()
-[ $# -ge 3 ] && reuse=(--reuse-runs-from "$3")
+for folder in "${@:3}"; do reuse+=(--reuse-runs-from "$folder"); done
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 read -r splits per_split < <(python - "$config" <<'PY'
 import sys

@@ -122,6 +122,20 @@ def test_runs_trained_exactly_as_another_experiments_are_reused_and_only_scored(
     assert scored["test_cases"] != first["test_cases"] and scored["train_seconds"] == first["train_seconds"]
 
 
+def test_runs_are_reused_from_several_folders_each_from_the_one_that_has_it(tmp_path):
+    variant = {"per_method": {"ri_lr": {"method": "ri", "lr": 0.01}}}
+    first, second, final = tmp_path / "first", tmp_path / "second", tmp_path / "final"
+    _experiment(first, _config(protocol={"score_on": "validation"})).run()
+    _experiment(second, _config(target_training=variant, protocol={"score_on": "validation",
+                                                                    "methods": ["ri_lr"]})).run()
+    _experiment(final, _config(target_training=variant, protocol={"methods": ["ri", "ri_lr"]})).run(
+        reuse_from=[first, second])
+    for folder, run in ((first, "split0_n1_ri"), (second, "split0_n1_ri_lr")):
+        assert (final / "runs" / run / "log.jsonl").read_text() == (folder / "runs" / run / "log.jsonl").read_text()
+        assert (final / "runs" / run / "checkpoint.pt").read_bytes() == \
+            (folder / "runs" / run / "checkpoint.pt").read_bytes()
+
+
 def test_a_run_trained_otherwise_is_not_reused(tmp_path):
     tuning, final = tmp_path / "tuning", tmp_path / "final"
     _experiment(tuning, _config(protocol={"score_on": "validation"})).run()

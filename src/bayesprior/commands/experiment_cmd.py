@@ -29,7 +29,7 @@ DEMO_CONFIG = {
 
 
 def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, config_name: str,
-         rerun_changed: bool = False, reuse_from: Path | None = None) -> None:
+         rerun_changed: bool = False, reuse_from: tuple[Path, ...] = ()) -> None:
     start = time.perf_counter()
     try:  # the settings that need the plugins are checked here, before any data are made
         experiment = Experiment(config, out, progress=not quiet, log=click.echo)
@@ -53,12 +53,13 @@ def _run(config, out: Path, shard: tuple[int, int], stage: str, quiet: bool, con
                    "outputs move to OUT/superseded/; a run whose scoring alone changed is scored again, not "
                    "retrained. Without it, changed settings are refused.")
 @click.option("--reuse-runs-from", "reuse_from", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Another experiment folder: its finished runs trained exactly as runs here (same "
-                                 "training settings, source and prior files, training cases) are copied in and only "
-                                 "scored, e.g. a tuning grid's networks scored on the test set.")
+              multiple=True, help="Another experiment folder: its finished runs trained exactly as runs here (same "
+                                  "training settings, source and prior files, training cases) are copied in and only "
+                                  "scored, e.g. a tuning grid's networks scored on the test set. Give it again for "
+                                  "more folders; the first that has a run gives it.")
 @click.option("--quiet", is_flag=True, help="No progress bars and no per-epoch lines (the stages' log stays).")
 def experiment_command(config_file: Path, out: Path | None, shard: tuple[int, int], stage: str,
-                       rerun_changed: bool, reuse_from: Path | None, quiet: bool) -> None:
+                       rerun_changed: bool, reuse_from: tuple[Path, ...], quiet: bool) -> None:
     """Run the paper's protocol (its Algorithms 2-3, Tables 3-4) from CONFIG_FILE.
 
     Source data -> source model zoo -> harvested kernels -> fitted priors; then, on the target, every

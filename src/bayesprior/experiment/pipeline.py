@@ -32,7 +32,7 @@ ones go. `Experiment` builds them over one `context.ExperimentContext` and order
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..atomic import atomic_write_json, remove_stale_temp_files
 from ..errors import ConfigError
@@ -77,13 +77,13 @@ class Experiment:
         return write_report(self.context)
 
     def run(self, shard: tuple[int, int] = (0, 1), stage: str = "all", rerun_changed: bool = False,
-            reuse_from: str | Path | None = None) -> str | None:
+            reuse_from: str | Path | Sequence[str | Path] | None = None) -> str | None:
         """Do every stage of `stage` that is not done yet, for the target runs of `shard`; the report's text.
 
         Outputs made with settings other than the configuration's are refused (`ConfigError` naming what
         changed), or with `rerun_changed` set aside under ``superseded/`` and made again. With `reuse_from`
-        (another experiment folder), runs trained there exactly as here are copied in and only scored
-        (`TargetStage.reuse_finished_runs`).
+        (another experiment folder, or several: the first that has a run gives it), runs trained there exactly as
+        here are copied in and only scored (`TargetStage.reuse_finished_runs`).
 
         The experiment folder is locked while it runs: exclusively, except for the shards of a sharded run
         (``n > 1``), which share it with each other; each training run also locks its own folder, so two
@@ -94,8 +94,8 @@ class Experiment:
         """
         if stage not in STAGES:
             raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
-        if reuse_from is not None:
-            reuse_from = check_reuse_folder(reuse_from, self.out)
+        others = [reuse_from] if isinstance(reuse_from, (str, Path)) else list(reuse_from or ())
+        reuse_folders = tuple(check_reuse_folder(other, self.out) for other in others)
         shared = shard[1] > 1
         with folder_lock(self.out, "experiment folder", shared=shared):
             if shared:  # other shards write beside us: only our own runs' leftovers are ours to remove
@@ -105,10 +105,10 @@ class Experiment:
                     remove_stale_temp_files(folder, targets=own.__contains__)
             else:
                 remove_stale_temp_files(self.out, recursive=True)
-            return self._run_stages(shard, stage, rerun_changed, reuse_from)
+            return self._run_stages(shard, stage, rerun_changed, reuse_folders)
 
     def _run_stages(self, shard: tuple[int, int], stage: str, rerun_changed: bool = False,
-                    reuse_from: Path | None = None) -> str | None:
+                    reuse_from: Sequence[Path] = ()) -> str | None:
         """The stages of `stage` in their order, the folder locked: source, target (which takes the source network
         and the prior files the source stage made), report."""
         if stage != "report":

@@ -83,12 +83,13 @@ class TargetStage(Stage):
                     check_prior_fit_options(method.name, self.context.prior_fit_options())
 
     def run(self, shard: tuple[int, int], source: Path | None, priors: dict[str, Path], rerun_changed: bool = False,
-            reuse_from: Path | None = None) -> None:
+            reuse_from: Sequence[Path] = ()) -> None:
         """Train and score the target runs of `shard` that have no result yet, starting from `source` (the
         source network, if the methods need one) and `priors` (each method's prior file).
 
         Runs made with other settings are refused, or with `rerun_changed` set aside and made again
-        (`settle_target_runs`); with `reuse_from`, runs trained there exactly as here are copied in first.
+        (`settle_target_runs`); with `reuse_from` (experiment folders, in order), runs trained in one of them exactly
+        as here are copied in first, from the first that has them.
         """
         cases = self.data.cases(self.config.target, "target")
         self.check_transfer_preprocessing(source, priors, cases)
@@ -98,8 +99,8 @@ class TargetStage(Stage):
         configs = {run: self.run_train_config(run, splits[run.split], source, priors) for run in runs}
         settings = {run: self.run_settings(run, splits[run.split], by_id, configs[run]) for run in runs}
         self.settle_target_runs(runs, settings, rerun_changed)
-        if reuse_from is not None:
-            self.reuse_finished_runs(self.store.pending(runs), settings, reuse_from)
+        for other in reuse_from:
+            self.reuse_finished_runs(self.store.pending(runs), settings, other)
         todo = self.store.pending(runs)
         self.log(f"{len(todo)} target run(s) to do in shard {shard[0]}/{shard[1]}")
         for k, run in enumerate(todo, start=1):
