@@ -128,12 +128,17 @@ def test_runs_are_reused_from_several_folders_each_from_the_one_that_has_it(tmp_
     _experiment(first, _config(protocol={"score_on": "validation"})).run()
     _experiment(second, _config(target_training=variant, protocol={"score_on": "validation",
                                                                     "methods": ["ri_lr"]})).run()
-    _experiment(final, _config(target_training=variant, protocol={"methods": ["ri", "ri_lr"]})).run(
-        reuse_from=[first, second])
-    for folder, run in ((first, "split0_n1_ri"), (second, "split0_n1_ri_lr")):
-        assert (final / "runs" / run / "log.jsonl").read_text() == (folder / "runs" / run / "log.jsonl").read_text()
-        assert (final / "runs" / run / "checkpoint.pt").read_bytes() == \
-            (folder / "runs" / run / "checkpoint.pt").read_bytes()
+    config = tmp_path / "final.toml"  # through the command, as a user gives the folders
+    config.write_text(_toml(_config(target_training=variant, protocol={"methods": ["ri", "ri_lr"]})))
+    from hostile import run
+
+    result = run("experiment", config, "--out", final, "--quiet", "--reuse-runs-from", first,
+                 "--reuse-runs-from", second)
+    assert result.exit_code == 0, result.output
+    for folder, run_id in ((first, "split0_n1_ri"), (second, "split0_n1_ri_lr")):
+        assert (final / "runs" / run_id / "log.jsonl").read_text() == (folder / "runs" / run_id / "log.jsonl").read_text()
+        assert (final / "runs" / run_id / "checkpoint.pt").read_bytes() == \
+            (folder / "runs" / run_id / "checkpoint.pt").read_bytes()
 
 
 def test_a_run_trained_otherwise_is_not_reused(tmp_path):
