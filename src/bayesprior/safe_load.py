@@ -94,7 +94,10 @@ def load_plain(path: str | Path, what: str, map_location: Any = "cpu", trust: bo
         except Exception as exc:
             raise CheckpointError(path, f"cannot be read as {what} ({type(exc).__name__}: {_first_line(exc)})") from None
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # a legacy pickle's protocol is only a hint here: the file is read or refused in one line below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "GLOBAL" in str(exc):  # torch's weights-only unpickler met a class or function
             raise CheckpointError(path, f"holds objects other than plain types ({_unsafe_global(exc)}); it could run "
