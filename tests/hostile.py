@@ -3,6 +3,7 @@ one clear error line, and small bad files to feed it."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -22,8 +23,15 @@ SMALL_UNET = {"widths": [4, 4, 4, 4]}
 
 
 def run(*args: str | Path):
-    """``bayesprior ARGS`` in this process (stdout and stderr apart)."""
-    return CliRunner().invoke(cli, [str(a) for a in args])
+    """``bayesprior ARGS`` in this process (stdout and stderr apart); the Python warnings it raised, which a user
+    would see printed on stderr, in ``result.warnings``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+    result.warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+    for w in caught:  # raised again, for a test that expects one (`pytest.warns`)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result
 
 
 def assert_one_line_error(result, *fragments: str) -> str:
@@ -32,6 +40,7 @@ def assert_one_line_error(result, *fragments: str) -> str:
     assert result.exit_code in (1, 2), (result.exit_code, result.output)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
+    assert getattr(result, "warnings", []) == [], result.warnings  # printed above the error line, they bury it
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.stderr
     if result.exit_code == 1:  # our own message is all there is: nothing follows its line
