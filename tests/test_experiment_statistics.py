@@ -14,6 +14,7 @@ from bayesprior.experiment.statistics import (
     compare,
     comparison_markdown,
     detectable_difference,
+    holm_adjusted,
     paired_differences,
     wilcoxon_p,
 )
@@ -115,3 +116,33 @@ def test_the_detectable_difference_needs_two_splits_and_is_reported():
     diffs = paired_differences(results, "dsc", "dwp", "ri", 5)
     assert row.detectable == pytest.approx(detectable_difference(diffs)) and row.detectable > 0
     assert comparison_markdown([row]).splitlines()[-1].endswith(f"| {row.detectable:.3f} |")
+
+
+def _holm_step_down_rejects(p: list[float], level: float) -> set[int]:
+    """Holm's procedure as stated: go up the sorted p-values, reject while (m - i) p_(i) < level."""
+    rejected: set[int] = set()
+    for i, index in enumerate(sorted(range(len(p)), key=lambda j: p[j])):
+        if (len(p) - i) * p[index] >= level:
+            break
+        rejected.add(index)
+    return rejected
+
+
+@given(p=st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=12),
+       level=st.sampled_from([0.01, 0.05, 0.1]))
+def test_holm_adjusted_p_rejects_exactly_what_the_step_down_procedure_rejects(p, level):
+    adjusted = holm_adjusted(p)
+    assert {i for i, a in enumerate(adjusted) if a < level} == _holm_step_down_rejects(p, level)
+    assert np.all(adjusted >= np.asarray(p)) and np.all(adjusted <= 1)
+    # the adjusted values keep the raw ones' order
+    for i in range(len(p)):
+        for j in range(len(p)):
+            if p[i] < p[j]:
+                assert adjusted[i] <= adjusted[j]
+
+
+def test_holm_adjusted_by_hand_and_a_test_that_did_not_run_counts_in_the_family():
+    assert holm_adjusted([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjusted([0.02]) == pytest.approx([0.02])
+    adjusted = holm_adjusted([0.01, math.nan])
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1])

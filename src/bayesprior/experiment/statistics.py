@@ -78,6 +78,27 @@ def detectable_difference(values: np.ndarray, alpha: float = ALPHA, power: float
     return float(quantiles * values.std(ddof=1) / math.sqrt(n))
 
 
+def holm_adjusted(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values of a family of tests, in the order given.
+
+    A test is rejected at level a with Holm's correction exactly when its adjusted p is below a: sorted
+    ascending, the i-th smallest p (from 0) is multiplied by m - i, and each adjusted value is at least the one
+    before it (a test is only rejected if every smaller p was). NaN p-values (a test that could not run) count
+    in m, which keeps the correction conservative, and stay NaN.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    order = np.argsort(np.where(np.isnan(p), np.inf, p), kind="stable")
+    adjusted = np.full(m, np.nan)
+    running = 0.0
+    for i, index in enumerate(order):
+        if np.isnan(p[index]):
+            break
+        running = max(running, min(1.0, (m - i) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 @dataclass(frozen=True)
 class Comparison:
     """`method` against `baseline` at one train size: paired differences over `splits` splits."""

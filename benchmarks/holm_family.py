@@ -1,0 +1,65 @@
+"""Holm's correction over every test-set comparison a question has asked, from the experiments' comparisons files.
+
+Once a test set has been asked about several candidates, one "better" among them is weaker evidence than one
+planned test: issue 22's second look (transfer_{far,near}_a1_cpu.toml) corrects its "better" over all six of the
+issue's candidate - PR comparisons on the two test sets. This prints them as one table: each comparison's mean paired
+DSC difference and interval (as its experiment reported them), its raw Wilcoxon p and Holm's adjusted p over the
+family, and the corrected verdict: "better" if the interval excludes 0 above, at least 6 splits and the adjusted
+p < 0.05; "worse" if the interval is below 0 with the raw p < 0.05 (a harm at its plain level); else "no difference
+shown".
+
+    python benchmarks/holm_family.py benchmarks/transfer_near_cpu_comparisons.csv \
+        benchmarks/transfer_far_cpu_comparisons.csv ... --train-size 5 --baseline pr
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from bayesprior.experiment.statistics import ALPHA, MIN_SPLITS_FOR_VERDICT, holm_adjusted
+
+
+def family_rows(files: list[Path], train_size: int, baseline: str) -> list[dict[str, str]]:
+    """Every comparison against `baseline` at `train_size` in `files`, each labelled with its file."""
+    rows = []
+    for path in files:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if int(row["train_size"]) == train_size and row["baseline"] == baseline:
+                    rows.append({**row, "file": path.name.removesuffix("_comparisons.csv")})
+    return rows
+
+
+def corrected_verdict(row: dict[str, str], adjusted_p: float) -> str:
+    low, high, raw_p = float(row["ci_low"]), float(row["ci_high"]), float(row["wilcoxon_p"])
+    if int(row["splits"]) < MIN_SPLITS_FOR_VERDICT:
+        return f"too few splits ({row['splits']})"
+    if low > 0 and adjusted_p < ALPHA:
+        return "better"
+    if high < 0 and raw_p < ALPHA:
+        return "worse"
+    return "no difference shown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", type=Path, help="comparisons CSV files (an experiment's comparisons.csv)")
+    parser.add_argument("--train-size", type=int, default=5)
+    parser.add_argument("--baseline", default="pr")
+    args = parser.parse_args()
+    rows = family_rows(args.files, args.train_size, args.baseline)
+    if not rows:
+        parser.error(f"no comparison against {args.baseline} at {args.train_size} cases in the files given")
+    adjusted = holm_adjusted([float(r["wilcoxon_p"]) for r in rows])
+    print(f"Holm over {len(rows)} comparisons against {args.baseline} at {args.train_size} cases\n")
+    print("| test | method | splits | mean paired DSC difference [95 % CI] | Wilcoxon p | Holm p | verdict (corrected) |")
+    print("|---|---|---:|---|---:|---:|---|")
+    for row, p in zip(rows, adjusted, strict=True):
+        print(f"| {row['file']} | {row['method']} | {row['splits']} | {float(row['mean_dsc_difference']):+.3f} "
+              f"[{float(row['ci_low']):+.3f}, {float(row['ci_high']):+.3f}] | {float(row['wilcoxon_p']):.4f} | "
+              f"{p:.4f} | {corrected_verdict(row, p)} |")
+
+
+if __name__ == "__main__":
+    main()
