@@ -144,6 +144,18 @@ def _dense_covariance(prior: LayerSwagPrior) -> torch.Tensor:
     return torch.diag(prior.diagonal.double()) + u @ u.T
 
 
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_swag_covariance_is_maddox_et_als_from_the_raw_moments(scale):
+    # lambda (1/2 diag(sigma^2 + floor) + 1/2 D^T D / (K - 1)), floor = relative_floor x the layer's mean variance:
+    # built here from the moments themselves, not from the prior's own buffers
+    prior, (mean, variance, deviations) = _swag_prior(rank=4, scale=scale)
+    v, d = variance.double().reshape(-1), deviations.double().reshape(4, -1)
+    floor = 1e-3 * v.mean()
+    expected = scale * (0.5 * torch.diag(v + floor) + 0.5 * d.T @ d / (4 - 1))
+    assert torch.allclose(_dense_covariance(prior), expected, rtol=1e-5, atol=1e-8)
+    assert torch.equal(prior.mean, mean)
+
+
 def test_swag_kl_equals_the_dense_gaussian_kl_and_monte_carlo():
     prior, (mean, _, _) = _swag_prior()
     q = _posterior(shape=mean.shape, seed=3, log_variance=-2.0)

@@ -10,7 +10,7 @@ from torch import nn
 from bayesprior.checkpoints import load_model, read_model_file
 from bayesprior.cli import cli
 from bayesprior.errors import CheckpointError, ConfigError
-from bayesprior.training.swag import SWAG_FORMAT, SwagMoments, read_swag_file
+from bayesprior.training.swag import SWAG_FORMAT, SwagMoments, read_swag_file, write_swag_file
 from bayesprior.training.trainer import TrainConfig, train
 
 from _kill_at import kill_at, temp_files
@@ -85,6 +85,27 @@ def test_a_swag_file_that_is_not_one_is_refused_in_one_line(tmp_path):
     torch.save(bad, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="NaN"):
         read_swag_file(tmp_path / "c.pt")
+    bad["params"]["w"] = {k: torch.zeros(shape, dtype=torch.complex64)
+                          for k, shape in (("mean", 2), ("variance", 2), ("deviations", (2, 2)))}
+    torch.save(bad, tmp_path / "d.pt")
+    with pytest.raises(CheckpointError, match="d.pt.*not of real floating-point numbers.*complex64"):
+        read_swag_file(tmp_path / "d.pt")
+
+
+def test_moments_resumed_from_a_cpu_checkpoint_follow_the_network_to_its_device():
+    # a checkpoint is read onto the CPU; a run on another device (here "meta", standing in for a GPU) must take its
+    # next snapshot there, not fail on mixing devices
+    net = nn.Linear(3, 2)
+    saved = SwagMoments(net, rank=2)
+    for _ in range(2):
+        saved.add(net)
+    on_device = nn.Linear(3, 2, device="meta")
+    resumed = SwagMoments(on_device, rank=2)
+    resumed.load_state_dict(saved.state_dict())
+    resumed.add(on_device)
+    assert resumed.snapshots == 3
+    tensors = [*resumed.mean.values(), *resumed.square_mean.values(), *(t for d in resumed.deviations for t in d.values())]
+    assert {t.device.type for t in tensors} == {"meta"}
 
 
 def _invoke(args):
@@ -169,3 +190,24 @@ def test_a_swag_file_records_its_source_runs_preprocessing_and_a_target_run_is_c
     warned = preprocessing_warnings(origins, {**same, "intensity": "zscore"})
     assert len(warned) == 1 and "preprocessing differs in intensity" in warned[0] and "swag.pt" in warned[0]
     assert not any("older bayesprior" in line for line in warned)
+
+
+def test_a_swag_file_met_with_another_source_network_is_said_in_one_warning_line(tmp_path):
+    from bayesprior.checkpoints import save_model
+    from bayesprior.training.transfer_checks import source_mismatch_warnings
+
+    net, other = nn.Sequential(nn.Conv3d(1, 2, 3)), nn.Sequential(nn.Conv3d(1, 2, 3))
+    save_model(net, tmp_path / "a.pt")
+    save_model(other, tmp_path / "b.pt")
+    moments = SwagMoments(net, rank=2)
+    for _ in range(2):
+        moments.add(net)
+    write_swag_file(moments, tmp_path / "swag.pt", lr=1e-3, source_model=tmp_path / "a.pt", architecture=None,
+                    preprocess=None)
+    assert source_mismatch_warnings(TrainConfig(method="swag", source=str(tmp_path / "a.pt"),
+                                                prior_path=str(tmp_path / "swag.pt"))) == []
+    lines = source_mismatch_warnings(TrainConfig(method="swag", source=str(tmp_path / "b.pt"),
+                                                 prior_path=str(tmp_path / "swag.pt")))
+    assert len(lines) == 1 and "swag.pt" in lines[0] and "b.pt" in lines[0] and "another source network" in lines[0]
+    # a method that does not start from the source is not asked
+    assert source_mismatch_warnings(TrainConfig(method="ri", prior_path=str(tmp_path / "swag.pt"))) == []

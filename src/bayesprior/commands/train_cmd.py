@@ -21,7 +21,7 @@ from ..training.recipes import DEFAULT_RECIPE, RECIPES, recipe
 from ..training.splits import CaseSplit, check_known_cases, read_split_file, validation_split
 from ..training.tensorboard import TensorBoardLog, summary_writer_class
 from ..training.trainer import seed_everything, train
-from ..training.transfer_checks import preprocessing_warnings, transfer_origins
+from ..training.transfer_checks import preprocessing_warnings, source_mismatch_warnings, transfer_origins
 from .case_choice import parse_case_list
 from .common import SHAPE, Device, Integers, KeyValue, Spacing, refuse_without_effect, trust_file_option
 
@@ -188,7 +188,7 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     preprocess = recorded_config(cases)  # with the dataset statistics the intensity scheme needs (ct)
     if ctx.is_main:  # a source model or prior trained on other inputs: said before the run starts
         target = preprocessing_summary({"preprocess": preprocess, "input_grid": input_grid(cases), "channel": channel})
-        for line in preprocessing_warnings(transfer_origins(base_config), target):
+        for line in [*source_mismatch_warnings(base_config), *preprocessing_warnings(transfer_origins(base_config), target)]:
             click.echo(f"warning: {line}", err=True)
     for seed in seeds:
         path = _train_seed(dataclasses.replace(base_config, seed=seed), train_cases, val_cases, run_dir, len(seeds) > 1,

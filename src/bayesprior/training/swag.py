@@ -4,7 +4,10 @@ SWAG (Maddox et al. 2019) fits a Gaussian to the weights an optimiser visits at 
 around a trained network: one snapshot per epoch gives the running mean, the diagonal variance (mean of
 squares minus squared mean) and the deviations of the last K snapshots from the running mean, a low-rank
 part. ``train --swag-epochs E`` collects them after training (`collect_swag`), into ``swag.pt`` beside
-``model.pt``, which stays the trained network.
+``model.pt``, which stays the trained network. Unlike Maddox et al., who use SGD, the SWAG epochs here run Adam at
+the constant learning rate (a fresh one, as every run here trains with Adam): its steps are normalised per weight,
+so the collected spread follows the learning rate and number of steps more than the loss's curvature, and a
+``swag`` prior's width is in practice set by its ``scale``.
 
 File format ``bayesprior.swag/1`` (plain types, read with ``weights_only=True``)::
 
@@ -69,10 +72,14 @@ class SwagMoments:
                 "square_mean": self.square_mean, "deviations": list(self.deviations)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from `state_dict()`'s, onto the device of the network the moments were made for (a checkpoint
+        is read onto the CPU; a run on a GPU takes its next snapshot there)."""
+        device = next(iter(self.mean.values())).device if self.mean else torch.device("cpu")
         self.snapshots = int(state["snapshots"])
-        self.mean = dict(state["mean"])
-        self.square_mean = dict(state["square_mean"])
-        self.deviations = deque(state["deviations"], maxlen=self.rank)
+        self.mean = {n: t.to(device) for n, t in state["mean"].items()}
+        self.square_mean = {n: t.to(device) for n, t in state["square_mean"].items()}
+        self.deviations = deque(({n: t.to(device) for n, t in d.items()} for d in state["deviations"]),
+                                maxlen=self.rank)
 
     def params(self) -> dict[str, dict[str, Tensor]]:
         """Per weight: its SWAG mean, diagonal variance and deviations (rank, *shape), as float32."""
@@ -105,7 +112,8 @@ def read_swag_file(path: str | Path) -> dict[str, Any]:
     """Read and check a SWAG file (plain types only).
 
     Raises:
-        CheckpointError: naming the file: not a SWAG file, inconsistent shapes, NaN or infinite values.
+        CheckpointError: naming the file: not a SWAG file, inconsistent shapes, not real floating-point
+            numbers, NaN or infinite values.
     """
     payload = load_plain(path, "a SWAG file")
     if not isinstance(payload, dict) or payload.get("format") != SWAG_FORMAT:
@@ -118,6 +126,9 @@ def read_swag_file(path: str | Path) -> dict[str, Any]:
         if not (isinstance(entry, dict) and all(isinstance(entry.get(k), Tensor)
                                                 for k in ("mean", "variance", "deviations"))):
             raise CheckpointError(path, f"SWAG entry {name!r} lacks its mean, variance or deviations")
+        if not all(entry[k].is_floating_point() for k in ("mean", "variance", "deviations")):
+            dtypes = ", ".join(str(entry[k].dtype) for k in ("mean", "variance", "deviations"))
+            raise CheckpointError(path, f"SWAG entry {name!r} is not of real floating-point numbers ({dtypes})")
         shape = tuple(entry["mean"].shape)
         if tuple(entry["variance"].shape) != shape or tuple(entry["deviations"].shape) != (rank, *shape):
             raise CheckpointError(path, f"SWAG entry {name!r}: mean {shape}, variance "

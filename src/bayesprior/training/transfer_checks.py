@@ -8,7 +8,9 @@ min-max intensities at 4.2 mm see other inputs in a z-scored target at 1 mm. Suc
 network of another shape) is refused where the weights are loaded (`bayesprior.training.methods`).
 
 `bayesprior train` and the experiment both ask `transfer_origins` what a run starts from and
-`preprocessing_warnings` how it compares.
+`preprocessing_warnings` how it compares; `train` also asks `source_mismatch_warnings` whether a prior file
+collected around one source network (it records that network's SHA-256, as a SWAG file does) meets another
+``--source``: the posterior would then start away from the prior's centre.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, Mapping, Sequence
 from ..checkpoints import read_model_file
 from ..data.provenance import describe_preprocessing, preprocessing_differences, preprocessing_summary
 from ..errors import CheckpointError
+from ..hashing import file_sha256
 from ..safe_load import load_plain
 from .config import TrainConfig
 from .methods import SOURCE_UNUSED, training_method
@@ -93,3 +96,19 @@ def preprocessing_warnings(origins: Sequence[Origin], target: Mapping[str, Any] 
                          f"{describe_preprocessing(summary, differ)}; {target_name} on "
                          f"{describe_preprocessing(target, differ)}")
     return lines
+
+
+def source_mismatch_warnings(config: TrainConfig) -> list[str]:
+    """One line if the prior file records the source network it was collected around (``source_model_sha256``)
+    and the run starts from another one (``config.source``, for a method that starts from it)."""
+    if config.source is None or config.prior_path is None or training_method(config.method).source == SOURCE_UNUSED:
+        return []
+    try:
+        payload = load_plain(config.prior_path, "a prior file", trust=False)
+    except CheckpointError:
+        return []  # a plugin's prior file of its own kind: it records no source network here
+    recorded = payload.get("source_model_sha256") if isinstance(payload, dict) else None
+    if not isinstance(recorded, str) or recorded == file_sha256(config.source):
+        return []
+    return [f"the prior file {config.prior_path} was collected around another source network (SHA-256 "
+            f"{recorded[:12]}...) than the source model {config.source}: the run starts away from the prior's centre"]
