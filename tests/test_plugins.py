@@ -247,3 +247,20 @@ def test_a_misspelt_prior_option_is_a_config_error_naming_the_prior_and_the_acce
 
     with pytest.raises(ConfigError, match=r"prior 'gaussian'.*sigma.*accepted options: loc, scale"):
         create_prior(("gaussian", {"sigma": 0.1}))
+
+
+def test_tables_name_a_method_by_the_label_its_plugin_registered():
+    from bayesprior.experiment.report import label
+
+    def register_priors(register):
+        register("test-labelled", HalfNormalish, label="UNet-HalfNormal")
+        register("test-unlabelled", HalfNormalish)
+
+    register_plugin(_module("labels", register_priors=register_priors), "labels")
+    try:
+        assert label("test-labelled") == "UNet-HalfNormal"
+        assert label("test-unlabelled") == "UNet-test-unlabelled"
+    finally:
+        unregister_plugin("labels")
+    assert label("pr") == "UNet-PR" and label("dwp") == "UNet-DWP" and label("l2sp") == "UNet-L2SP"  # core; plugins
+    assert label("l2sp_a1") == "UNet-l2sp_a1"  # an experiment's own variant of a method

@@ -29,6 +29,6 @@ __all__ = ["CorrelatedNormalPrior", "create_corrnormal_prior", "fit_corrnormal_f
 @hookimpl
 def register_priors(register):
     register("corrnormal", create_corrnormal_prior, fit=fit_corrnormal_file, per_group=True,
-             check_fit_options=check_corrnormal_fit_options,
+             check_fit_options=check_corrnormal_fit_options, label="UNet-CorrNormal",
              description="correlated Gaussian per kernel: one k^d x k^d covariance per layer group "
                          "(path=prior file, group=name); closed-form KL")

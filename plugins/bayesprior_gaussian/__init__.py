@@ -56,4 +56,5 @@ def _kl_gaussian_gaussian(q: GaussianPosterior, p: GaussianPrior) -> Tensor:
 
 @hookimpl
 def register_priors(register):
-    register("gaussian", GaussianPrior, description="N(loc, scale^2) on every weight; closed-form KL")
+    register("gaussian", GaussianPrior, label="UNet-Gaussian",
+             description="N(loc, scale^2) on every weight; closed-form KL")

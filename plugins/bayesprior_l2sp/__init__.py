@@ -19,12 +19,12 @@ __all__ = ["L2SPPenalty", "LayerSourceGaussian", "SourceGaussianPrior"]
 
 @hookimpl
 def register_priors(register):
-    register("l2sp_bayes", SourceGaussianPrior, centred_at_source=True,
+    register("l2sp_bayes", SourceGaussianPrior, centred_at_source=True, label="UNet-L2SP-Bayes",
              description="N(source weight, s^2) on every weight; s absolute, relative to the layer's RMS, or "
                          "empirical Bayes per layer (default); closed-form KL")
 
 
 @hookimpl
 def register_methods(register):
-    register("l2sp", L2SPPenalty, default_weight=0.01,
+    register("l2sp", L2SPPenalty, default_weight=0.01, label="UNet-L2SP",
              description="the source model's weights fine-tuned with alpha/2 ||w - w_source||^2 (L2-SP)")

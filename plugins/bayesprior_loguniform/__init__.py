@@ -66,5 +66,5 @@ def _kl_gaussian_loguniform(q: GaussianPosterior, p: LogUniformPrior) -> Tensor:
 
 @hookimpl
 def register_priors(register):
-    register("loguniform", LogUniformPrior,
+    register("loguniform", LogUniformPrior, label="UNet-LogU",
              description="log-uniform prior, sparse variational dropout KL approximation (Molchanov 2017)")

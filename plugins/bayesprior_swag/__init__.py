@@ -16,6 +16,6 @@ __all__ = ["LayerSwagPrior", "SwagPrior"]
 
 @hookimpl
 def register_priors(register):
-    register("swag", SwagPrior, centred_at_source=True, source_file="swag.pt",
+    register("swag", SwagPrior, centred_at_source=True, source_file="swag.pt", label="UNet-SWAG",
              description="the source network's SWAG Gaussian (mean, diagonal + low rank) x scale, per layer "
                          "(path=swag.pt of `train --swag-epochs`); closed-form KL")

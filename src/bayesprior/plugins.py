@@ -88,8 +88,9 @@ class PluginInfo:
 
 # registry kind -> (hook name, extra keyword arguments its register callback accepts)
 _REGISTRY_HOOKS = {
-    "prior": ("register_priors", ("fit", "per_group", "check_fit_options", "centred_at_source", "source_file")),
-    "method": ("register_methods", ("default_weight",)),
+    "prior": ("register_priors", ("fit", "per_group", "check_fit_options", "centred_at_source", "source_file",
+                                  "label")),
+    "method": ("register_methods", ("default_weight", "label")),
     "architecture": ("register_architectures", ("groups", "finetune_layers", "min_input_size")),
     "dataset layout": ("register_dataset_layouts", ("detect", "files", "label_files")),
 }
@@ -346,6 +347,15 @@ def prior_source_file(name: str) -> str | None:
     """The file name, beside a source run's ``model.pt``, that the prior `name` takes as its ``path``
     (e.g. ``swag.pt``, written by ``train --swag-epochs``); None if its file is not the source run's."""
     return prior_registry().get(name).extras.get("source_file")
+
+
+def registered_label(name: str) -> str | None:
+    """The name a prior or a training method registered for tables and figures (``label="UNet-DWP"``), if any."""
+    for registry in (prior_registry(), method_registry()):
+        if name in registry:
+            label = registry.get(name).extras.get("label")
+            return str(label) if label else None
+    return None
 
 
 def prior_per_group(name: str) -> bool:

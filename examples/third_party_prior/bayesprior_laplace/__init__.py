@@ -30,4 +30,5 @@ class LaplacePrior(Prior):
 
 @hookimpl
 def register_priors(register):
-    register("laplace", LaplacePrior, description="Laplace(loc, scale) on every weight; Monte-Carlo KL")
+    register("laplace", LaplacePrior, label="UNet-Laplace",
+             description="Laplace(loc, scale) on every weight; Monte-Carlo KL")

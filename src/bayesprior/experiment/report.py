@@ -12,12 +12,11 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..evaluation.calibration import BAND_MM
 from ..figures import pyplot, save_figure
+from ..plugins import registered_label
 from .statistics import Comparison, compare, comparison_markdown
 
-METHOD_LABELS = {"dwp": "UNet-DWP", "pr": "UNet-PR", "prf": "UNet-PRf", "ri": "UNet-RI",
-                 "gaussian": "UNet-Gaussian", "loguniform": "UNet-LogU", "corrnormal": "UNet-CorrNormal",
-                 "l2sp": "UNet-L2SP", "l2sp_bayes": "UNet-L2SP-Bayes", "swag": "UNet-SWAG",
-                 "dwp_anchored": "UNet-DWP-anchored"}
+#: the core's own methods; a prior or method from a plugin names itself (`register(..., label=...)`)
+BASELINE_LABELS = {"pr": "UNet-PR", "prf": "UNet-PRf", "ri": "UNet-RI"}
 METRICS = (("dsc", "Mean Dice Similarity Coefficient"), ("iou", "Mean Intersection over Union"))
 #: calibration of the predicted foreground probability (`bayesprior.evaluation.calibration`); lower is better.
 #: Tabled when the results hold them (results written before they were measured do not): over each case's body
@@ -34,7 +33,8 @@ CSV_CALIBRATION_METRICS = (*(m for m, _ in CALIBRATION_METRICS), "ece_all", "bri
 
 
 def label(method: str) -> str:
-    return METHOD_LABELS.get(method, f"UNet-{method}")
+    """A method's name in tables and figures: the core's, the one its plugin registered, or UNet-<name>."""
+    return BASELINE_LABELS.get(method) or registered_label(method) or f"UNet-{method}"
 
 
 def with_calibration_regions(result: dict[str, Any]) -> dict[str, Any]:
