@@ -201,7 +201,7 @@ def test_swag_prior_refuses_a_file_of_another_network(tmp_path):
 
 
 def test_swag_prior_needs_a_file_or_a_rank():
-    with pytest.raises(ConfigError, match="swag prior needs path"):
+    with pytest.raises(ConfigError, match="swag prior needs its SWAG file: path="):
         create_prior("swag")
     with pytest.raises(ConfigError, match="scale must be a positive"):
         create_prior(("swag", {"rank": 3, "scale": 0.0}))

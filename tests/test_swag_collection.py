@@ -172,6 +172,65 @@ def test_the_cli_refuses_a_source_centred_method_without_a_source_and_swag_optio
     assert result.exit_code == 2 and "--swag-rank has no effect without --swag-epochs" in result.output
     result = runner.invoke(cli, ["train", str(data), str(tmp_path / "r"), "--penalty-weight", "1", *TINY_UNET])
     assert result.exit_code == 2 and "--penalty-weight has no effect with --method ri" in result.output
+    # the swag prior without its file would train under a placeholder; a file given twice would pick one silently
+    model = tmp_path / "src.pt"
+    torch.save({"not": "read"}, model)
+    result = runner.invoke(cli, ["train", str(data), str(tmp_path / "r"), "--method", "swag", "--source", str(model),
+                                 *TINY_UNET])
+    assert result.exit_code == 2 and "reads its prior from the source run's swag.pt: give it with --prior-file" \
+        in result.output
+    for name in ("a.pt", "b.pt"):
+        (tmp_path / name).write_bytes(b"")
+    result = runner.invoke(cli, ["train", str(data), str(tmp_path / "r"), "--method", "swag", "--source", str(model),
+                                 "--prior-file", str(tmp_path / "a.pt"), "--prior-option",
+                                 f'path="{tmp_path / "b.pt"}"', *TINY_UNET])
+    assert result.exit_code == 2 and "the prior file is given twice" in result.output
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_a_prior_file_given_both_ways_is_refused_by_the_library_too():
+    from bayesprior.training.methods import prior_rules
+
+    with pytest.raises(ConfigError, match="the prior file is given twice: a/swag.pt .* path=b/swag.pt"):
+        prior_rules("swag", {}, "a/swag.pt", {"path": "b/swag.pt"})
+    assert prior_rules("swag", {}, "a/swag.pt", {"path": "a/swag.pt", "scale": 2.0})[0].prior[1] == \
+        {"path": "a/swag.pt", "scale": 2.0}
+
+
+def _write_swag(path, net, **changes):
+    moments = SwagMoments(net, rank=2)
+    for _ in range(2):
+        moments.add(net)
+    model = path.parent / "model.pt"
+    from bayesprior.checkpoints import save_model
+    save_model(net, model)
+    write_swag_file(moments, path, lr=1e-3, source_model=model, architecture=None, preprocess=None)
+    payload = torch.load(path, weights_only=True)
+    payload.update(changes)
+    torch.save(payload, path)
+
+
+def test_a_swag_file_with_a_damaged_record_is_refused_when_read_and_in_info_in_one_line(tmp_path):
+    from hostile import assert_one_line_error, run
+
+    _write_swag(tmp_path / "swag.pt", nn.Sequential(nn.Conv3d(1, 2, 3)), preprocess=5)
+    with pytest.raises(CheckpointError, match="swag.pt.*'preprocess' is a int, not a table"):
+        read_swag_file(tmp_path / "swag.pt")
+    assert_one_line_error(run("info", tmp_path / "swag.pt"), "swag.pt", "'preprocess'")
+
+
+def test_a_swag_file_whose_covariance_cannot_be_factored_fails_naming_itself_when_bound(tmp_path):
+    import bayesprior as bp
+
+    net = nn.Sequential(nn.Conv3d(1, 2, 3))
+    _write_swag(tmp_path / "swag.pt", net)
+    payload = torch.load(tmp_path / "swag.pt", weights_only=True)
+    entry = payload["params"]["0.weight"]
+    entry["variance"].zero_()
+    entry["deviations"].fill_(1e12)  # rank one and huge: I + U^T A^-1 U loses its unit eigenvalue to rounding
+    torch.save(payload, tmp_path / "swag.pt")
+    with pytest.raises(CheckpointError, match="swag.pt.*'0.weight': its covariance is not positive definite"):
+        bp.bayesianize(net, {"*": ("swag", {"path": str(tmp_path / "swag.pt")})})
 
 
 def test_a_swag_file_records_its_source_runs_preprocessing_and_a_target_run_is_checked_against_it(tmp_path):

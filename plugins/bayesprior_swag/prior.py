@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from bayesprior import GaussianPosterior, Prior, register_kl
-from bayesprior.errors import ConfigError
+from bayesprior.errors import CheckpointError, ConfigError
 from bayesprior.training.swag import read_swag_file
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -62,8 +62,8 @@ class SwagPrior(Prior):
         self.params = None if swag is None else swag["params"]
         rank = rank if swag is None else int(swag["rank"])
         if not (isinstance(rank, int) and rank >= 2):
-            raise ConfigError("swag prior needs path=<swag.pt written by `bayesprior train --swag-epochs`> (or rank, "
-                              "when a saved model's state fills it)")
+            raise ConfigError("swag prior needs its SWAG file: path=<swag.pt written by `bayesprior train "
+                              "--swag-epochs`> (`train --prior-file`), or rank when a saved model's state fills it")
         self.rank = rank
 
     def bind(self, layer_name: str, weight: Tensor) -> "LayerSwagPrior":
@@ -83,6 +83,14 @@ class SwagPrior(Prior):
                                   f"{tuple(entry['mean'].shape)} for it")
         bound = LayerSwagPrior(entry["mean"], entry["variance"], entry["deviations"], self.scale,
                                self.relative_floor, self.config())
+        if self.params is not None:  # factored once here, so that a degenerate file fails naming itself, not mid-run
+            try:
+                bound.log_det_covariance()
+            except torch.linalg.LinAlgError:
+                raise CheckpointError(str(self.path), f"SWAG entry {key!r}: its covariance is not positive definite even "
+                                                 f"in float64 (deviations up to {float(entry['deviations'].abs().max()):.3g}, "
+                                                 f"variances up to {float(entry['variance'].max()):.3g}); "
+                                                 "collect it again") from None
         bound.registry_name = self.registry_name
         return bound
 

@@ -13,6 +13,7 @@ from ..data.datasets import dataset_case_ids
 from ..data.preprocess import INTENSITY_MODES, PreprocessConfig, prepare_dataset, recorded_config
 from ..data.provenance import input_grid, preprocessing_summary
 from ..errors import ConfigError
+from ..plugins import prior_source_file
 from ..progress import labelled, plain_lines
 from ..training.config import TrainConfig
 from ..training.distributed import init_from_environment
@@ -206,6 +207,13 @@ def _refuse_missing_inputs(method: TrainingMethod, source: str | None, prior_pat
     if method.learned_prior and not (prior_path or prior_options.get("path")):
         raise click.UsageError(f"method {method.name!r} learns its prior from source kernels: give the fitted prior "
                                "with --prior-file PRIOR_FILE (e.g. from `bayesprior fit-prior`)")
+    source_file = prior_source_file(method.name) if method.bayesian else None
+    if source_file and not (prior_path or prior_options.get("path")):
+        raise click.UsageError(f"method {method.name!r} reads its prior from the source run's {source_file}: give it "
+                               f"with --prior-file (e.g. runs/src/{source_file})")
+    if prior_path and "path" in prior_options and str(prior_options["path"]) != str(prior_path):
+        raise click.UsageError(f"the prior file is given twice: --prior-file {prior_path} and --prior-option "
+                               f"path={prior_options['path']}; give it once")
     if spacing is not None and resample_shape is not None:
         raise click.UsageError("give --spacing or --resample-shape, not both")
 

@@ -232,7 +232,11 @@ def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: st
     base: dict[str, Any] = {}
     if prior_path is not None:
         base["path"] = str(prior_path)
-    base.update(prior_options or {})
+    options = dict(prior_options or {})
+    if prior_path is not None and "path" in options and str(options["path"]) != str(prior_path):
+        raise ConfigError(f"the prior file is given twice: {prior_path} (the prior file) and path={options['path']} "
+                          "(a prior option); give it once")
+    base.update(options)
     if not groups:
         return [Rule(Selector("convolutions with kernel > 1", _kernel_larger_than_one), (prior_name, base))]
     rules = []

@@ -112,13 +112,19 @@ def read_swag_file(path: str | Path) -> dict[str, Any]:
     """Read and check a SWAG file (plain types only).
 
     Raises:
-        CheckpointError: naming the file: not a SWAG file, inconsistent shapes, not real floating-point
-            numbers, NaN or infinite values.
+        CheckpointError: naming the file: not a SWAG file, recorded fields of the wrong type, inconsistent
+            shapes, not real floating-point numbers, NaN or infinite values.
     """
     payload = load_plain(path, "a SWAG file")
     if not isinstance(payload, dict) or payload.get("format") != SWAG_FORMAT:
         raise CheckpointError(path, f"not a SWAG file (expected format {SWAG_FORMAT!r}); write one with "
                                     "`bayesprior train --swag-epochs E`")
+    for key in ("architecture", "preprocess", "input_grid"):  # what `info` shows and a target run is checked against
+        if payload.get(key) is not None and not isinstance(payload[key], dict):
+            raise CheckpointError(path, f"SWAG file's {key!r} is a {type(payload[key]).__name__}, not a table")
+    for key, kind in (("source_model_sha256", str), ("command", str), ("lr", (int, float)), ("snapshots", int)):
+        if payload.get(key) is not None and (not isinstance(payload[key], kind) or isinstance(payload[key], bool)):
+            raise CheckpointError(path, f"SWAG file's {key!r} is a {type(payload[key]).__name__}")
     rank, params = payload.get("rank"), payload.get("params")
     if not isinstance(rank, int) or rank < 2 or not isinstance(params, dict) or not params:
         raise CheckpointError(path, "SWAG file holds no rank >= 2 or no weights")
