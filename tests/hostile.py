@@ -18,6 +18,17 @@ from bayesprior.wrap import bayesianize
 
 from training_fixtures import oblique_lps_affine, write_nnunet_dataset
 
+#: a tiny experiment config, section -> its lines: valid, and cheap enough to run end to end
+TINY_EXPERIMENT = {
+    "source": 'synthetic = { kind = "ms", cases = 3, shape = [16, 16, 16], seed = 1 }',
+    "target": 'synthetic = { kind = "tumour", cases = 3, shape = [16, 16, 16], seed = 2 }',
+    "preprocess": "crop_nonzero = false",
+    "source_training": "seeds = [0]\nmax_epochs = 1\nval_fraction = 0.0",
+    "prior": "max_epochs = 1",
+    "target_training": "max_epochs = 1",
+    "protocol": 'train_sizes = [1]\ntest_size = 1\nsplits = 1\nmethods = ["dwp", "ri"]',
+}
+
 #: a U-Net small enough for tests that only need a valid model file
 SMALL_UNET = {"widths": [4, 4, 4, 4]}
 

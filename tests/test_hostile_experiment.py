@@ -4,17 +4,9 @@ import pytest
 
 from bayesprior.locks import folder_lock
 
-from hostile import assert_one_line_error, run
+from hostile import TINY_EXPERIMENT, assert_one_line_error, run
 
-GOOD = {
-    "source": 'synthetic = { kind = "ms", cases = 3, shape = [16, 16, 16], seed = 1 }',
-    "target": 'synthetic = { kind = "tumour", cases = 3, shape = [16, 16, 16], seed = 2 }',
-    "preprocess": "crop_nonzero = false",
-    "source_training": "seeds = [0]\nmax_epochs = 1\nval_fraction = 0.0",
-    "prior": "max_epochs = 1",
-    "target_training": "max_epochs = 1",
-    "protocol": 'train_sizes = [1]\ntest_size = 1\nsplits = 1\nmethods = ["dwp", "ri"]',
-}
+GOOD = TINY_EXPERIMENT
 
 
 def _config(tmp_path, **changes):

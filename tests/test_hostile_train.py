@@ -203,6 +203,14 @@ def test_an_option_without_effect_is_an_error(data, tmp_path, options, fragment)
     assert_one_line_error(result, fragment)
 
 
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_kl_weight_that_is_not_finite_is_refused_before_training(data, tmp_path, value):
+    # (NaN once trained a step, then stopped on a NaN loss)
+    assert_one_line_error(_train(data, tmp_path / "run", "--method", "gaussian", "--kl-weight", value),
+                          "kl_weight must be a finite number")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_prior_file_with_a_deterministic_method_is_an_error(data, tmp_path):
     (tmp_path / "prior.pt").write_bytes(b"x")
     assert_one_line_error(_train(data, tmp_path / "run", "--prior-file", tmp_path / "prior.pt"),

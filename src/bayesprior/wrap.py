@@ -188,8 +188,8 @@ class BayesianModel(nn.Module):
         """
         if n_train <= 0:
             raise ConfigError(f"n_train must be positive, got {n_train}")
-        if kl_weight < 0:
-            raise ConfigError(f"kl_weight must be >= 0, got {kl_weight}")
+        if not (math.isfinite(kl_weight) and kl_weight >= 0):
+            raise ConfigError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
         data = nll * n_train
         kl = self.kl().to(data.device)
         return ELBO(data + kl_weight * kl, data, kl)

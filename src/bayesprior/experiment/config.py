@@ -1,18 +1,20 @@
 """The experiment configuration (a TOML file), validated up front with errors that name the key.
 
 Every value is type-checked when the file is read (``target_training.max_epochs must be an integer, got
-'ten'``), before any data are made; the checks that need the plugins (methods, architecture, the prior's
-options) follow when the `Experiment` is built, still before any work. See `configs/paper.toml` for the
+'ten'``), before any data are made, and so are the target runs' penalty_weight and prior_options, against the methods'
+plugins; the other checks that need the plugins (methods, architecture, a learned prior's fit options) follow
+when the `Experiment` is built, still before any work. See `configs/paper.toml` for the
 paper's settings and `benchmarks/transfer_cpu.toml` for a CPU scale.
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, PluginError
 from ..validation import Check, check_settings
 
 if sys.version_info >= (3, 11):
@@ -327,16 +329,15 @@ def _train_options(options: dict[str, Any], section: str, path: Path) -> dict[st
                           f"the training settings {sorted(checks)})")
     _checked(options, checks, section, path)
     together = lists_as_tuples(options)
-    for key, value in together.items():
-        try:
-            TrainConfig(**{key: value})
-        except ConfigError as exc:
-            if _refused(TrainConfig, together):  # not only against another setting's default (swag_rank)
-                raise ConfigError(f"{path}: {section}.{key}: {exc}") from None
     problem = _refused(TrainConfig, together)
-    if problem:
-        raise ConfigError(f"{path}: [{section}]: {problem}")
-    return together
+    if problem is None:
+        return together
+    for key, value in together.items():
+        # named only when its value alone is refused for the same reason: swag_epochs = 2 alone is refused against
+        # the default swag_rank 5, which would hide a given swag_rank = 1
+        if _refused(TrainConfig, {key: value}) == problem:
+            raise ConfigError(f"{path}: {section}.{key}: {problem}")
+    raise ConfigError(f"{path}: [{section}]: {problem}")
 
 
 def _refused(make: Any, settings: dict[str, Any]) -> str | None:
@@ -392,6 +393,89 @@ def _check(c: ExperimentConfig, path: Path) -> None:
         if options.get("prior_init", "prior") not in ("prior", "source", "random"):
             raise ConfigError(f"{path}: target_training.per_method.{method}.prior_init must be 'prior', 'source' "
                               f"or 'random', got {options['prior_init']!r}")
+    _check_swag_epochs_given(c, path)
+    _check_method_options(c, path)
+
+
+def _check_swag_epochs_given(c: ExperimentConfig, path: Path) -> None:
+    """swag_rank or swag_lr without swag_epochs: refused as `train` refuses them (a TrainConfig cannot tell a
+    default swag_rank from a given one)."""
+    runs: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [("source_training", "", {}, c.source_train_options)]
+    for name in c.methods:
+        runs.append((f"target_training.per_method.{name}", f" (method {name!r} runs none)",
+                     c.target_method_options.get(name, {}), c.target_train_options))
+    for table, which, own, shared in runs:
+        settings = {**shared, **own}
+        for key in ("swag_rank", "swag_lr"):
+            if key in settings and not settings.get("swag_epochs"):
+                where = table if key in own else table.split(".per_method.")[0]
+                raise ConfigError(f"{path}: {where}.{key} has no effect without swag_epochs{which}; leave it out "
+                                  "or set swag_epochs")
+
+
+def _check_method_options(c: ExperimentConfig, path: Path) -> None:
+    """A target run's penalty_weight and prior_options, which its method would refuse only when the run starts,
+    after the source stage: checked against each listed method's row of the method table (the plugins)."""
+    given = [c.target_train_options, *c.target_method_options.values()]
+    if not any("penalty_weight" in t or "prior_options" in t for t in given):
+        return  # the plugins are loaded only when needed
+    from ..plugins import method_registry
+    from ..training.methods import training_method
+
+    rows = {}
+    for name in c.methods:
+        try:
+            rows[name] = training_method(c.base_method(name))
+        except (ConfigError, PluginError) as exc:
+            raise ConfigError(f"{path}: protocol.methods: {exc}") from None
+    with_penalty = [name for name, row in rows.items() if row.penalty]
+    shared = "; [target_training] is shared by every method in protocol.methods: give it in [target_training.per_method."
+    shared_hint = shared + "NAME] of the method(s) it is meant for"
+    penalty_hint = shared + f"{with_penalty[0]}]" if len(with_penalty) == 1 else shared_hint
+    for name, row in rows.items():
+        own = c.target_method_options.get(name, {})
+        table = f"target_training.per_method.{name}"
+        if not row.penalty:
+            where = table if "penalty_weight" in own else "target_training"
+            if "penalty_weight" in own or "penalty_weight" in c.target_train_options:
+                raise ConfigError(
+                    f"{path}: {where}.penalty_weight has no effect on method {name!r}, which adds no penalty "
+                    f"(methods with one: {', '.join(method_registry().names()) or 'none installed'}; listed here: "
+                    f"{', '.join(with_penalty) or 'none'}){penalty_hint if where == 'target_training' else ''}")
+        if row.bayesian:  # a deterministic method never reads prior_options (refused per method when built)
+            options = own.get("prior_options", c.target_train_options.get("prior_options"))
+            if options:
+                where = table if "prior_options" in own else "target_training"
+                try:
+                    _check_prior_options(row.name, options)
+                except ConfigError as exc:
+                    raise ConfigError(f"{path}: {where}.prior_options: {exc}"
+                                      f"{shared_hint if where == 'target_training' else ''}") from None
+
+
+def _check_prior_options(prior: str, options: dict[str, Any]) -> None:
+    """The options a run gives the prior `prior`: their names as `create_prior` binds them (a misspelt one is
+    refused naming the accepted ones), and, for a prior that reads no file, their values, by making it.
+
+    Raises:
+        ConfigError: naming the prior and the option.
+    """
+    from ..plugins import _check_arguments, create_prior, prior_registry
+
+    entry = prior_registry().get(prior)
+    try:
+        parameters = inspect.signature(entry.obj).parameters
+    except (TypeError, ValueError):
+        return  # no signature to check against: the prior itself will judge its options
+    # the run gives a prior more than its options (its file, its layer group: `prior_rules`): stand-ins for what
+    # the factory requires, so that only an option it does not take is refused here
+    required = {n: None for n, p in parameters.items() if n not in options and p.default is p.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    _check_arguments(entry.obj, {**required, **options}, f"prior {prior!r}")
+    reads_files = bool(required or {"path", "group"} & set(parameters)
+                       or {"fit", "source_file", "per_group"} & {k for k, v in entry.extras.items() if v})
+    if not reads_files:
+        create_prior((prior, options))  # a cheap prior judges its own values now (scale = "x")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

@@ -11,6 +11,8 @@ from .losses import LossConfig
 from .precision import AMP_DTYPES
 from .sampling import FOREGROUND_FRACTION, SamplingConfig
 
+SWAG_RANK = 5  # the default swag_rank, named where a swag_epochs too small for it is refused
+
 
 @dataclass
 class TrainConfig:
@@ -98,7 +100,7 @@ class TrainConfig:
     skip_nonfinite_loss: bool = False
     penalty_weight: float | None = None
     swag_epochs: int = 0
-    swag_rank: int = 5
+    swag_rank: int = SWAG_RANK
     swag_lr: float | None = None
 
     def __post_init__(self) -> None:
@@ -112,8 +114,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.restarts < 0 or self.patience < 0:
             raise ConfigError(f"restarts and patience must be >= 0, got {self.restarts}, {self.patience}")
-        if self.kl_weight < 0:
-            raise ConfigError(f"kl_weight must be >= 0, got {self.kl_weight}")
+        if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):  # NaN would only fail at the first step
+            raise ConfigError(f"kl_weight must be a finite number >= 0, got {self.kl_weight!r}")
         if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
             raise ConfigError(f"init_scale must be a finite number > 0, got {self.init_scale!r}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
@@ -135,9 +137,17 @@ class TrainConfig:
             raise ConfigError(f"penalty_weight must be a finite number >= 0, got {self.penalty_weight!r}")
         if int(self.swag_epochs) < 0:
             raise ConfigError(f"swag_epochs must be >= 0, got {self.swag_epochs!r}")
-        if self.swag_epochs and not 2 <= int(self.swag_rank) <= int(self.swag_epochs):
-            raise ConfigError(f"swag_rank must be between 2 and swag_epochs ({self.swag_epochs}): the low-rank part "
-                              f"needs that many snapshots, got {self.swag_rank!r}")
+        if self.swag_epochs:
+            # each message names the values given: `train --swag-epochs 1` once heard "swag_rank must be between 2
+            # and swag_epochs (1) ..., got 5" about a rank it never set
+            if int(self.swag_epochs) < 2:
+                raise ConfigError(f"swag_epochs must be 0 (no SWAG) or at least 2: SWAG's low-rank part needs at least "
+                                  f"2 snapshots, one per epoch, got {self.swag_epochs!r}")
+            if not 2 <= int(self.swag_rank) <= int(self.swag_epochs):
+                default = " (the default swag_rank; give a smaller one or more swag_epochs)" \
+                    if self.swag_rank == SWAG_RANK else ""
+                raise ConfigError(f"swag_rank must be between 2 and swag_epochs ({self.swag_epochs!r}): SWAG keeps one "
+                                  f"deviation per epoch, got {self.swag_rank!r}{default}")
         if self.swag_lr is not None and not (math.isfinite(self.swag_lr) and self.swag_lr > 0):
             raise ConfigError(f"swag_lr must be a finite number > 0, got {self.swag_lr!r}")
         if self.amp not in (None, *AMP_DTYPES):

@@ -1,0 +1,146 @@
+"""Settings of the target and source runs that a run would only refuse mid-experiment (a penalty_weight for a
+method without a penalty, a misspelt prior option, SWAG settings) are refused when the config is read, in one
+line naming the file, the table and the key."""
+import types
+
+import pytest
+from torch import nn
+
+from bayesprior import hookimpl
+from bayesprior.errors import ConfigError
+from bayesprior.experiment.config import load_config
+from bayesprior.plugins import register_plugin, unregister_plugin
+from bayesprior.training.config import TrainConfig
+
+from hostile import TINY_EXPERIMENT, assert_one_line_error, run
+
+GOOD = TINY_EXPERIMENT
+
+
+def _config(tmp_path, methods=None, per_method=None, **extra):
+    """GOOD with `extra` lines added to their sections, ``[target_training.per_method.NAME]`` tables (name -> lines)
+    and another protocol.methods."""
+    sections = dict(GOOD)
+    for section, lines in extra.items():
+        sections[section] = sections[section] + "\n" + lines
+    if methods is not None:
+        sections["protocol"] = sections["protocol"].replace('["dwp", "ri"]', str(list(methods)).replace("'", '"'))
+    for name, lines in (per_method or {}).items():
+        sections["target_training"] += f"\n[target_training.per_method.{name}]\n{lines}"
+    path = tmp_path / "experiment.toml"
+    path.write_text("\n".join(f"[{name}]\n{body}" for name, body in sections.items()))
+    return path
+
+
+def _refused(path) -> str:
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{path}: ")
+    return message
+
+
+# --- penalty_weight: only for runs whose method adds a penalty ---
+
+
+def test_a_shared_penalty_weight_is_refused_when_a_listed_method_adds_no_penalty(tmp_path):
+    message = _refused(_config(tmp_path, methods=["l2sp", "ri"], target_training="penalty_weight = 0.1"))
+    assert "target_training.penalty_weight has no effect on method 'ri', which adds no penalty" in message
+    assert "[target_training.per_method.l2sp]" in message  # where to put it instead
+
+
+def test_a_per_method_penalty_weight_is_refused_for_a_method_without_a_penalty(tmp_path):
+    message = _refused(_config(tmp_path, methods=["l2sp", "gaussian"], per_method={"gaussian": "penalty_weight = 0.5"}))
+    assert "target_training.per_method.gaussian.penalty_weight has no effect on method 'gaussian'" in message
+
+
+def test_the_experiment_command_refuses_a_misplaced_penalty_weight_before_any_data_are_made(tmp_path):
+    out = tmp_path / "out"
+    result = run("experiment", _config(tmp_path, methods=["l2sp", "ri"], target_training="penalty_weight = 0.1"),
+                 "--out", out, "--quiet")
+    assert_one_line_error(result, "experiment.toml: target_training.penalty_weight has no effect on method 'ri'")
+    assert not out.exists()
+
+
+class _Pull(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+
+    def forward(self, net):
+        return sum(p.square().sum() for p in net.parameters())
+
+
+def test_a_penalty_weight_is_accepted_where_every_run_adds_a_penalty_of_any_registered_method(tmp_path):
+    def register_methods(register):
+        register("test-pull", _Pull, default_weight=0.5)
+
+    register_plugin(types.SimpleNamespace(register_methods=hookimpl(register_methods)), "test-pull")
+    try:  # the registry decides, not the name l2sp
+        load_config(_config(tmp_path, methods=["l2sp", "test-pull"], target_training="penalty_weight = 0.1"))
+    finally:
+        unregister_plugin("test-pull")
+    config = load_config(_config(tmp_path, methods=["l2sp", "l2sp_a", "ri"],
+                                 per_method={"l2sp_a": 'method = "l2sp"\npenalty_weight = 0.1'}))
+    assert config.target_method_options["l2sp_a"]["penalty_weight"] == 0.1
+    message = _refused(_config(tmp_path, methods=["l2sp", "ri_b"],  # a variant: its base method decides
+                               per_method={"ri_b": 'method = "ri"\npenalty_weight = 0.1'}))
+    assert "target_training.per_method.ri_b.penalty_weight has no effect on method 'ri_b'" in message
+
+
+# --- prior_options: the names the prior takes, and the values of a prior that reads no file ---
+
+
+def test_a_misspelt_prior_option_is_refused_naming_the_table_the_key_and_the_accepted_options(tmp_path):
+    message = _refused(_config(tmp_path, methods=["gaussian", "ri"],
+                               per_method={"gaussian": "prior_options = { sigmaa = 1.0 }"}))
+    assert "target_training.per_method.gaussian.prior_options: prior 'gaussian'" in message
+    assert "'sigmaa'" in message and "accepted options: loc, scale" in message
+
+
+def test_a_misspelt_option_of_a_prior_that_reads_a_file_is_refused_without_reading_one(tmp_path):
+    message = _refused(_config(tmp_path, per_method={"dwp": "prior_options = { chunksize = 4 }"}))
+    assert "target_training.per_method.dwp.prior_options: prior 'dwp'" in message and "'chunksize'" in message
+    assert load_config(_config(tmp_path, per_method={"dwp": "prior_options = { chunk_size = 4 }"}))
+
+
+def test_a_bad_value_of_a_prior_that_reads_no_file_is_refused(tmp_path):
+    message = _refused(_config(tmp_path, methods=["gaussian", "ri"],
+                               per_method={"gaussian": 'prior_options = { scale = "x" }'}))
+    assert "target_training.per_method.gaussian.prior_options: gaussian prior: scale must be" in message
+    assert load_config(_config(tmp_path, methods=["gaussian", "ri"],
+                               per_method={"gaussian": "prior_options = { scale = 0.5 }"}))
+
+
+def test_shared_prior_options_are_checked_against_every_listed_prior(tmp_path):
+    message = _refused(_config(tmp_path, methods=["gaussian", "loguniform", "ri"],
+                               target_training="prior_options = { scale = 0.5 }"))
+    assert "target_training.prior_options: prior 'loguniform'" in message and "'scale'" in message
+    assert "[target_training.per_method.NAME]" in message
+
+
+# --- SWAG settings: messages name the values given ---
+
+
+def test_a_swag_rank_too_small_is_named_with_its_own_value_not_the_default(tmp_path):
+    message = _refused(_config(tmp_path, source_training="swag_epochs = 2\nswag_rank = 1"))
+    assert "swag_rank must be between 2 and swag_epochs (2)" in message and message.endswith("got 1")
+
+
+@pytest.mark.parametrize("line", ["swag_rank = 3", "swag_lr = 0.01", "swag_epochs = 0\nswag_rank = 3"])
+def test_a_swag_setting_without_swag_epochs_is_refused_as_train_refuses_it(tmp_path, line):
+    key = line.splitlines()[-1].split(" =")[0]
+    message = _refused(_config(tmp_path, source_training=line))
+    assert f"source_training.{key} has no effect without swag_epochs" in message
+
+
+def test_a_per_method_swag_rank_may_use_the_shared_swag_epochs(tmp_path):
+    assert load_config(_config(tmp_path, target_training="swag_epochs = 5", per_method={"ri": "swag_rank = 3"}))
+    message = _refused(_config(tmp_path, per_method={"ri": "swag_rank = 3"}))
+    assert "target_training.per_method.ri.swag_rank has no effect without swag_epochs (method 'ri'" in message
+
+
+def test_too_few_swag_epochs_are_named_not_the_rank_nobody_set():
+    with pytest.raises(ConfigError, match=r"swag_epochs must be 0 \(no SWAG\) or at least 2.*got 1$"):
+        TrainConfig(swag_epochs=1)  # as `train --swag-epochs 1`, whose --swag-rank defaults to 5
+    with pytest.raises(ConfigError, match=r"swag_epochs \(3\).*got 5 \(the default swag_rank"):
+        TrainConfig(swag_epochs=3)
