@@ -9,7 +9,9 @@ p < 0.05; "worse" if the interval is below 0 with the raw p < 0.05 (a harm at it
 shown".
 
     python benchmarks/holm_family.py benchmarks/transfer_near_cpu_comparisons.csv \
-        benchmarks/transfer_far_cpu_comparisons.csv ... --train-size 5 --baseline pr
+        benchmarks/transfer_far_cpu_comparisons.csv ... --train-size 5 --baseline pr [--plot family.png]
+
+``--plot`` draws the family as intervals against 0 (and a non-inferiority margin, ``--margin``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import csv
 from pathlib import Path
 
 from bayesprior.experiment.statistics import ALPHA, MIN_SPLITS_FOR_VERDICT, holm_adjusted
+from bayesprior.figures import pyplot, save_figure
 
 
 def family_rows(files: list[Path], train_size: int, baseline: str) -> list[dict[str, str]]:
@@ -42,11 +45,33 @@ def corrected_verdict(row: dict[str, str], adjusted_p: float) -> str:
     return "no difference shown"
 
 
+def plot_family(rows: list[dict[str, str]], adjusted: list[float], path: Path, margin: float | None) -> None:
+    """One line per comparison: its mean paired DSC difference and 95 % interval, labelled with the Holm p."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.2))
+    for y, (row, p) in enumerate(zip(rows, adjusted, strict=True)):
+        mean, low, high = (float(row[k]) for k in ("mean_dsc_difference", "ci_low", "ci_high"))
+        ax.plot([low, high], [y, y], color="C0")
+        ax.plot(mean, y, "o", color="C0")
+        ax.annotate(f"Holm p {p:.3f}", (high, y), xytext=(6, -3), textcoords="offset points", fontsize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    if margin is not None:
+        ax.axvline(margin, color="grey", linestyle="--", linewidth=0.8, label=f"non-inferiority margin {margin:+g}")
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{r['method']} ({r['file']})" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"paired DSC difference against {rows[0]['baseline']}, mean and 95 % bootstrap CI")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path, help="comparisons CSV files (an experiment's comparisons.csv)")
     parser.add_argument("--train-size", type=int, default=5)
     parser.add_argument("--baseline", default="pr")
+    parser.add_argument("--plot", type=Path, help="also draw the family's intervals to this PNG")
+    parser.add_argument("--margin", type=float, default=None, help="a non-inferiority margin to draw (e.g. -0.03)")
     args = parser.parse_args()
     rows = family_rows(args.files, args.train_size, args.baseline)
     if not rows:
@@ -59,6 +84,8 @@ def main() -> None:
         print(f"| {row['file']} | {row['method']} | {row['splits']} | {float(row['mean_dsc_difference']):+.3f} "
               f"[{float(row['ci_low']):+.3f}, {float(row['ci_high']):+.3f}] | {float(row['wilcoxon_p']):.4f} | "
               f"{p:.4f} | {corrected_verdict(row, p)} |")
+    if args.plot:
+        plot_family(rows, list(adjusted), args.plot, args.margin)
 
 
 if __name__ == "__main__":

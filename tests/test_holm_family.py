@@ -34,3 +34,10 @@ def test_the_family_is_read_across_files_and_better_needs_the_corrected_p(tmp_pa
 def test_too_few_splits_give_no_verdict(tmp_path):
     rows = family["family_rows"]([_csv(tmp_path / "x_comparisons.csv", "a,pr,5,4,0.03,0.01,0.05,0.125,-,0.1")], 5, "pr")
     assert family["corrected_verdict"](rows[0], 0.125) == "too few splits (4)"
+
+
+def test_the_family_is_drawn_as_one_interval_per_comparison(tmp_path):
+    rows = family["family_rows"]([_csv(tmp_path / "x_comparisons.csv", "a,pr,5,10,0.03,0.01,0.05,0.0039,better,0.02",
+                                        "b,pr,5,10,-0.01,-0.02,0.01,0.5,-,0.02")], 5, "pr")
+    family["plot_family"](rows, [0.0078, 0.5], tmp_path / "family.png", -0.03)
+    assert (tmp_path / "family.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
