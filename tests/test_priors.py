@@ -292,5 +292,5 @@ def test_a_prior_without_a_batch_key_is_scored_alone_by_its_kl_layers():
     BatchedConstant.calls.clear()
     alone = [BatchedConstant(key=None), BatchedConstant(key=None)]
     terms = kl_of_priors([PriorLayers(p, _layers(3), None) for p in alone])
-    assert BatchedConstant.calls == [] and [float(t) for t in terms] == [3.0, 3.0]
+    assert BatchedConstant.calls == [] and [float(t.detach()) for t in terms] == [3.0, 3.0]
     assert GaussianPrior().batch_key() is None  # the default
