@@ -39,7 +39,9 @@ def run(*args: str | Path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = CliRunner().invoke(cli, [str(a) for a in args])
-    result.warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+    # those Python shows a user by default (not DeprecationWarning and the like, which a dependency may add any day)
+    result.warnings = [f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(
+        w.category, (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning))]
     for w in caught:  # raised again, for a test that expects one (`pytest.warns`)
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return result

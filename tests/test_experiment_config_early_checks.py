@@ -123,7 +123,7 @@ def test_shared_prior_options_are_checked_against_every_listed_prior(tmp_path):
 
 def test_a_swag_rank_too_small_is_named_with_its_own_value_not_the_default(tmp_path):
     message = _refused(_config(tmp_path, source_training="swag_epochs = 2\nswag_rank = 1"))
-    assert "swag_rank must be between 2 and swag_epochs (2)" in message and message.endswith("got 1")
+    assert "swag_rank must be between 2 and swag_epochs (2)" in message and message.endswith("got swag_rank 1 (default 5)")
 
 
 @pytest.mark.parametrize("line", ["swag_rank = 3", "swag_lr = 0.01", "swag_epochs = 0\nswag_rank = 3"])
@@ -134,7 +134,8 @@ def test_a_swag_setting_without_swag_epochs_is_refused_as_train_refuses_it(tmp_p
 
 
 def test_a_per_method_swag_rank_may_use_the_shared_swag_epochs(tmp_path):
-    assert load_config(_config(tmp_path, target_training="swag_epochs = 5", per_method={"ri": "swag_rank = 3"}))
+    assert load_config(_config(tmp_path, methods=["ri", "pr"], target_training="swag_epochs = 5",
+                               per_method={"ri": "swag_rank = 3"}))
     message = _refused(_config(tmp_path, per_method={"ri": "swag_rank = 3"}))
     assert "target_training.per_method.ri.swag_rank has no effect without swag_epochs (method 'ri'" in message
 
@@ -142,5 +143,21 @@ def test_a_per_method_swag_rank_may_use_the_shared_swag_epochs(tmp_path):
 def test_too_few_swag_epochs_are_named_not_the_rank_nobody_set():
     with pytest.raises(ConfigError, match=r"swag_epochs must be 0 \(no SWAG\) or at least 2.*got 1$"):
         TrainConfig(swag_epochs=1)  # as `train --swag-epochs 1`, whose --swag-rank defaults to 5
-    with pytest.raises(ConfigError, match=r"swag_epochs \(3\).*got 5 \(the default swag_rank"):
+    with pytest.raises(ConfigError, match=r"swag_epochs \(3\).*got swag_rank 5 \(default 5\)$"):
         TrainConfig(swag_epochs=3)
+
+
+def test_swag_epochs_for_a_bayesian_target_method_are_refused_before_any_run(tmp_path):
+    # the run would train in full, then refuse to collect SWAG moments of a Bayesian network
+    message = _refused(_config(tmp_path, target_training="swag_epochs = 5"))
+    assert "target_training.swag_epochs: SWAG collects the moments of a plain network; method 'dwp'" in message
+
+
+def test_a_prior_file_in_prior_options_is_refused_where_the_experiment_gives_it(tmp_path):
+    message = _refused(_config(tmp_path, per_method={"dwp": 'prior_options = { path = "mine.pt" }'}))
+    assert "target_training.per_method.dwp.prior_options.path: the experiment gives prior 'dwp' its file" in message
+
+
+def test_a_penalty_weight_with_no_penalty_method_listed_gets_no_hint_to_move_it(tmp_path):
+    message = _refused(_config(tmp_path, methods=["ri", "pr"], target_training="penalty_weight = 0.1"))
+    assert "listed here: none)" in message and "per_method" not in message

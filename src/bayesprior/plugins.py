@@ -282,13 +282,13 @@ def create_prior(spec: str | Mapping[str, Any] | tuple[str, Mapping[str, Any]]):
     """Build a prior from the registry: `create_prior("gaussian")`, `create_prior(("gaussian", {"scale": 0.1}))`."""
     name, config = parse_spec(spec)
     factory = prior_registry().get(name).obj
-    _check_arguments(factory, config, f"prior {name!r}")
+    check_arguments(factory, config, f"prior {name!r}")
     prior = factory(**config)
     prior.registry_name = name
     return prior
 
 
-def _check_arguments(factory: Callable[..., Any], config: Mapping[str, Any], what: str) -> None:
+def check_arguments(factory: Callable[..., Any], config: Mapping[str, Any], what: str) -> None:
     # bind first, so a misspelt option is our ConfigError naming it, while a TypeError raised inside a
     # factory still surfaces as the bug it is
     try:
@@ -305,7 +305,7 @@ def _check_arguments(factory: Callable[..., Any], config: Mapping[str, Any], wha
 def build_architecture(name: str, **config: Any):
     """Build a registered network: `build_architecture("unet3d", in_channels=1)`."""
     builder = architecture_registry().get(name).obj
-    _check_arguments(builder, config, f"architecture {name!r}")
+    check_arguments(builder, config, f"architecture {name!r}")
     model = builder(**config)
     model.architecture_spec = {"name": name, "config": dict(config)}
     return model

@@ -417,9 +417,9 @@ def _check_method_options(c: ExperimentConfig, path: Path) -> None:
     """A target run's penalty_weight and prior_options, which its method would refuse only when the run starts,
     after the source stage: checked against each listed method's row of the method table (the plugins)."""
     given = [c.target_train_options, *c.target_method_options.values()]
-    if not any("penalty_weight" in t or "prior_options" in t for t in given):
+    if not any("penalty_weight" in t or "prior_options" in t or t.get("swag_epochs") for t in given):
         return  # the plugins are loaded only when needed
-    from ..plugins import method_registry
+    from ..plugins import method_registry, prior_source_file
     from ..training.methods import training_method
 
     rows = {}
@@ -431,7 +431,8 @@ def _check_method_options(c: ExperimentConfig, path: Path) -> None:
     with_penalty = [name for name, row in rows.items() if row.penalty]
     shared = "; [target_training] is shared by every method in protocol.methods: give it in [target_training.per_method."
     shared_hint = shared + "NAME] of the method(s) it is meant for"
-    penalty_hint = shared + f"{with_penalty[0]}]" if len(with_penalty) == 1 else shared_hint
+    # where to move it: only if some listed method takes a penalty (else it would be refused there too)
+    penalty_hint = "" if not with_penalty else shared + f"{with_penalty[0]}]" if len(with_penalty) == 1 else shared_hint
     for name, row in rows.items():
         own = c.target_method_options.get(name, {})
         table = f"target_training.per_method.{name}"
@@ -442,10 +443,19 @@ def _check_method_options(c: ExperimentConfig, path: Path) -> None:
                     f"{path}: {where}.penalty_weight has no effect on method {name!r}, which adds no penalty "
                     f"(methods with one: {', '.join(method_registry().names()) or 'none installed'}; listed here: "
                     f"{', '.join(with_penalty) or 'none'}){penalty_hint if where == 'target_training' else ''}")
+        if row.bayesian and {**c.target_train_options, **own}.get("swag_epochs"):  # else refused after training
+            where = table if "swag_epochs" in own else "target_training"
+            raise ConfigError(f"{path}: {where}.swag_epochs: SWAG collects the moments of a plain network; method "
+                              f"{name!r} is Bayesian and has a posterior of its own")
         if row.bayesian:  # a deterministic method never reads prior_options (refused per method when built)
             options = own.get("prior_options", c.target_train_options.get("prior_options"))
             if options:
                 where = table if "prior_options" in own else "target_training"
+                if "path" in options and (row.learned_prior or prior_source_file(row.name)):
+                    its_file = ("the fitted prior ([prior] file = ... to give one of your own)" if row.learned_prior
+                                else f"the source run's {prior_source_file(row.name)}")
+                    raise ConfigError(f"{path}: {where}.prior_options.path: the experiment gives prior {row.name!r} its "
+                                      f"file, {its_file}; leave path out")
                 try:
                     _check_prior_options(row.name, options)
                 except ConfigError as exc:
@@ -460,7 +470,7 @@ def _check_prior_options(prior: str, options: dict[str, Any]) -> None:
     Raises:
         ConfigError: naming the prior and the option.
     """
-    from ..plugins import _check_arguments, create_prior, prior_registry
+    from ..plugins import check_arguments, create_prior, prior_registry
 
     entry = prior_registry().get(prior)
     try:
@@ -471,7 +481,7 @@ def _check_prior_options(prior: str, options: dict[str, Any]) -> None:
     # the factory requires, so that only an option it does not take is refused here
     required = {n: None for n, p in parameters.items() if n not in options and p.default is p.empty
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    _check_arguments(entry.obj, {**required, **options}, f"prior {prior!r}")
+    check_arguments(entry.obj, {**required, **options}, f"prior {prior!r}")
     reads_files = bool(required or {"path", "group"} & set(parameters)
                        or {"fit", "source_file", "per_group"} & {k for k, v in entry.extras.items() if v})
     if not reads_files:

@@ -144,10 +144,8 @@ class TrainConfig:
                 raise ConfigError(f"swag_epochs must be 0 (no SWAG) or at least 2: SWAG's low-rank part needs at least "
                                   f"2 snapshots, one per epoch, got {self.swag_epochs!r}")
             if not 2 <= int(self.swag_rank) <= int(self.swag_epochs):
-                default = " (the default swag_rank; give a smaller one or more swag_epochs)" \
-                    if self.swag_rank == SWAG_RANK else ""
                 raise ConfigError(f"swag_rank must be between 2 and swag_epochs ({self.swag_epochs!r}): SWAG keeps one "
-                                  f"deviation per epoch, got {self.swag_rank!r}{default}")
+                                  f"deviation per epoch, got swag_rank {self.swag_rank!r} (default {SWAG_RANK})")
         if self.swag_lr is not None and not (math.isfinite(self.swag_lr) and self.swag_lr > 0):
             raise ConfigError(f"swag_lr must be a finite number > 0, got {self.swag_lr!r}")
         if self.amp not in (None, *AMP_DTYPES):
