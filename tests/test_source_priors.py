@@ -28,8 +28,9 @@ def _posterior(shape=(3, 2, 3, 3, 3), seed=0, log_variance=-3.0):
 
 def _monte_carlo_kl(q, prior, n=4000):
     samples = q.rsample_n(n).detach()
-    log_q = torch.stack([q.log_prob(w).sum() for w in samples])
-    log_p = torch.stack([prior.log_prob(w) for w in samples])
+    with torch.no_grad():
+        log_q = torch.stack([q.log_prob(w).sum() for w in samples])
+        log_p = torch.stack([prior.log_prob(w) for w in samples])
     return float((log_q - log_p).mean()), float((log_q - log_p).std() / math.sqrt(n))
 
 
