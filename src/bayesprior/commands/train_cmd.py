@@ -17,7 +17,7 @@ from ..plugins import prior_source_file
 from ..progress import labelled, plain_lines
 from ..training.config import TrainConfig
 from ..training.distributed import init_from_environment
-from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, same_file, training_method
+from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, prior_file_given_twice, training_method
 from ..training.recipes import DEFAULT_RECIPE, RECIPES, recipe
 from ..training.splits import CaseSplit, check_known_cases, read_split_file, validation_split
 from ..training.tensorboard import TensorBoardLog, summary_writer_class
@@ -211,7 +211,7 @@ def _refuse_missing_inputs(method: TrainingMethod, source: str | None, prior_pat
     if source_file and not (prior_path or prior_options.get("path")):
         raise click.UsageError(f"method {method.name!r} reads its prior from the source run's {source_file}: give it "
                                f"with --prior-file (e.g. runs/src/{source_file})")
-    if prior_path and "path" in prior_options and not same_file(prior_options["path"], prior_path):
+    if prior_file_given_twice(prior_path, prior_options):
         raise click.UsageError(f"the prior file is given twice: --prior-file {prior_path} and --prior-option "
                                f"path={prior_options['path']}; give it once")
     if spacing is not None and resample_shape is not None:

@@ -220,9 +220,13 @@ def _kernel_larger_than_one(name: str, module: nn.Module, groups: Mapping) -> bo
     return any(v > 1 for v in k)
 
 
-def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether two spellings name one file (``runs/src/swag.pt`` and ``./runs/src/swag.pt``)."""
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+def prior_file_given_twice(prior_path: str | Path | None, prior_options: Mapping[str, Any] | None) -> bool:
+    """Whether the prior file and a ``path`` prior option name two different files (one file spelt two ways,
+    ``runs/src/swag.pt`` and ``./runs/src/swag.pt``, is given once)."""
+    other = (prior_options or {}).get("path")
+    if prior_path is None or other is None:
+        return False
+    return Path(str(other)).expanduser().resolve() != Path(prior_path).expanduser().resolve()
 
 
 def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: str | None = None,
@@ -238,7 +242,7 @@ def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: st
     if prior_path is not None:
         base["path"] = str(prior_path)
     options = dict(prior_options or {})
-    if prior_path is not None and "path" in options and not same_file(options["path"], prior_path):
+    if prior_file_given_twice(prior_path, options):
         raise ConfigError(f"the prior file is given twice: {prior_path} (the prior file) and path={options['path']} "
                           "(a prior option); give it once")
     base.update(options)
