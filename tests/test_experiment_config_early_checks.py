@@ -161,3 +161,13 @@ def test_a_prior_file_in_prior_options_is_refused_where_the_experiment_gives_it(
 def test_a_penalty_weight_with_no_penalty_method_listed_gets_no_hint_to_move_it(tmp_path):
     message = _refused(_config(tmp_path, methods=["ri", "pr"], target_training="penalty_weight = 0.1"))
     assert "listed here: none)" in message and "per_method" not in message
+
+
+# --- the target's size against the protocol: before the source stage, which takes hours ---
+
+
+def test_a_target_too_small_for_schedule_cases_is_refused_before_the_source_stage(tmp_path):
+    out = tmp_path / "out"
+    result = run("experiment", _config(tmp_path, protocol="schedule_cases = 2"), "--out", out, "--quiet")
+    assert_one_line_error(result, "the target dataset has 3 cases", "schedule_cases 2 needs 4")
+    assert not (out / "source").exists() and not (out / "data").exists()  # nothing was trained or made

@@ -1,6 +1,7 @@
 """An experiment's results belong to their settings: changed settings are refused or redone, never reused;
 an existing zoo or prior is used as given; explicit case lists; scoring on the original grid."""
 import json
+from pathlib import Path
 
 import nibabel
 import numpy as np
@@ -31,8 +32,6 @@ def _config(**sections):
 
 
 def _experiment(out, raw, config_path=None):
-    from pathlib import Path
-
     return Experiment(parse_config(raw, Path(config_path or "<test>")), out, progress=False, log=lambda line: None)
 
 
@@ -144,9 +143,12 @@ def test_runs_are_reused_from_several_folders_each_from_the_one_that_has_it(tmp_
 def test_a_run_trained_otherwise_is_not_reused(tmp_path):
     tuning, final = tmp_path / "tuning", tmp_path / "final"
     _experiment(tuning, _config(protocol={"score_on": "validation"})).run()
-    _experiment(final, _config(target_training={"max_epochs": 2})).run(reuse_from=tuning)
+    lines: list[str] = []
+    Experiment(parse_config(_config(target_training={"max_epochs": 2}), Path("<test>")), final, progress=False,
+               log=lines.append).run(reuse_from=tuning)
     log = (final / "runs" / "split0_n1_ri" / "log.jsonl").read_text().splitlines()
     assert len(log) == 2 and _result(final)["settings"]["train_config"]["max_epochs"] == 2
+    assert any(f"{tuning}: none of its finished runs" in line for line in lines)  # the user is told
 
 
 def test_reusing_runs_needs_another_experiment_folder(tmp_path):
@@ -156,6 +158,9 @@ def test_reusing_runs_needs_another_experiment_folder(tmp_path):
     _experiment(tmp_path / "out", _config()).run()
     with pytest.raises(ConfigError, match="another experiment folder, not this one"):
         _experiment(tmp_path / "out", _config()).run(reuse_from=tmp_path / "out")
+    (tmp_path / "out" / "source" / "runs").mkdir(parents=True, exist_ok=True)  # as a source stage leaves it
+    with pytest.raises(ConfigError, match="source: not an experiment folder"):  # its runs are source networks
+        _experiment(tmp_path / "other", _config()).run(reuse_from=tmp_path / "out" / "source")
 
 
 def test_a_setting_added_later_keeps_the_keys_of_results_made_before_it_while_at_its_default():

@@ -37,13 +37,12 @@ class ExperimentCases(Stage):
         self._normalised: dict[tuple, list[Any]] = {}  # the last cases `run_cases` normalised
 
     def check_case_lists(self) -> None:
-        """The listed test and training cases (``protocol.test_cases``, ``train_cases``, ``split_file``) against
-        the target's case ids, before any work: a dataset folder's ids are listed without reading its images,
-        a synthetic target's are known before it is made. Raises ConfigError naming unknown ids first, then a
-        list too short for the train sizes (`make_splits`)."""
+        """The target's case ids against the protocol, before any work (the source stage takes hours): the listed
+        test and training cases (``protocol.test_cases``, ``train_cases``, ``split_file``), and enough cases for
+        test_size, the largest train size and schedule_cases. A dataset folder's ids are listed without reading
+        its images, a synthetic target's are known before it is made. Raises ConfigError naming unknown ids
+        first, then a list or a target too short (`make_splits`)."""
         c, spec = self.config, self.config.target
-        if not (c.test_cases or c.train_cases):
-            return
         if spec.synthetic_kind is not None:  # (the target has a path or is synthetic: `config._dataset`)
             ids = synthetic_case_ids(spec.synthetic_kind, spec.synthetic_cases)
         elif spec.path is not None and Path(spec.path).is_dir():

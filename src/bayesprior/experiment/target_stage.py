@@ -47,8 +47,10 @@ def check_reuse_folder(other: str | Path, out: Path) -> Path:
         ConfigError: naming `other`.
     """
     other = Path(other)
-    if not (other / "runs").is_dir():
-        raise ConfigError(f"{other}: not an experiment folder with target runs (no runs/ folder)")
+    if not (other / "experiment.json").is_file() or not (other / "runs").is_dir():
+        # experiment.json marks an experiment's --out; its source/ subfolder also has runs/, of source networks
+        raise ConfigError(f"{other}: not an experiment folder with target runs (give the --out folder of an "
+                          "experiment, which holds experiment.json and runs/)")
     if other.resolve() == out.resolve():
         raise ConfigError(f"{other}: runs are reused from another experiment folder, not this one")
     return other
@@ -157,11 +159,14 @@ class TargetStage(Stage):
             recorded = folder_settings(folder)
             if recorded is not None and (folder / "model.pt").is_file() and (folder / "checkpoint.pt").is_file():
                 trained.setdefault(settings_sha256(recorded), folder)
-        for run in runs:
+        unstarted = [run for run in runs if not self.store.done(run) and not (self.out / "runs" / run.run_id).exists()]
+        reused = 0
+        for run in unstarted:
             target = self.out / "runs" / run.run_id
             found = trained.get(settings_sha256({k: settings[run][k] for k in TRAINING_KEYS}))
-            if found is None or self.store.done(run) or target.exists():
+            if found is None:
                 continue
+            reused += 1
             partial = target.parent / f".{run.run_id}.reuse.tmp"
             shutil.rmtree(partial, ignore_errors=True)  # a copy a kill interrupted
             shutil.copytree(found, partial)
@@ -170,6 +175,9 @@ class TargetStage(Stage):
             if earlier.is_file():  # its training time, which resuming the finished run here does not measure
                 self._train_seconds[run] = read_record(earlier, "a run result").get("train_seconds")
             self.log(f"{run.run_id}: trained exactly as {found}; reusing that network (scored here)")
+        if unstarted and not reused:  # a folder given by mistake, or settings that differ from its runs'
+            self.log(f"{other}: none of its finished runs was trained exactly as a run still to train here; "
+                     "nothing reused")
 
     def settle_target_runs(self, runs: Sequence[RunSpec], settings: dict[RunSpec, dict[str, Any]],
                            rerun_changed: bool) -> None:
