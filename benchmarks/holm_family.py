@@ -9,7 +9,7 @@ p < 0.05; "worse" if the interval is below 0 with the raw p < 0.05 (a harm at it
 shown".
 
     python benchmarks/holm_family.py benchmarks/transfer_near_cpu_comparisons.csv \
-        benchmarks/transfer_far_cpu_comparisons.csv ... --train-size 5 --baseline pr [--plot family.png]
+        benchmarks/transfer_far_cpu_comparisons.csv ... --train-size 5 --baseline pr [--exclude ri] [--plot family.png]
 
 ``--plot`` draws the family as intervals against 0 (and a non-inferiority margin, ``--margin``).
 """
@@ -23,13 +23,16 @@ from bayesprior.experiment.statistics import ALPHA, MIN_SPLITS_FOR_VERDICT, holm
 from bayesprior.figures import pyplot, save_figure
 
 
-def family_rows(files: list[Path], train_size: int, baseline: str) -> list[dict[str, str]]:
-    """Every comparison against `baseline` at `train_size` in `files`, each labelled with its file."""
+def family_rows(files: list[Path], train_size: int, baseline: str,
+                exclude: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """Every comparison against `baseline` at `train_size` in `files`, each labelled with its file, but those of the
+    methods in `exclude` (a baseline of the question, such as RI against PR, is no candidate)."""
     rows = []
     for path in files:
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
-                if int(row["train_size"]) == train_size and row["baseline"] == baseline:
+                if int(row["train_size"]) == train_size and row["baseline"] == baseline and \
+                        row["method"] not in exclude:
                     rows.append({**row, "file": path.name.removesuffix("_comparisons.csv")})
     return rows
 
@@ -70,10 +73,12 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path, help="comparisons CSV files (an experiment's comparisons.csv)")
     parser.add_argument("--train-size", type=int, default=5)
     parser.add_argument("--baseline", default="pr")
+    parser.add_argument("--exclude", action="append", default=[], metavar="METHOD",
+                        help="leave this method's comparisons out of the family (e.g. ri: a baseline, no candidate)")
     parser.add_argument("--plot", type=Path, help="also draw the family's intervals to this PNG")
     parser.add_argument("--margin", type=float, default=None, help="a non-inferiority margin to draw (e.g. -0.03)")
     args = parser.parse_args()
-    rows = family_rows(args.files, args.train_size, args.baseline)
+    rows = family_rows(args.files, args.train_size, args.baseline, tuple(args.exclude))
     if not rows:
         parser.error(f"no comparison against {args.baseline} at {args.train_size} cases in the files given")
     adjusted = holm_adjusted([float(r["wilcoxon_p"]) for r in rows])

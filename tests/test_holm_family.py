@@ -41,3 +41,10 @@ def test_the_family_is_drawn_as_one_interval_per_comparison(tmp_path):
                                         "b,pr,5,10,-0.01,-0.02,0.01,0.5,-,0.02")], 5, "pr")
     family["plot_family"](rows, [0.0078, 0.5], tmp_path / "family.png", -0.03)
     assert (tmp_path / "family.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_excluded_method_is_left_out_of_the_family(tmp_path):
+    both = _csv(tmp_path / "far_dwp_comparisons.csv", "ri,pr,5,10,-0.05,-0.08,-0.03,0.0039,worse,0.04",
+                "dwp_prior,pr,5,10,-0.03,-0.05,-0.01,0.037,worse,0.04")
+    assert [r["method"] for r in family["family_rows"]([both], 5, "pr")] == ["ri", "dwp_prior"]
+    assert [r["method"] for r in family["family_rows"]([both], 5, "pr", ("ri",))] == ["dwp_prior"]
