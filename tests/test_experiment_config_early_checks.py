@@ -171,3 +171,25 @@ def test_a_target_too_small_for_schedule_cases_is_refused_before_the_source_stag
     result = run("experiment", _config(tmp_path, protocol="schedule_cases = 2"), "--out", out, "--quiet")
     assert_one_line_error(result, "the target dataset has 3 cases", "schedule_cases 2 needs 4")
     assert not (out / "source").exists() and not (out / "data").exists()  # nothing was trained or made
+
+
+# --- option values of priors that read a file: checked by the plugin's check_options, without the file ---
+
+
+@pytest.mark.parametrize("method, option, message", [
+    ("dwp", 'chunk_size = "x"', "chunk_size must be a positive integer or None, got 'x'"),
+    ("dwp_anchored", "anchor_scale = -1.0", "anchor_scale must be a positive finite number, got -1.0"),
+    ("dwp", 'fine_tune_encoder = "no"', "fine_tune_encoder must be true or false, got 'no'"),
+    ("swag", 'scale = "big"', "scale must be a positive finite number, got 'big'"),
+])
+def test_a_bad_value_of_a_file_reading_priors_option_is_refused_when_the_config_is_read(tmp_path, method, option,
+                                                                                        message):
+    extra = {"source_training": "swag_epochs = 2\nswag_rank = 2"} if method == "swag" else {}
+    path = _config(tmp_path, methods=[method, "ri"], per_method={method: f"prior_options = {{ {option} }}"}, **extra)
+    refused = _refused(path)
+    assert f"target_training.per_method.{method}.prior_options" in refused and message in refused
+
+
+def test_good_values_of_a_file_reading_priors_options_pass(tmp_path):
+    load_config(_config(tmp_path, methods=["dwp_anchored", "ri"],
+                        per_method={"dwp_anchored": "prior_options = { chunk_size = 64, anchor_scale = 2.0 }"}))

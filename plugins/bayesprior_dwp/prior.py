@@ -21,7 +21,7 @@ buffers; with every anchor at mean 0 and log-variance 0 it is the plain DWP.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,11 +58,8 @@ class DeepWeightPrior(Prior):
     def __init__(self, vae: KernelVAE, fine_tune_encoder: bool = True, chunk_size: int | None = None,
                  source: dict[str, Any] | None = None, anchored: bool = False, anchor_scale: float = 1.0):
         super().__init__()
-        if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
-            raise ConfigError(f"dwp prior: chunk_size must be a positive integer or None, got {chunk_size!r}")
-        if isinstance(anchor_scale, bool) or not isinstance(anchor_scale, (int, float)) or not (
-                math.isfinite(anchor_scale) and anchor_scale > 0):
-            raise ConfigError(f"dwp prior: anchor_scale must be a positive finite number, got {anchor_scale!r}")
+        check_dwp_options({"fine_tune_encoder": fine_tune_encoder, "chunk_size": chunk_size,
+                           "anchor_scale": anchor_scale})
         self.vae = vae
         self.fine_tune_encoder = bool(fine_tune_encoder)
         self.chunk_size = chunk_size
@@ -239,6 +236,26 @@ class DeepWeightPrior(Prior):
 
 def _negative_entropy(posteriors: Sequence[Any]) -> Tensor:
     return -torch.stack([summed_entropy(q) for q in posteriors]).sum()
+
+
+def check_dwp_options(options: Mapping[str, Any]) -> None:
+    """The values of a DWP's options that need no prior file (`fine_tune_encoder`, `chunk_size`, `anchor_scale`),
+    checked as the prior checks them: an experiment calls this (the registry's ``check_options``) when it reads
+    its config, hours before the source stage has written the prior file.
+
+    Raises:
+        ConfigError: naming the option and its value.
+    """
+    fine_tune, chunk_size = options.get("fine_tune_encoder", True), options.get("chunk_size")
+    anchor_scale = options.get("anchor_scale", 1.0)
+    if not isinstance(fine_tune, bool):
+        raise ConfigError(f"dwp prior: fine_tune_encoder must be true or false, got {fine_tune!r}")
+    if chunk_size is not None and not (isinstance(chunk_size, int) and not isinstance(chunk_size, bool)
+                                       and chunk_size >= 1):
+        raise ConfigError(f"dwp prior: chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if isinstance(anchor_scale, bool) or not isinstance(anchor_scale, (int, float)) or not (
+            math.isfinite(anchor_scale) and anchor_scale > 0):
+        raise ConfigError(f"dwp prior: anchor_scale must be a positive finite number, got {anchor_scale!r}")
 
 
 def create_anchored_dwp_prior(path: str | None = None, group: str | None = None, fine_tune_encoder: bool = True,

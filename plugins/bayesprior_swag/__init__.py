@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bayesprior import hookimpl
 
-from .prior import LayerSwagPrior, SwagPrior
+from .prior import LayerSwagPrior, SwagPrior, check_swag_options
 
 __all__ = ["LayerSwagPrior", "SwagPrior"]
 
@@ -17,5 +17,6 @@ __all__ = ["LayerSwagPrior", "SwagPrior"]
 @hookimpl
 def register_priors(register):
     register("swag", SwagPrior, centred_at_source=True, source_file="swag.pt", label="UNet-SWAG",
+             check_options=check_swag_options,
              description="the source network's SWAG Gaussian (mean, diagonal + low rank) x scale, per layer "
                          "(path=swag.pt of `train --swag-epochs`); closed-form KL")

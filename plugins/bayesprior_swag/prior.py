@@ -23,6 +23,7 @@ O(P K) per layer. Layers are independent of each other (the product of the per-l
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -34,6 +35,19 @@ from bayesprior.training.swag import read_swag_file
 
 _LOG_2PI = math.log(2 * math.pi)
 DEFAULT_RELATIVE_FLOOR = 1e-3
+
+
+def check_swag_options(options: Mapping[str, Any]) -> None:
+    """The values of `scale` and `relative_floor`, checked as the prior checks them: an experiment calls this (the
+    registry's ``check_options``) when it reads its config, before the source run has written the SWAG file.
+
+    Raises:
+        ConfigError: naming the option and its value.
+    """
+    for name in ("scale", "relative_floor"):
+        value = options.get(name, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"swag prior: {name} must be a positive finite number, got {value!r}")
 
 
 class SwagPrior(Prior):
@@ -52,10 +66,7 @@ class SwagPrior(Prior):
     def __init__(self, path: str | None = None, scale: float = 1.0,
                  relative_floor: float = DEFAULT_RELATIVE_FLOOR, rank: int | None = None):
         super().__init__()
-        for name, value in (("scale", scale), ("relative_floor", relative_floor)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    math.isfinite(value) and value > 0):
-                raise ConfigError(f"swag prior: {name} must be a positive finite number, got {value!r}")
+        check_swag_options({"scale": scale, "relative_floor": relative_floor})
         self.scale, self.relative_floor = float(scale), float(relative_floor)
         self.path = path
         swag = read_swag_file(path) if path else None

@@ -22,7 +22,8 @@ class HookSpecs:
     def register_priors(self, register: Callable[..., None]) -> None:
         """Register prior factories.
 
-        Call ``register(name, factory, fit=None, per_group=False, check_fit_options=None, description="")``
+        Call ``register(name, factory, fit=None, per_group=False, check_fit_options=None, check_options=None,
+        centred_at_source=False, source_file=None, label=None, description="")``
         once per prior.
         ``factory(**config)`` must return a `bayesprior.priors.Prior`; ``config`` is JSON-serialisable, so a
         saved model can rebuild its priors by name.
@@ -38,6 +39,9 @@ class HookSpecs:
           as ``group`` (a DWP prior loads that group's VAE).
         - ``check_fit_options(options)`` (optional, with ``fit``): raises `bayesprior.errors.ConfigError`
           naming an option that ``fit`` would refuse, so an experiment checks them before any data are made.
+        - ``check_options(options)`` (optional): raises `bayesprior.errors.ConfigError` naming an option value
+          the factory would refuse, without the prior's file (a file the source stage has not written yet when an
+          experiment reads its config); a prior that reads no file is judged by making it.
         - ``centred_at_source=True``: the prior is centred at the network it wraps (`Prior.bind` keeps each
           layer's weight), so training with it needs a source model, whose weights the layers hold then.
         - ``source_file="name.pt"``: the prior's ``path`` is the file of that name that the source run wrote

@@ -88,8 +88,8 @@ class PluginInfo:
 
 # registry kind -> (hook name, extra keyword arguments its register callback accepts)
 _REGISTRY_HOOKS = {
-    "prior": ("register_priors", ("fit", "per_group", "check_fit_options", "centred_at_source", "source_file",
-                                  "label")),
+    "prior": ("register_priors", ("fit", "per_group", "check_fit_options", "check_options", "centred_at_source",
+                                  "source_file", "label")),
     "method": ("register_methods", ("default_weight", "label")),
     "architecture": ("register_architectures", ("groups", "finetune_layers", "min_input_size")),
     "dataset layout": ("register_dataset_layouts", ("detect", "files", "label_files")),

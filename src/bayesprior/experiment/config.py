@@ -465,7 +465,8 @@ def _check_method_options(c: ExperimentConfig, path: Path) -> None:
 
 def _check_prior_options(prior: str, options: dict[str, Any]) -> None:
     """The options a run gives the prior `prior`: their names as `create_prior` binds them (a misspelt one is
-    refused naming the accepted ones), and, for a prior that reads no file, their values, by making it.
+    refused naming the accepted ones), and their values: a prior that reads no file by making it, one that reads a
+    file by its registered ``check_options`` (if it has one).
 
     Raises:
         ConfigError: naming the prior and the option.
@@ -486,6 +487,8 @@ def _check_prior_options(prior: str, options: dict[str, Any]) -> None:
                        or {"fit", "source_file", "per_group"} & {k for k, v in entry.extras.items() if v})
     if not reads_files:
         create_prior((prior, options))  # a cheap prior judges its own values now (scale = "x")
+    elif (check := entry.extras.get("check_options")) is not None:
+        check(options)  # the values of a prior that reads a file, without that file (chunk_size = "x")
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
