@@ -193,3 +193,18 @@ def test_a_bad_value_of_a_file_reading_priors_option_is_refused_when_the_config_
 def test_good_values_of_a_file_reading_priors_options_pass(tmp_path):
     load_config(_config(tmp_path, methods=["dwp_anchored", "ri"],
                         per_method={"dwp_anchored": "prior_options = { chunk_size = 64, anchor_scale = 2.0 }"}))
+
+
+# --- a method's settings together: [target_training]'s and its own table's ---
+
+
+def test_a_setting_its_method_refuses_is_refused_when_the_config_is_read(tmp_path):
+    message = _refused(_config(tmp_path, per_method={"dwp": "weight_decay = 0.1"}))
+    assert "target_training.per_method.dwp.weight_decay: weight_decay applies to deterministic methods" in message
+    shared = _refused(_config(tmp_path, target_training="weight_decay = 0.1"))  # ri takes it; dwp does not
+    assert "target_training.weight_decay: weight_decay applies to deterministic methods" in shared
+    assert "method 'dwp' is Bayesian" in shared
+
+
+def test_a_setting_for_the_methods_that_take_it_passes(tmp_path):
+    load_config(_config(tmp_path, per_method={"ri": "weight_decay = 0.1"}))

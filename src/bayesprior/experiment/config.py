@@ -394,7 +394,28 @@ def _check(c: ExperimentConfig, path: Path) -> None:
             raise ConfigError(f"{path}: target_training.per_method.{method}.prior_init must be 'prior', 'source' "
                               f"or 'random', got {options['prior_init']!r}")
     _check_swag_epochs_given(c, path)
+    _check_settings_with_their_method(c, path)
     _check_method_options(c, path)
+
+
+def _check_settings_with_their_method(c: ExperimentConfig, path: Path) -> None:
+    """Each listed method's training settings together, [target_training]'s with its own table's: what a
+    `TrainConfig` refuses only for that method (weight_decay for a Bayesian one) would stop its runs after the
+    source stage. Each table alone was checked when it was read (`_train_options`)."""
+    from ..training.config import TrainConfig
+
+    for name in c.methods:
+        own = {k: v for k, v in c.target_method_options.get(name, {}).items() if k not in ("method", "prior_init")}
+        merged = lists_as_tuples({**c.target_train_options, **own})
+        problem = _refused(TrainConfig, {"method": c.base_method(name), **merged})
+        if problem is None:
+            continue
+        table = f"target_training.per_method.{name}"
+        for key, value in merged.items():  # the setting that is refused alone with this method, named where given
+            if _refused(TrainConfig, {"method": c.base_method(name), key: value}) == problem:
+                where = table if key in own else "target_training"
+                raise ConfigError(f"{path}: {where}.{key}: {problem}")
+        raise ConfigError(f"{path}: [target_training] with [{table}]: {problem}")
 
 
 def _check_swag_epochs_given(c: ExperimentConfig, path: Path) -> None:
