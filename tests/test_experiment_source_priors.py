@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -77,9 +78,29 @@ def test_an_experiment_trains_every_source_centred_prior_from_one_source_stage(t
 def test_a_swag_method_without_swag_epochs_in_the_source_stage_is_refused_before_any_work(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY.replace("swag_epochs = 2\nswag_rank = 2\n", ""))
-    with pytest.raises(ConfigError, match=r"swag read their prior from a file the source run writes \(swag.pt\)"):
+    with pytest.raises(ConfigError, match=r"method 'swag' reads its prior from swag.pt, beside each source run's "
+                                          r"model.pt: set \[source_training\] swag_epochs .*`train --swag-epochs`"):
         Experiment(load_config(config), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_plugins_source_file_that_no_training_setting_writes_must_come_with_the_source_zoo(tmp_path):
+    from bayesprior import hookimpl
+    from bayesprior.plugins import register_plugin, unregister_plugin
+    from bayesprior_gaussian import GaussianPrior
+
+    def register_priors(register):  # a third party's prior read from a file it writes itself
+        register("test-moments", GaussianPrior, source_file="moments.pt", centred_at_source=True)
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY.replace('"swag", "dwp", "dwp_anchored"]', '"test-moments"]'))
+    register_plugin(types.SimpleNamespace(register_priors=hookimpl(register_priors)), "test-moments")
+    try:  # its registration says what writes it, not the name of SWAG's setting
+        with pytest.raises(ConfigError, match=r"method 'test-moments' reads its prior from moments.pt, beside each "
+                                              r"source run's model.pt: give \[source\] models whose folders hold it"):
+            Experiment(load_config(config), tmp_path / "out", progress=False)
+    finally:
+        unregister_plugin("test-moments")
 
 
 def test_a_shard_waits_for_the_synthetic_data_another_shard_is_making(tmp_path, monkeypatch):

@@ -16,7 +16,8 @@ __all__ = ["LayerSwagPrior", "SwagPrior"]
 
 @hookimpl
 def register_priors(register):
-    register("swag", SwagPrior, centred_at_source=True, source_file="swag.pt", label="UNet-SWAG",
+    register("swag", SwagPrior, centred_at_source=True, source_file="swag.pt", source_setting="swag_epochs",
+             label="UNet-SWAG",
              check_options=check_swag_options,
              description="the source network's SWAG Gaussian (mean, diagonal + low rank) x scale, per layer "
                          "(path=swag.pt of `train --swag-epochs`); closed-form KL")

@@ -23,7 +23,7 @@ class HookSpecs:
         """Register prior factories.
 
         Call ``register(name, factory, fit=None, per_group=False, check_fit_options=None, check_options=None,
-        centred_at_source=False, source_file=None, label=None, description="")``
+        centred_at_source=False, source_file=None, source_setting=None, label=None, description="")``
         once per prior.
         ``factory(**config)`` must return a `bayesprior.priors.Prior`; ``config`` is JSON-serialisable, so a
         saved model can rebuild its priors by name.
@@ -45,7 +45,9 @@ class HookSpecs:
         - ``centred_at_source=True``: the prior is centred at the network it wraps (`Prior.bind` keeps each
           layer's weight), so training with it needs a source model, whose weights the layers hold then.
         - ``source_file="name.pt"``: the prior's ``path`` is the file of that name that the source run wrote
-          beside its ``model.pt`` (an experiment passes it; e.g. SWAG moments, ``train --swag-epochs``).
+          beside its ``model.pt`` (an experiment passes it; e.g. SWAG moments, ``train --swag-epochs``), and
+          ``source_setting="swag_epochs"`` the training setting that makes a source run write it (an experiment
+          asks for it in ``[source_training]``; without one, the file must come with ``[source] models``).
 
         Return nothing.
         """

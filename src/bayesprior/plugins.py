@@ -89,7 +89,7 @@ class PluginInfo:
 # registry kind -> (hook name, extra keyword arguments its register callback accepts)
 _REGISTRY_HOOKS = {
     "prior": ("register_priors", ("fit", "per_group", "check_fit_options", "check_options", "centred_at_source",
-                                  "source_file", "label")),
+                                  "source_file", "source_setting", "label")),
     "method": ("register_methods", ("default_weight", "label")),
     "architecture": ("register_architectures", ("groups", "finetune_layers", "min_input_size")),
     "dataset layout": ("register_dataset_layouts", ("detect", "files", "label_files")),
@@ -347,6 +347,12 @@ def prior_source_file(name: str) -> str | None:
     """The file name, beside a source run's ``model.pt``, that the prior `name` takes as its ``path``
     (e.g. ``swag.pt``, written by ``train --swag-epochs``); None if its file is not the source run's."""
     return prior_registry().get(name).extras.get("source_file")
+
+
+def prior_source_setting(name: str) -> str | None:
+    """The training setting that makes a source run write the prior `name`'s `prior_source_file` (e.g.
+    ``swag_epochs``); None if no setting of this library writes it (it then comes with a given source zoo)."""
+    return prior_registry().get(name).extras.get("source_setting")
 
 
 def registered_label(name: str) -> str | None:

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..hashing import cases_sha256, file_sha256, settings_differences, settings_sha256
 from ..kernel_structure import HELDOUT_FRACTION, structure_rows, structure_table, structure_warnings
 from ..kernels import KernelBank, harvest_kernels
-from ..plugins import prior_fitter, prior_registry, prior_source_file
+from ..plugins import prior_fitter, prior_registry, prior_source_file, prior_source_setting
 from ..training.config import TrainConfig
 from ..training.splits import validation_split
 from ..training.trainer import train
@@ -57,11 +57,13 @@ class SourceStage(Stage):
         if c.prior_file is not None and len({prior_fitter(m) for m in learned}) != 1:
             raise ConfigError(f"[prior] file serves the methods that learn one kind of prior; protocol.methods has "
                               f"{len(learned)} ({', '.join(learned) or 'none'})")
-        swag_files = {m.name: file for m in self.methods.values() if m.bayesian and (file := prior_source_file(m.name))}
-        if swag_files and not c.source_models and not c.source_train_options.get("swag_epochs"):
-            raise ConfigError(f"method(s) {', '.join(sorted(swag_files))} read their prior from a file the source run "
-                              f"writes ({', '.join(sorted(set(swag_files.values())))}): set "
-                              "[source_training] swag_epochs (e.g. 10) so that the source stage collects it")
+        for method in self.methods.values():
+            file_name = prior_source_file(method.name) if method.bayesian else None
+            setting = prior_source_setting(method.name) if file_name else None
+            if file_name is None or c.source_models or (setting and c.source_train_options.get(setting)):
+                continue
+            raise ConfigError(f"method {method.name!r} reads its prior from {file_name}, beside each source run's "
+                              f"model.pt: {self._how_to_write(method.name, file_name)}")
         for model in c.source_models:  # an existing zoo is read before any work: a bad file is named now
             with naming("[source] models"):
                 read_model_file(model)
@@ -152,10 +154,18 @@ class SourceStage(Stage):
                 continue
             path = source.parent / file_name
             if not path.is_file():
-                raise ConfigError(f"method {name!r} needs {path}, which the source run writes with "
-                                  "[source_training] swag_epochs (`train --swag-epochs`)")
+                raise ConfigError(f"method {name!r} needs {path}: {self._how_to_write(method.name, file_name)}")
             priors[method.name] = path
         return priors
+
+    @staticmethod
+    def _how_to_write(prior: str, file_name: str) -> str:
+        """How a source run comes to hold the prior file `file_name` of `prior`: the setting its plugin named."""
+        setting = prior_source_setting(prior)
+        if setting is None:  # no setting of this library writes it: it comes with a given zoo
+            return f"give [source] models whose folders hold it (no source training setting writes {file_name})"
+        return (f"set [source_training] {setting} so that the source runs write it (`train "
+                f"--{setting.replace('_', '-')}`)")
 
     def source_train_config(self, seed: int, zoo: Path) -> TrainConfig:
         """The settings of the source run of `seed`, its minima saved under `zoo`."""
