@@ -79,8 +79,13 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=None, help="a non-inferiority margin to draw (e.g. -0.03)")
     args = parser.parse_args()
     rows = family_rows(args.files, args.train_size, args.baseline, tuple(args.exclude))
+    absent = sorted(set(args.exclude) - {r["method"] for r in family_rows(args.files, args.train_size, args.baseline)})
+    if absent:  # a misspelt method would leave the family larger than meant, silently
+        parser.error(f"--exclude {', '.join(absent)}: no such method compared against {args.baseline} at "
+                     f"{args.train_size} cases in the files given")
     if not rows:
-        parser.error(f"no comparison against {args.baseline} at {args.train_size} cases in the files given")
+        parser.error(f"no comparison against {args.baseline} at {args.train_size} cases in the files given"
+                     f"{' but the excluded ones' if args.exclude else ''}")
     adjusted = holm_adjusted([float(r["wilcoxon_p"]) for r in rows])
     print(f"Holm over {len(rows)} comparisons against {args.baseline} at {args.train_size} cases\n")
     print("| test | method | splits | mean paired DSC difference [95 % CI] | Wilcoxon p | Holm p | verdict (corrected) |")

@@ -180,6 +180,7 @@ def test_a_target_too_small_for_schedule_cases_is_refused_before_the_source_stag
     ("dwp", 'chunk_size = "x"', "chunk_size must be a positive integer or None, got 'x'"),
     ("dwp_anchored", "anchor_scale = -1.0", "anchor_scale must be a positive finite number, got -1.0"),
     ("dwp", 'fine_tune_encoder = "no"', "fine_tune_encoder must be true or false, got 'no'"),
+    ("dwp", 'anchored = "no"', "anchored must be true or false, got 'no'"),
     ("swag", 'scale = "big"', "scale must be a positive finite number, got 'big'"),
 ])
 def test_a_bad_value_of_a_file_reading_priors_option_is_refused_when_the_config_is_read(tmp_path, method, option,
@@ -200,11 +201,29 @@ def test_good_values_of_a_file_reading_priors_options_pass(tmp_path):
 
 def test_a_setting_its_method_refuses_is_refused_when_the_config_is_read(tmp_path):
     message = _refused(_config(tmp_path, per_method={"dwp": "weight_decay = 0.1"}))
-    assert "target_training.per_method.dwp.weight_decay: weight_decay applies to deterministic methods" in message
+    assert "target_training.per_method.dwp.weight_decay: weight_decay applies to the plain methods" in message
     shared = _refused(_config(tmp_path, target_training="weight_decay = 0.1"))  # ri takes it; dwp does not
-    assert "target_training.weight_decay: weight_decay applies to deterministic methods" in shared
-    assert "method 'dwp' is Bayesian" in shared
+    assert "target_training.weight_decay: weight_decay applies to the plain methods ri, pr and prf" in shared
+    assert "method 'dwp' is regularised otherwise" in shared
+    penalty = _refused(_config(tmp_path, methods=["l2sp", "ri"], per_method={"l2sp": "weight_decay = 0.1"}))
+    assert "method 'l2sp' is regularised otherwise" in penalty and "Bayesian" not in penalty.split("otherwise")[0]
+
+
+def test_a_per_method_setting_is_judged_with_the_shared_ones_it_completes(tmp_path):
+    # swag_epochs = 2 alone would be refused against the default swag_rank 5; with the shared swag_rank 2 it is valid
+    load_config(_config(tmp_path, target_training="swag_epochs = 4\nswag_rank = 2",
+                        per_method={"ri": "swag_epochs = 2"}, methods=["ri"]))
 
 
 def test_a_setting_for_the_methods_that_take_it_passes(tmp_path):
     load_config(_config(tmp_path, per_method={"ri": "weight_decay = 0.1"}))
+
+
+def test_a_target_with_no_case_left_to_validate_on_is_refused_before_the_source_stage(tmp_path):
+    out = tmp_path / "out"  # 3 cases: 1 to test, 2 to train, none left to score on
+    path = _config(tmp_path, protocol='score_on = "validation"')
+    path.write_text(path.read_text().replace("train_sizes = [1]", "train_sizes = [2]"))
+    result = run("experiment", path, "--out", out, "--quiet")
+    assert_one_line_error(result, "the target dataset has 3 cases", "1 to score on (protocol.score_on = 'validation')",
+                          "needs 4")
+    assert not (out / "source").exists()

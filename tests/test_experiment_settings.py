@@ -148,7 +148,8 @@ def test_a_run_trained_otherwise_is_not_reused(tmp_path):
                log=lines.append).run(reuse_from=tuning)
     log = (final / "runs" / "split0_n1_ri" / "log.jsonl").read_text().splitlines()
     assert len(log) == 2 and _result(final)["settings"]["train_config"]["max_epochs"] == 2
-    assert any(f"{tuning}: none of its finished runs" in line for line in lines)  # the user is told
+    told = f"{tuning}: none of its 1 finished run(s) was trained exactly as one of the 1 run(s) still to start here"
+    assert any(told in line for line in lines)
 
 
 def test_reusing_runs_needs_another_experiment_folder(tmp_path):

@@ -131,3 +131,21 @@ def test_a_shard_waits_for_the_synthetic_data_another_shard_is_making(tmp_path, 
     thread.join()
     assert time.perf_counter() - start >= 0.4 and (folder / "synthesis.json").is_file()
     assert any("being made by another process; waiting" in line for line in lines)
+
+
+def test_a_given_zoo_without_the_swag_file_is_refused_before_any_work(tmp_path):
+    from bayesprior.checkpoints import save_model
+    from bayesprior.plugins import build_architecture
+
+    from hostile import SMALL_UNET
+
+    model = tmp_path / "zoo" / "model.pt"
+    model.parent.mkdir()
+    save_model(build_architecture("unet3d", in_channels=1, n_classes=2, **SMALL_UNET), model)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY.replace('synthetic = { kind = "ms", cases = 3, shape = [16, 24, 16], seed = 1 }',
+                                   f'models = ["{model}"]').replace('"swag", "dwp", "dwp_anchored"]', '"swag"]'))
+    with pytest.raises(ConfigError, match=r"method 'swag' reads its prior from .*zoo/swag.pt, beside the first of "
+                                          r"\[source\] models \(model.pt\), and there is none \(`train --swag-epochs`"):
+        Experiment(load_config(config), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

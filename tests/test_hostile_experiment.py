@@ -34,7 +34,7 @@ def _config(tmp_path, **changes):
     ({"prior": "options = { latnt_dim = 6 }"}, "unknown key(s) ['latnt_dim']"),
     ({"source_training": 'seeds = ["a"]'}, "source_training.seeds[0] must be an integer"),
     ({"source_training": 'init_scale = "small"'}, "source_training.init_scale must be a number"),
-    ({"target_training": "weight_decay = 0.1"}, "weight_decay applies to deterministic methods"),
+    ({"target_training": "weight_decay = 0.1"}, "weight_decay applies to the plain methods ri, pr and prf"),
     ({"source": "allow_outside_paths = 1"}, "[source].allow_outside_paths must be a boolean"),
     ({"target": "channel = [0]"}, "[target].channel must be a string"),
     ({"architecture": "config = { widths = [4, 4] }"}, "[architecture]: unet3d: widths must be four channel counts"),

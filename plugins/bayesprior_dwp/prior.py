@@ -58,7 +58,7 @@ class DeepWeightPrior(Prior):
     def __init__(self, vae: KernelVAE, fine_tune_encoder: bool = True, chunk_size: int | None = None,
                  source: dict[str, Any] | None = None, anchored: bool = False, anchor_scale: float = 1.0):
         super().__init__()
-        check_dwp_options({"fine_tune_encoder": fine_tune_encoder, "chunk_size": chunk_size,
+        check_dwp_options({"fine_tune_encoder": fine_tune_encoder, "anchored": anchored, "chunk_size": chunk_size,
                            "anchor_scale": anchor_scale})
         self.vae = vae
         self.fine_tune_encoder = bool(fine_tune_encoder)
@@ -239,17 +239,18 @@ def _negative_entropy(posteriors: Sequence[Any]) -> Tensor:
 
 
 def check_dwp_options(options: Mapping[str, Any]) -> None:
-    """The values of a DWP's options that need no prior file (`fine_tune_encoder`, `chunk_size`, `anchor_scale`),
+    """The values of a DWP's options that need no prior file (`fine_tune_encoder`, `anchored`, `chunk_size`,
+    `anchor_scale`),
     checked as the prior checks them: an experiment calls this (the registry's ``check_options``) when it reads
     its config, hours before the source stage has written the prior file.
 
     Raises:
         ConfigError: naming the option and its value.
     """
-    fine_tune, chunk_size = options.get("fine_tune_encoder", True), options.get("chunk_size")
-    anchor_scale = options.get("anchor_scale", 1.0)
-    if not isinstance(fine_tune, bool):
-        raise ConfigError(f"dwp prior: fine_tune_encoder must be true or false, got {fine_tune!r}")
+    chunk_size, anchor_scale = options.get("chunk_size"), options.get("anchor_scale", 1.0)
+    for name in ("fine_tune_encoder", "anchored"):
+        if not isinstance(options.get(name, True), bool):
+            raise ConfigError(f"dwp prior: {name} must be true or false, got {options[name]!r}")
     if chunk_size is not None and not (isinstance(chunk_size, int) and not isinstance(chunk_size, bool)
                                        and chunk_size >= 1):
         raise ConfigError(f"dwp prior: chunk_size must be a positive integer or None, got {chunk_size!r}")

@@ -44,8 +44,8 @@ def check_swag_options(options: Mapping[str, Any]) -> None:
     Raises:
         ConfigError: naming the option and its value.
     """
-    for name in ("scale", "relative_floor"):
-        value = options.get(name, 1.0)
+    for name, default in (("scale", 1.0), ("relative_floor", DEFAULT_RELATIVE_FLOOR)):
+        value = options.get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
             raise ConfigError(f"swag prior: {name} must be a positive finite number, got {value!r}")
 

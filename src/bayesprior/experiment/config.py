@@ -318,9 +318,11 @@ _RESERVED_TRAIN_KEYS = {"architecture", "architecture_config", "method", "source
                         "init_from_prior", "progress", "restarts"}
 
 
-def _train_options(options: dict[str, Any], section: str, path: Path) -> dict[str, Any]:
-    """Check extra `TrainConfig` settings of a training section: their types, then a `TrainConfig` with them."""
-    from ..training.config import TrainConfig, setting_checks  # on first use, as the preprocessing above
+def _train_options(options: dict[str, Any], section: str, path: Path, together: bool = True) -> dict[str, Any]:
+    """Check extra `TrainConfig` settings of a training section: their types, then (with `together`) a
+    `TrainConfig` with them. A per-method table is judged together with the shared one it completes, later
+    (`_check_settings_with_their_method`)."""
+    from ..training.config import setting_checks  # on first use, as the preprocessing above
 
     checks = {k: v for k, v in setting_checks().items() if k not in _RESERVED_TRAIN_KEYS}
     bad = sorted(set(options) - set(checks))
@@ -328,16 +330,28 @@ def _train_options(options: dict[str, Any], section: str, path: Path) -> dict[st
         raise ConfigError(f"{path}: unknown key(s) {bad} in [{section}] (known: the experiment's own keys and "
                           f"the training settings {sorted(checks)})")
     _checked(options, checks, section, path)
-    together = lists_as_tuples(options)
-    problem = _refused(TrainConfig, together)
+    settings = lists_as_tuples(options)
+    if together:
+        _refuse_train_settings(settings, {}, dict.fromkeys(settings, section), f"[{section}]", path)
+    return settings
+
+
+def _refuse_train_settings(settings: dict[str, Any], fixed: dict[str, Any], table_of: dict[str, str],
+                           tables: str, path: Path) -> None:
+    """A ConfigError if `TrainConfig(**fixed, **settings)` refuses them, naming the setting (``TABLE.KEY``, the
+    table where it was given from `table_of`) whose value alone is refused for the same reason, else `tables`.
+
+    Naming only such a key matters: swag_epochs = 2 alone is refused against the default swag_rank 5, which would
+    hide a given swag_rank = 1."""
+    from ..training.config import TrainConfig
+
+    problem = _refused(TrainConfig, {**fixed, **settings})
     if problem is None:
-        return together
-    for key, value in together.items():
-        # named only when its value alone is refused for the same reason: swag_epochs = 2 alone is refused against
-        # the default swag_rank 5, which would hide a given swag_rank = 1
-        if _refused(TrainConfig, {key: value}) == problem:
-            raise ConfigError(f"{path}: {section}.{key}: {problem}")
-    raise ConfigError(f"{path}: [{section}]: {problem}")
+        return
+    for key, value in settings.items():
+        if _refused(TrainConfig, {**fixed, key: value}) == problem:
+            raise ConfigError(f"{path}: {table_of[key]}.{key}: {problem}")
+    raise ConfigError(f"{path}: {tables}: {problem}")
 
 
 def _refused(make: Any, settings: dict[str, Any]) -> str | None:
@@ -358,7 +372,7 @@ def _per_method_options(per_method: Any, path: Path) -> dict[str, dict[str, Any]
     for method, options in per_method.items():
         experiment_keys = {k: v for k, v in options.items() if k in allowed}
         rest = _train_options({k: v for k, v in options.items() if k not in allowed},
-                              f"target_training.per_method.{method}", path)
+                              f"target_training.per_method.{method}", path, together=False)
         out[method] = {**experiment_keys, **rest}
     return out
 
@@ -401,21 +415,14 @@ def _check(c: ExperimentConfig, path: Path) -> None:
 def _check_settings_with_their_method(c: ExperimentConfig, path: Path) -> None:
     """Each listed method's training settings together, [target_training]'s with its own table's: what a
     `TrainConfig` refuses only for that method (weight_decay for a Bayesian one) would stop its runs after the
-    source stage. Each table alone was checked when it was read (`_train_options`)."""
-    from ..training.config import TrainConfig
-
+    source stage. Each table's types were checked when it was read (`_train_options`)."""
     for name in c.methods:
         own = {k: v for k, v in c.target_method_options.get(name, {}).items() if k not in ("method", "prior_init")}
-        merged = lists_as_tuples({**c.target_train_options, **own})
-        problem = _refused(TrainConfig, {"method": c.base_method(name), **merged})
-        if problem is None:
-            continue
         table = f"target_training.per_method.{name}"
-        for key, value in merged.items():  # the setting that is refused alone with this method, named where given
-            if _refused(TrainConfig, {"method": c.base_method(name), key: value}) == problem:
-                where = table if key in own else "target_training"
-                raise ConfigError(f"{path}: {where}.{key}: {problem}")
-        raise ConfigError(f"{path}: [target_training] with [{table}]: {problem}")
+        merged = lists_as_tuples({**c.target_train_options, **own})
+        _refuse_train_settings(merged, {"method": c.base_method(name)},
+                               {key: table if key in own else "target_training" for key in merged},
+                               f"[target_training] with [{table}]", path)
 
 
 def _check_swag_epochs_given(c: ExperimentConfig, path: Path) -> None:

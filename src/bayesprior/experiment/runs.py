@@ -64,11 +64,10 @@ def make_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Split
     if config.test_cases or config.train_cases:
         return _listed_splits(case_ids, config)
     ids = sorted(case_ids)
-    need = config.test_size + max(config.train_sizes) + config.schedule_cases
+    need = config.test_size + max(config.train_sizes) + config.schedule_cases + _validated(config)
     if len(ids) < need:
-        schedule = f" + schedule_cases {config.schedule_cases}" if config.schedule_cases else ""
-        raise ConfigError(f"the target dataset has {len(ids)} cases; test_size {config.test_size} + largest "
-                          f"train size {max(config.train_sizes)}{schedule} needs {need}")
+        raise ConfigError(f"the target dataset has {len(ids)} cases; protocol.test_size {config.test_size} + the "
+                          f"largest of protocol.train_sizes {max(config.train_sizes)}{_extra_cases(config)} needs {need}")
     splits = []
     for i in range(config.splits):
         seed = config.first_split_seed + i
@@ -76,6 +75,18 @@ def make_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Split
         test = tuple(sorted(ids[j] for j in order[: config.test_size]))
         splits.append(_split(i, seed, test, tuple(ids[j] for j in order[config.test_size:]), config))
     return splits
+
+
+def _validated(config: ExperimentConfig) -> int:
+    """Pool cases a split needs beyond its training and schedule cases: one to score on with score_on
+    'validation' (the pool cases the largest run does not train on)."""
+    return int(config.score_on == "validation")
+
+
+def _extra_cases(config: ExperimentConfig) -> str:
+    """The pool cases beyond training that a protocol asks for, as a message names them."""
+    schedule = f" + protocol.schedule_cases {config.schedule_cases}" if config.schedule_cases else ""
+    return schedule + (" + 1 to score on (protocol.score_on = 'validation')" if _validated(config) else "")
 
 
 def _split(index: int, seed: int, test: tuple[str, ...], pool: tuple[str, ...], config: ExperimentConfig) -> Split:
@@ -108,12 +119,11 @@ def _listed_splits(case_ids: Sequence[str], config: ExperimentConfig) -> list[Sp
         order = np.random.default_rng(config.first_split_seed).permutation(len(rest))
         test = tuple(sorted(rest[j] for j in order[: config.test_size]))
     pool = sorted(config.train_cases or known - set(test))
-    if len(pool) < max(config.train_sizes) + config.schedule_cases:
+    if len(pool) < max(config.train_sizes) + config.schedule_cases + _validated(config):
         what = f"{_list_name(config, 'train_cases')} lists" if config.train_cases else \
             f"{_list_name(config, 'test_cases')} leaves"
-        schedule = f" plus protocol.schedule_cases {config.schedule_cases}" if config.schedule_cases else ""
         raise ConfigError(f"{what} {len(pool)} case(s) to train on; the largest of protocol.train_sizes "
-                          f"{list(config.train_sizes)} is {max(config.train_sizes)}{schedule}")
+                          f"{list(config.train_sizes)} is {max(config.train_sizes)}{_extra_cases(config)}")
     splits = []
     for i in range(config.splits):
         seed = config.first_split_seed + i

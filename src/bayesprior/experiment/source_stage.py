@@ -57,13 +57,13 @@ class SourceStage(Stage):
         if c.prior_file is not None and len({prior_fitter(m) for m in learned}) != 1:
             raise ConfigError(f"[prior] file serves the methods that learn one kind of prior; protocol.methods has "
                               f"{len(learned)} ({', '.join(learned) or 'none'})")
-        for method in self.methods.values():
-            file_name = prior_source_file(method.name) if method.bayesian else None
-            setting = prior_source_setting(method.name) if file_name else None
-            if file_name is None or c.source_models or (setting and c.source_train_options.get(setting)):
-                continue
-            raise ConfigError(f"method {method.name!r} reads its prior from {file_name}, beside each source run's "
-                              f"model.pt: {self._how_to_write(method.name, file_name)}")
+        for prior, file_name in self.source_file_methods().items():
+            setting = prior_source_setting(prior)
+            if c.source_models:  # the first model is the source of PR and of these priors: its file is read now
+                self._source_file(Path(c.source_models[0]), prior, file_name)
+            elif not (setting and c.source_train_options.get(setting)):
+                raise ConfigError(f"method {prior!r} reads its prior from {file_name}, beside each source run's "
+                                  f"model.pt: {self._how_to_write(prior, file_name)}")
         for model in c.source_models:  # an existing zoo is read before any work: a bad file is named now
             with naming("[source] models"):
                 read_model_file(model)
@@ -137,9 +137,14 @@ class SourceStage(Stage):
         minima = sorted(zoo.glob("seed*/*.pt"))
         return finals, (minima or finals)
 
+    def source_file_methods(self) -> dict[str, str]:
+        """The priors of the listed methods that are read from a file beside a source run's model.pt, each with the
+        file's name (e.g. ``{"swag": "swag.pt"}``)."""
+        return {m.name: f for m in self.methods.values() if m.bayesian and (f := prior_source_file(m.name))}
+
     def source_run_files(self) -> list[str]:
         """The files beside a source run's model.pt that a method's prior is read from (e.g. ``swag.pt``)."""
-        return sorted({f for m in self.methods.values() if m.bayesian and (f := prior_source_file(m.name))})
+        return sorted(set(self.source_file_methods().values()))
 
     def source_file_priors(self, source: Path) -> dict[str, Path]:
         """The prior file of each method whose prior is a file the source run wrote beside `source`.
@@ -147,16 +152,19 @@ class SourceStage(Stage):
         Raises:
             ConfigError: the file is missing (a zoo given by ``[source] models`` without it).
         """
-        priors = {}
-        for name, method in self.methods.items():
-            file_name = prior_source_file(method.name) if method.bayesian else None
-            if file_name is None:
-                continue
-            path = source.parent / file_name
-            if not path.is_file():
-                raise ConfigError(f"method {name!r} needs {path}: {self._how_to_write(method.name, file_name)}")
-            priors[method.name] = path
-        return priors
+        return {prior: self._source_file(source, prior, name) for prior, name in self.source_file_methods().items()}
+
+    def _source_file(self, source: Path, prior: str, file_name: str) -> Path:
+        """The file `file_name` of `prior` beside the source model `source`; a ConfigError naming it if missing."""
+        path = source.parent / file_name
+        if path.is_file():
+            return path
+        if not self.config.source_models:
+            raise ConfigError(f"method {prior!r} needs {path}: {self._how_to_write(prior, file_name)}")
+        setting = prior_source_setting(prior)
+        written_by = f" (`train --{setting.replace('_', '-')}` writes it beside model.pt)" if setting else ""
+        raise ConfigError(f"method {prior!r} reads its prior from {path}, beside the first of [source] models "
+                          f"({source.name}), and there is none{written_by}")
 
     @staticmethod
     def _how_to_write(prior: str, file_name: str) -> str:

@@ -176,8 +176,8 @@ class TargetStage(Stage):
                 self._train_seconds[run] = read_record(earlier, "a run result").get("train_seconds")
             self.log(f"{run.run_id}: trained exactly as {found}; reusing that network (scored here)")
         if unstarted and not reused:  # a folder given by mistake, or settings that differ from its runs'
-            self.log(f"{other}: none of its finished runs was trained exactly as a run still to train here; "
-                     "nothing reused")
+            self.log(f"{other}: none of its {len(trained)} finished run(s) was trained exactly as one of the "
+                     f"{len(unstarted)} run(s) still to start here; nothing reused from it")
 
     def settle_target_runs(self, runs: Sequence[RunSpec], settings: dict[RunSpec, dict[str, Any]],
                            rerun_changed: bool) -> None:

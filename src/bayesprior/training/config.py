@@ -121,8 +121,9 @@ class TrainConfig:
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if self.weight_decay > 0 and self.method not in ("ri", "pr", "prf"):
-            raise ConfigError(f"weight_decay applies to deterministic methods (ri, pr, prf); method "
-                              f"{self.method!r} is Bayesian and is regularised by its prior's KL")
+            raise ConfigError(f"weight_decay applies to the plain methods ri, pr and prf; method {self.method!r} is "
+                              "regularised otherwise (a Bayesian method by its prior's KL, a penalty method by its "
+                              "penalty)")
         if self.patch is not None:
             self.patch = tuple(int(p) for p in self.patch)
         if self.posterior_std_ratio is not None and not (math.isfinite(self.posterior_std_ratio)
