@@ -1,4 +1,6 @@
 """Priors centred at the source network: L2-SP (prior and penalty), the SWAG prior, and how bayesianize binds them."""
+import dataclasses
+import json
 import math
 
 import pytest
@@ -125,10 +127,35 @@ def test_l2sp_is_a_deterministic_method_that_needs_a_source_and_reads_penalty_we
     assert training_method("l2sp_bayes").needs_source and training_method("swag").needs_source
     assert training_method("dwp_anchored").needs_source and not training_method("dwp").needs_source
     net = _source_net()
-    assert build_penalty(TrainConfig(method="l2sp"), net).weight == 0.01  # the plugin's default alpha
+    assert build_penalty(TrainConfig(method="l2sp"), net).weight == 1.0  # the plugin's default alpha
     assert build_penalty(TrainConfig(method="l2sp", penalty_weight=2.0), net).weight == 2.0
     with pytest.raises(ConfigError, match="penalty_weight has no effect"):
         build_penalty(TrainConfig(method="pr", penalty_weight=1.0), net)
+
+
+def test_a_run_records_the_penalty_weight_it_trained_with_and_another_default_does_not_resume_it(
+        tiny_architecture, tmp_path, monkeypatch):
+    from bayesprior.plugins import build_architecture, method_registry
+    from bayesprior.training.methods import with_penalty_weight
+    from bayesprior.training.trainer import train
+
+    from training_fixtures import make_cases
+
+    assert with_penalty_weight(TrainConfig(method="l2sp")).penalty_weight == 1.0  # written out
+    assert with_penalty_weight(TrainConfig(method="pr")).penalty_weight is None  # no penalty, nothing to write
+    source = tmp_path / "source.pt"
+    save_model(build_architecture(tiny_architecture, in_channels=1, n_classes=2), source)
+    cases = make_cases(2)
+    config = TrainConfig(method="l2sp", source=str(source), architecture=tiny_architecture,
+                         architecture_config={"in_channels": 1, "n_classes": 2}, max_epochs=1, progress=False)
+    train(config, cases, run_dir=tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]["penalty_weight"]
+    assert recorded == 1.0
+    # as if an older version had trained it under another default: resuming it is refused, not done at alpha 1
+    entry = method_registry().get("l2sp")
+    monkeypatch.setitem(entry.extras, "default_weight", 0.01)
+    with pytest.raises(ConfigError, match="different settings.*penalty_weight"):
+        train(dataclasses.replace(config, max_epochs=2), cases, run_dir=tmp_path / "run")
 
 
 # ---------------------------------------------------------------------------------------------------- swag

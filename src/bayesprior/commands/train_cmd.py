@@ -165,7 +165,7 @@ def train_command(data_dir, run_dir, method, architecture, arch_option, source, 
     --channel t2 --split-file split.json --epochs 30 --steps-per-epoch 10
 
     Transfer with priors that keep the source network's weights:
-    bayesprior train data/SynBraTS runs/l2sp --method l2sp --source runs/src/model.pt --penalty-weight 0.01
+    bayesprior train data/SynBraTS runs/l2sp --method l2sp --source runs/src/model.pt --penalty-weight 1
     bayesprior train data/SynBraTS runs/swag --method swag --source runs/src/model.pt --prior-file runs/src/swag.pt
     """
     chosen, options = training_method(method), click.get_current_context()

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 from ..errors import CheckpointError, ConfigError, PluginError
 from ..plugins import build_architecture
 from ..training.config import TrainConfig
-from ..training.methods import TrainingMethod, training_method
+from ..training.methods import TrainingMethod, training_method, with_penalty_weight
 from .config import ExperimentConfig
 from .runs import ResultStore
 
@@ -52,7 +52,7 @@ class ExperimentContext:
         if target:
             base.update(c.target_train_options)
         base.update(overrides)
-        return TrainConfig(**base)
+        return with_penalty_weight(TrainConfig(**base))  # a result's settings say the weight it trained with
 
     def prior_fit_options(self) -> dict[str, Any]:
         """What a learned prior's ``fit`` gets: the generic settings and the prior's own options."""

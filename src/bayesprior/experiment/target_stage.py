@@ -65,8 +65,9 @@ class TargetStage(Stage):
         self._train_seconds: dict[RunSpec, float | None] = {}  # rescored or reused runs: their first training time
 
     def check_settings(self) -> None:
-        """Build every method's run settings before any data are made (and check the options of each learned
-        prior the config fits).
+        """Before any data are made: per-method settings a deterministic method never reads, and the options of
+        each learned prior the config fits. (Each method's training settings together were checked when the
+        config was read: `config._check_settings_with_their_method`.)
 
         Raises:
             ConfigError, PluginError: naming the setting.
@@ -78,8 +79,6 @@ class TargetStage(Stage):
             if not method.bayesian and unused:  # a base [target_training] value is shared; a per-method one is meant
                 raise ConfigError(f"[target_training.per_method.{name}] sets {', '.join(unused)}, which "
                                   f"{method.name} (a deterministic method, no prior) never reads")
-            with naming(f"[target_training] (method {name})"):
-                self.context.train_config(method=name)
             if method.learned_prior and c.prior_file is None:
                 with naming(f"[prior] ({name} prior)"):
                     check_prior_fit_options(method.name, self.context.prior_fit_options())

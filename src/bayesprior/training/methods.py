@@ -17,6 +17,7 @@ the experiment ask it instead of testing names.
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,19 @@ class WeightPenalty(nn.Module):
         return self.weight * self.penalty(net)
 
 
+def with_penalty_weight(config: TrainConfig) -> TrainConfig:
+    """`config` with the penalty weight its method's run uses written out: the method's registered default where
+    none is given, so that a run's record says which weight it trained with, and a run or result made under
+    another default is not taken for this one (it is refused, or redone with --rerun-changed)."""
+    if config.penalty_weight is not None or not training_method(config.method).penalty:
+        return config
+    return dataclasses.replace(config, penalty_weight=_default_penalty_weight(config.method))
+
+
+def _default_penalty_weight(method: str) -> float:
+    return float(method_registry().get(method).extras.get("default_weight", 1.0))
+
+
 def build_penalty(config: TrainConfig, net: nn.Module) -> WeightPenalty | None:
     """The penalty of `config.method` on `net`, which must still hold the source weights (None for a method
     without one). Its weight is ``config.penalty_weight``, or the method's registered default."""
@@ -130,9 +144,8 @@ def build_penalty(config: TrainConfig, net: nn.Module) -> WeightPenalty | None:
             raise ConfigError(f"penalty_weight has no effect on method {method.name!r}, which adds no penalty "
                               f"(methods with one: {', '.join(method_registry().names()) or 'none installed'})")
         return None
-    entry = method_registry().get(method.name)
-    weight = config.penalty_weight if config.penalty_weight is not None else entry.extras.get("default_weight", 1.0)
-    return WeightPenalty(entry.obj(net), weight)
+    weight = config.penalty_weight if config.penalty_weight is not None else _default_penalty_weight(method.name)
+    return WeightPenalty(method_registry().get(method.name).obj(net), weight)
 
 
 def training_methods() -> list[TrainingMethod]:

@@ -60,7 +60,7 @@ from ..wrap import BayesianModel
 from .config import TrainConfig
 from .distributed import DistContext, barrier, current_context, global_mean_float, global_sum
 from .losses import LossConfig, dice_from_statistics, dice_statistics, segmentation_loss
-from .methods import WeightPenalty, build_model, build_penalty
+from .methods import WeightPenalty, build_model, build_penalty, with_penalty_weight
 from .plots import plot_curves
 from .precision import MixedPrecision
 from .run_folder import (
@@ -216,6 +216,7 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     _check_cases(train_cases, "training cases")
     if val_cases:
         _check_cases(val_cases, "validation cases")
+    config = with_penalty_weight(config)  # recorded as trained: a later default does not resume this run
     refuse_resampling_below([*train_cases, *(val_cases or [])], architecture_min_input_size(config.architecture),
                             config.architecture)
     ctx = current_context()
