@@ -217,6 +217,12 @@ def test_a_per_method_setting_is_judged_with_the_shared_ones_it_completes(tmp_pa
 
 def test_a_setting_for_the_methods_that_take_it_passes(tmp_path):
     load_config(_config(tmp_path, per_method={"ri": "weight_decay = 0.1"}))
+    # a variant is judged by its base method, not by its own name, which no TrainConfig knows
+    load_config(_config(tmp_path, methods=["ri_wd"], target_training="weight_decay = 0.1",
+                        per_method={"ri_wd": 'method = "ri"'}))
+    message = _refused(_config(tmp_path, methods=["dwp_b", "ri"], target_training="weight_decay = 0.1",
+                               per_method={"dwp_b": 'method = "dwp"'}))
+    assert "target_training.weight_decay" in message and "method 'dwp' is regularised otherwise" in message
 
 
 def test_a_target_with_no_case_left_to_validate_on_is_refused_before_the_source_stage(tmp_path):
