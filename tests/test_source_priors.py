@@ -156,6 +156,14 @@ def test_a_run_records_the_penalty_weight_it_trained_with_and_another_default_do
     monkeypatch.setitem(entry.extras, "default_weight", 0.01)
     with pytest.raises(ConfigError, match="different settings.*penalty_weight"):
         train(dataclasses.replace(config, max_epochs=2), cases, run_dir=tmp_path / "run")
+    # a run of an older version recorded no weight: no setting can resume it, and the message says so
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["train_config"]["penalty_weight"] = None
+    torch.save(state, checkpoint)
+    with pytest.raises(ConfigError, match="trained at the default penalty weight of an earlier bayesprior .*"
+                                          "cannot be resumed at 0.01: use another run folder"):
+        train(dataclasses.replace(config, max_epochs=2, penalty_weight=0.01), cases, run_dir=tmp_path / "run")
 
 
 # ---------------------------------------------------------------------------------------------------- swag

@@ -60,7 +60,9 @@ class HookSpecs:
         method starts from the source model and trains every layer; ``penalty(net)`` is called once, with
         the network holding the source weights, and returns an ``nn.Module`` whose ``forward(net)`` gives
         the penalty added, times the run's ``penalty_weight`` (``default_weight`` unless set), to every
-        step's data loss (e.g. L2-SP's ``||w - w_source||^2 / 2``). Return nothing.
+        step's data loss (e.g. L2-SP's ``||w - w_source||^2 / 2``). A run records the weight it trained with,
+        the default written out, so a later ``default_weight`` does not resume or reuse earlier runs. Return
+        nothing.
         """
 
     @hookspec

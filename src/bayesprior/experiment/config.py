@@ -337,7 +337,7 @@ def _train_options(options: dict[str, Any], section: str, path: Path, together: 
 
 
 def _refuse_train_settings(settings: dict[str, Any], fixed: dict[str, Any], table_of: dict[str, str],
-                           tables: str, path: Path) -> None:
+                           tables: str, path: Path | str) -> None:
     """A ConfigError if `TrainConfig(**fixed, **settings)` refuses them, naming the setting (``TABLE.KEY``, the
     table where it was given from `table_of`) whose value alone is refused for the same reason, else `tables`.
 
@@ -408,11 +408,11 @@ def _check(c: ExperimentConfig, path: Path) -> None:
             raise ConfigError(f"{path}: target_training.per_method.{method}.prior_init must be 'prior', 'source' "
                               f"or 'random', got {options['prior_init']!r}")
     _check_swag_epochs_given(c, path)
-    _check_settings_with_their_method(c, path)
+    check_method_settings(c, path)
     _check_method_options(c, path)
 
 
-def _check_settings_with_their_method(c: ExperimentConfig, path: Path) -> None:
+def check_method_settings(c: ExperimentConfig, path: Path | str = "<config>") -> None:
     """Each listed method's training settings together, [target_training]'s with its own table's: what a
     `TrainConfig` refuses only for that method (weight_decay for a Bayesian one) would stop its runs after the
     source stage. Each table's types were checked when it was read (`_train_options`)."""

@@ -42,8 +42,11 @@ class ExperimentContext:
             build_architecture(c.architecture, **(dict(c.architecture_config) or {"in_channels": 1, "n_classes": 2}))
 
     def train_config(self, target: bool = True, **overrides: Any) -> TrainConfig:
-        """The settings of a target run (or, with ``target=False``, the shared base of a source run)."""
+        """The settings of a target run (or, with ``target=False``, the shared base of a source run); a
+        ``method`` override may name a variant of protocol.methods (its base method trains)."""
         c = self.config
+        if "method" in overrides:
+            overrides["method"] = c.base_method(overrides["method"])
         base: dict[str, Any] = dict(architecture=c.architecture, architecture_config=dict(c.architecture_config) or
                     {"in_channels": 1, "n_classes": 2}, max_epochs=c.max_epochs, batch_size=c.batch_size,
                     ce_reduction=c.ce_reduction, kl_weight=c.kl_weight, lr=c.lr, forward_mode=c.forward_mode,

@@ -57,7 +57,7 @@ class Experiment:
 
     Raises:
         ConfigError, PluginError: a setting the config file's own checks cannot see (the architecture and its
-            options, every run's training settings, each learned prior's options), naming it.
+            options, the source runs' training settings, each learned prior's options), naming it.
     """
 
     def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool = True,

@@ -24,7 +24,7 @@ from ..training.run_folder import input_files
 from ..training.trainer import train
 from ..training.transfer_checks import preprocessing_warnings, prior_file_origins, source_model_origins
 from .cases import ExperimentCases
-from .config import lists_as_tuples
+from .config import check_method_settings, lists_as_tuples
 from .context import ExperimentContext, Stage, naming
 from .runs import RunSpec, Split, all_runs, make_splits, shard_runs
 from .scoring import score_run
@@ -65,14 +65,15 @@ class TargetStage(Stage):
         self._train_seconds: dict[RunSpec, float | None] = {}  # rescored or reused runs: their first training time
 
     def check_settings(self) -> None:
-        """Before any data are made: per-method settings a deterministic method never reads, and the options of
-        each learned prior the config fits. (Each method's training settings together were checked when the
-        config was read: `config._check_settings_with_their_method`.)
+        """Before any data are made: each method's training settings with the shared ones (as `load_config` checks
+        them, for a config made otherwise), per-method settings a deterministic method never reads, and the
+        options of each learned prior the config fits.
 
         Raises:
             ConfigError, PluginError: naming the setting.
         """
         c = self.config
+        check_method_settings(c)
         for name, method in self.methods.items():
             own = c.target_method_options.get(name, {})
             unused = [k for k in own if k in (*BAYESIAN_SETTINGS, "prior_init")]

@@ -136,6 +136,11 @@ def check_resumable(state: Mapping[str, Any], path: Path, config: TrainConfig, d
     by_content = "inputs" in state  # older checkpoints recorded paths only
     ignored = RESUMABLE_KEYS + (PATH_KEYS if by_content else ())
     differences = _config_differences(state["train_config"], config.to_dict(), ignored)
+    if differences == ["penalty_weight"] and state["train_config"].get("penalty_weight") is None:
+        # recorded before runs wrote their weight out: it trained at its method's default of that version
+        raise ConfigError(f"{path} was trained at the default penalty weight of an earlier bayesprior (l2sp's was "
+                          f"0.01), which it did not record; it cannot be resumed at {config.penalty_weight}: use "
+                          "another run folder")
     if differences:
         raise ConfigError(f"{path} was written with different settings ({', '.join(differences)}); {hint}")
     if by_content:
