@@ -321,7 +321,7 @@ _RESERVED_TRAIN_KEYS = {"architecture", "architecture_config", "method", "source
 def _train_options(options: dict[str, Any], section: str, path: Path, together: bool = True) -> dict[str, Any]:
     """Check extra `TrainConfig` settings of a training section: their types, then (with `together`) a
     `TrainConfig` with them. A per-method table is judged together with the shared one it completes, later
-    (`_check_settings_with_their_method`)."""
+    (`check_method_settings`)."""
     from ..training.config import setting_checks  # on first use, as the preprocessing above
 
     checks = {k: v for k, v in setting_checks().items() if k not in _RESERVED_TRAIN_KEYS}
