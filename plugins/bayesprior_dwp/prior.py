@@ -33,6 +33,7 @@ from bayesprior import Prior
 from bayesprior.errors import ConfigError, PriorMismatchError
 from bayesprior.posteriors import summed_entropy
 from bayesprior.priors import PriorLayers, kernel_view
+from bayesprior.validation import positive_finite
 
 from .batched import FrozenParts, blockwise_negative_elbo_sum
 from .prior_file import load_prior_file
@@ -240,23 +241,20 @@ def _negative_entropy(posteriors: Sequence[Any]) -> Tensor:
 
 def check_dwp_options(options: Mapping[str, Any]) -> None:
     """The values of a DWP's options that need no prior file (`fine_tune_encoder`, `anchored`, `chunk_size`,
-    `anchor_scale`),
-    checked as the prior checks them: an experiment calls this (the registry's ``check_options``) when it reads
-    its config, hours before the source stage has written the prior file.
+    `anchor_scale`), checked as the prior checks them: an experiment calls this (the registry's ``check_options``)
+    when it reads its config, hours before the source stage has written the prior file.
 
     Raises:
         ConfigError: naming the option and its value.
     """
-    chunk_size, anchor_scale = options.get("chunk_size"), options.get("anchor_scale", 1.0)
+    chunk_size = options.get("chunk_size")
     for name in ("fine_tune_encoder", "anchored"):
         if not isinstance(options.get(name, True), bool):
             raise ConfigError(f"dwp prior: {name} must be true or false, got {options[name]!r}")
     if chunk_size is not None and not (isinstance(chunk_size, int) and not isinstance(chunk_size, bool)
                                        and chunk_size >= 1):
         raise ConfigError(f"dwp prior: chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if isinstance(anchor_scale, bool) or not isinstance(anchor_scale, (int, float)) or not (
-            math.isfinite(anchor_scale) and anchor_scale > 0):
-        raise ConfigError(f"dwp prior: anchor_scale must be a positive finite number, got {anchor_scale!r}")
+    positive_finite(options.get("anchor_scale", 1.0), "dwp prior: anchor_scale")
 
 
 def create_anchored_dwp_prior(path: str | None = None, group: str | None = None, fine_tune_encoder: bool = True,

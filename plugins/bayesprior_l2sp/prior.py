@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from bayesprior import GaussianPosterior, Prior, register_kl
 from bayesprior.errors import ConfigError
+from bayesprior.validation import positive_finite
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -48,9 +49,7 @@ class L2SPPenalty(nn.Module):
 def _positive(value: Any, name: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"l2sp_bayes prior: {name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return positive_finite(value, f"l2sp_bayes prior: {name}")
 
 
 class SourceGaussianPrior(Prior):

@@ -32,6 +32,7 @@ from torch import Tensor
 from bayesprior import GaussianPosterior, Prior, register_kl
 from bayesprior.errors import CheckpointError, ConfigError
 from bayesprior.training.swag import read_swag_file
+from bayesprior.validation import positive_finite
 
 _LOG_2PI = math.log(2 * math.pi)
 DEFAULT_RELATIVE_FLOOR = 1e-3
@@ -45,9 +46,7 @@ def check_swag_options(options: Mapping[str, Any]) -> None:
         ConfigError: naming the option and its value.
     """
     for name, default in (("scale", 1.0), ("relative_floor", DEFAULT_RELATIVE_FLOOR)):
-        value = options.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"swag prior: {name} must be a positive finite number, got {value!r}")
+        positive_finite(options.get(name, default), f"swag prior: {name}")
 
 
 class SwagPrior(Prior):

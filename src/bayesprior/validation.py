@@ -103,3 +103,11 @@ def check_settings(settings: Mapping[str, Any], checks: Mapping[str, Check], whe
     for key, value in settings.items():
         if key in checks:
             checks[key](value, f"{where}.{key}")
+
+
+def positive_finite(value: Any, what: str) -> float:
+    """`value` as a float if it is a finite number > 0 (not a bool); else a ConfigError naming `what` (a prior's
+    option, e.g. ``"swag prior: scale"``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{what} must be a positive finite number, got {value!r}")
+    return float(value)
