@@ -149,3 +149,15 @@ def test_a_given_zoo_without_the_swag_file_is_refused_before_any_work(tmp_path):
                                           r"\[source\] models \(model.pt\), and there is none \(`train --swag-epochs`"):
         Experiment(load_config(config), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_only_the_first_source_seed_collects_swag_moments_the_others_are_never_read(tmp_path):
+    config = tmp_path / "seeds.toml"
+    config.write_text(TINY.replace("seeds = [0]", "seeds = [3, 4]"))
+    source = Experiment(load_config(config), tmp_path / "out", progress=False).source
+    zoo = tmp_path / "zoo"
+    first, other = source.source_train_config(3, zoo), source.source_train_config(4, zoo)
+    assert (first.swag_epochs, first.swag_rank) == (2, 2)
+    assert other.swag_epochs == 0 and other.seed == 4 and other.max_epochs == first.max_epochs
+    # the source stage's recorded settings are the first seed's: an experiment made before keeps its source
+    assert source.source_settings()["zoo"]["train_config"]["swag_epochs"] == 2

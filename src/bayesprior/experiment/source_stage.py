@@ -126,7 +126,8 @@ class SourceStage(Stage):
         for k, seed in enumerate(c.source_seeds):
             run_dir = self.out / "source" / "runs" / f"seed{seed}"
             model = run_dir / "model.pt"
-            unfinished = not model.is_file() or any(not (run_dir / f).is_file() for f in self.source_run_files())
+            unfinished = not model.is_file() or (k == 0 and any(not (run_dir / f).is_file()
+                                                                for f in self.source_run_files()))
             if unfinished and k % shard[1] == shard[0]:
                 self.log(f"source model seed {seed}: {len(train_cases)} training cases, "
                          f"{len(val)} validation, up to {c.source_max_epochs} epochs, {c.source_restarts} restart(s)")
@@ -176,11 +177,17 @@ class SourceStage(Stage):
                 f"--{setting.replace('_', '-')}`)")
 
     def source_train_config(self, seed: int, zoo: Path) -> TrainConfig:
-        """The settings of the source run of `seed`, its minima saved under `zoo`."""
+        """The settings of the source run of `seed`, its minima saved under `zoo`. Only the first seed's run
+        collects SWAG moments: its model is the source of PR and of the priors read beside it, and the others'
+        ``swag.pt`` would never be read (SWAG's epochs come after training and leave model.pt as it is)."""
         c = self.config
+        options = dict(c.source_train_options)
+        if seed != c.source_seeds[0]:
+            for key in ("swag_epochs", "swag_rank", "swag_lr"):
+                options.pop(key, None)
         return self.context.train_config(method="ri", seed=seed, max_epochs=c.source_max_epochs,
                                          restarts=c.source_restarts, patience=c.source_patience,
-                                         zoo_dir=str(zoo / f"seed{seed}"), target=False, **c.source_train_options)
+                                         zoo_dir=str(zoo / f"seed{seed}"), target=False, **options)
 
     def source_settings(self) -> dict[str, Any]:
         """What the source stage's outputs depend on: the zoo (its models' digests, or its training settings
@@ -189,7 +196,8 @@ class SourceStage(Stage):
         if c.source_models:
             zoo: dict[str, Any] = {"models": [file_sha256(m) for m in c.source_models]}
         else:
-            train_config = result_settings(self.source_train_config(0, self.out), drop=("seed", *BAYESIAN_SETTINGS))
+            train_config = result_settings(self.source_train_config(c.source_seeds[0], self.out),
+                                           drop=("seed", *BAYESIAN_SETTINGS))
             zoo = {"train_config": train_config, "seeds": list(c.source_seeds), "val_fraction": c.source_val_fraction,
                    "split_seed": c.first_split_seed, "preprocess": dict(c.preprocess),
                    "data": cases_sha256(self.data.cases(c.source, "source"))}
