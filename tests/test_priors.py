@@ -164,6 +164,11 @@ def test_gaussian_prior_rejects_bad_arguments_by_name():
         GaussianPrior(scale=0.0)
     with pytest.raises(ConfigError, match="loc"):
         GaussianPrior(loc=float("nan"))
+    # a TOML `scale = true` is a mistake, not 1.0
+    with pytest.raises(ConfigError, match="scale must be a positive finite number, got True"):
+        GaussianPrior(scale=True)
+    with pytest.raises(ConfigError, match="loc must be a finite number, got False"):
+        GaussianPrior(loc=False)
 
 
 def test_gaussian_prior_samples_have_its_moments():

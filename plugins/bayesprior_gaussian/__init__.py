@@ -8,6 +8,7 @@ from torch import Tensor
 
 from bayesprior import GaussianPosterior, Prior, hookimpl, register_kl
 from bayesprior.errors import ConfigError
+from bayesprior.validation import positive_finite
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -27,13 +28,12 @@ class GaussianPrior(Prior):
 
     def __init__(self, loc: float = 0.0, scale: float = 1.0):
         super().__init__()
-        if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
-            raise ConfigError(f"gaussian prior: scale must be a positive finite number, got {scale!r}")
-        if not (isinstance(loc, (int, float)) and math.isfinite(loc)):
+        scale = positive_finite(scale, "gaussian prior: scale")
+        if isinstance(loc, bool) or not (isinstance(loc, (int, float)) and math.isfinite(loc)):
             raise ConfigError(f"gaussian prior: loc must be a finite number, got {loc!r}")
-        self._config = {"loc": float(loc), "scale": float(scale)}
+        self._config = {"loc": float(loc), "scale": scale}
         self.register_buffer("loc", torch.tensor(float(loc)))
-        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.register_buffer("scale", torch.tensor(scale))
 
     def log_prob(self, w: Tensor) -> Tensor:
         return (-0.5 * (_LOG_2PI + 2 * self.scale.log() + ((w - self.loc) / self.scale) ** 2)).sum()
