@@ -9,8 +9,10 @@ case, and a deterministic run's per batch; the data term here is per batch for b
 times the batch size; in logs older than that field, a Bayesian run's data term times batch size / N, from the
 run's config.json), so that the two compare. Per method and train size it prints the means and the data term
 relative to the baseline's on the same split: how much worse a Bayesian network fits its training cases at the end
-of its steps. With the runs' networks (model.pt) it also gives how far their k x k x k kernels (posterior means for
-a Bayesian network) ended from the source network's: ||w - w_source|| / ||w_source|| over every such kernel. PR
+of its steps, and the epoch its learning rate first fell (the schedule watches the training loss, KL included).
+With the runs' networks (model.pt) it also gives how far their k x k x k kernels (posterior means for
+a Bayesian network) ended from the source network's: ||w - w_source|| / ||w_source|| over every such kernel, and the
+same over the 1 x 1 x 1 convolutions, which no kernel group holds (a Bayesian run leaves them plain, unpenalised). PR
 starts at the source, so its distance is what the data alone moved; a prior that starts there too and ends further
 away was pulled by the prior. These are training-side facts only: nothing here reads a test score other than the
 result's own DSC.
@@ -47,14 +49,17 @@ def _data_per_batch(config: Path, last: dict) -> float:
         return logged
 
 
-def kernels(path: Path) -> dict[str, np.ndarray] | None:
-    """The k x k x k kernels (k > 1) of model file `path`, by the plain network's layer names; None if unreadable."""
+def kernels(path: Path, pointwise: bool = False) -> dict[str, np.ndarray] | None:
+    """The k x k x k kernels (k > 1) of model file `path`, by the plain network's layer names; with `pointwise`, its
+    1 x 1 x 1 convolutions instead (outside every kernel group: no kernel prior covers them). None if unreadable."""
     try:
         state = deterministic_state(read_model_file(path))
     except (BayespriorError, OSError):
         return None
+    def wanted(shape: tuple[int, ...]) -> bool:
+        return max(shape) == 1 if pointwise else min(shape) > 1
     return {key: value.numpy() for key, value in state.items()
-            if key.endswith(".weight") and value.dim() >= 3 and min(value.shape[2:]) > 1}
+            if key.endswith(".weight") and value.dim() >= 3 and wanted(tuple(value.shape[2:]))}
 
 
 def distance_from(network: dict[str, np.ndarray], source: dict[str, np.ndarray]) -> float:
@@ -78,10 +83,20 @@ def recorded_source(folder: Path) -> Path | None:
     return None
 
 
+def first_lr_drop(lines: list[dict]) -> float | None:
+    """The first epoch whose learning rate is below the first epoch's; inf if it never fell, None if not logged."""
+    start = lines[0].get("lr")
+    if start is None:
+        return None
+    return next((float(e["epoch"]) for e in lines if e.get("lr", start) < start), float("inf"))
+
+
 def last_epochs(folder: Path, source: Path | None = None) -> list[dict]:
-    """One row per finished run of experiment `folder`: method, split, size, DSC and its last logged epoch; with
-    `source`, the distance of the run's kernels from that network's (``moved``, NaN without a readable model)."""
+    """One row per finished run of experiment `folder`: method, split, size, DSC, its last logged epoch and the
+    epoch its learning rate first fell; with `source`, the distance of the run's kernels from that network's
+    (``moved``) and of its 1 x 1 x 1 convolutions (``moved_pointwise``), NaN without a readable model."""
     source_kernels = kernels(source) if source is not None else None
+    source_pointwise = kernels(source, pointwise=True) if source is not None else None
     rows = []
     for result in ResultStore(folder / "results").read_all():
         run = RunSpec(result["split"], result["train_size"], result["method"])
@@ -93,16 +108,20 @@ def last_epochs(folder: Path, source: Path | None = None) -> list[dict]:
         data = _data_per_batch(folder / "runs" / run.run_id / "config.json", last)
         rows.append({"method": run.method, "split": run.split, "train_size": run.train_size,
                      "dsc": result["dsc"], "epochs": len(lines), "data": data, "kl": float(last.get("kl", 0.0)),
-                     "logged_data": logged, "weighted_kl": float(last["loss"]) - logged})
-        if source_kernels is not None:
-            network = kernels(folder / "runs" / run.run_id / "model.pt")
+                     "logged_data": logged, "weighted_kl": float(last["loss"]) - logged,
+                     "lr_drop": first_lr_drop(lines)})
+        if source_kernels is not None and source_pointwise is not None:
+            model = folder / "runs" / run.run_id / "model.pt"
+            network, pointwise = kernels(model), kernels(model, pointwise=True)
             rows[-1]["moved"] = distance_from(network, source_kernels) if network else float("nan")
+            rows[-1]["moved_pointwise"] = distance_from(pointwise, source_pointwise) if pointwise else float("nan")
     return rows
 
 
 def summary(rows: list[dict], baseline: str) -> list[list]:
-    """Per (method, train size): runs, epochs, data term, its ratio to the baseline's on the same split, KL,
-    weighted KL / data term, distance from the source network (where measured), DSC (means)."""
+    """Per (method, train size): runs, epochs, the epoch the learning rate first fell (median; how many runs it never
+    fell in), data term, its ratio to the baseline's on the same split, KL, weighted KL / data term, distance of the
+    kernels and of the 1 x 1 x 1 convolutions from the source network (where measured), DSC (means)."""
     base = {(r["split"], r["train_size"]): r["data"] for r in rows if r["method"] == baseline}
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in rows:
@@ -111,13 +130,22 @@ def summary(rows: list[dict], baseline: str) -> list[list]:
     for (method, size), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         ratios = [r["data"] / base[(r["split"], size)] for r in runs if base.get((r["split"], size))]
         table.append([method, size, len(runs), f"{np.mean([r['epochs'] for r in runs]):.0f}",
+                      _lr_drops([r["lr_drop"] for r in runs]),
                       f"{np.mean([r['data'] for r in runs]):.1f}",
                       f"{np.mean(ratios):.1f}" if ratios else "-",
                       f"{np.mean([r['kl'] for r in runs]):.3g}",
                       f"{np.mean([r['weighted_kl'] / r['logged_data'] for r in runs]):.1f}",
                       _mean_or_dash([r.get("moved", float("nan")) for r in runs]),
+                      _mean_or_dash([r.get("moved_pointwise", float("nan")) for r in runs]),
                       f"{np.mean([r['dsc'] for r in runs]):.3f}"])
     return table
+
+
+def _lr_drops(epochs: list[float | None]) -> str:
+    """The median epoch of the first fall, and how many runs it never fell in ("-" where no log has the rate)."""
+    fell = [e for e in epochs if e is not None and np.isfinite(e)]
+    never = sum(1 for e in epochs if e is not None and not np.isfinite(e))
+    return (f"{np.median(fell):.0f}" if fell else "-") + (f" ({never} never)" if never else "")
 
 
 def _mean_or_dash(values: list[float]) -> str:
@@ -138,8 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = last_epochs(args.folder, source)
     if not rows:
         sys.exit(f"{args.folder}: no finished run with a log.jsonl")
-    header = ["method", "cases", "runs", "epochs", "data term per batch", f"data / {args.baseline}", "KL",
-              "weighted KL / data term in the loss", "moved from source", "DSC"]
+    header = ["method", "cases", "runs", "epochs", "lr first fell (epoch)", "data term per batch",
+              f"data / {args.baseline}", "KL", "weighted KL / data term in the loss", "kernels moved from source",
+              "1x1x1 moved from source", "DSC"]
     print(f"kernels' distance from {source}\n" if source else "no source network recorded: no distances\n")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in summary(rows, args.baseline):

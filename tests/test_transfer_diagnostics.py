@@ -33,8 +33,8 @@ def test_the_last_epoch_is_read_and_the_data_term_divided_by_the_baselines_on_th
     assert len(rows) == 4
     table = {row[0]: row for row in diagnostics["summary"](rows, "ri")}
     # dwp: data 20 and 10 (ratios 5 and 5), weighted KL 200 and 80 (ratios to data 10 and 8), DSC 0.5 and 0.4
-    assert table["dwp"][2:] == [2, "2", "15.0", "5.0", "9e+03", "9.0", "-", "0.450"]
-    assert table["ri"][2:] == [2, "2", "3.0", "1.0", "0", "0.0", "-", "0.650"]
+    assert table["dwp"][2:] == [2, "2", "-", "15.0", "5.0", "9e+03", "9.0", "-", "-", "0.450"]
+    assert table["ri"][2:] == [2, "2", "-", "3.0", "1.0", "0", "0.0", "-", "-", "0.650"]
 
 
 def test_a_folder_without_finished_runs_is_refused_in_one_line(tmp_path, capsys):
@@ -43,28 +43,34 @@ def test_a_folder_without_finished_runs_is_refused_in_one_line(tmp_path, capsys)
         diagnostics["main"]([str(tmp_path)])
 
 
-def _network(path, scale, source=None):
+def _network(path, scale, source=None, pointwise_scale=100.0):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv3d(1, 2, 3), nn.Conv3d(2, 2, 1))
     with torch.no_grad():
         net[0].weight.mul_(scale)
-        net[1].weight.mul_(100.0)  # a 1x1x1 layer: not a kernel, never counted
+        net[1].weight.mul_(pointwise_scale)  # a 1x1x1 layer: not a kernel, measured on its own
     save_model(net, path, extra={"train_config": {"source": str(source) if source else None}})
 
 
 def test_the_kernels_distance_from_the_recorded_source_network(tmp_path, capsys):
     _network(tmp_path / "source.pt", 1.0)
-    for run_id, method, scale in [("split0_n5_pr", "pr", 1.5), ("split0_n5_dwp", "dwp", 3.0)]:
-        _run(tmp_path, run_id, method, 0, [{"loss": 4.0, "data": 4.0}], 0.6)
+    for run_id, method, scale, lrs in [("split0_n5_pr", "pr", 1.5, [1e-3, 1e-3, 1e-4]),
+                                        ("split0_n5_dwp", "dwp", 3.0, [1e-3, 1e-3, 1e-3])]:
+        _run(tmp_path, run_id, method, 0, [{"loss": 4.0, "data": 4.0, "lr": lr} for lr in lrs], 0.6)
         _network(tmp_path / "runs" / run_id / "model.pt", scale, source=tmp_path / "source.pt")
     (tmp_path / "runs" / "split0_n5_dwp" / "model.pt").rename(tmp_path / "runs" / "split0_n5_dwp" / "gone.pt")
-    _network(tmp_path / "runs" / "split0_n5_dwp" / "model.pt", 3.0)  # records no source: the other's is used
+    # records no source (the other's is used); its 1x1x1 layer moved 4 times its own size
+    _network(tmp_path / "runs" / "split0_n5_dwp" / "model.pt", 3.0, pointwise_scale=500.0)
     assert diagnostics["recorded_source"](tmp_path) == tmp_path / "source.pt"
     rows = {r["method"]: r for r in diagnostics["last_epochs"](tmp_path, tmp_path / "source.pt")}
     assert rows["pr"]["moved"] == pytest.approx(0.5) and rows["dwp"]["moved"] == pytest.approx(2.0)
+    assert rows["pr"]["moved_pointwise"] == pytest.approx(0.0) and rows["dwp"]["moved_pointwise"] == pytest.approx(4.0)
+    assert (rows["pr"]["lr_drop"], rows["dwp"]["lr_drop"]) == (3, float("inf"))
     diagnostics["main"]([str(tmp_path), "--baseline", "pr"])
     out = capsys.readouterr().out
-    assert str(tmp_path / "source.pt") in out and "| dwp | 5 | 1 | 1 | 4.0 | 1.0 | 0 | 0.0 | 2.00 | 0.600 |" in out
+    assert str(tmp_path / "source.pt") in out
+    assert "| dwp | 5 | 1 | 3 | - (1 never) | 4.0 | 1.0 | 0 | 0.0 | 2.00 | 4.00 | 0.600 |" in out
+    assert "| pr | 5 | 1 | 3 | 3 | 4.0 | 1.0 | 0 | 0.0 | 0.50 | 0.00 | 0.600 |" in out
 
 
 def test_an_unreadable_model_gives_no_distance_and_a_bad_source_is_refused(tmp_path):
@@ -87,7 +93,7 @@ def test_a_bayesian_runs_data_term_is_put_on_the_per_batch_scale_of_a_determinis
     rows = {r["method"]: r for r in diagnostics["last_epochs"](tmp_path)}
     assert rows["dwp"]["data"] == pytest.approx(8.0) and rows["ri"]["data"] == pytest.approx(4.0)
     table = {row[0]: row for row in diagnostics["summary"](list(rows.values()), "ri")}
-    assert table["dwp"][4:8] == ["8.0", "2.0", "1e+04", "0.2"]  # weighted KL 10 against the loss's data term 40
+    assert table["dwp"][5:9] == ["8.0", "2.0", "1e+04", "0.2"]  # weighted KL 10 against the loss's data term 40
 
 
 def test_the_logs_data_per_case_is_used_where_present(tmp_path):

@@ -19,12 +19,12 @@ from ..training.config import TrainConfig
 NOT_RESULT_SETTINGS = ("progress", "device", "zoo_dir", "source", "prior_path")
 #: settings only Bayesian runs read: left out of the (deterministic) source runs' settings
 BAYESIAN_SETTINGS = ("kl_weight", "forward_mode", "kl_warmup", "prior_options", "log_variance_init",
-                     "init_from_prior", "posterior_std_ratio")
+                     "init_from_prior", "posterior_std_ratio", "prior_layers")
 #: settings added after results were first keyed by their settings, with the default that reproduces the
 #: runs made before they existed: left out of a result's key while at that default, so that results made
 #: by an older bayesprior stay valid
 LATER_SETTINGS = {"posterior_std_ratio": None, "penalty_weight": None, "swag_epochs": 0, "swag_rank": 5,
-                  "swag_lr": None}
+                  "swag_lr": None, "prior_layers": "groups"}
 #: what a run folder's training depends on (the run settings less how it is scored)
 TRAINING_KEYS = ("train_config", "inputs", "train_data")
 

@@ -14,6 +14,10 @@ from .sampling import FOREGROUND_FRACTION, SamplingConfig
 SWAG_RANK = 5  # the default swag_rank, named where a swag_epochs too small for it is refused
 
 
+#: the values of `TrainConfig.prior_layers`
+PRIOR_LAYERS = ("groups", "all")
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run (written to ``config.json`` and ``model.pt``).
@@ -26,7 +30,12 @@ class TrainConfig:
             posterior_std_ratio: start each layer's posterior std at this fraction of its weights' RMS
             instead of at exp(log_variance_init / 2) (see `bayesprior.wrap.bayesianize`);
             forward_mode: ``lrt`` (local reparameterisation) or ``sample`` (one weight sample per
-            forward: cheaper, noisier gradients) for Bayesian training.
+            forward: cheaper, noisier gradients) for Bayesian training;
+            prior_layers: the layers a Bayesian method puts its prior on: ``groups``, the architecture's layer
+            groups (the U-Net's k x k x k kernels; every convolution with a kernel larger than 1 where it declares
+            none), or ``all``, those and every other convolution and linear layer (1 x 1 x 1 convolutions, the
+            output layer), which ``groups`` leaves plain and unregularised. ``all`` needs a prior that is not
+            fitted per layer group.
         lr, patience, factor, threshold, min_lr: Adam and ReduceLROnPlateau settings; training stops
             when the learning rate falls below `min_lr` (after `restarts` restarts) or at `max_epochs`.
         batch_size: the global batch size (split over processes under DDP).
@@ -69,6 +78,7 @@ class TrainConfig:
     log_variance_init: float = -10.0
     posterior_std_ratio: float | None = None
     forward_mode: str = "lrt"
+    prior_layers: str = "groups"
     lr: float = 1e-3
     patience: int = 10
     factor: float = 0.1
@@ -106,6 +116,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.forward_mode not in ("lrt", "sample"):
             raise ConfigError(f"forward_mode must be 'lrt' or 'sample', got {self.forward_mode!r}")
+        if self.prior_layers not in PRIOR_LAYERS:
+            raise ConfigError(f"prior_layers must be one of {', '.join(map(repr, PRIOR_LAYERS))}, got "
+                              f"{self.prior_layers!r}")
         for name in ("lr", "factor", "min_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")

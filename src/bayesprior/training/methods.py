@@ -8,7 +8,8 @@
   layer trained, with the plugin's penalty (times ``penalty_weight``) added to the data loss;
 - the name of any registered prior (``gaussian``, ``loguniform``, ``dwp`` ...): the network is made
   Bayesian with that prior on each layer group the architecture declares (or on every convolution
-  with a kernel larger than 1 if it declares none); posterior means start from a source checkpoint
+  with a kernel larger than 1 if it declares none), and with ``prior_layers = "all"`` on every other
+  convolution and linear layer too; posterior means start from a source checkpoint
   when one is given, or from prior samples with ``init_from_prior``. A prior centred at the source
   network (``l2sp_bayes``, ``swag``, ``dwp_anchored``) needs the source model: it is bound to its weights.
 
@@ -21,13 +22,14 @@ import dataclasses
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..checkpoints import deterministic_state, read_model_file, require_finite_state
 from ..errors import CheckpointError, ConfigError
+from ..layers import is_supported
 from ..plugins import (
     architecture_finetune_layers,
     architecture_groups,
@@ -38,7 +40,7 @@ from ..plugins import (
     prior_per_group,
     prior_registry,
 )
-from ..selectors import Selector, by_group
+from ..selectors import Selector, by_group, by_layer_names
 from ..wrap import Rule, bayesianize
 from .config import TrainConfig
 
@@ -243,14 +245,22 @@ def prior_file_given_twice(prior_path: str | Path | None, prior_options: Mapping
 
 
 def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: str | None = None,
-                prior_options: Mapping[str, Any] | None = None) -> list[Rule]:
-    """One rule per layer group, each with its own prior built by the registered factory.
+                prior_options: Mapping[str, Any] | None = None, other_layers: Sequence[str] = ()) -> list[Rule]:
+    """One rule per layer group, each with its own prior built by the registered factory, and one for
+    `other_layers` (layers outside the groups, ``prior_layers = "all"``) if any are given.
 
     The factory config is ``path`` (when `prior_path` is given), the `prior_options`, and ``group``
     when the prior is registered with ``per_group=True`` (so a DWP prior loads that group's VAE).
     Without groups, one rule covers every convolution with a kernel larger than 1.
+
+    Raises:
+        ConfigError: `other_layers` for a prior fitted per layer group (it has no prior for them).
     """
     per_group = prior_per_group(prior_name)
+    if other_layers and per_group:
+        raise ConfigError(f"prior {prior_name!r} is fitted per layer group and has no prior for the layers outside "
+                          f"them ({', '.join(other_layers[:3])}{', ...' if len(other_layers) > 3 else ''}); "
+                          "prior_layers = 'all' needs a prior that is not (e.g. gaussian, l2sp_bayes, swag)")
     base: dict[str, Any] = {}
     if prior_path is not None:
         base["path"] = str(prior_path)
@@ -259,15 +269,30 @@ def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: st
         raise ConfigError(f"the prior file is given twice: {prior_path} (the prior file) and path={options['path']} "
                           "(a prior option); give it once")
     base.update(options)
+    rest = [Rule(by_layer_names(other_layers, "layers outside the groups"), (prior_name, base))] if other_layers else []
     if not groups:
-        return [Rule(Selector("convolutions with kernel > 1", _kernel_larger_than_one), (prior_name, base))]
+        return [Rule(Selector("convolutions with kernel > 1", _kernel_larger_than_one), (prior_name, base)), *rest]
     rules = []
     for group in groups:
         config = dict(base)
         if per_group:
             config["group"] = group
         rules.append(Rule(by_group(group), (prior_name, config)))
-    return rules
+    return rules + rest
+
+
+def layers_outside(net: nn.Module, groups: Mapping[str, list[str]]) -> list[str]:
+    """The layers of `net` that can be made Bayesian and that no group holds (without groups: those with no kernel
+    larger than 1, the layers `prior_rules` leaves out), in network order; a layer inside one of them is not listed."""
+    held = {name for members in groups.values() for name in members}
+    outside: list[str] = []
+    for name, module in net.named_modules():
+        if not name or any(name.startswith(o + ".") for o in outside) or not is_supported(module):
+            continue
+        covered = name in held if groups else _kernel_larger_than_one(name, module, groups)
+        if not covered:
+            outside.append(name)
+    return outside
 
 
 def build_model(config: TrainConfig) -> nn.Module:
@@ -297,7 +322,8 @@ def build_model(config: TrainConfig) -> nn.Module:
     if not method.bayesian:
         return net
     groups = architecture_groups(config.architecture, net)
-    rules = prior_rules(method.name, groups, config.prior_path, config.prior_options)
+    other = layers_outside(net, groups) if config.prior_layers == "all" else []
+    rules = prior_rules(method.name, groups, config.prior_path, config.prior_options, other)
     return bayesianize(net, rules, groups=groups, log_variance_init=config.log_variance_init,
                        init_from_prior=config.init_from_prior, mode=config.forward_mode,
                        posterior_std_ratio=config.posterior_std_ratio)
