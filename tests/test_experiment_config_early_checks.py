@@ -233,3 +233,17 @@ def test_a_target_with_no_case_left_to_validate_on_is_refused_before_the_source_
     assert_one_line_error(result, "the target dataset has 3 cases", "1 to score on (protocol.score_on = 'validation')",
                           "needs 4")
     assert not (out / "source").exists()
+
+
+# --- prior_layers = "all": only for a prior that is not fitted per layer group ---
+
+
+def test_prior_layers_all_is_refused_for_a_dwp_and_taken_for_a_source_centred_gaussian(tmp_path):
+    message = _refused(_config(tmp_path, methods=["dwp", "l2sp_bayes"], target_training='prior_layers = "all"'))
+    assert ("target_training.prior_layers = 'all': prior 'dwp' of method 'dwp' is fitted per layer group" in message
+            and "give prior_layers = 'all' only to the methods whose prior is not" in message)
+    config = load_config(_config(tmp_path, methods=["dwp", "l2sp_bayes"],
+                                 per_method={"l2sp_bayes": 'prior_layers = "all"'}))
+    assert config.target_method_options["l2sp_bayes"]["prior_layers"] == "all"
+    message = _refused(_config(tmp_path, methods=["l2sp_bayes"], target_training='prior_layers = "every"'))
+    assert "prior_layers must be one of 'groups', 'all', got 'every'" in message

@@ -410,6 +410,7 @@ def _check(c: ExperimentConfig, path: Path) -> None:
     _check_swag_epochs_given(c, path)
     check_method_settings(c, path)
     _check_method_options(c, path)
+    _check_prior_layers(c, path)
 
 
 def check_method_settings(c: ExperimentConfig, path: Path | str = "<config>") -> None:
@@ -439,6 +440,22 @@ def _check_swag_epochs_given(c: ExperimentConfig, path: Path) -> None:
                 where = table if key in own else table.split(".per_method.")[0]
                 raise ConfigError(f"{path}: {where}.{key} has no effect without swag_epochs{which}; leave it out "
                                   "or set swag_epochs")
+
+
+def _check_prior_layers(c: ExperimentConfig, path: Path) -> None:
+    """prior_layers = "all" for a method whose prior is fitted per layer group (dwp): it has no prior for the layers
+    outside them, and its runs would stop only after the source stage."""
+    from ..plugins import prior_per_group, prior_registry
+
+    for name in c.methods:
+        own = c.target_method_options.get(name, {})
+        base = c.base_method(name)
+        if {**c.target_train_options, **own}.get("prior_layers") == "all" and base in prior_registry() \
+                and prior_per_group(base):
+            where = f"target_training.per_method.{name}" if "prior_layers" in own else "target_training"
+            raise ConfigError(f"{path}: {where}.prior_layers = 'all': prior {base!r} of method {name!r} is fitted per "
+                              "layer group and has no prior for the layers outside them; give prior_layers = 'all' "
+                              "only to the methods whose prior is not (e.g. l2sp_bayes, swag, gaussian)")
 
 
 def _check_method_options(c: ExperimentConfig, path: Path) -> None:
