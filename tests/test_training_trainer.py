@@ -77,6 +77,32 @@ def test_without_validation_the_training_loss_is_monitored(tiny_architecture, tm
     assert json.loads((tmp_path / "config.json").read_text())["monitor"] == "training loss"
 
 
+def test_lr_monitor_data_steps_the_schedule_on_the_data_term_alone(tiny_architecture, tmp_path):
+    from bayesprior.training import trainer
+
+    class Scheduler:  # records what it was stepped on
+        def __init__(self):
+            self.seen = []
+
+        def step(self, value):
+            self.seen.append(value)
+
+    entry = {"epoch": 1, "loss": 40.0, "data": 2.0}  # a Bayesian run: the loss is mostly weighted KL
+    for monitor, expected in (("loss", 40.0), ("data", 2.0)):
+        net = torch.nn.Linear(1, 1)
+        run = trainer._Run(net, torch.optim.Adam(net.parameters()), Scheduler(), None, None)
+        trainer._end_of_epoch(run, dict(entry), _config(tiny_architecture, lr_monitor=monitor), {}, None)
+        assert run.scheduler.seen == [expected]
+    run.scheduler.seen.clear()
+    trainer._end_of_epoch(run, dict(entry, val_loss=3.0), _config(tiny_architecture, lr_monitor="data"), {}, None)
+    assert run.scheduler.seen == [3.0]  # validation cases: their loss, whatever the setting
+    train(_config(tiny_architecture, max_epochs=1, method="gaussian", lr_monitor="data"), make_cases(2),
+          run_dir=tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["monitor"] == "training data term"
+    with pytest.raises(ConfigError, match="lr_monitor must be one of 'loss', 'data', got 'kl'"):
+        _config(tiny_architecture, lr_monitor="kl")
+
+
 def test_restarts_write_one_checkpoint_per_minimum(tiny_architecture, tmp_path):
     # patience 0 and a big factor reach lr < min_lr fast, so each minimum takes two epochs
     cfg = _config(tiny_architecture, max_epochs=20, patience=0, factor=0.001, min_lr=1e-6, threshold=10.0,

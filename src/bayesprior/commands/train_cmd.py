@@ -15,7 +15,7 @@ from ..data.provenance import input_grid, preprocessing_summary
 from ..errors import ConfigError
 from ..plugins import prior_source_file
 from ..progress import labelled, plain_lines
-from ..training.config import PRIOR_LAYERS, TrainConfig
+from ..training.config import LR_MONITORS, PRIOR_LAYERS, TrainConfig
 from ..training.distributed import init_from_environment
 from ..training.methods import SOURCE_UNUSED, TrainingMethod, build_model, prior_file_given_twice, training_method
 from ..training.recipes import DEFAULT_RECIPE, RECIPES, recipe
@@ -77,6 +77,10 @@ def _check_method(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--posterior-std-ratio", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Instead of --log-variance-init: start each layer's posterior std at this fraction of its "
                    "weights' RMS (e.g. 0.1), the same signal-to-noise ratio at any weight scale.")
+@click.option("--lr-monitor", type=click.Choice(LR_MONITORS), default="loss", show_default=True,
+              help="What the learning-rate schedule watches without validation cases: the training loss (KL and "
+                   "penalty included), or its data term alone (a Bayesian run whose KL keeps falling while its fit "
+                   "has stopped improving).")
 @click.option("--prior-layers", type=click.Choice(PRIOR_LAYERS), default="groups", show_default=True,
               help="Layers under the prior (Bayesian methods): the architecture's layer groups (the U-Net's 3x3x3 "
                    "kernels), or all: those and every other convolution and linear layer (1x1x1, output), which "
@@ -142,8 +146,8 @@ def _check_method(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @trust_file_option
 def train_command(data_dir, run_dir, method, architecture, arch_option, source, prior_path,
-                  prior_option, init_from_prior, recipe_name, log_variance_init, posterior_std_ratio, prior_layers,
-                  max_epochs,
+                  prior_option, init_from_prior, recipe_name, log_variance_init, posterior_std_ratio, lr_monitor,
+                  prior_layers, max_epochs,
                   batch_size, lr, seeds, restarts, val_fraction,
                   ce_reduction, dice_batch, kl_weight, forward_mode, init_scale, weight_decay, patch,
                   foreground_fraction, steps_per_epoch, augment, patience, kl_warmup, amp, amp_dtype, channels_last,
@@ -236,7 +240,7 @@ def _settings(options: Mapping[str, Any], bayesian: Mapping[str, Any]) -> tuple[
             architecture_config={"in_channels": 1, "n_classes": 2, **dict(o["arch_option"])},
             method=o["method"], source=o["source"], prior_path=o["prior_path"],
             prior_options=dict(o["prior_option"]), init_from_prior=o["init_from_prior"],
-            posterior_std_ratio=o["posterior_std_ratio"], prior_layers=o["prior_layers"],
+            posterior_std_ratio=o["posterior_std_ratio"], prior_layers=o["prior_layers"], lr_monitor=o["lr_monitor"],
             max_epochs=o["max_epochs"], batch_size=o["batch_size"],
             lr=o["lr"], seed=o["seeds"][0], restarts=o["restarts"],
             zoo_dir=str(o["run_dir"] / "zoo") if (o["restarts"] > 0 or len(o["seeds"]) > 1) else None,

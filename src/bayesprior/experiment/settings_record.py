@@ -24,7 +24,7 @@ BAYESIAN_SETTINGS = ("kl_weight", "forward_mode", "kl_warmup", "prior_options", 
 #: runs made before they existed: left out of a result's key while at that default, so that results made
 #: by an older bayesprior stay valid
 LATER_SETTINGS = {"posterior_std_ratio": None, "penalty_weight": None, "swag_epochs": 0, "swag_rank": 5,
-                  "swag_lr": None, "prior_layers": "groups"}
+                  "swag_lr": None, "prior_layers": "groups", "lr_monitor": "loss"}
 #: what a run folder's training depends on (the run settings less how it is scored)
 TRAINING_KEYS = ("train_config", "inputs", "train_data")
 

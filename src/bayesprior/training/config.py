@@ -14,8 +14,9 @@ from .sampling import FOREGROUND_FRACTION, SamplingConfig
 SWAG_RANK = 5  # the default swag_rank, named where a swag_epochs too small for it is refused
 
 
-#: the values of `TrainConfig.prior_layers`
+#: the values of `TrainConfig.prior_layers` and `TrainConfig.lr_monitor`
 PRIOR_LAYERS = ("groups", "all")
+LR_MONITORS = ("loss", "data")
 
 
 @dataclass
@@ -38,6 +39,10 @@ class TrainConfig:
             fitted per layer group.
         lr, patience, factor, threshold, min_lr: Adam and ReduceLROnPlateau settings; training stops
             when the learning rate falls below `min_lr` (after `restarts` restarts) or at `max_epochs`.
+        lr_monitor: what ReduceLROnPlateau watches when there are no validation cases (with them, their loss):
+            ``loss``, the training loss (a Bayesian run's weighted KL and a method's penalty included), or
+            ``data``, its data term alone. A Bayesian run's KL can fall for hundreds of epochs while the fit of
+            the training cases has stopped improving, so that the rate never falls (benchmarks/RESULTS.md).
         batch_size: the global batch size (split over processes under DDP).
         seed: fixes initialisation, batch order and sampling.
         dice_weight, ce_weight, ce_reduction, dice_batch, dice_epsilon: the data term (`LossConfig`).
@@ -84,6 +89,7 @@ class TrainConfig:
     factor: float = 0.1
     threshold: float = 1e-4
     min_lr: float = 1e-6
+    lr_monitor: str = "loss"
     max_epochs: int = 500
     batch_size: int = 2
     seed: int = 0
@@ -116,6 +122,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.forward_mode not in ("lrt", "sample"):
             raise ConfigError(f"forward_mode must be 'lrt' or 'sample', got {self.forward_mode!r}")
+        if self.lr_monitor not in LR_MONITORS:
+            raise ConfigError(f"lr_monitor must be one of {', '.join(map(repr, LR_MONITORS))}, got {self.lr_monitor!r}")
         if self.prior_layers not in PRIOR_LAYERS:
             raise ConfigError(f"prior_layers must be one of {', '.join(map(repr, PRIOR_LAYERS))}, got "
                               f"{self.prior_layers!r}")

@@ -196,7 +196,8 @@ def train(config: TrainConfig, train_cases: Sequence[Any], val_cases: Sequence[A
     Args:
         config: the run's settings.
         train_cases, val_cases: objects with ``.case_id``, ``.image`` and ``.label`` (see module doc).
-            With validation cases the scheduler monitors the validation loss, else the training loss.
+            With validation cases the scheduler monitors the validation loss, else the training loss
+            (or its data term: `TrainConfig.lr_monitor`).
         run_dir: where checkpoint, logs, curves and the model go; a checkpoint there is resumed.
         preprocess: the preprocessing configuration (a dict, `PreprocessConfig.to_dict()`) used to
             make the cases; stored in ``model.pt`` so prediction can redo it (None: not recorded, and
@@ -371,12 +372,15 @@ def _refuse_non_finite_weights(run: _Run, epoch: int) -> None:
                              "learning rate or check the data")
 
 
+_TRAINING_MONITORS = {"loss": "training loss", "data": "training data term"}
+
+
 def _run_record(config: TrainConfig, run_dir: Path, train_cases: Sequence[Any], val_cases: Sequence[Any] | None,
                 preprocess: Mapping[str, Any] | None, ctx: DistContext) -> dict[str, Any]:
     """What ``config.json``, the checkpoint and every saved model record about the run."""
     data = data_record(train_cases, val_cases)
     return {"train_config": portable_settings(config, run_dir),
-            "monitor": "validation loss" if val_cases else "training loss",
+            "monitor": "validation loss" if val_cases else _TRAINING_MONITORS[config.lr_monitor],
             "preprocess": dict(preprocess) if preprocess is not None else None,
             "input_grid": input_grid([*train_cases, *(val_cases or [])]),
             "n_train": len(train_cases), "n_val": len(val_cases or []),
@@ -465,7 +469,7 @@ def _train_epoch(run: _Run, net: nn.Module, train_cases: Sequence[Any], config: 
 def _end_of_epoch(run: _Run, entry: dict[str, Any], config: TrainConfig, record: Mapping[str, Any],
                   ctx: DistContext) -> None:
     """Step the scheduler on the monitored loss; at a minimum, save it and restart or finish; log the epoch."""
-    run.scheduler.step(entry["val_loss"] if "val_loss" in entry else entry["loss"])
+    run.scheduler.step(entry["val_loss"] if "val_loss" in entry else entry[config.lr_monitor])
     if run.optimizer.param_groups[0]["lr"] < config.min_lr:
         _save_minimum(run.model, config, run.minimum, entry["epoch"], record, ctx)
         if run.minimum < config.restarts:
