@@ -63,7 +63,7 @@ def _check_method(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--restarts", type=click.IntRange(min=0), default=0, show_default=True,
               help="Cyclical restarts after convergence; each minimum is saved to RUN_DIR/zoo.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Fraction of cases held out to monitor (0: monitor the training loss).")
+              help="Fraction of cases held out to monitor (0: monitor the training loss, or its data term: --lr-monitor).")
 @click.option("--ce-reduction", type=click.Choice(["sum", "mean"]), default="sum", show_default=True)
 @click.option("--dice-batch/--dice-per-case", default=True, show_default=True)
 @click.option("--kl-weight", type=click.FloatRange(min=0), default=None,
