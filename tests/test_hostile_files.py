@@ -258,6 +258,10 @@ def test_show_cases_describes_a_dataset_json_that_is_not_an_object(tmp_path):
 
 def test_arch_refuses_a_builder_option_of_the_wrong_kind(tmp_path):
     assert_one_line_error(run("arch", "unet3d", "-c", "widths=[1,2]"), "widths must be four channel counts")
+    # a comma list without brackets is a string: named as written, with the way to write it
+    assert_one_line_error(run("arch", "unet3d", "-c", "widths=4,4,4,4"),
+                          "got '4,4,4,4' (on the command line: --arch-option 'widths=[8,16,32,64]')")
+    assert_one_line_error(run("arch", "unet3d", "-c", "widths=4"), "widths must be four channel counts")
 
 
 def test_demo_refuses_a_folder_another_process_works_in(tmp_path):

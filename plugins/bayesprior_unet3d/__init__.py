@@ -53,7 +53,10 @@ def build_unet3d(in_channels: int = 1, n_classes: int = 2, widths: Sequence[int]
     Raises:
         ConfigError: invalid channel counts or widths (see `UNet3D`).
     """
-    return UNet3D(in_channels=in_channels, n_classes=n_classes, widths=tuple(widths))
+    # a list from JSON or TOML becomes the tuple the network keeps; anything else goes to its check as given, so
+    # that '8,16,32,64' is named as it was written, not as the characters tuple() makes of it
+    return UNet3D(in_channels=in_channels, n_classes=n_classes,
+                  widths=tuple(widths) if isinstance(widths, (list, tuple)) else widths)
 
 
 def unet3d_groups(model: nn.Module) -> dict[str, list[str]]:

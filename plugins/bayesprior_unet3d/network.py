@@ -97,7 +97,7 @@ class UNet3D(nn.Module):
         self.n_classes = _positive_int(n_classes, "n_classes")
         if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) != 4:
             raise ConfigError(f"unet3d: widths must be four channel counts (full, 1/2, 1/4, 1/8 resolution), "
-                              f"got {widths!r}")
+                              f"got {widths!r} (on the command line: --arch-option 'widths=[8,16,32,64]')")
         w0, w1, w2, w3 = (_positive_int(w, "every width") for w in widths)
         self.widths = (w0, w1, w2, w3)
         self.init_conv = nn.Conv3d(in_channels, w0, 3, padding=1, bias=False)
