@@ -141,3 +141,16 @@ def test_source_networks_start_small_unless_the_config_says_otherwise():
     he = parse_config({**base, "source_training": {"init_scale": 1.0}})
     assert he.source_train_options["init_scale"] == 1.0
     assert "init_scale" not in parse_config(base).target_train_options  # target runs keep He init
+
+
+def test_the_report_says_what_steered_each_runs_learning_rate():
+    from bayesprior.experiment.report_stage import _schedule_note
+
+    loss = {"method": "pr", "settings": {"train_config": {}}}  # lr_monitor at its default: not in the settings
+    data = {"method": "l2sp_bayes", "settings": {"train_config": {"lr_monitor": "data"}}}
+    held_out = {"schedule_cases": ["a", "b"], "settings": {"train_config": {"lr_monitor": "data"}}}
+    assert _schedule_note([loss, loss]) == "learning rate steered by the training loss"
+    assert _schedule_note([loss, data]) == ("learning rate steered by the training loss (pr); the training data term "
+                                            "(l2sp_bayes)")
+    assert _schedule_note([held_out]) == "learning rate steered by the loss of 2 held-out pool case(s) per split"
+    assert _schedule_note([{}]) == "learning rate steered by the training loss"  # a result of an older version

@@ -61,11 +61,23 @@ def _settings_note(results: Sequence[dict[str, Any]], bayesian: set[str]) -> str
 
 
 def _schedule_note(results: Sequence[dict[str, Any]]) -> str:
-    """What steered the results' learning-rate schedules, as the results record it."""
-    counts = sorted({len(r.get("schedule_cases", [])) for r in results})
-    steer = {0: "the training loss"}
-    return "learning rate steered by " + " and ".join(
-        steer.get(k, f"the loss of {k} held-out pool case(s) per split") for k in counts)
+    """What steered the results' learning-rate schedules, as the results record it: held-out pool cases' loss, or
+    the training loss or its data term (``lr_monitor``, absent from a result's settings at its default)."""
+    def steered_by(result: dict[str, Any]) -> str:
+        k = len(result.get("schedule_cases", []))
+        if k:
+            return f"the loss of {k} held-out pool case(s) per split"
+        settings = result.get("settings")
+        train = settings.get("train_config", {}) if isinstance(settings, dict) else {}
+        monitor = train.get("lr_monitor", "loss") if isinstance(train, dict) else "loss"
+        return "the training data term" if monitor == "data" else "the training loss"
+    by_method: dict[str, set[str]] = {}
+    for r in results:
+        by_method.setdefault(str(r.get("method")), set()).add(steered_by(r))
+    ways = {way for ways in by_method.values() for way in ways}
+    if len(ways) == 1:
+        return f"learning rate steered by {next(iter(ways))}"
+    return "learning rate steered by " + "; ".join(f"{' and '.join(sorted(w))} ({m})" for m, w in by_method.items())
 
 
 def _grid_note(results: Sequence[dict[str, Any]]) -> str:
