@@ -49,17 +49,16 @@ def _data_per_batch(config: Path, last: dict) -> float:
         return logged
 
 
-def kernels(path: Path, pointwise: bool = False) -> dict[str, np.ndarray] | None:
-    """The k x k x k kernels (k > 1) of model file `path`, by the plain network's layer names; with `pointwise`, its
-    1 x 1 x 1 convolutions instead (outside every kernel group: no kernel prior covers them). None if unreadable."""
+def kernels(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+    """The k x k x k kernels (k > 1) of model file `path` and its 1 x 1 x 1 convolutions (outside every kernel group:
+    no kernel prior covers them), by the plain network's layer names; None if unreadable."""
     try:
         state = deterministic_state(read_model_file(path))
     except (BayespriorError, OSError):
         return None
-    def wanted(shape: tuple[int, ...]) -> bool:
-        return max(shape) == 1 if pointwise else min(shape) > 1
-    return {key: value.numpy() for key, value in state.items()
-            if key.endswith(".weight") and value.dim() >= 3 and wanted(tuple(value.shape[2:]))}
+    convolutions = {key: value for key, value in state.items() if key.endswith(".weight") and value.dim() >= 3}
+    return ({key: v.numpy() for key, v in convolutions.items() if min(v.shape[2:]) > 1},
+            {key: v.numpy() for key, v in convolutions.items() if max(v.shape[2:]) == 1})
 
 
 def distance_from(network: dict[str, np.ndarray], source: dict[str, np.ndarray]) -> float:
@@ -95,8 +94,7 @@ def last_epochs(folder: Path, source: Path | None = None) -> list[dict]:
     """One row per finished run of experiment `folder`: method, split, size, DSC, its last logged epoch and the
     epoch its learning rate first fell; with `source`, the distance of the run's kernels from that network's
     (``moved``) and of its 1 x 1 x 1 convolutions (``moved_pointwise``), NaN without a readable model."""
-    source_kernels = kernels(source) if source is not None else None
-    source_pointwise = kernels(source, pointwise=True) if source is not None else None
+    source_weights = kernels(source) if source is not None else None
     rows = []
     for result in ResultStore(folder / "results").read_all():
         run = RunSpec(result["split"], result["train_size"], result["method"])
@@ -110,11 +108,10 @@ def last_epochs(folder: Path, source: Path | None = None) -> list[dict]:
                      "dsc": result["dsc"], "epochs": len(lines), "data": data, "kl": float(last.get("kl", 0.0)),
                      "logged_data": logged, "weighted_kl": float(last["loss"]) - logged,
                      "lr_drop": first_lr_drop(lines)})
-        if source_kernels is not None and source_pointwise is not None:
-            model = folder / "runs" / run.run_id / "model.pt"
-            network, pointwise = kernels(model), kernels(model, pointwise=True)
-            rows[-1]["moved"] = distance_from(network, source_kernels) if network else float("nan")
-            rows[-1]["moved_pointwise"] = distance_from(pointwise, source_pointwise) if pointwise else float("nan")
+        if source_weights is not None:
+            network = kernels(folder / "runs" / run.run_id / "model.pt")
+            for k, key in enumerate(("moved", "moved_pointwise")):  # the kernels, then the 1 x 1 x 1 convolutions
+                rows[-1][key] = distance_from(network[k], source_weights[k]) if network else float("nan")
     return rows
 
 

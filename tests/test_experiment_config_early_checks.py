@@ -240,8 +240,8 @@ def test_a_target_with_no_case_left_to_validate_on_is_refused_before_the_source_
 
 def test_prior_layers_all_is_refused_for_a_dwp_and_taken_for_a_source_centred_gaussian(tmp_path):
     message = _refused(_config(tmp_path, methods=["dwp", "l2sp_bayes"], target_training='prior_layers = "all"'))
-    assert ("target_training.prior_layers = 'all': prior 'dwp' of method 'dwp' is fitted per layer group" in message
-            and "give prior_layers = 'all' only to the methods whose prior is not" in message)
+    assert ("target_training.prior_layers (method 'dwp'): prior 'dwp' is fitted per layer group" in message
+            and "prior_layers = 'all' needs a prior that is not" in message)
     config = load_config(_config(tmp_path, methods=["dwp", "l2sp_bayes"],
                                  per_method={"l2sp_bayes": 'prior_layers = "all"'}))
     assert config.target_method_options["l2sp_bayes"]["prior_layers"] == "all"

@@ -59,7 +59,7 @@ def test_all_puts_the_prior_on_the_1x1x1_convolutions_that_the_groups_leave_plai
 
 def test_a_prior_fitted_per_group_has_nothing_for_the_other_layers():
     with pytest.raises(ConfigError, match=r"prior 'dwp' is fitted per layer group and has no prior for the layers "
-                                          r"outside them \(out_conv\); prior_layers = 'all' needs a prior that is not"):
+                                          r"outside them; prior_layers = 'all' needs a prior that is not"):
         prior_rules("dwp", {"g": ["a"]}, "prior.pt", None, other_layers=["out_conv"])
 
 

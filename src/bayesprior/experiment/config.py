@@ -443,19 +443,21 @@ def _check_swag_epochs_given(c: ExperimentConfig, path: Path) -> None:
 
 
 def _check_prior_layers(c: ExperimentConfig, path: Path) -> None:
-    """prior_layers = "all" for a method whose prior is fitted per layer group (dwp): it has no prior for the layers
-    outside them, and its runs would stop only after the source stage."""
-    from ..plugins import prior_per_group, prior_registry
+    """prior_layers = "all" for a method whose prior is fitted per layer group (dwp), refused as its runs would
+    refuse it (`check_prior_layers`), but before the source stage."""
+    from ..plugins import prior_registry
+    from ..training.methods import check_prior_layers
 
     for name in c.methods:
         own = c.target_method_options.get(name, {})
         base = c.base_method(name)
-        if {**c.target_train_options, **own}.get("prior_layers") == "all" and base in prior_registry() \
-                and prior_per_group(base):
+        if base not in prior_registry():
+            continue  # a deterministic method: no prior, nothing to cover
+        try:
+            check_prior_layers(base, str({**c.target_train_options, **own}.get("prior_layers", "groups")))
+        except ConfigError as exc:
             where = f"target_training.per_method.{name}" if "prior_layers" in own else "target_training"
-            raise ConfigError(f"{path}: {where}.prior_layers = 'all': prior {base!r} of method {name!r} is fitted per "
-                              "layer group and has no prior for the layers outside them; give prior_layers = 'all' "
-                              "only to the methods whose prior is not (e.g. l2sp_bayes, swag, gaussian)")
+            raise ConfigError(f"{path}: {where}.prior_layers (method {name!r}): {exc}") from None
 
 
 def _check_method_options(c: ExperimentConfig, path: Path) -> None:

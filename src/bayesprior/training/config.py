@@ -14,9 +14,10 @@ from .sampling import FOREGROUND_FRACTION, SamplingConfig
 SWAG_RANK = 5  # the default swag_rank, named where a swag_epochs too small for it is refused
 
 
-#: the values of `TrainConfig.prior_layers` and `TrainConfig.lr_monitor`
-PRIOR_LAYERS = ("groups", "all")
+#: the values of `TrainConfig.forward_mode`, `TrainConfig.lr_monitor` and `TrainConfig.prior_layers`
+FORWARD_MODES = ("lrt", "sample")
 LR_MONITORS = ("loss", "data")
+PRIOR_LAYERS = ("groups", "all")
 
 
 @dataclass
@@ -120,13 +121,10 @@ class TrainConfig:
     swag_lr: float | None = None
 
     def __post_init__(self) -> None:
-        if self.forward_mode not in ("lrt", "sample"):
-            raise ConfigError(f"forward_mode must be 'lrt' or 'sample', got {self.forward_mode!r}")
-        if self.lr_monitor not in LR_MONITORS:
-            raise ConfigError(f"lr_monitor must be one of {', '.join(map(repr, LR_MONITORS))}, got {self.lr_monitor!r}")
-        if self.prior_layers not in PRIOR_LAYERS:
-            raise ConfigError(f"prior_layers must be one of {', '.join(map(repr, PRIOR_LAYERS))}, got "
-                              f"{self.prior_layers!r}")
+        for name, choices in (("forward_mode", FORWARD_MODES), ("lr_monitor", LR_MONITORS),
+                              ("prior_layers", PRIOR_LAYERS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}")
         for name in ("lr", "factor", "min_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")

@@ -257,10 +257,8 @@ def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: st
         ConfigError: `other_layers` for a prior fitted per layer group (it has no prior for them).
     """
     per_group = prior_per_group(prior_name)
-    if other_layers and per_group:
-        raise ConfigError(f"prior {prior_name!r} is fitted per layer group and has no prior for the layers outside "
-                          f"them ({', '.join(other_layers[:3])}{', ...' if len(other_layers) > 3 else ''}); "
-                          "prior_layers = 'all' needs a prior that is not (e.g. gaussian, l2sp_bayes, swag)")
+    if other_layers:
+        check_prior_layers(prior_name, "all")
     base: dict[str, Any] = {}
     if prior_path is not None:
         base["path"] = str(prior_path)
@@ -279,6 +277,13 @@ def prior_rules(prior_name: str, groups: Mapping[str, list[str]], prior_path: st
             config["group"] = group
         rules.append(Rule(by_group(group), (prior_name, config)))
     return rules + rest
+
+
+def check_prior_layers(prior_name: str, prior_layers: str) -> None:
+    """A ConfigError if `prior_layers` is ``all`` for a prior fitted per layer group (it has none for the rest)."""
+    if prior_layers == "all" and prior_per_group(prior_name):
+        raise ConfigError(f"prior {prior_name!r} is fitted per layer group and has no prior for the layers outside "
+                          "them; prior_layers = 'all' needs a prior that is not (e.g. gaussian, l2sp_bayes, swag)")
 
 
 def layers_outside(net: nn.Module, groups: Mapping[str, list[str]]) -> list[str]:
